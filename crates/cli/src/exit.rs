@@ -13,12 +13,18 @@ pub struct CliError {
 impl CliError {
     /// Bad input: unparsable file, bad flag value, unknown image (exit 2).
     pub fn bad_input(message: impl fmt::Display) -> Self {
-        CliError { code: 2, message: message.to_string() }
+        CliError {
+            code: 2,
+            message: message.to_string(),
+        }
     }
 
     /// The command ran and failed (exit 1).
     pub fn failed(message: impl fmt::Display) -> Self {
-        CliError { code: 1, message: message.to_string() }
+        CliError {
+            code: 1,
+            message: message.to_string(),
+        }
     }
 
     /// Print the message to stderr and give the exit code.

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Daemonless, rootless OCI image builder and snapshot store")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Daemonless, rootless OCI image builder and snapshot store"
+)]
 struct Cli {
     /// Store directory (default: $XDG_DATA_HOME/cairn, ~/.local/share/cairn, or /var/lib/cairn as root)
     #[arg(long, global = true, env = "CAIRN_STORE")]

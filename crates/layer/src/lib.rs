@@ -1,0 +1,3 @@
+//! Layers: turning a changed filesystem into an OCI layer blob and back.
+
+pub mod digest;

@@ -1,0 +1,322 @@
+//! The helper's side: everything that runs inside the new namespaces.
+//!
+//! Process tree: caller -> helper (unshares, waits for its ID maps, forks)
+//! -> PID 1 of the new PID namespace (mounts the rootfs, pivots, forks the
+//! command, reaps everything, exits with the command's status) -> command.
+//! When PID 1 exits the kernel kills every process left in the namespace, so
+//! a command that leaves daemons behind leaves nothing.
+
+use crate::protocol::{Failure, HELPER_ENV, MAPPED, UNSHARED};
+use crate::rootfs;
+use crate::spec::{Network, RunSpec};
+use crate::users::{resolve_user, ExecUser};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// If this process was started as a sandbox helper, do the helper's work and
+/// exit; otherwise return at once. Call it first thing in `main`, before any
+/// thread is started (the kernel refuses a new user namespace to a
+/// multithreaded process).
+pub fn init_hook() {
+    let Some(fds) = std::env::var_os(HELPER_ENV) else {
+        return;
+    };
+    let code = helper_main(&fds.to_string_lossy());
+    std::process::exit(code);
+}
+
+fn parse_fds(value: &str) -> Option<(RawFd, RawFd)> {
+    let (a, b) = value.split_once(',')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn helper_main(fds: &str) -> i32 {
+    let Some((down_fd, up_fd)) = parse_fds(fds) else {
+        eprintln!("cairn-sandbox: malformed {HELPER_ENV}");
+        return 125;
+    };
+    std::env::remove_var(HELPER_ENV);
+    // SAFETY: the caller handed these two open descriptors to us and nothing
+    // else in this fresh process owns them.
+    let mut down = unsafe { File::from_raw_fd(down_fd) };
+    let mut up = unsafe { File::from_raw_fd(up_fd) };
+    // The caller cleared close-on-exec so we could inherit them; the command
+    // must not: an open `up` would keep the caller waiting for our report.
+    for fd in [&down, &up] {
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    let spec = match read_spec(&mut down) {
+        Ok(s) => s,
+        Err(m) => return report(&mut up, Failure::Setup(m)),
+    };
+
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = unshare(flags) {
+        return report(
+            &mut up,
+            Failure::Setup(format!("unshare: {e} (are user namespaces enabled?)")),
+        );
+    }
+    if up.write_all(&[UNSHARED]).is_err() {
+        return 125;
+    }
+    let mut byte = [0u8; 1];
+    if down.read_exact(&mut byte).is_err() || byte[0] != MAPPED {
+        return 125; // the caller gave up; it reports why
+    }
+    drop(down);
+
+    // SAFETY: this process is single-threaded (init_hook runs before any
+    // thread starts), so the child may allocate freely.
+    match unsafe { fork() } {
+        Err(e) => report(&mut up, Failure::Setup(format!("fork: {e}"))),
+        Ok(ForkResult::Child) => {
+            let code = pid1_main(&spec, up);
+            std::process::exit(code)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(up);
+            wait_exit_code(child)
+        }
+    }
+}
+
+fn read_spec(down: &mut File) -> Result<RunSpec, String> {
+    let mut len = [0u8; 8];
+    down.read_exact(&mut len)
+        .map_err(|e| format!("reading spec: {e}"))?;
+    let len = u64::from_le_bytes(len);
+    if len > 64 << 20 {
+        return Err(format!("spec of {len} bytes is too large"));
+    }
+    let mut body = vec![0u8; len as usize];
+    down.read_exact(&mut body)
+        .map_err(|e| format!("reading spec: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("decoding spec: {e}"))
+}
+
+fn report(up: &mut File, failure: Failure) -> i32 {
+    let code = failure.exit_code();
+    if let Ok(text) = serde_json::to_vec(&failure) {
+        let _ = up.write_all(&text);
+    }
+    code
+}
+
+/// Wait for `pid` and turn its end into a shell-style exit code.
+fn wait_exit_code(pid: Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 125,
+        }
+    }
+}
+
+fn pid1_main(spec: &RunSpec, mut up: File) -> i32 {
+    // If the helper dies (the caller killed it on timeout or cancel), so do we,
+    // and with PID 1 the whole namespace.
+    // SAFETY: prctl with an integer signal argument.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    match start_command(spec) {
+        Err(failure) => report(&mut up, failure),
+        Ok(child) => {
+            // The command is running: nothing more to report. Closing `up`
+            // tells the caller so.
+            drop(up);
+            reap_until(child)
+        }
+    }
+}
+
+/// Set up the rootfs, then fork and exec the command; Ok once exec succeeded.
+fn start_command(spec: &RunSpec) -> Result<Pid, Failure> {
+    rootfs::enter(spec).map_err(|e| Failure::Setup(e.to_string()))?;
+    let user = load_user(&spec.process.user).map_err(Failure::Setup)?;
+    prepare_cwd(&spec.process.cwd, &user).map_err(Failure::Setup)?;
+    let program = resolve_program(&spec.process.args, &spec.process.env)?;
+
+    // The command tells whether exec worked through this pipe: it is
+    // close-on-exec, so EOF means success.
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Failure::Setup(format!("pipe: {e}")))?;
+    // SAFETY: PID 1 is single-threaded.
+    match unsafe { fork() } {
+        Err(e) => Err(Failure::Setup(format!("fork: {e}"))),
+        Ok(ForkResult::Child) => {
+            drop(err_r);
+            let failure = exec_command(&program, spec, &user);
+            let mut w = File::from(err_w);
+            let _ = w.write_all(&serde_json::to_vec(&failure).unwrap_or_default());
+            std::process::exit(failure.exit_code());
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(err_w);
+            let mut failure_report = Vec::new();
+            let _ = File::from(err_r).read_to_end(&mut failure_report);
+            match serde_json::from_slice::<Failure>(&failure_report) {
+                Ok(f) => {
+                    let _ = waitpid(child, None);
+                    Err(f)
+                }
+                Err(_) => Ok(child),
+            }
+        }
+    }
+}
+
+/// Reap every child until `main` exits; then kill what is left and return
+/// `main`'s exit code.
+fn reap_until(main: Pid) -> i32 {
+    let code = loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == main => break code,
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => break 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break 125,
+        }
+    };
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    while let Ok(_) | Err(nix::errno::Errno::EINTR) = waitpid(Pid::from_raw(-1), None) {}
+    code
+}
+
+fn load_user(spec: &str) -> Result<ExecUser, String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    resolve_user(spec, &passwd, &group).map_err(|e| e.to_string())
+}
+
+fn prepare_cwd(cwd: &str, user: &ExecUser) -> Result<(), String> {
+    let cwd = if cwd.is_empty() { "/" } else { cwd };
+    let path = Path::new(cwd);
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("working directory {cwd} is not a directory")),
+        Err(_) => {
+            std::fs::create_dir_all(path)
+                .map_err(|e| format!("creating working directory {cwd}: {e}"))?;
+            // Docker creates a missing working directory owned by the user.
+            let _ = nix::unistd::chown(path, Some(user.uid.into()), Some(user.gid.into()));
+            Ok(())
+        }
+    }
+}
+
+/// Find the executable for argv[0] in the container's PATH, as the shell would.
+fn resolve_program(args: &[String], env: &[String]) -> Result<PathBuf, Failure> {
+    let Some(name) = args.first().filter(|a| !a.is_empty()) else {
+        return Err(Failure::Setup("no command given".to_string()));
+    };
+    if name.contains('/') {
+        return match std::fs::metadata(name) {
+            Ok(_) => Ok(PathBuf::from(name)),
+            Err(_) => Err(Failure::NotFound(format!(
+                "exec: {name}: no such file or directory"
+            ))),
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(name);
+        if let Ok(m) = std::fs::metadata(&candidate) {
+            if m.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(Failure::NotFound(format!(
+        "exec: {name:?}: executable file not found in $PATH"
+    )))
+}
+
+/// Drop to the user and exec; returns only on failure.
+fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
+    let groups: Vec<nix::unistd::Gid> = user.groups.iter().map(|g| (*g).into()).collect();
+    // setgroups is denied when only one ID is mapped; the user is then root anyway.
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        if !spec.id_mapping.single_id {
+            return Failure::Setup(format!("setgroups: {e}"));
+        }
+    }
+    if let Err(e) = nix::unistd::setresgid(user.gid.into(), user.gid.into(), user.gid.into()) {
+        return Failure::Setup(format!("setgid {}: {e}{}", user.gid, single_id_hint(spec)));
+    }
+    if let Err(e) = nix::unistd::setresuid(user.uid.into(), user.uid.into(), user.uid.into()) {
+        return Failure::Setup(format!("setuid {}: {e}{}", user.uid, single_id_hint(spec)));
+    }
+    let cwd = if spec.process.cwd.is_empty() {
+        "/"
+    } else {
+        &spec.process.cwd
+    };
+    if let Err(e) = std::env::set_current_dir(cwd) {
+        return Failure::Setup(format!("chdir {cwd}: {e}"));
+    }
+    let to_c = |s: &[u8]| {
+        CString::new(s).map_err(|_| Failure::Setup("NUL byte in command or environment".into()))
+    };
+    let prog = match to_c(program.as_os_str().as_bytes()) {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    let argv: Result<Vec<CString>, Failure> = spec
+        .process
+        .args
+        .iter()
+        .map(|a| to_c(a.as_bytes()))
+        .collect();
+    let envp: Result<Vec<CString>, Failure> = spec
+        .process
+        .env
+        .iter()
+        .map(|a| to_c(a.as_bytes()))
+        .collect();
+    let (argv, envp) = match (argv, envp) {
+        (Ok(a), Ok(e)) => (a, e),
+        (Err(f), _) | (_, Err(f)) => return f,
+    };
+    // Restore default signal handling for the command.
+    let err = nix::unistd::execve(&prog, &argv, &envp).err();
+    let name = program.display();
+    match err {
+        Some(nix::errno::Errno::ENOENT) => {
+            Failure::NotFound(format!("exec: {name}: no such file or directory"))
+        }
+        Some(e) => Failure::CannotExec(format!("exec: {name}: {e}")),
+        None => Failure::CannotExec(format!("exec: {name}: returned")),
+    }
+}
+
+fn single_id_hint(spec: &RunSpec) -> &'static str {
+    if spec.id_mapping.single_id {
+        " (only your own ID is mapped: add a range for your user to /etc/subuid and /etc/subgid, e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER`)"
+    } else {
+        ""
+    }
+}

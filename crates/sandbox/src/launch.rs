@@ -1,0 +1,250 @@
+//! The caller's side: spawn the helper, give it its ID maps, wait for it.
+//!
+//! The caller may be multithreaded (platform services are), so it never
+//! unshares anything itself: the helper is a fresh exec of a binary whose
+//! `main` calls [`crate::init_hook`] first, and does all namespace work there.
+
+use crate::protocol::{Failure, HELPER_ENV, MAPPED, UNSHARED};
+use crate::spec::RunSpec;
+use crate::SandboxError;
+use nix::fcntl::OFlag;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How a sandboxed command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Exit code as Docker reports it: the command's code, 128+N for signal
+    /// N, 125/126/127 for setup / cannot-exec / not-found failures.
+    pub exit_code: i32,
+    /// Set when the sandbox, not the command, decided the exit code.
+    pub failure: Option<Failure>,
+    /// True when the run was killed because its timeout passed.
+    pub timed_out: bool,
+}
+
+/// Standard streams for the sandboxed command (inherited by default).
+#[derive(Default)]
+pub struct RunStdio {
+    pub stdin: Option<Stdio>,
+    pub stdout: Option<Stdio>,
+    pub stderr: Option<Stdio>,
+}
+
+/// Runs specs in sandboxes by re-executing a helper binary.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    helper: PathBuf,
+}
+
+impl Launcher {
+    /// A launcher whose helper is the current executable (whose `main` must
+    /// call [`crate::init_hook`] first).
+    pub fn current_exe() -> Result<Launcher, SandboxError> {
+        let helper = std::env::current_exe()
+            .map_err(|e| SandboxError::io("finding the current executable", e))?;
+        Ok(Launcher { helper })
+    }
+
+    /// A launcher that uses another binary as the helper.
+    pub fn with_helper(helper: impl Into<PathBuf>) -> Launcher {
+        Launcher {
+            helper: helper.into(),
+        }
+    }
+
+    /// Run `spec` to completion, killing the whole sandbox after `timeout`.
+    pub fn run(
+        &self,
+        spec: &RunSpec,
+        stdio: RunStdio,
+        timeout: Option<Duration>,
+    ) -> Result<RunOutcome, SandboxError> {
+        let (down_r, down_w) = cloexec_pipe()?;
+        let (up_r, up_w) = cloexec_pipe()?;
+        let mut cmd = Command::new(&self.helper);
+        cmd.env(
+            HELPER_ENV,
+            format!("{},{}", down_r.as_raw_fd(), up_w.as_raw_fd()),
+        );
+        cmd.stdin(stdio.stdin.unwrap_or_else(Stdio::inherit));
+        cmd.stdout(stdio.stdout.unwrap_or_else(Stdio::inherit));
+        cmd.stderr(stdio.stderr.unwrap_or_else(Stdio::inherit));
+        let keep = [down_r.as_raw_fd(), up_w.as_raw_fd()];
+        // SAFETY: between fork and exec only async-signal-safe fcntl calls run.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in keep {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            SandboxError::io(format!("starting helper {}", self.helper.display()), e)
+        })?;
+        drop(down_r);
+        drop(up_w);
+        let mut down = std::fs::File::from(down_w);
+        let mut up = std::fs::File::from(up_r);
+
+        let result = self.drive(spec, &mut child, &mut down, &mut up, timeout);
+        if result.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        result
+    }
+
+    fn drive(
+        &self,
+        spec: &RunSpec,
+        child: &mut Child,
+        down: &mut std::fs::File,
+        up: &mut std::fs::File,
+        timeout: Option<Duration>,
+    ) -> Result<RunOutcome, SandboxError> {
+        let started = Instant::now();
+        let body = serde_json::to_vec(spec).map_err(SandboxError::Spec)?;
+        let mut msg = (body.len() as u64).to_le_bytes().to_vec();
+        msg.extend_from_slice(&body);
+        down.write_all(&msg)
+            .map_err(|e| SandboxError::io("sending the spec to the helper", e))?;
+
+        let mut byte = [0u8; 1];
+        match up.read(&mut byte) {
+            Ok(1) if byte[0] == UNSHARED => {}
+            _ => {
+                // The helper died or reported before unsharing: collect why.
+                let mut rest = Vec::new();
+                let _ = up.read_to_end(&mut rest);
+                let status = child
+                    .wait()
+                    .map_err(|e| SandboxError::io("waiting for the helper", e))?;
+                return Err(SandboxError::HelperFailed {
+                    status: status.to_string(),
+                    message: String::from_utf8_lossy(&rest).trim().to_string(),
+                });
+            }
+        }
+        write_id_maps(child.id(), spec)?;
+        down.write_all(&[MAPPED])
+            .map_err(|e| SandboxError::io("signalling the helper", e))?;
+
+        // The up pipe stays open until the command is exec'd (it is CLOEXEC
+        // there) or until a failure report is written.
+        let mut report = Vec::new();
+        let _ = up.read_to_end(&mut report);
+        let failure: Option<Failure> = serde_json::from_slice(&report).ok();
+
+        let (status, timed_out) =
+            wait_with_timeout(child, timeout.map(|t| t.saturating_sub(started.elapsed())))?;
+        let exit_code = match (&failure, status.code(), status.signal()) {
+            (Some(f), _, _) => f.exit_code(),
+            (None, Some(c), _) => c,
+            (None, None, Some(sig)) => 128 + sig,
+            (None, None, None) => 125,
+        };
+        Ok(RunOutcome {
+            exit_code,
+            failure,
+            timed_out,
+        })
+    }
+}
+
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::sys("creating a pipe", e))
+}
+
+fn wait_with_timeout(
+    child: &mut Child,
+    timeout: Option<Duration>,
+) -> Result<(std::process::ExitStatus, bool), SandboxError> {
+    let Some(timeout) = timeout else {
+        let status = child
+            .wait()
+            .map_err(|e| SandboxError::io("waiting for the sandbox", e))?;
+        return Ok((status, false));
+    };
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| SandboxError::io("waiting for the sandbox", e))?
+        {
+            return Ok((status, false));
+        }
+        if Instant::now() >= deadline {
+            // Killing the helper kills PID 1 (parent-death signal), and with it
+            // every process of the PID namespace.
+            let _ = child.kill();
+            let status = child
+                .wait()
+                .map_err(|e| SandboxError::io("waiting for the sandbox", e))?;
+            return Ok((status, true));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Write the helper's uid_map and gid_map: through newuidmap/newgidmap for a
+/// subordinate range, directly for real root or a single mapped ID.
+fn write_id_maps(pid: u32, spec: &RunSpec) -> Result<(), SandboxError> {
+    let m = &spec.id_mapping;
+    let as_root = nix::unistd::geteuid().is_root();
+    if as_root || m.single_id {
+        let line = |r: &crate::idmap::IdRange| format!("{} {} {}\n", r.inside, r.outside, r.count);
+        let uid_map: String = m.uids.iter().map(line).collect();
+        let gid_map: String = m.gids.iter().map(line).collect();
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        if !as_root {
+            // An unprivileged process may map its own gid only after giving up setgroups.
+            write_proc(&proc_dir.join("setgroups"), "deny")?;
+        }
+        write_proc(&proc_dir.join("uid_map"), &uid_map)?;
+        write_proc(&proc_dir.join("gid_map"), &gid_map)?;
+        return Ok(());
+    }
+    run_map_tool("newuidmap", pid, &m.uids)?;
+    run_map_tool("newgidmap", pid, &m.gids)
+}
+
+fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, text)
+        .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))
+}
+
+fn run_map_tool(
+    tool: &str,
+    pid: u32,
+    ranges: &[crate::idmap::IdRange],
+) -> Result<(), SandboxError> {
+    let mut cmd = Command::new(tool);
+    cmd.arg(pid.to_string());
+    for r in ranges {
+        cmd.args([
+            r.inside.to_string(),
+            r.outside.to_string(),
+            r.count.to_string(),
+        ]);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| SandboxError::io(format!("running {tool} (install the uidmap package)"), e))?;
+    if !out.status.success() {
+        return Err(SandboxError::IdMap {
+            tool: tool.to_string(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! Rootless sandboxes: a command in its own user, mount, PID, UTS and IPC
+//! namespaces (and network, when asked), over an overlay of image layers.
+//!
+//! Binaries that use this crate must call [`init_hook`] first thing in
+//! `main`: sandboxes are entered by re-executing the binary as a helper.
+
+pub mod helper;
+pub mod idmap;
+pub mod launch;
+mod netns;
+pub mod protocol;
+pub mod rootfs;
+pub mod spec;
+pub mod users;
+
+pub use helper::init_hook;
+pub use launch::{Launcher, RunOutcome, RunStdio};
+pub use spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec};
+
+/// Errors of the caller's side of a sandbox run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Sys {
+        context: String,
+        source: nix::errno::Errno,
+    },
+    #[error("encoding the sandbox spec: {0}")]
+    Spec(serde_json::Error),
+    #[error("{tool} refused the ID mapping: {message} (check /etc/subuid and /etc/subgid)")]
+    IdMap { tool: String, message: String },
+    #[error("sandbox helper failed ({status}) before entering its namespaces: {message}")]
+    HelperFailed { status: String, message: String },
+}
+
+impl SandboxError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        SandboxError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+    pub(crate) fn sys(context: impl Into<String>, source: nix::errno::Errno) -> Self {
+        SandboxError::Sys {
+            context: context.into(),
+            source,
+        }
+    }
+}

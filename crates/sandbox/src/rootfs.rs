@@ -1,0 +1,217 @@
+//! Building the sandbox's root filesystem inside its mount namespace.
+//!
+//! overlay(layers, upper) at `merged`, then /proc, a tmpfs /dev with the
+//! host's harmless device nodes bound in, /dev/pts, /dev/shm, the bind-mounted
+//! /etc files, and finally pivot_root into it. Mount points missing from the
+//! image are created in the upper dir (as buildah does); `created_mountpoints`
+//! in the sandbox record lets a commit drop them again.
+
+use crate::spec::{Network, RunSpec};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::{Path, PathBuf};
+
+/// A failed setup step, naming what was being done to which path.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {source}", path.display())]
+pub struct RootfsError {
+    what: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(nix::errno::Errno) -> RootfsError + 'a {
+    move |e| RootfsError {
+        what,
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> RootfsError + 'a {
+    move |source| RootfsError {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Set up the root filesystem and pivot into it. Runs as PID 1 of the
+/// sandbox, inside its user and mount namespaces.
+pub fn enter(spec: &RunSpec) -> Result<(), RootfsError> {
+    let _ = nix::unistd::sethostname(&spec.hostname);
+    let root = Path::new("/");
+    mount(
+        None::<&str>,
+        root,
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(err("making mounts private at", root))?;
+
+    let merged = &spec.rootfs.merged;
+    mount_overlay(spec)?;
+
+    let proc_dir = ensure_dir(merged, "proc")?;
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), &proc_dir, Some("proc"), nosuid, None::<&str>)
+        .map_err(err("mounting proc at", &proc_dir))?;
+
+    mount_dev(merged)?;
+
+    for bind in &spec.bind_files {
+        let target = merged.join(bind.target.trim_start_matches('/'));
+        if !target.exists() {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+            }
+            std::fs::write(&target, b"").map_err(io_err("creating mount point", &target))?;
+        }
+        mount(
+            Some(&bind.source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(err("bind-mounting over", &target))?;
+        if bind.read_only {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            mount(None::<&str>, &target, None::<&str>, flags, None::<&str>)
+                .map_err(err("making read-only", &target))?;
+        }
+    }
+
+    if spec.network == Network::None {
+        crate::netns::loopback_up().map_err(err("bringing up loopback in", merged))?;
+    }
+
+    std::env::set_current_dir(merged).map_err(io_err("entering", merged))?;
+    // pivot_root(".", ".") stacks the old root under the new one; detaching
+    // it leaves only the new root, with no directory needed for the old one.
+    nix::unistd::pivot_root(".", ".").map_err(err("pivot_root into", merged))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(err("detaching the old root from", merged))?;
+    std::env::set_current_dir("/").map_err(io_err("entering", root))?;
+    Ok(())
+}
+
+fn mount_overlay(spec: &RunSpec) -> Result<(), RootfsError> {
+    let r = &spec.rootfs;
+    if r.layers.is_empty() {
+        // FROM scratch: nothing below, the upper dir is the whole tree.
+        return mount(
+            Some(&r.upper),
+            &r.merged,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(err("bind-mounting upper dir at", &r.merged));
+    }
+    // Mount options must fit in one page: when every layer dir shares a parent
+    // (the store's layers/), name them relative to it.
+    let parent = r.layers[0].parent().map(Path::to_path_buf);
+    let shared_parent = parent.filter(|p| r.layers.iter().all(|l| l.parent() == Some(p.as_path())));
+    let lower: Vec<String> = r
+        .layers
+        .iter()
+        .rev() // overlay lists the topmost layer first
+        .map(|l| match &shared_parent {
+            Some(_) => l
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            None => l.to_string_lossy().into_owned(),
+        })
+        .collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        lower.join(":"),
+        r.upper.display(),
+        r.work.display()
+    );
+    if let Some(p) = &shared_parent {
+        std::env::set_current_dir(p).map_err(io_err("entering", p))?;
+    }
+    mount(
+        Some("overlay"),
+        &r.merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(err("mounting overlay at", &r.merged))
+}
+
+fn ensure_dir(root: &Path, name: &str) -> Result<PathBuf, RootfsError> {
+    let dir = root.join(name);
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).map_err(io_err("creating mount point", &dir))?;
+    }
+    Ok(dir)
+}
+
+fn mount_dev(merged: &Path) -> Result<(), RootfsError> {
+    let dev = ensure_dir(merged, "dev")?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(err("mounting tmpfs at", &dev))?;
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        let target = dev.join(name);
+        std::fs::write(&target, b"").map_err(io_err("creating", &target))?;
+        // /dev/tty fails to bind where the caller has no terminal; the rest must work.
+        if let Err(e) = mount(
+            Some(&host),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            if name != "tty" {
+                return Err(err("bind-mounting device", &target)(e));
+            }
+        }
+    }
+    let pts = ensure_dir(&dev, "pts")?;
+    let _ = mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    );
+    let shm = ensure_dir(&dev, "shm")?;
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(err("mounting tmpfs at", &shm))?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let path = dev.join(link);
+        std::os::unix::fs::symlink(target, &path).map_err(io_err("creating", &path))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! End-to-end sandbox runs over the busybox fixture image: real user, mount
+//! and PID namespaces, real overlayfs. `harness = false` so that `main` can
+//! call the init hook before anything else, as every host binary must.
+
+use cairn_sandbox::idmap::IdMapping;
+use cairn_sandbox::{
+    init_hook, BindFile, Launcher, Network, ProcessSpec, RootfsSpec, RunSpec, RunStdio,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The busybox fixture, extracted once into a layer dir.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    layer: PathBuf,
+    scratch: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = tmp.path().join("layout");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/busybox/make-image.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&layout)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "make-image.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let layer = tmp.path().join("layers/busybox");
+        std::fs::create_dir_all(&layer).unwrap();
+        for blob in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+            let blob = blob.unwrap().path();
+            let head = std::fs::read(&blob).unwrap();
+            if head.starts_with(&[0x1f, 0x8b]) {
+                let st = Command::new("tar")
+                    .arg("-xzf")
+                    .arg(&blob)
+                    .arg("-C")
+                    .arg(&layer)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+        }
+        let scratch = tmp.path().join("sandboxes");
+        std::fs::create_dir_all(&scratch).unwrap();
+        Fixture {
+            _tmp: tmp,
+            layer,
+            scratch,
+        }
+    }
+
+    /// A fresh sandbox dir with upper/work/merged.
+    fn rootfs(&self, name: &str) -> RootfsSpec {
+        let dir = self.scratch.join(name);
+        for sub in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        RootfsSpec {
+            layers: vec![self.layer.clone()],
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("merged"),
+        }
+    }
+
+    fn spec(&self, name: &str, args: &[&str]) -> RunSpec {
+        let hosts = self.scratch.join(format!("{name}.hosts"));
+        std::fs::write(&hosts, "127.0.0.1 localhost\n::1 localhost\n").unwrap();
+        RunSpec {
+            rootfs: self.rootfs(name),
+            process: ProcessSpec {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                env: vec![
+                    "PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                    "HOME=/root".into(),
+                ],
+                cwd: "/".into(),
+                user: String::new(),
+            },
+            network: Network::Host,
+            hostname: "sandbox".into(),
+            bind_files: vec![BindFile {
+                source: hosts,
+                target: "/etc/hosts".into(),
+                read_only: false,
+            }],
+            id_mapping: IdMapping::for_current_user(),
+            pids_limit: None,
+        }
+    }
+}
+
+fn run_capture(spec: &RunSpec, timeout: Option<Duration>) -> (i32, String, String) {
+    let launcher = Launcher::current_exe().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let stdio = RunStdio {
+        stdin: Some(Stdio::null()),
+        stdout: Some(std::fs::File::create(&out_path).unwrap().into()),
+        stderr: Some(std::fs::File::create(&err_path).unwrap().into()),
+    };
+    let outcome = launcher.run(spec, stdio, timeout).unwrap();
+    let out = std::fs::read_to_string(out_path).unwrap();
+    let mut err = std::fs::read_to_string(err_path).unwrap();
+    if let Some(f) = &outcome.failure {
+        err.push_str(f.message());
+    }
+    (outcome.exit_code, out, err)
+}
+
+fn sh(f: &Fixture, name: &str, script: &str) -> (i32, String, String) {
+    run_capture(&f.spec(name, &["/bin/sh", "-c", script]), None)
+}
+
+fn runs_a_command_with_pid_1_and_own_hostname(f: &Fixture) {
+    let (code, out, err) = sh(
+        f,
+        "pid1",
+        "echo pid=$$; hostname; cat /etc/hosts; ls /proc | grep -c '^[0-9]'",
+    );
+    assert_eq!(code, 0, "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    // The shell is the command; PID 1 is our init, so the shell is 2.
+    assert_eq!(lines[0], "pid=2", "{out}");
+    assert_eq!(lines[1], "sandbox");
+    assert!(out.contains("127.0.0.1 localhost"));
+    // Only our init, the shell, and ls/grep: no host processes.
+    let visible: usize = lines.last().unwrap().trim().parse().unwrap();
+    assert!(visible <= 4, "saw {visible} processes: host PIDs leak");
+}
+
+fn exit_codes_follow_docker(f: &Fixture) {
+    assert_eq!(sh(f, "exit3", "exit 3").0, 3);
+    let (code, _, err) = run_capture(&f.spec("missing", &["no-such-command"]), None);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("no-such-command"), "{err}");
+    let (code, _, err) = run_capture(&f.spec("notexec", &["/etc/passwd"]), None);
+    assert_eq!(code, 126, "{err}");
+    assert_eq!(sh(f, "killed", "kill -9 $$").0, 137);
+    let mut spec = f.spec("baduser", &["true"]);
+    spec.process.user = "ghost".into();
+    let (code, _, err) = run_capture(&spec, None);
+    assert_eq!(code, 125);
+    assert!(err.contains("unable to find user ghost"), "{err}");
+    let mut spec = f.spec("cwdfile", &["true"]);
+    spec.process.cwd = "/etc/passwd".into();
+    let (code, _, err) = run_capture(&spec, None);
+    assert_eq!(code, 125);
+    assert!(err.contains("not a directory"), "{err}");
+}
+
+fn changes_land_in_the_upper_dir(f: &Fixture) {
+    let script = "set -e; echo new > /new.txt; rm /etc/nsswitch.conf; rm -r /home/app; mkdir /home/app; \
+                  touch /home/app/fresh; mkdir -p /owned; chown 1000:1000 /owned; cp /bin/busybox /suid; chmod 4755 /suid";
+    let (code, _, err) = sh(f, "changes", script);
+    assert_eq!(code, 0, "{err}");
+    let upper = f.scratch.join("changes/upper");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("new.txt")).unwrap(),
+        "new\n"
+    );
+    // A deleted lower file is a 0:0 character device (whiteout).
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let wh = std::fs::symlink_metadata(upper.join("etc/nsswitch.conf")).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "no whiteout"
+    );
+    // A recreated lower dir is opaque (user xattr: we mount with userxattr).
+    let opaque = xattr_get(&upper.join("home/app"), "user.overlay.opaque");
+    assert_eq!(opaque.as_deref(), Some(&b"y"[..]));
+    // Owners: container 1000 is host 1000 as root, a subordinate ID rootless.
+    let mapping = IdMapping::for_current_user();
+    let owned = std::fs::metadata(upper.join("owned")).unwrap();
+    assert_eq!(Some(owned.uid()), mapping.host_uid(1000));
+    let suid = std::fs::metadata(upper.join("suid")).unwrap();
+    assert_eq!(suid.mode() & 0o7777, 0o4755);
+}
+
+fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let n = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: buffers are valid for the given lengths.
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| {
+        buf.truncate(len as usize);
+        buf
+    })
+}
+
+fn users_resolve_inside_the_image(f: &Fixture) {
+    let mut spec = f.spec("user", &["/bin/sh", "-c", "id -u; id -g; id -G; pwd"]);
+    spec.process.user = "app".into();
+    spec.process.cwd = "/home/app/work".into();
+    let (code, out, err) = run_capture(&spec, None);
+    if IdMapping::for_current_user().single_id {
+        println!("  (skipped: no subordinate ID range for this user)");
+        return;
+    }
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1000\n1000\n1000 10 50\n/home/app/work\n");
+}
+
+fn network_none_has_only_loopback(f: &Fixture) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut spec = f.spec("netnone", &["/bin/sh", "-c", &format!("ls /sys/class/net 2>/dev/null; cat /proc/net/dev | tail -n +3 | cut -d: -f1; echo x | nc -w 1 127.0.0.1 {port} && echo reached")]);
+    spec.network = Network::None;
+    let (code, out, err) = run_capture(&spec, None);
+    assert!(
+        !out.contains("reached"),
+        "reached the host port: {out} {err}"
+    );
+    assert!(out.contains("lo"), "{out}");
+    assert!(!out.contains("eth"), "{out}");
+    let _ = code;
+}
+
+fn timeout_kills_the_whole_tree(f: &Fixture) {
+    let marker = f.scratch.join("timeout-marker");
+    let spec = f.spec(
+        "timeout",
+        &[
+            "/bin/sh",
+            "-c",
+            "(sleep 30; echo late) & (sleep 30) & sleep 30",
+        ],
+    );
+    let started = Instant::now();
+    let (code, _, _) = run_capture(&spec, Some(Duration::from_millis(500)));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(code, 137);
+    // No sleeper may survive: every process of the namespace died with PID 1.
+    std::thread::sleep(Duration::from_millis(200));
+    let ps = Command::new("pgrep")
+        .args(["-f", "sleep 30"])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "sleepers survived: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    let _ = marker;
+}
+
+fn background_processes_are_killed_when_the_command_exits(f: &Fixture) {
+    let (code, _, _) = sh(f, "daemons", "(sleep 31 &) ; sleep 31 & exit 0");
+    assert_eq!(code, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let ps = Command::new("pgrep")
+        .args(["-f", "sleep 31"])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "leftover processes: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
+
+type TestCase = (&'static str, fn(&Fixture));
+
+/// As root, run this same suite again as the unprivileged test user (created
+/// with a subordinate range by scripts/setup-test-env.sh), so one `cargo test`
+/// proves both the root and the rootless path.
+fn rerun_rootless() -> Option<bool> {
+    let user = std::env::var("CAIRN_TEST_USER").unwrap_or_else(|_| "cairntest".into());
+    if !nix::unistd::geteuid().is_root() || std::env::var_os("CAIRN_TEST_ROOTLESS").is_some() {
+        return None;
+    }
+    if !Command::new("id")
+        .arg(&user)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        println!("test rootless_suite ... skipped (no user {user}; run scripts/setup-test-env.sh)");
+        return None;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("runuser")
+        .args(["-u", &user, "--"])
+        .arg(exe)
+        .env("CAIRN_TEST_ROOTLESS", "1")
+        .current_dir("/tmp")
+        .status()
+        .unwrap();
+    println!(
+        "test rootless_suite (as {user}) ... {}",
+        if status.success() { "ok" } else { "FAILED" }
+    );
+    Some(status.success())
+}
+
+fn main() {
+    init_hook();
+    let fixture = Fixture::new();
+    let tests: &[TestCase] = &[
+        (
+            "runs_a_command_with_pid_1_and_own_hostname",
+            runs_a_command_with_pid_1_and_own_hostname,
+        ),
+        ("exit_codes_follow_docker", exit_codes_follow_docker),
+        (
+            "changes_land_in_the_upper_dir",
+            changes_land_in_the_upper_dir,
+        ),
+        (
+            "users_resolve_inside_the_image",
+            users_resolve_inside_the_image,
+        ),
+        (
+            "network_none_has_only_loopback",
+            network_none_has_only_loopback,
+        ),
+        ("timeout_kills_the_whole_tree", timeout_kills_the_whole_tree),
+        (
+            "background_processes_are_killed_when_the_command_exits",
+            background_processes_are_killed_when_the_command_exits,
+        ),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&fixture)));
+        match result {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    match rerun_rootless() {
+        Some(true) => passed += 1,
+        Some(false) => failed += 1,
+        None => {}
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}

@@ -267,6 +267,19 @@ fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
     if let Err(e) = nix::unistd::setresgid(user.gid.into(), user.gid.into(), user.gid.into()) {
         return Failure::Setup(format!("setgid {}: {e}{}", user.gid, single_id_hint(spec)));
     }
+    if let Some(limit) = spec.pids_limit {
+        // Counted per user of the sandbox's user namespace. The kernel exempts
+        // real root's uid 0, so as root this bounds the non-root users only.
+        let lim = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        // SAFETY: setrlimit with a valid rlimit struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &lim) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Failure::Setup(format!("setting the process limit: {e}"));
+        }
+    }
     if let Err(e) = nix::unistd::setresuid(user.uid.into(), user.uid.into(), user.uid.into()) {
         return Failure::Setup(format!("setuid {}: {e}{}", user.uid, single_id_hint(spec)));
     }

@@ -306,6 +306,24 @@ fn rerun_rootless() -> Option<bool> {
     Some(status.success())
 }
 
+fn pids_limit_stops_a_fork_bomb(f: &Fixture) {
+    if IdMapping::for_current_user().single_id {
+        println!("  (skipped: no subordinate ID range for this user)");
+        return;
+    }
+    // busybox sh gives up on the first fork that fails.
+    let script = "for i in $(seq 200); do sleep 5 & done; echo all-started";
+    let mut spec = f.spec("forkbomb", &["/bin/sh", "-c", script]);
+    spec.process.user = "app".into();
+    spec.pids_limit = Some(20);
+    let (_, out, err) = run_capture(&spec, Some(Duration::from_secs(20)));
+    assert!(
+        !out.contains("all-started"),
+        "200 processes started despite a limit of 20"
+    );
+    assert!(err.contains("fork"), "no fork failure reported: {err}");
+}
+
 fn main() {
     init_hook();
     let fixture = Fixture::new();
@@ -328,6 +346,7 @@ fn main() {
             network_none_has_only_loopback,
         ),
         ("timeout_kills_the_whole_tree", timeout_kills_the_whole_tree),
+        ("pids_limit_stops_a_fork_bomb", pids_limit_stops_a_fork_bomb),
         (
             "background_processes_are_killed_when_the_command_exits",
             background_processes_are_killed_when_the_command_exits,

@@ -6,7 +6,7 @@
 //! When PID 1 exits the kernel kills every process left in the namespace, so
 //! a command that leaves daemons behind leaves nothing.
 
-use crate::protocol::{Failure, HELPER_ENV, MAPPED, UNSHARED};
+use crate::protocol::{Failure, Request, TaskReply, HELPER_ENV, MAPPED, UNSHARED};
 use crate::rootfs;
 use crate::spec::{Network, RunSpec};
 use crate::users::{resolve_user, ExecUser};
@@ -56,19 +56,24 @@ fn helper_main(fds: &str) -> i32 {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
     }
-    let spec = match read_spec(&mut down) {
-        Ok(s) => s,
+    let request = match read_request(&mut down) {
+        Ok(r) => r,
         Err(m) => return report(&mut up, Failure::Setup(m)),
     };
-
-    let mut flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    if spec.network == Network::None {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
+    let flags = match &request {
+        Request::Run(spec) => {
+            let mut flags = CloneFlags::CLONE_NEWUSER
+                | CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWPID
+                | CloneFlags::CLONE_NEWUTS
+                | CloneFlags::CLONE_NEWIPC;
+            if spec.network == Network::None {
+                flags |= CloneFlags::CLONE_NEWNET;
+            }
+            flags
+        }
+        Request::Task { .. } => CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS,
+    };
     if let Err(e) = unshare(flags) {
         return report(
             &mut up,
@@ -83,6 +88,17 @@ fn helper_main(fds: &str) -> i32 {
         return 125; // the caller gave up; it reports why
     }
     drop(down);
+    let spec = match request {
+        Request::Run(spec) => spec,
+        Request::Task { task, .. } => {
+            let reply = match crate::tasks::perform(task) {
+                Ok(value) => TaskReply::Done(value),
+                Err(message) => TaskReply::Failed(message),
+            };
+            let _ = up.write_all(&serde_json::to_vec(&reply).unwrap_or_default());
+            return 0;
+        }
+    };
 
     // SAFETY: this process is single-threaded (init_hook runs before any
     // thread starts), so the child may allocate freely.
@@ -99,18 +115,18 @@ fn helper_main(fds: &str) -> i32 {
     }
 }
 
-fn read_spec(down: &mut File) -> Result<RunSpec, String> {
+fn read_request(down: &mut File) -> Result<Request, String> {
     let mut len = [0u8; 8];
     down.read_exact(&mut len)
-        .map_err(|e| format!("reading spec: {e}"))?;
+        .map_err(|e| format!("reading request: {e}"))?;
     let len = u64::from_le_bytes(len);
     if len > 64 << 20 {
-        return Err(format!("spec of {len} bytes is too large"));
+        return Err(format!("request of {len} bytes is too large"));
     }
     let mut body = vec![0u8; len as usize];
     down.read_exact(&mut body)
-        .map_err(|e| format!("reading spec: {e}"))?;
-    serde_json::from_slice(&body).map_err(|e| format!("decoding spec: {e}"))
+        .map_err(|e| format!("reading request: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("decoding request: {e}"))
 }
 
 fn report(up: &mut File, failure: Failure) -> i32 {

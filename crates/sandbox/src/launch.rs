@@ -4,7 +4,8 @@
 //! unshares anything itself: the helper is a fresh exec of a binary whose
 //! `main` calls [`crate::init_hook`] first, and does all namespace work there.
 
-use crate::protocol::{Failure, HELPER_ENV, MAPPED, UNSHARED};
+use crate::idmap::IdMapping;
+use crate::protocol::{Failure, Request, Task, TaskReply, HELPER_ENV, MAPPED, UNSHARED};
 use crate::spec::RunSpec;
 use crate::SandboxError;
 use nix::fcntl::OFlag;
@@ -13,6 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 /// How a sandboxed command ended.
@@ -64,6 +66,69 @@ impl Launcher {
         stdio: RunStdio,
         timeout: Option<Duration>,
     ) -> Result<RunOutcome, SandboxError> {
+        let started = Instant::now();
+        let mut helper = self.start(&Request::Run(Box::new(spec.clone())), stdio)?;
+        let result = (|| {
+            // The up pipe stays open until the command is exec'd or a failure
+            // report is written.
+            let mut report = Vec::new();
+            let _ = helper.up.read_to_end(&mut report);
+            let failure: Option<Failure> = serde_json::from_slice(&report).ok();
+            let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+            let (status, timed_out) = wait_with_timeout(&mut helper.child, left)?;
+            let exit_code = match (&failure, status.code(), status.signal()) {
+                (Some(f), _, _) => f.exit_code(),
+                (None, Some(c), _) => c,
+                (None, None, Some(sig)) => 128 + sig,
+                (None, None, None) => 125,
+            };
+            Ok(RunOutcome {
+                exit_code,
+                failure,
+                timed_out,
+            })
+        })();
+        helper.finish_on_error(result)
+    }
+
+    /// Do `task` as root of a user namespace with `mapping`.
+    pub fn run_task(
+        &self,
+        mapping: &IdMapping,
+        task: Task,
+    ) -> Result<serde_json::Value, SandboxError> {
+        let request = Request::Task {
+            id_mapping: mapping.clone(),
+            task,
+        };
+        let stdio = RunStdio {
+            stdin: Some(Stdio::null()),
+            stdout: None,
+            stderr: None,
+        };
+        let mut helper = self.start(&request, stdio)?;
+        let result = (|| {
+            let mut reply = Vec::new();
+            let _ = helper.up.read_to_end(&mut reply);
+            let status = helper
+                .child
+                .wait()
+                .map_err(|e| SandboxError::io("waiting for the helper", e))?;
+            match serde_json::from_slice::<TaskReply>(&reply) {
+                Ok(TaskReply::Done(value)) => Ok(value),
+                Ok(TaskReply::Failed(message)) => Err(SandboxError::TaskFailed(message)),
+                Err(_) => Err(SandboxError::HelperFailed {
+                    status: status.to_string(),
+                    message: String::from_utf8_lossy(&reply).trim().to_string(),
+                }),
+            }
+        })();
+        helper.finish_on_error(result)
+    }
+
+    /// Spawn the helper, send it `request`, and write its ID maps once it has
+    /// unshared. Returns with the helper inside its namespaces.
+    fn start(&self, request: &Request, stdio: RunStdio) -> Result<Helper, SandboxError> {
         let (down_r, down_w) = cloexec_pipe()?;
         let (up_r, up_w) = cloexec_pipe()?;
         let mut cmd = Command::new(&self.helper);
@@ -86,76 +151,70 @@ impl Launcher {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
+        let child = cmd.spawn().map_err(|e| {
             SandboxError::io(format!("starting helper {}", self.helper.display()), e)
         })?;
         drop(down_r);
         drop(up_w);
-        let mut down = std::fs::File::from(down_w);
-        let mut up = std::fs::File::from(up_r);
-
-        let result = self.drive(spec, &mut child, &mut down, &mut up, timeout);
-        if result.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        result
+        let mut helper = Helper {
+            child,
+            down: down_w.into(),
+            up: up_r.into(),
+        };
+        let handshake = helper.handshake(request);
+        helper.finish_on_error(handshake).map(|()| helper)
     }
+}
 
-    fn drive(
-        &self,
-        spec: &RunSpec,
-        child: &mut Child,
-        down: &mut std::fs::File,
-        up: &mut std::fs::File,
-        timeout: Option<Duration>,
-    ) -> Result<RunOutcome, SandboxError> {
-        let started = Instant::now();
-        let body = serde_json::to_vec(spec).map_err(SandboxError::Spec)?;
+/// A running helper process and its two pipes.
+struct Helper {
+    child: Child,
+    down: std::fs::File,
+    up: std::fs::File,
+}
+
+impl Helper {
+    fn handshake(&mut self, request: &Request) -> Result<(), SandboxError> {
+        let body = serde_json::to_vec(request).map_err(SandboxError::Spec)?;
         let mut msg = (body.len() as u64).to_le_bytes().to_vec();
         msg.extend_from_slice(&body);
-        down.write_all(&msg)
-            .map_err(|e| SandboxError::io("sending the spec to the helper", e))?;
-
+        self.down
+            .write_all(&msg)
+            .map_err(|e| SandboxError::io("sending the request to the helper", e))?;
         let mut byte = [0u8; 1];
-        match up.read(&mut byte) {
+        match self.up.read(&mut byte) {
             Ok(1) if byte[0] == UNSHARED => {}
             _ => {
                 // The helper died or reported before unsharing: collect why.
                 let mut rest = Vec::new();
-                let _ = up.read_to_end(&mut rest);
-                let status = child
+                let _ = self.up.read_to_end(&mut rest);
+                let status = self
+                    .child
                     .wait()
                     .map_err(|e| SandboxError::io("waiting for the helper", e))?;
+                let message = match serde_json::from_slice::<Failure>(&rest) {
+                    Ok(f) => f.message().to_string(),
+                    Err(_) => String::from_utf8_lossy(&rest).trim().to_string(),
+                };
                 return Err(SandboxError::HelperFailed {
                     status: status.to_string(),
-                    message: String::from_utf8_lossy(&rest).trim().to_string(),
+                    message,
                 });
             }
         }
-        write_id_maps(child.id(), spec)?;
-        down.write_all(&[MAPPED])
-            .map_err(|e| SandboxError::io("signalling the helper", e))?;
+        write_id_maps(self.child.id(), request.id_mapping())?;
+        self.down
+            .write_all(&[MAPPED])
+            .map_err(|e| SandboxError::io("signalling the helper", e))
+    }
 
-        // The up pipe stays open until the command is exec'd (it is CLOEXEC
-        // there) or until a failure report is written.
-        let mut report = Vec::new();
-        let _ = up.read_to_end(&mut report);
-        let failure: Option<Failure> = serde_json::from_slice(&report).ok();
-
-        let (status, timed_out) =
-            wait_with_timeout(child, timeout.map(|t| t.saturating_sub(started.elapsed())))?;
-        let exit_code = match (&failure, status.code(), status.signal()) {
-            (Some(f), _, _) => f.exit_code(),
-            (None, Some(c), _) => c,
-            (None, None, Some(sig)) => 128 + sig,
-            (None, None, None) => 125,
-        };
-        Ok(RunOutcome {
-            exit_code,
-            failure,
-            timed_out,
-        })
+    /// On error, make sure the helper (and so its namespaces) is gone.
+    fn finish_on_error<T>(&mut self, result: Result<T, SandboxError>) -> Result<T, SandboxError> {
+        if result.is_err() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        result
     }
 }
 
@@ -198,8 +257,7 @@ fn wait_with_timeout(
 
 /// Write the helper's uid_map and gid_map: through newuidmap/newgidmap for a
 /// subordinate range, directly for real root or a single mapped ID.
-fn write_id_maps(pid: u32, spec: &RunSpec) -> Result<(), SandboxError> {
-    let m = &spec.id_mapping;
+fn write_id_maps(pid: u32, m: &IdMapping) -> Result<(), SandboxError> {
     let as_root = nix::unistd::geteuid().is_root();
     if as_root || m.single_id {
         let line = |r: &crate::idmap::IdRange| format!("{} {} {}\n", r.inside, r.outside, r.count);

@@ -11,10 +11,12 @@ mod netns;
 pub mod protocol;
 pub mod rootfs;
 pub mod spec;
+mod tasks;
 pub mod users;
 
 pub use helper::init_hook;
 pub use launch::{Launcher, RunOutcome, RunStdio};
+pub use protocol::Task;
 pub use spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec};
 
 /// Errors of the caller's side of a sandbox run.
@@ -34,7 +36,9 @@ pub enum SandboxError {
     Spec(serde_json::Error),
     #[error("{tool} refused the ID mapping: {message} (check /etc/subuid and /etc/subgid)")]
     IdMap { tool: String, message: String },
-    #[error("sandbox helper failed ({status}) before entering its namespaces: {message}")]
+    #[error("sandbox task failed: {0}")]
+    TaskFailed(String),
+    #[error("sandbox helper failed ({status}): {message}")]
     HelperFailed { status: String, message: String },
 }
 

@@ -1,12 +1,16 @@
 //! The little protocol between the caller and its helper process.
 //!
-//! The caller writes the length-prefixed JSON spec on the "down" pipe, then a
-//! single byte once the ID maps are written. The helper writes on the "up"
-//! pipe: `U` when it has unshared (maps can be written), then at most one
-//! report line if setup or exec failed. EOF with no report means the command
-//! itself ran; its status is the helper's exit status.
+//! The caller writes a length-prefixed JSON [`Request`] on the "down" pipe,
+//! then a single byte once the ID maps are written. The helper writes on the
+//! "up" pipe: `U` when it has unshared (maps can be written), then at most one
+//! JSON message: for a run, a [`Failure`] if setup or exec failed (EOF with no
+//! report means the command itself ran; its status is the helper's exit
+//! status); for a task, its [`TaskReply`].
 
+use crate::idmap::IdMapping;
+use crate::spec::RunSpec;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// Env var through which the helper learns it is one, and its pipe fds ("DOWN,UP").
 pub const HELPER_ENV: &str = "_CAIRN_SANDBOX_HELPER";
@@ -42,4 +46,37 @@ impl Failure {
             Failure::Setup(m) | Failure::CannotExec(m) | Failure::NotFound(m) => m,
         }
     }
+}
+
+/// What the helper is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Run a command in a full sandbox.
+    Run(Box<RunSpec>),
+    /// Do a filesystem task as root of a user namespace with this mapping:
+    /// the way an unprivileged caller handles files owned by its subordinate IDs.
+    Task { id_mapping: IdMapping, task: Task },
+}
+
+impl Request {
+    pub fn id_mapping(&self) -> &IdMapping {
+        match self {
+            Request::Run(spec) => &spec.id_mapping,
+            Request::Task { id_mapping, .. } => id_mapping,
+        }
+    }
+}
+
+/// Filesystem work that needs the sandbox's ID mapping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Task {
+    /// Delete a directory tree whose files may belong to subordinate IDs.
+    RemoveTree(PathBuf),
+}
+
+/// The outcome of a [`Task`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TaskReply {
+    Done(serde_json::Value),
+    Failed(String),
 }

@@ -4,7 +4,7 @@
 
 use cairn_sandbox::idmap::IdMapping;
 use cairn_sandbox::{
-    init_hook, BindFile, Launcher, Network, ProcessSpec, RootfsSpec, RunSpec, RunStdio,
+    init_hook, BindFile, Launcher, Network, ProcessSpec, RootfsSpec, RunSpec, RunStdio, Task,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -201,6 +201,22 @@ fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
     })
 }
 
+fn remove_tree_task_deletes_files_of_subordinate_ids(f: &Fixture) {
+    let script = "mkdir -p /locked/deep && touch /locked/deep/f && chown -R 1000:1000 /locked && chmod 700 /locked /locked/deep";
+    let (code, _, err) = sh(f, "locked", script);
+    assert_eq!(code, 0, "{err}");
+    let dir = f.scratch.join("locked");
+    assert!(dir.join("upper/locked/deep/f").exists() || !nix::unistd::geteuid().is_root());
+    let launcher = Launcher::current_exe().unwrap();
+    launcher
+        .run_task(
+            &IdMapping::for_current_user(),
+            Task::RemoveTree(dir.clone()),
+        )
+        .unwrap();
+    assert!(!dir.exists(), "sandbox dir survived its removal");
+}
+
 fn users_resolve_inside_the_image(f: &Fixture) {
     let mut spec = f.spec("user", &["/bin/sh", "-c", "id -u; id -g; id -G; pwd"]);
     spec.process.user = "app".into();
@@ -274,6 +290,13 @@ fn background_processes_are_killed_when_the_command_exits(f: &Fixture) {
 
 type TestCase = (&'static str, fn(&Fixture));
 
+/// `[(name, fn)]` from a list of test functions.
+macro_rules! test_cases {
+    ($($test:ident),* $(,)?) => {
+        &[$((stringify!($test), $test as fn(&Fixture))),*]
+    };
+}
+
 /// As root, run this same suite again as the unprivileged test user (created
 /// with a subordinate range by scripts/setup-test-env.sh), so one `cargo test`
 /// proves both the root and the rootless path.
@@ -327,30 +350,16 @@ fn pids_limit_stops_a_fork_bomb(f: &Fixture) {
 fn main() {
     init_hook();
     let fixture = Fixture::new();
-    let tests: &[TestCase] = &[
-        (
-            "runs_a_command_with_pid_1_and_own_hostname",
-            runs_a_command_with_pid_1_and_own_hostname,
-        ),
-        ("exit_codes_follow_docker", exit_codes_follow_docker),
-        (
-            "changes_land_in_the_upper_dir",
-            changes_land_in_the_upper_dir,
-        ),
-        (
-            "users_resolve_inside_the_image",
-            users_resolve_inside_the_image,
-        ),
-        (
-            "network_none_has_only_loopback",
-            network_none_has_only_loopback,
-        ),
-        ("timeout_kills_the_whole_tree", timeout_kills_the_whole_tree),
-        ("pids_limit_stops_a_fork_bomb", pids_limit_stops_a_fork_bomb),
-        (
-            "background_processes_are_killed_when_the_command_exits",
-            background_processes_are_killed_when_the_command_exits,
-        ),
+    let tests: &[TestCase] = test_cases![
+        runs_a_command_with_pid_1_and_own_hostname,
+        exit_codes_follow_docker,
+        changes_land_in_the_upper_dir,
+        remove_tree_task_deletes_files_of_subordinate_ids,
+        users_resolve_inside_the_image,
+        network_none_has_only_loopback,
+        timeout_kills_the_whole_tree,
+        pids_limit_stops_a_fork_bomb,
+        background_processes_are_killed_when_the_command_exits,
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, test) in tests {

@@ -19,14 +19,6 @@ impl CliError {
         }
     }
 
-    /// The command ran and failed (exit 1).
-    pub fn failed(message: impl fmt::Display) -> Self {
-        CliError {
-            code: 1,
-            message: message.to_string(),
-        }
-    }
-
     /// Print the message to stderr and give the exit code.
     pub fn report(&self) -> ExitCode {
         eprintln!("cairn: {}", self.message);

@@ -8,7 +8,6 @@ mod exit;
 mod parse;
 
 use clap::{Parser, Subcommand};
-use exit::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

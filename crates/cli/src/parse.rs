@@ -2,6 +2,7 @@
 
 use crate::exit::CliError;
 use clap::Args;
+use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -9,14 +10,31 @@ pub struct ParseArgs {
     /// The Dockerfile to read ("-" for standard input)
     #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
     pub file: PathBuf,
-    /// Output format
-    #[arg(long, default_value = "json")]
+    /// Output format (only "json")
+    #[arg(long, default_value = "json", value_parser = ["json"])]
     pub format: String,
 }
 
 pub fn run(args: ParseArgs) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| CliError::bad_input(format!("{}: {e}", args.file.display())))?;
-    let _ = text;
-    Err(CliError::failed("parse: not implemented yet"))
+    let is_stdin = args.file.as_os_str() == "-";
+    let name = if is_stdin {
+        "<stdin>".to_string()
+    } else {
+        args.file.display().to_string()
+    };
+    let bytes = if is_stdin {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| CliError::bad_input(format!("{name}: {e}")))?;
+        buf
+    } else {
+        std::fs::read(&args.file).map_err(|e| CliError::bad_input(format!("{name}: {e}")))?
+    };
+    // BuildKit reads Dockerfiles as bytes; invalid UTF-8 is replaced rather than refused.
+    let text = String::from_utf8_lossy(&bytes);
+    let doc =
+        cairn::dockerfile::parse(&text).map_err(|e| CliError::bad_input(format!("{name}:{e}")))?;
+    println!("{}", cairn::dockerfile::to_json(&doc));
+    Ok(())
 }

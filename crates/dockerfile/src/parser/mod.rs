@@ -1,0 +1,132 @@
+//! The Dockerfile parser: text in, [`Dockerfile`] out, read the way
+//! BuildKit's dockerfile:1 frontend reads it.
+//!
+//! Two passes, as in BuildKit: first the whole file is split into
+//! instruction nodes (directives, continuations, heredocs, line parsers),
+//! then each node is checked and turned into an instruction. So a syntax
+//! problem late in the file is reported before an unknown instruction
+//! early in it, as `docker build` does.
+
+mod checks;
+mod flags;
+mod instruction;
+mod lines;
+mod node;
+mod words;
+
+use crate::ast::{Dockerfile, GlobalArg, Stage};
+use crate::error::ParseError;
+use instruction::Context;
+use lines::{LogicalLine, Scanner};
+use node::{parse_node, Node};
+
+/// A node with where it came from and its heredoc bodies.
+struct Parsed {
+    node: Node,
+    logical: LogicalLine,
+    end_line: usize,
+    bodies: Vec<String>,
+}
+
+/// Parse a Dockerfile.
+pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
+    // BuildKit refuses an empty file before parsing it.
+    if text.is_empty() {
+        return Err(ParseError::new(1, 1, "the Dockerfile cannot be empty"));
+    }
+    let mut scanner = Scanner::new(text);
+    let mut parsed = Vec::new();
+    while let Some(logical) = scanner.next_logical()? {
+        let escape = scanner.directives.escape;
+        let node = parse_node(&logical.text, 0, escape).map_err(|e| {
+            let (line, col) = scanner.position(&logical, e.offset);
+            ParseError::new(line, col, e.message)
+        })?;
+        let mut bodies = Vec::with_capacity(node.heredocs.len());
+        for spec in &node.heredocs {
+            match scanner.read_heredoc(&spec.name, spec.chomp)? {
+                Some(body) => bodies.push(body),
+                None => {
+                    let (line, col) = scanner.position(&logical, spec.offset);
+                    return Err(ParseError::new(line, col, "unterminated heredoc"));
+                }
+            }
+        }
+        parsed.push(Parsed {
+            node,
+            logical,
+            end_line: scanner.lines_read(),
+            bodies,
+        });
+    }
+    let last_line = parsed.last().map_or(1, |p| p.logical.start_line);
+    if parsed.is_empty() {
+        return Err(ParseError::new(
+            scanner.lines_read().max(1),
+            1,
+            "file with no instructions",
+        ));
+    }
+    let escape = scanner.directives.escape;
+    let mut doc = Dockerfile {
+        directives: scanner.directives.found.clone(),
+        global_args: Vec::new(),
+        stages: Vec::new(),
+        escape,
+    };
+    for p in parsed {
+        let reject = |(offset, message): (usize, String)| {
+            let (line, col) = scanner.position(&p.logical, offset);
+            ParseError::new(line, col, message)
+        };
+        let ctx = Context {
+            line: p.logical.start_line,
+            end_line: p.end_line,
+            escape,
+        };
+        if p.node.name == "from" {
+            let (flags, words) = instruction::from_parts(&p.node, escape).map_err(reject)?;
+            let name = instruction::stage_name(&words).map_err(reject)?;
+            doc.stages.push(Stage {
+                name,
+                base: words.first().map(|w| w.text.clone()).unwrap_or_default(),
+                platform: flags.get("platform").and_then(|v| v.first()).cloned(),
+                line: ctx.line,
+                end_line: ctx.end_line,
+                flags,
+                original: p.node.original.clone(),
+                instructions: Vec::new(),
+            });
+            continue;
+        }
+        let node_at = p.node.at;
+        let inst = instruction::convert(p.node, p.bodies, &ctx, true).map_err(reject)?;
+        match doc.stages.last_mut() {
+            Some(stage) => stage.instructions.push(inst),
+            None if inst.name == "arg" => {
+                for pair in inst.pairs.iter().flatten() {
+                    doc.global_args.push(GlobalArg {
+                        name: pair.key.clone(),
+                        default: pair.value.clone(),
+                        line: inst.line,
+                    });
+                }
+            }
+            None => {
+                return Err(ParseError::new(
+                    ctx.line,
+                    scanner.position(&p.logical, node_at).1,
+                    "no build stage in current context",
+                ))
+            }
+        }
+    }
+    if doc.stages.is_empty() {
+        return Err(ParseError::new(
+            last_line,
+            1,
+            "dockerfile contains no stages to build",
+        ));
+    }
+    Ok(doc)
+}

@@ -19,9 +19,28 @@ impl CliError {
         }
     }
 
+    /// The command ran and failed (exit 1).
+    pub fn failed(message: impl fmt::Display) -> Self {
+        CliError {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+
+    /// End with `code` and nothing more to say (the exit code of a command
+    /// run in a sandbox, passed through as Docker does).
+    pub fn exit_code(code: i32) -> Self {
+        CliError {
+            code: code.clamp(0, 255) as u8,
+            message: String::new(),
+        }
+    }
+
     /// Print the message to stderr and give the exit code.
     pub fn report(&self) -> ExitCode {
-        eprintln!("cairn: {}", self.message);
+        if !self.message.is_empty() {
+            eprintln!("cairn: {}", self.message);
+        }
         ExitCode::from(self.code)
     }
 }

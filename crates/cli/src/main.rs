@@ -4,8 +4,11 @@
 //! dispatches, and turns errors into the exit codes of the CLI contract
 //! (0 ok, 1 the command failed, 2 bad input).
 
+mod build_cmd;
 mod exit;
 mod parse;
+mod sandbox_cmds;
+mod store_cmds;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,9 +33,32 @@ struct Cli {
 enum Command {
     /// Parse a Dockerfile and print its syntax tree
     Parse(parse::ParseArgs),
+    /// List images in the store
+    Images(store_cmds::ImagesArgs),
+    /// Give an image another name
+    Tag(store_cmds::TagArgs),
+    /// Remove image names (blobs are freed by prune)
+    Rmi(store_cmds::RmiArgs),
+    /// Write an image to oci:DIR, oci-archive:FILE or docker-archive:FILE
+    Export(store_cmds::ExportArgs),
+    /// Read images from oci:DIR, oci-archive:FILE or docker-archive:FILE
+    Import(store_cmds::ImportArgs),
+    /// Remove everything no name, snapshot, sandbox or kept cache entry reaches
+    Prune(store_cmds::PruneArgs),
+    /// Check every invariant of the store; exit 1 listing what is wrong
+    Fsck,
+    /// Build an image from a Dockerfile and a context
+    Build(build_cmd::BuildArgs),
+    /// Run a command in a new sandbox from an image
+    Run(sandbox_cmds::RunArgs),
+    /// Long-lived sandboxes: create, exec, commit, ls, rm
+    #[command(subcommand)]
+    Sandbox(sandbox_cmds::SandboxCommand),
 }
 
 fn main() -> ExitCode {
+    // First, before any thread: this process may be a sandbox helper.
+    cairn::init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -44,6 +70,16 @@ fn main() -> ExitCode {
     let _ = &cli.store;
     let result = match cli.command {
         Command::Parse(args) => parse::run(args),
+        Command::Images(args) => store_cmds::images(cli.store.as_deref(), args),
+        Command::Tag(args) => store_cmds::tag(cli.store.as_deref(), args),
+        Command::Rmi(args) => store_cmds::rmi(cli.store.as_deref(), args),
+        Command::Export(args) => store_cmds::export(cli.store.as_deref(), args),
+        Command::Import(args) => store_cmds::import(cli.store.as_deref(), args),
+        Command::Prune(args) => store_cmds::prune(cli.store.as_deref(), args),
+        Command::Fsck => store_cmds::fsck(cli.store.as_deref()),
+        Command::Build(args) => build_cmd::run(cli.store.as_deref(), args),
+        Command::Run(args) => sandbox_cmds::run(cli.store.as_deref(), args),
+        Command::Sandbox(cmd) => sandbox_cmds::sandbox(cli.store.as_deref(), cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

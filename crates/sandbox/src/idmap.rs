@@ -5,25 +5,18 @@
 //! subordinate range. Files container root creates (the overlay upper dir, the
 //! layers it extracts) then belong to the caller, who can read, commit and
 //! delete them without entering a namespace. As real root the mapping is the
-//! identity, through the same code path.
+//! identity, through the same code path. The ranges themselves are the layer
+//! crate's [`IdMap`]: one mapping type for the whole project.
 
+pub use cairn_layer::idmap::{IdMap, IdRange};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// One contiguous range: container IDs `inside..inside+count` are host IDs
-/// `outside..outside+count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdRange {
-    pub inside: u32,
-    pub outside: u32,
-    pub count: u32,
-}
-
-/// The uid and gid mappings of a sandbox.
+/// The mapping of a sandbox, and whether it is a degraded one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdMapping {
-    pub uids: Vec<IdRange>,
-    pub gids: Vec<IdRange>,
+    /// Container -> host ranges; empty means the identity (real root).
+    pub map: IdMap,
     /// True when the caller has no subordinate range and only its own ID is
     /// mapped: chown to any other ID will fail inside.
     pub single_id: bool,
@@ -38,14 +31,8 @@ impl IdMapping {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         if uid == 0 {
-            let all = vec![IdRange {
-                inside: 0,
-                outside: 0,
-                count: u32::MAX,
-            }];
             return IdMapping {
-                uids: all.clone(),
-                gids: all,
+                map: IdMap::identity(),
                 single_id: false,
             };
         }
@@ -54,47 +41,41 @@ impl IdMapping {
         let sub_g = read_sub_range(Path::new("/etc/subgid"), uid, name.as_deref());
         match (sub_u, sub_g) {
             (Some((us, uc)), Some((gs, gc))) => {
-                let uc = uc.min(WANTED_IDS - 1);
-                let gc = gc.min(WANTED_IDS - 1);
+                let range = |own, start, count: u32| {
+                    vec![
+                        IdRange {
+                            container: 0,
+                            host: own,
+                            len: 1,
+                        },
+                        IdRange {
+                            container: 1,
+                            host: start,
+                            len: count.min(WANTED_IDS - 1),
+                        },
+                    ]
+                };
                 IdMapping {
-                    uids: vec![
-                        IdRange {
-                            inside: 0,
-                            outside: uid,
-                            count: 1,
-                        },
-                        IdRange {
-                            inside: 1,
-                            outside: us,
-                            count: uc,
-                        },
-                    ],
-                    gids: vec![
-                        IdRange {
-                            inside: 0,
-                            outside: gid,
-                            count: 1,
-                        },
-                        IdRange {
-                            inside: 1,
-                            outside: gs,
-                            count: gc,
-                        },
-                    ],
+                    map: IdMap {
+                        uids: range(uid, us, uc),
+                        gids: range(gid, gs, gc),
+                    },
                     single_id: false,
                 }
             }
             _ => IdMapping {
-                uids: vec![IdRange {
-                    inside: 0,
-                    outside: uid,
-                    count: 1,
-                }],
-                gids: vec![IdRange {
-                    inside: 0,
-                    outside: gid,
-                    count: 1,
-                }],
+                map: IdMap {
+                    uids: vec![IdRange {
+                        container: 0,
+                        host: uid,
+                        len: 1,
+                    }],
+                    gids: vec![IdRange {
+                        container: 0,
+                        host: gid,
+                        len: 1,
+                    }],
+                },
                 single_id: true,
             },
         }
@@ -102,45 +83,28 @@ impl IdMapping {
 
     /// The host uid that container uid `id` is, if mapped.
     pub fn host_uid(&self, id: u32) -> Option<u32> {
-        to_host(&self.uids, id)
+        self.map.uid_to_host(id)
     }
 
     /// The host gid that container gid `id` is, if mapped.
     pub fn host_gid(&self, id: u32) -> Option<u32> {
-        to_host(&self.gids, id)
+        self.map.gid_to_host(id)
     }
 
     /// The container uid that host uid `id` is, if mapped.
     pub fn container_uid(&self, id: u32) -> Option<u32> {
-        to_container(&self.uids, id)
+        self.map.uid_to_container(id)
     }
 
     /// The container gid that host gid `id` is, if mapped.
     pub fn container_gid(&self, id: u32) -> Option<u32> {
-        to_container(&self.gids, id)
+        self.map.gid_to_container(id)
     }
 
     /// True for the identity mapping of real root.
     pub fn is_identity(&self) -> bool {
-        self.uids
-            .iter()
-            .chain(&self.gids)
-            .all(|r| r.inside == r.outside)
+        self.map.is_identity()
     }
-}
-
-fn to_host(ranges: &[IdRange], id: u32) -> Option<u32> {
-    ranges
-        .iter()
-        .find(|r| id >= r.inside && id - r.inside < r.count)
-        .map(|r| r.outside + (id - r.inside))
-}
-
-fn to_container(ranges: &[IdRange], id: u32) -> Option<u32> {
-    ranges
-        .iter()
-        .find(|r| id >= r.outside && id - r.outside < r.count)
-        .map(|r| r.inside + (id - r.outside))
 }
 
 fn user_name(uid: u32) -> Option<String> {
@@ -190,23 +154,25 @@ mod tests {
     #[test]
     fn podman_style_mapping_round_trips() {
         let m = IdMapping {
-            uids: vec![
-                IdRange {
-                    inside: 0,
-                    outside: 1000,
-                    count: 1,
-                },
-                IdRange {
-                    inside: 1,
-                    outside: 200000,
-                    count: 65535,
-                },
-            ],
-            gids: vec![IdRange {
-                inside: 0,
-                outside: 1000,
-                count: 1,
-            }],
+            map: IdMap {
+                uids: vec![
+                    IdRange {
+                        container: 0,
+                        host: 1000,
+                        len: 1,
+                    },
+                    IdRange {
+                        container: 1,
+                        host: 200000,
+                        len: 65535,
+                    },
+                ],
+                gids: vec![IdRange {
+                    container: 0,
+                    host: 1000,
+                    len: 1,
+                }],
+            },
             single_id: false,
         };
         assert_eq!(m.host_uid(0), Some(1000));

@@ -4,7 +4,7 @@
 //! unshares anything itself: the helper is a fresh exec of a binary whose
 //! `main` calls [`crate::init_hook`] first, and does all namespace work there.
 
-use crate::idmap::IdMapping;
+use crate::idmap::{IdMapping, IdRange};
 use crate::protocol::{Failure, Request, Task, TaskReply, HELPER_ENV, MAPPED, UNSHARED};
 use crate::spec::RunSpec;
 use crate::SandboxError;
@@ -97,17 +97,32 @@ impl Launcher {
         mapping: &IdMapping,
         task: Task,
     ) -> Result<serde_json::Value, SandboxError> {
+        self.run_task_to(mapping, task, &mut std::io::sink())
+    }
+
+    /// Do `task`, copying what it writes on its stdout (a layer blob, say) to
+    /// `out` as it comes.
+    pub fn run_task_to(
+        &self,
+        mapping: &IdMapping,
+        task: Task,
+        out: &mut dyn Write,
+    ) -> Result<serde_json::Value, SandboxError> {
         let request = Request::Task {
             id_mapping: mapping.clone(),
             task,
         };
         let stdio = RunStdio {
             stdin: Some(Stdio::null()),
-            stdout: None,
+            stdout: Some(Stdio::piped()),
             stderr: None,
         };
         let mut helper = self.start(&request, stdio)?;
         let result = (|| {
+            if let Some(mut stdout) = helper.child.stdout.take() {
+                std::io::copy(&mut stdout, out)
+                    .map_err(|e| SandboxError::io("copying the task's output", e))?;
+            }
             let mut reply = Vec::new();
             let _ = helper.up.read_to_end(&mut reply);
             let status = helper
@@ -260,20 +275,26 @@ fn wait_with_timeout(
 fn write_id_maps(pid: u32, m: &IdMapping) -> Result<(), SandboxError> {
     let as_root = nix::unistd::geteuid().is_root();
     if as_root || m.single_id {
-        let line = |r: &crate::idmap::IdRange| format!("{} {} {}\n", r.inside, r.outside, r.count);
-        let uid_map: String = m.uids.iter().map(line).collect();
-        let gid_map: String = m.gids.iter().map(line).collect();
+        let lines = |ranges: &[IdRange]| -> String {
+            if ranges.is_empty() {
+                return format!("0 0 {}\n", u32::MAX); // the identity
+            }
+            ranges
+                .iter()
+                .map(|r| format!("{} {} {}\n", r.container, r.host, r.len))
+                .collect()
+        };
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         if !as_root {
             // An unprivileged process may map its own gid only after giving up setgroups.
             write_proc(&proc_dir.join("setgroups"), "deny")?;
         }
-        write_proc(&proc_dir.join("uid_map"), &uid_map)?;
-        write_proc(&proc_dir.join("gid_map"), &gid_map)?;
+        write_proc(&proc_dir.join("uid_map"), &lines(&m.map.uids))?;
+        write_proc(&proc_dir.join("gid_map"), &lines(&m.map.gids))?;
         return Ok(());
     }
-    run_map_tool("newuidmap", pid, &m.uids)?;
-    run_map_tool("newgidmap", pid, &m.gids)
+    run_map_tool("newuidmap", pid, &m.map.uids)?;
+    run_map_tool("newgidmap", pid, &m.map.gids)
 }
 
 fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {
@@ -281,18 +302,14 @@ fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {
         .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))
 }
 
-fn run_map_tool(
-    tool: &str,
-    pid: u32,
-    ranges: &[crate::idmap::IdRange],
-) -> Result<(), SandboxError> {
+fn run_map_tool(tool: &str, pid: u32, ranges: &[IdRange]) -> Result<(), SandboxError> {
     let mut cmd = Command::new(tool);
     cmd.arg(pid.to_string());
     for r in ranges {
         cmd.args([
-            r.inside.to_string(),
-            r.outside.to_string(),
-            r.count.to_string(),
+            r.container.to_string(),
+            r.host.to_string(),
+            r.len.to_string(),
         ]);
     }
     let out = cmd

@@ -4,9 +4,11 @@
 //! Binaries that use this crate must call [`init_hook`] first thing in
 //! `main`: sandboxes are entered by re-executing the binary as a helper.
 
+pub mod fscopy;
 pub mod helper;
 pub mod idmap;
 pub mod launch;
+pub mod manager;
 mod netns;
 pub mod protocol;
 pub mod rootfs;

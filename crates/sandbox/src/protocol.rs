@@ -72,6 +72,30 @@ impl Request {
 pub enum Task {
     /// Delete a directory tree whose files may belong to subordinate IDs.
     RemoveTree(PathBuf),
+    /// Extract a layer blob into `dest` in overlay form (a lowerdir), owners
+    /// as the namespace sees them: container IDs land on the mapped host IDs.
+    /// Replies with the diff id read from the stream.
+    ExtractLayer { blob: PathBuf, dest: PathBuf },
+    /// Write the diff in an overlay upper dir as a layer to the helper's
+    /// stdout. Replies with the layer's digests and sizes.
+    WriteLayer {
+        upper: PathBuf,
+        compression: String,
+        timestamp: Option<i64>,
+    },
+    /// Copy paths out of a stack of layer dirs (read-only overlay at
+    /// `mountpoint`, so whiteouts and opaque dirs hold) into `dest`, keeping
+    /// owners unless `owner` is given (`COPY --from`). A dir source copies its
+    /// contents into `dest`; a file goes to `dest/NAME` when `dest_is_dir`.
+    CopyFromLayers {
+        layers: Vec<PathBuf>,
+        mountpoint: PathBuf,
+        sources: Vec<String>,
+        dest: PathBuf,
+        dest_is_dir: bool,
+        owner: Option<(u32, u32)>,
+        chmod: Option<u32>,
+    },
 }
 
 /// The outcome of a [`Task`].

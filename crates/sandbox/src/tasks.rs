@@ -3,17 +3,163 @@
 //! Rootless, files the sandbox created for container IDs other than 0 belong
 //! to the caller's subordinate IDs: the caller cannot read, change or delete
 //! them from outside. Inside a user namespace with the same mapping it is
-//! their root and can. As real root the mapping is the identity and the same
-//! code runs.
+//! their root and can, and it sees their owners as container IDs, so the
+//! layer code runs with the identity mapping there. As real root the mapping
+//! is the identity and the same code runs.
 
 use crate::protocol::Task;
+use cairn_layer::{
+    extract_layer, write_layer, Compression, DiffSource, ExtractOptions, IdMap, LayerOptions,
+    OverlayFlavour, WhiteoutMode,
+};
+use serde_json::json;
 use std::path::Path;
 
 /// Do `task`; the value goes back to the caller as JSON.
 pub fn perform(task: Task) -> Result<serde_json::Value, String> {
     match task {
         Task::RemoveTree(path) => remove_tree(&path).map(|()| serde_json::Value::Null),
+        Task::ExtractLayer { blob, dest } => {
+            let file = std::fs::File::open(&blob)
+                .map_err(|e| format!("opening layer blob {}: {e}", blob.display()))?;
+            let opts = ExtractOptions {
+                whiteout_mode: WhiteoutMode::Overlay(OverlayFlavour::UserXattr),
+                id_map: IdMap::identity(),
+                // No CAP_MKNOD for real devices inside a user namespace.
+                unprivileged: true,
+                max_uncompressed_size: None,
+            };
+            let stats = extract_layer(
+                std::io::BufReader::with_capacity(1 << 20, file),
+                &dest,
+                &opts,
+            )
+            .map_err(|e| format!("extracting {}: {e}", blob.display()))?;
+            Ok(json!({ "diff_id": stats.diff_id, "notes": stats.notes }))
+        }
+        Task::CopyFromLayers {
+            layers,
+            mountpoint,
+            sources,
+            dest,
+            dest_is_dir,
+            owner,
+            chmod,
+        } => copy_from_layers(
+            &layers,
+            &mountpoint,
+            &sources,
+            &dest,
+            dest_is_dir,
+            owner,
+            chmod,
+        )
+        .map(|()| serde_json::Value::Null),
+        Task::WriteLayer {
+            upper,
+            compression,
+            timestamp,
+        } => {
+            let compression: Compression = compression
+                .parse()
+                .map_err(|e| format!("compression {compression:?}: {e}"))?;
+            let opts = LayerOptions {
+                compression,
+                timestamp,
+                id_map: IdMap::identity(),
+                ..LayerOptions::default()
+            };
+            let source = DiffSource::OverlayUpper {
+                upper: &upper,
+                flavour: OverlayFlavour::UserXattr,
+            };
+            let stdout = std::io::stdout().lock();
+            let info = write_layer(
+                source,
+                &opts,
+                std::io::BufWriter::with_capacity(1 << 20, stdout),
+            )
+            .map_err(|e| format!("writing layer from {}: {e}", upper.display()))?;
+            Ok(json!({
+                "diff_id": info.diff_id,
+                "digest": info.digest,
+                "size": info.size,
+                "uncompressed_size": info.uncompressed_size,
+                "media_type": info.media_type,
+            }))
+        }
     }
+}
+
+/// See [`Task::CopyFromLayers`].
+#[allow(clippy::too_many_arguments)]
+fn copy_from_layers(
+    layers: &[std::path::PathBuf],
+    mountpoint: &Path,
+    sources: &[String],
+    dest: &Path,
+    dest_is_dir: bool,
+    owner: Option<(u32, u32)>,
+    chmod: Option<u32>,
+) -> Result<(), String> {
+    use crate::fscopy::{resolve_in_root, Copier, CopyOptions, Owners};
+    use nix::mount::{mount, MsFlags};
+    // A single layer is read as is (skipping its whiteout devices, which
+    // have nothing below them to hide); several are stacked read-only.
+    let (root, skip_whiteouts) = match layers {
+        [] => return Err("the source stage is empty (FROM scratch with no layers)".into()),
+        [one] => (one.clone(), true),
+        many => {
+            let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+            mount(None::<&str>, "/", None::<&str>, private, None::<&str>)
+                .map_err(|e| format!("making mounts private: {e}"))?;
+            let lower: Vec<String> = many.iter().rev().map(|p| p.display().to_string()).collect();
+            let opts = format!("lowerdir={},userxattr", lower.join(":"));
+            mount(
+                Some("overlay"),
+                mountpoint,
+                Some("overlay"),
+                MsFlags::MS_RDONLY,
+                Some(opts.as_str()),
+            )
+            .map_err(|e| format!("mounting the source stage at {}: {e}", mountpoint.display()))?;
+            (mountpoint.to_path_buf(), false)
+        }
+    };
+    let owners = match owner {
+        Some((u, g)) => Owners::Set(u, g),
+        None => Owners::Keep,
+    };
+    let mut copier = Copier::new(CopyOptions {
+        owners,
+        chmod,
+        skip_whiteouts,
+    });
+    for source in sources {
+        let from = resolve_in_root(&root, source).map_err(|e| format!("{source}: {e}"))?;
+        let meta = std::fs::symlink_metadata(&from)
+            .map_err(|_| format!("{source}: not found in the source stage"))?;
+        if meta.is_dir() {
+            if !dest.is_dir() {
+                std::fs::create_dir_all(dest)
+                    .map_err(|e| format!("creating {}: {e}", dest.display()))?;
+                if let Some((u, g)) = owner {
+                    std::os::unix::fs::lchown(dest, Some(u), Some(g))
+                        .map_err(|e| format!("chown {}: {e}", dest.display()))?;
+                }
+            }
+            copier
+                .copy_contents(&from, dest)
+                .map_err(|e| e.to_string())?;
+        } else {
+            let to = match (dest_is_dir, from.file_name()) {
+                (true, Some(name)) => dest.join(name),
+                _ => dest.to_path_buf(),
+            };
+            copier.copy(&from, &to).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_tree(path: &Path) -> Result<(), String> {

@@ -20,35 +20,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        let layout = tmp.path().join("layout");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/busybox/make-image.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&layout)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "make-image.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let layer = tmp.path().join("layers/busybox");
-        std::fs::create_dir_all(&layer).unwrap();
-        for blob in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
-            let blob = blob.unwrap().path();
-            let head = std::fs::read(&blob).unwrap();
-            if head.starts_with(&[0x1f, 0x8b]) {
-                let st = Command::new("tar")
-                    .arg("-xzf")
-                    .arg(&blob)
-                    .arg("-C")
-                    .arg(&layer)
-                    .status()
-                    .unwrap();
-                assert!(st.success());
-            }
-        }
+        let layer = cairn_testsupport::busybox_layer_dir(tmp.path());
         let scratch = tmp.path().join("sandboxes");
         std::fs::create_dir_all(&scratch).unwrap();
         Fixture {
@@ -288,47 +260,6 @@ fn background_processes_are_killed_when_the_command_exits(f: &Fixture) {
     );
 }
 
-type TestCase = (&'static str, fn(&Fixture));
-
-/// `[(name, fn)]` from a list of test functions.
-macro_rules! test_cases {
-    ($($test:ident),* $(,)?) => {
-        &[$((stringify!($test), $test as fn(&Fixture))),*]
-    };
-}
-
-/// As root, run this same suite again as the unprivileged test user (created
-/// with a subordinate range by scripts/setup-test-env.sh), so one `cargo test`
-/// proves both the root and the rootless path.
-fn rerun_rootless() -> Option<bool> {
-    let user = std::env::var("CAIRN_TEST_USER").unwrap_or_else(|_| "cairntest".into());
-    if !nix::unistd::geteuid().is_root() || std::env::var_os("CAIRN_TEST_ROOTLESS").is_some() {
-        return None;
-    }
-    if !Command::new("id")
-        .arg(&user)
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        println!("test rootless_suite ... skipped (no user {user}; run scripts/setup-test-env.sh)");
-        return None;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("runuser")
-        .args(["-u", &user, "--"])
-        .arg(exe)
-        .env("CAIRN_TEST_ROOTLESS", "1")
-        .current_dir("/tmp")
-        .status()
-        .unwrap();
-    println!(
-        "test rootless_suite (as {user}) ... {}",
-        if status.success() { "ok" } else { "FAILED" }
-    );
-    Some(status.success())
-}
-
 fn pids_limit_stops_a_fork_bomb(f: &Fixture) {
     if IdMapping::for_current_user().single_id {
         println!("  (skipped: no subordinate ID range for this user)");
@@ -350,38 +281,18 @@ fn pids_limit_stops_a_fork_bomb(f: &Fixture) {
 fn main() {
     init_hook();
     let fixture = Fixture::new();
-    let tests: &[TestCase] = test_cases![
-        runs_a_command_with_pid_1_and_own_hostname,
-        exit_codes_follow_docker,
-        changes_land_in_the_upper_dir,
-        remove_tree_task_deletes_files_of_subordinate_ids,
-        users_resolve_inside_the_image,
-        network_none_has_only_loopback,
-        timeout_kills_the_whole_tree,
-        pids_limit_stops_a_fork_bomb,
-        background_processes_are_killed_when_the_command_exits,
-    ];
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&fixture)));
-        match result {
-            Ok(()) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed += 1;
-            }
-        }
-    }
-    match rerun_rootless() {
-        Some(true) => passed += 1,
-        Some(false) => failed += 1,
-        None => {}
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    cairn_testsupport::run_suite(
+        &fixture,
+        cairn_testsupport::test_cases![Fixture;
+            runs_a_command_with_pid_1_and_own_hostname,
+            exit_codes_follow_docker,
+            changes_land_in_the_upper_dir,
+            remove_tree_task_deletes_files_of_subordinate_ids,
+            users_resolve_inside_the_image,
+            network_none_has_only_loopback,
+            timeout_kills_the_whole_tree,
+            pids_limit_stops_a_fork_bomb,
+            background_processes_are_killed_when_the_command_exits,
+        ],
+    )
 }

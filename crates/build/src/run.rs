@@ -1,0 +1,248 @@
+//! RUN: a sandbox over the stage's layers; its upper dir becomes the layer.
+
+use crate::stage::{history_text, BuildRequest, Builder, LayerRef, StageState, StepOutcome};
+use crate::BuildError;
+use cairn_dockerfile::{Dockerfile, Form, Instruction};
+use cairn_sandbox::manager::{remove_mount_stubs, SandboxManager};
+use cairn_sandbox::{Network, ProcessSpec, RootfsSpec, RunSpec, RunStdio, Task};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+impl Builder<'_> {
+    /// Run one RUN instruction (or reuse its cached layer). Says whether it ran or came from the cache.
+    pub(crate) fn run_step(
+        &self,
+        req: &BuildRequest,
+        doc: &Dockerfile,
+        inst: &Instruction,
+        run_args: &BTreeMap<String, String>,
+        state: &mut StageState,
+        key: &str,
+    ) -> Result<StepOutcome, BuildError> {
+        let created_by = run_history(inst, state);
+        if let Some((layer, created)) = self.cached_layer(req, key)? {
+            self.reuse_layer(state, layer, &created_by, created);
+            return Ok(StepOutcome::Cached);
+        }
+        self.ensure_extracted(state)?;
+        let dir = self.scratch_dir("run")?;
+        let result = self.run_in(req, doc, inst, run_args, state, &dir);
+        let layer = match result {
+            Ok(layer) => layer,
+            Err(e) => {
+                let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
+                return Err(e);
+            }
+        };
+        let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
+        self.add_layer(state, layer, &created_by, key, req.timestamp)?;
+        Ok(StepOutcome::Ran)
+    }
+
+    pub(crate) fn reuse_layer(
+        &self,
+        state: &mut StageState,
+        layer: LayerRef,
+        created_by: &str,
+        created: String,
+    ) {
+        state.config.push_diff_id(&layer.diff_id.to_string());
+        state.config.push_history(&created, created_by, false);
+        state.created = created;
+        state.layers.push(layer);
+    }
+
+    /// A private scratch dir in the store's tmp/ (same filesystem as layers/).
+    pub(crate) fn scratch_dir(&self, what: &str) -> Result<PathBuf, BuildError> {
+        let tmp = self.store.layout().tmp();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("build-{what}-"))
+            .tempdir_in(&tmp)
+            .map_err(BuildError::io(&tmp))?
+            .keep();
+        for sub in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(BuildError::io(&dir))?;
+        }
+        Ok(dir)
+    }
+
+    fn run_in(
+        &self,
+        req: &BuildRequest,
+        doc: &Dockerfile,
+        inst: &Instruction,
+        run_args: &BTreeMap<String, String>,
+        state: &StageState,
+        dir: &Path,
+    ) -> Result<LayerRef, BuildError> {
+        let cfg = &state.config;
+        let mut env = cfg.strings("Env");
+        for (k, v) in run_args {
+            if !env.iter().any(|e| e.split('=').next() == Some(k)) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        let network = match inst
+            .flags
+            .get("network")
+            .and_then(|v| v.last())
+            .map(String::as_str)
+        {
+            None | Some("default") => req.network,
+            Some("none") => Network::None,
+            Some("host") => Network::Host,
+            Some(other) => {
+                return Err(BuildError::input(format!(
+                    "RUN --network={other}: expected default, none or host"
+                )))
+            }
+        };
+        if inst.flags.contains_key("mount") || inst.flags.contains_key("security") {
+            return Err(BuildError::Unsupported(format!(
+                "RUN --mount/--security (line {})",
+                inst.line
+            )));
+        }
+        let manager = SandboxManager::new(self.store, self.launcher.clone());
+        let bind_files = manager.etc_files(dir, "buildkitsandbox")?;
+        let layer_dirs: Vec<PathBuf> = state
+            .layers
+            .iter()
+            .map(|l| self.store.layer_dir(&l.diff_id))
+            .collect();
+        let spec = RunSpec {
+            rootfs: RootfsSpec {
+                layers: layer_dirs.clone(),
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+                merged: dir.join("merged"),
+            },
+            process: ProcessSpec {
+                args: run_argv(inst, &cfg.strings("Shell")),
+                env,
+                cwd: cfg.string("WorkingDir").unwrap_or_default(),
+                user: cfg.string("User").unwrap_or_default(),
+            },
+            network,
+            hostname: "buildkitsandbox".into(),
+            bind_files,
+            id_mapping: self.mapping.clone(),
+            pids_limit: None,
+        };
+        let stdio = RunStdio {
+            stdin: Some(Stdio::null()),
+            stdout: Some(Stdio::inherit()),
+            stderr: Some(Stdio::inherit()),
+        };
+        let outcome = self.launcher.run(&spec, stdio, None)?;
+        if outcome.exit_code != 0 {
+            if let Some(f) = &outcome.failure {
+                eprintln!("{}", f.message());
+            }
+            return Err(BuildError::RunFailed {
+                file: req.dockerfile_path.display().to_string(),
+                line: inst.line,
+                command: spec.process.args.join(" "),
+                code: outcome.exit_code,
+            });
+        }
+        let _ = doc;
+        remove_mount_stubs(&dir.join("upper"), &layer_dirs);
+        self.commit_upper(req, &dir.join("upper"))
+    }
+
+    /// Write an upper dir as a layer blob, then adopt the dir as that layer's
+    /// extracted dir (or drop it if the layer is already extracted).
+    pub(crate) fn commit_upper(
+        &self,
+        req: &BuildRequest,
+        upper: &Path,
+    ) -> Result<LayerRef, BuildError> {
+        let mut writer = self.store.blob_writer()?;
+        let task = Task::WriteLayer {
+            upper: upper.to_path_buf(),
+            compression: req.compression.to_string(),
+            timestamp: req.timestamp,
+        };
+        let reply = self
+            .launcher
+            .run_task_to(&self.mapping, task, &mut writer)?;
+        let field = |k: &str| reply[k].as_str().and_then(|s| s.parse().ok());
+        let (Some(diff_id), Some(digest), Some(size)) =
+            (field("diff_id"), field("digest"), reply["size"].as_u64())
+        else {
+            return Err(BuildError::Sandbox(
+                cairn_sandbox::SandboxError::TaskFailed(format!("malformed layer report: {reply}")),
+            ));
+        };
+        writer.commit(Some((digest, size)))?;
+        let layer_dir = self.store.layer_dir(&diff_id);
+        if !layer_dir.exists() && std::fs::rename(upper, &layer_dir).is_ok() {
+            std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;
+        }
+        Ok(LayerRef {
+            digest,
+            size,
+            media_type: req.compression.media_type().to_string(),
+            diff_id,
+        })
+    }
+}
+
+/// The argv of a RUN: exec form as is; shell form and heredocs through the
+/// stage's SHELL (default /bin/sh -c).
+fn run_argv(inst: &Instruction, shell: &[String]) -> Vec<String> {
+    let shell: Vec<String> = if shell.is_empty() {
+        vec!["/bin/sh".into(), "-c".into()]
+    } else {
+        shell.to_vec()
+    };
+    if inst.form == Some(Form::Exec) && inst.heredocs.is_empty() {
+        return inst.args.clone();
+    }
+    let command = inst.args.join(" ");
+    let script = match inst.heredocs.as_slice() {
+        // `RUN <<EOF` alone: the body is the script (BuildKit).
+        [only]
+            if command
+                .trim()
+                .trim_start_matches("<<")
+                .trim_start_matches('-')
+                .trim_matches(['"', '\''])
+                == only.delimiter =>
+        {
+            only.body.clone()
+        }
+        // Otherwise the shell sees the command with its heredocs, as written.
+        docs => {
+            let mut s = command;
+            for h in docs {
+                s.push('\n');
+                s.push_str(&h.body);
+                s.push_str(&h.delimiter);
+            }
+            s
+        }
+    };
+    [shell, vec![script]].concat()
+}
+
+/// History text of a RUN as BuildKit writes it.
+fn run_history(inst: &Instruction, state: &StageState) -> String {
+    match inst.form {
+        Some(Form::Exec) => history_text(inst),
+        _ => {
+            let shell = state.config.strings("Shell");
+            let shell = if shell.is_empty() {
+                "/bin/sh -c".to_string()
+            } else {
+                shell.join(" ")
+            };
+            format!("RUN {shell} {}", inst.args.join(" "))
+        }
+    }
+}

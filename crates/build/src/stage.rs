@@ -1,0 +1,643 @@
+//! The build driver: stages in order, each instruction dispatched, the
+//! final image written and tagged.
+
+use crate::config::ImageConfig;
+use crate::context::Context;
+use crate::keys::KeyBuilder;
+use crate::BuildError;
+use cairn_dockerfile::expand::expand_word;
+use cairn_dockerfile::scope::{global_scope, scope_at, ScopeInput};
+use cairn_dockerfile::{Dockerfile, Form, Instruction};
+use cairn_layer::{Compression, Digest};
+use cairn_sandbox::idmap::IdMapping;
+use cairn_sandbox::manager::SandboxManager;
+use cairn_sandbox::{Launcher, Network};
+use cairn_store::image::{BlobRef, ManifestKind};
+use cairn_store::reference::ImageRef;
+use cairn_store::transport::Transport;
+use cairn_store::Store;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+const EPOCH: &str = "1970-01-01T00:00:00Z";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Its path, for messages and for `<Dockerfile>.dockerignore`.
+    pub dockerfile_path: PathBuf,
+    pub context: PathBuf,
+    pub tags: Vec<String>,
+    pub build_args: HashMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub compression: Compression,
+    /// Clamp file mtimes and set every created time to this (SOURCE_DATE_EPOCH).
+    pub timestamp: Option<i64>,
+    pub network: Network,
+}
+
+/// How a step was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// It ran (RUN executed, COPY copied) and made a new layer.
+    Ran,
+    /// Its layer came from the build cache; nothing ran.
+    Cached,
+    /// It only changed the image config (ENV, CMD, FROM, ...): nothing to run.
+    Config,
+}
+
+/// One step, for the caller's progress output.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub stage: usize,
+    pub line: usize,
+    pub text: String,
+    pub outcome: StepOutcome,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub manifest: Digest,
+    pub steps: Vec<StepReport>,
+}
+
+/// A layer of the image being built.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerRef {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub diff_id: Digest,
+}
+
+/// A stage's state between instructions.
+#[derive(Debug, Clone)]
+pub(crate) struct StageState {
+    pub config: ImageConfig,
+    pub layers: Vec<LayerRef>,
+    pub key: String,
+    /// When the newest layer was made (from the cache for a cached one): the
+    /// time config-only steps and the image itself carry, so a fully cached
+    /// rebuild gives the very same image.
+    pub created: String,
+}
+
+/// Builds Dockerfiles into one store.
+pub struct Builder<'s> {
+    pub(crate) store: &'s Store,
+    pub(crate) launcher: Launcher,
+    pub(crate) mapping: IdMapping,
+}
+
+impl<'s> Builder<'s> {
+    pub fn new(store: &'s Store, launcher: Launcher) -> Self {
+        Builder {
+            store,
+            launcher,
+            mapping: IdMapping::for_current_user(),
+        }
+    }
+
+    /// Build `req`; `progress` hears of every step as it starts.
+    pub fn build(
+        &self,
+        req: &BuildRequest,
+        progress: &mut dyn FnMut(&StepReport),
+    ) -> Result<BuildResult, BuildError> {
+        let file = req.dockerfile_path.display().to_string();
+        let doc = cairn_dockerfile::parse(&req.dockerfile)
+            .map_err(|e| BuildError::input(format!("{file}:{e}")))?;
+        let context = Context::open(&req.context, Some(&req.dockerfile_path))?;
+        let target = match &req.target {
+            Some(t) => stage_index(&doc, t)
+                .ok_or_else(|| BuildError::input(format!("target stage {t:?} not found")))?,
+            None => doc.stages.len().saturating_sub(1),
+        };
+        let scope_input = ScopeInput {
+            build_args: req.build_args.clone(),
+            ..ScopeInput::default()
+        };
+        let globals = global_scope(&doc, &scope_input)
+            .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
+
+        let mut done: Vec<Option<StageState>> = vec![None; doc.stages.len()];
+        let mut steps = Vec::new();
+        for index in needed_stages(&doc, target, &globals)? {
+            let state = self.build_stage(
+                req, &doc, &context, index, &done, &globals, &mut steps, progress,
+            )?;
+            done[index] = Some(state);
+        }
+        let final_state = done[target]
+            .take()
+            .ok_or_else(|| BuildError::input("target stage was not built"))?;
+        let manifest = self.write_image(final_state, req.timestamp)?;
+        for tag in &req.tags {
+            self.store.tag(&ImageRef::parse(tag)?, &manifest)?;
+        }
+        Ok(BuildResult { manifest, steps })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_stage(
+        &self,
+        req: &BuildRequest,
+        doc: &Dockerfile,
+        context: &Context,
+        index: usize,
+        done: &[Option<StageState>],
+        globals: &BTreeMap<String, String>,
+        steps: &mut Vec<StepReport>,
+        progress: &mut dyn FnMut(&StepReport),
+    ) -> Result<StageState, BuildError> {
+        let file = req.dockerfile_path.display().to_string();
+        let stage = &doc.stages[index];
+        let base = expand_word(&stage.base, globals, doc.escape).map_err(|e| {
+            BuildError::input(format!("{file}:{}: FROM {}: {e}", stage.line, stage.base))
+        })?;
+        let mut state = self.resolve_base(&base, doc, done)?;
+        if !state.config.strings("OnBuild").is_empty() {
+            return Err(BuildError::Unsupported(format!(
+                "{file}:{}: base image {base} has ONBUILD triggers",
+                stage.line
+            )));
+        }
+        let report = StepReport {
+            stage: index,
+            line: stage.line,
+            text: stage.original.clone(),
+            outcome: StepOutcome::Config,
+        };
+        progress(&report);
+        steps.push(report);
+
+        for (i, inst) in stage.instructions.iter().enumerate() {
+            let scope_input = ScopeInput {
+                build_args: req.build_args.clone(),
+                base_env: state.config.env(),
+                ..ScopeInput::default()
+            };
+            let scope = scope_at(doc, &scope_input, index, i)
+                .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
+            let at = |m: String| BuildError::input(format!("{file}:{}: {m}", inst.line));
+            let mut key = KeyBuilder::after(&state.key)
+                .field(inst.original.as_bytes())
+                .vars(&scope.vars);
+            for h in &inst.heredocs {
+                key = key.field(h.body.as_bytes());
+            }
+            let mut outcome = StepOutcome::Config;
+            match inst.name.as_str() {
+                "run" => {
+                    let key = key.finish();
+                    outcome = self.run_step(req, doc, inst, &scope.run_args, &mut state, &key)?;
+                    state.key = key;
+                }
+                "copy" | "add" => {
+                    let plan = crate::copy::plan(
+                        self,
+                        req,
+                        doc,
+                        context,
+                        inst,
+                        &scope.vars,
+                        &state,
+                        done,
+                    )?;
+                    let key_with_sources = key.field(plan.sources_digest.as_bytes()).finish();
+                    outcome = self.copy_step(req, inst, plan, &mut state, &key_with_sources)?;
+                    state.key = key_with_sources;
+                }
+                _ => {
+                    apply_config(inst, doc.escape, &scope.vars, &mut state.config).map_err(at)?;
+                    let created = req
+                        .timestamp
+                        .map(|t| created_time(Some(t)))
+                        .unwrap_or_else(|| state.created.clone());
+                    state
+                        .config
+                        .push_history(&created, &history_text(inst), true);
+                    state.key = key.finish();
+                }
+            }
+            let report = StepReport {
+                stage: index,
+                line: inst.line,
+                text: inst.original.clone(),
+                outcome,
+            };
+            progress(&report);
+            steps.push(report);
+        }
+        Ok(state)
+    }
+
+    /// The state a stage starts from.
+    fn resolve_base(
+        &self,
+        base: &str,
+        doc: &Dockerfile,
+        done: &[Option<StageState>],
+    ) -> Result<StageState, BuildError> {
+        if base.eq_ignore_ascii_case("scratch") {
+            return Ok(StageState {
+                config: ImageConfig::scratch(),
+                layers: vec![],
+                key: "scratch".into(),
+                created: EPOCH.into(),
+            });
+        }
+        if let Some(i) = stage_index(doc, base) {
+            if let Some(Some(state)) = done.get(i) {
+                return Ok(state.clone());
+            }
+        }
+        let manifest = if base.starts_with("oci:") || base.starts_with("oci-archive:") {
+            let transport = Transport::parse(base)?;
+            let imported = self.store.import(&transport, None)?;
+            match imported.as_slice() {
+                [one] => one.digest,
+                _ => {
+                    return Err(BuildError::input(format!(
+                        "FROM {base}: expected one image, found {}",
+                        imported.len()
+                    )))
+                }
+            }
+        } else {
+            self.store.resolve(base)?
+        };
+        self.load_image(base, &manifest)
+    }
+
+    pub(crate) fn load_image(
+        &self,
+        name: &str,
+        manifest: &Digest,
+    ) -> Result<StageState, BuildError> {
+        let (_, parsed) = self.store.manifest(manifest)?;
+        if parsed.kind != ManifestKind::Image {
+            return Err(BuildError::Unsupported(format!(
+                "FROM {name}: an image index (pick one platform's image)"
+            )));
+        }
+        let config_ref = parsed
+            .config
+            .ok_or_else(|| BuildError::input(format!("FROM {name}: manifest without config")))?;
+        let config: Value =
+            serde_json::from_slice(&self.store.read_blob_bytes(&config_ref.digest)?)
+                .map_err(|e| BuildError::input(format!("FROM {name}: config is not JSON: {e}")))?;
+        let created = config["created"].as_str().unwrap_or(EPOCH).to_string();
+        let config = ImageConfig(config);
+        let diff_ids: Vec<Digest> = config
+            .diff_ids()
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .collect();
+        if diff_ids.len() != parsed.children.len() {
+            return Err(BuildError::input(format!(
+                "FROM {name}: layers and diff ids disagree"
+            )));
+        }
+        let layers = parsed
+            .children
+            .iter()
+            .zip(&diff_ids)
+            .map(|(b, d)| LayerRef {
+                digest: b.digest,
+                size: b.size,
+                media_type: b.media_type.clone(),
+                diff_id: *d,
+            })
+            .collect();
+        let key = KeyBuilder::after("from")
+            .field(manifest.to_string().as_bytes())
+            .field(b"linux/amd64")
+            .finish();
+        Ok(StageState {
+            config,
+            layers,
+            key,
+            created,
+        })
+    }
+
+    /// Make sure every layer of `state` has its extracted dir.
+    pub(crate) fn ensure_extracted(&self, state: &StageState) -> Result<(), BuildError> {
+        let manager = SandboxManager::new(self.store, self.launcher.clone());
+        let pairs: Vec<(Digest, Digest)> =
+            state.layers.iter().map(|l| (l.digest, l.diff_id)).collect();
+        manager.extract_layers(&pairs)?;
+        Ok(())
+    }
+
+    /// Record a step's new layer in the stage and the build cache.
+    pub(crate) fn add_layer(
+        &self,
+        state: &mut StageState,
+        layer: LayerRef,
+        created_by: &str,
+        key: &str,
+        timestamp: Option<i64>,
+    ) -> Result<(), BuildError> {
+        let created = created_time(timestamp);
+        let value =
+            json!({ "media_type": layer.media_type, "created_by": created_by, "created": created })
+                .to_string();
+        self.store.cache_put(&cairn_store::cache::CacheEntry {
+            key: key.to_string(),
+            layer_digest: Some(layer.digest),
+            diff_id: Some(layer.diff_id),
+            size: layer.size,
+            value,
+        })?;
+        state.config.push_diff_id(&layer.diff_id.to_string());
+        state.config.push_history(&created, created_by, false);
+        state.created = created;
+        state.layers.push(layer);
+        Ok(())
+    }
+
+    /// A cache hit: the step's layer, if its blob and extracted dir are still there.
+    /// A cache hit gives the layer and the time it was first made.
+    pub(crate) fn cached_layer(
+        &self,
+        req: &BuildRequest,
+        key: &str,
+    ) -> Result<Option<(LayerRef, String)>, BuildError> {
+        if req.no_cache {
+            return Ok(None);
+        }
+        let Some(entry) = self.store.cache_get(key)? else {
+            return Ok(None);
+        };
+        let (Some(digest), Some(diff_id)) = (entry.layer_digest, entry.diff_id) else {
+            return Ok(None);
+        };
+        if !self.store.has_blob(&digest) || !self.store.has_layer_dir(&diff_id) {
+            return Ok(None);
+        }
+        let value: Value = serde_json::from_str(&entry.value).unwrap_or(Value::Null);
+        let media_type = value["media_type"]
+            .as_str()
+            .unwrap_or(req.compression.media_type())
+            .to_string();
+        let created = match req.timestamp {
+            Some(t) => created_time(Some(t)),
+            None => value["created"].as_str().unwrap_or(EPOCH).to_string(),
+        };
+        Ok(Some((
+            LayerRef {
+                digest,
+                size: entry.size,
+                media_type,
+                diff_id,
+            },
+            created,
+        )))
+    }
+
+    fn write_image(
+        &self,
+        mut state: StageState,
+        timestamp: Option<i64>,
+    ) -> Result<Digest, BuildError> {
+        let created = timestamp
+            .map(|t| created_time(Some(t)))
+            .unwrap_or_else(|| state.created.clone());
+        state.config.set_created(&created);
+        let config =
+            serde_json::to_vec(&state.config.0).map_err(|e| BuildError::input(e.to_string()))?;
+        let layers: Vec<BlobRef> = state
+            .layers
+            .iter()
+            .map(|l| BlobRef {
+                digest: l.digest,
+                media_type: l.media_type.clone(),
+                size: l.size,
+            })
+            .collect();
+        Ok(self.store.record_oci_image(&config, &layers)?)
+    }
+}
+
+/// RFC 3339 of the build's timestamp, or now.
+pub(crate) fn created_time(timestamp: Option<i64>) -> String {
+    let t = match timestamp {
+        Some(secs) => std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
+        None => std::time::SystemTime::now(),
+    };
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// History text as BuildKit writes it: `RUN /bin/sh -c ...` for shell forms.
+pub(crate) fn history_text(inst: &Instruction) -> String {
+    let name = inst.name.to_uppercase();
+    let rest = inst.original.trim_start();
+    let rest = rest.get(inst.name.len()..).unwrap_or("").trim_start();
+    format!("{name} {rest}").trim_end().to_string()
+}
+
+/// A stage by name (case-insensitive) or index.
+pub(crate) fn stage_index(doc: &Dockerfile, name: &str) -> Option<usize> {
+    doc.stages
+        .iter()
+        .position(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .or_else(|| name.parse::<usize>().ok().filter(|i| *i < doc.stages.len()))
+}
+
+/// The stages `target` needs, in dependency order (FROM and COPY --from edges).
+fn needed_stages(
+    doc: &Dockerfile,
+    target: usize,
+    globals: &BTreeMap<String, String>,
+) -> Result<Vec<usize>, BuildError> {
+    fn visit(
+        doc: &Dockerfile,
+        i: usize,
+        globals: &BTreeMap<String, String>,
+        state: &mut [u8],
+        order: &mut Vec<usize>,
+    ) -> Result<(), BuildError> {
+        match state[i] {
+            2 => return Ok(()),
+            1 => {
+                return Err(BuildError::input(format!(
+                    "stage {i} depends on itself (a cycle between stages)"
+                )))
+            }
+            _ => {}
+        }
+        state[i] = 1;
+        let stage = &doc.stages[i];
+        let base =
+            expand_word(&stage.base, globals, doc.escape).unwrap_or_else(|_| stage.base.clone());
+        let mut deps: Vec<String> = vec![base];
+        for inst in &stage.instructions {
+            deps.extend(inst.flags.get("from").into_iter().flatten().cloned());
+        }
+        for dep in deps {
+            // Only earlier stages can be named: `FROM x AS x` means the image x.
+            if let Some(j) = stage_index(doc, &dep).filter(|j| *j < i) {
+                visit(doc, j, globals, state, order)?;
+            }
+        }
+        state[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    let mut state = vec![0u8; doc.stages.len()];
+    let mut order = Vec::new();
+    visit(doc, target, globals, &mut state, &mut order)?;
+    Ok(order)
+}
+
+/// Apply a config-only instruction.
+fn apply_config(
+    inst: &Instruction,
+    escape: char,
+    vars: &BTreeMap<String, String>,
+    cfg: &mut ImageConfig,
+) -> Result<(), String> {
+    let expand = |w: &str| expand_word(w, vars, escape).map_err(|e| e.to_string());
+    let exec_or_shell = |cfg: &ImageConfig| -> Value {
+        match inst.form {
+            Some(Form::Exec) => json!(inst.args),
+            _ => {
+                let mut shell = cfg.strings("Shell");
+                if shell.is_empty() {
+                    shell = vec!["/bin/sh".into(), "-c".into()];
+                }
+                shell.push(inst.args.join(" "));
+                json!(shell)
+            }
+        }
+    };
+    match inst.name.as_str() {
+        "arg" => {}
+        "env" => {
+            let pairs: Vec<(String, String)> = inst
+                .pairs
+                .iter()
+                .flatten()
+                .map(|p| Ok((expand(&p.key)?, expand(p.value.as_deref().unwrap_or(""))?)))
+                .collect::<Result<_, String>>()?;
+            for (k, v) in pairs {
+                cfg.set_env(&k, &v);
+            }
+        }
+        "label" => {
+            for p in inst.pairs.iter().flatten() {
+                cfg.insert_into(
+                    "Labels",
+                    &expand(&p.key)?,
+                    json!(expand(p.value.as_deref().unwrap_or(""))?),
+                );
+            }
+        }
+        "maintainer" => {
+            let root = &mut cfg.0;
+            root["author"] = json!(inst.args.join(" "));
+        }
+        "workdir" => {
+            let dir = expand(inst.args.first().map(String::as_str).unwrap_or(""))?;
+            let joined = if dir.starts_with('/') {
+                dir
+            } else {
+                format!("{}/{dir}", cfg.string("WorkingDir").unwrap_or_default())
+            };
+            cfg.set(
+                "WorkingDir",
+                json!(format!("/{}", crate::context::clean(&joined))),
+            );
+        }
+        "user" => cfg.set(
+            "User",
+            json!(expand(inst.args.first().map(String::as_str).unwrap_or(""))?),
+        ),
+        "cmd" => {
+            let v = exec_or_shell(cfg);
+            cfg.set("Cmd", v);
+        }
+        "entrypoint" => {
+            let v = exec_or_shell(cfg);
+            cfg.set("Entrypoint", v);
+            // Setting ENTRYPOINT resets a CMD inherited from the base image.
+            cfg.set("Cmd", Value::Null);
+        }
+        "expose" => {
+            for p in &inst.args {
+                let p = expand(p)?;
+                let p = if p.contains('/') {
+                    p
+                } else {
+                    format!("{p}/tcp")
+                };
+                cfg.insert_into("ExposedPorts", &p, json!({}));
+            }
+        }
+        "volume" => {
+            for v in &inst.args {
+                cfg.insert_into("Volumes", &expand(v)?, json!({}));
+            }
+        }
+        "stopsignal" => cfg.set(
+            "StopSignal",
+            json!(expand(inst.args.first().map(String::as_str).unwrap_or(""))?),
+        ),
+        "shell" => cfg.set("Shell", json!(inst.args)),
+        "onbuild" => {
+            let mut triggers = cfg.strings("OnBuild");
+            triggers.push(inst.args.join(" "));
+            cfg.set("OnBuild", json!(triggers));
+        }
+        "healthcheck" => {
+            let test: Vec<String> = match inst.args.first().map(String::as_str) {
+                Some(a) if a.eq_ignore_ascii_case("NONE") => vec!["NONE".into()],
+                _ => {
+                    let rest = &inst.args[1.min(inst.args.len())..];
+                    match inst.form {
+                        Some(Form::Exec) => [vec!["CMD".to_string()], rest.to_vec()].concat(),
+                        _ => vec!["CMD-SHELL".into(), rest.join(" ")],
+                    }
+                }
+            };
+            let mut hc = json!({ "Test": test });
+            for (flag, field) in [
+                ("interval", "Interval"),
+                ("timeout", "Timeout"),
+                ("start-period", "StartPeriod"),
+                ("start-interval", "StartInterval"),
+            ] {
+                if let Some(v) = inst.flags.get(flag).and_then(|v| v.last()) {
+                    let d =
+                        humantime::parse_duration(v).map_err(|e| format!("--{flag}={v}: {e}"))?;
+                    hc[field] = json!(d.as_nanos() as u64);
+                }
+            }
+            if let Some(v) = inst.flags.get("retries").and_then(|v| v.last()) {
+                hc["Retries"] = json!(v
+                    .parse::<u64>()
+                    .map_err(|_| format!("--retries={v}: not a number"))?);
+            }
+            cfg.set("Healthcheck", hc);
+        }
+        other => {
+            return Err(format!(
+                "instruction {} is not supported here",
+                other.to_uppercase()
+            ))
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! `cairn build`: a Dockerfile and a context into an image in the store.
+
+use crate::exit::CliError;
+use cairn::build::{BuildError, BuildRequest, Builder, StepOutcome};
+use cairn::layer::Compression;
+use cairn::sandbox::{Launcher, Network};
+use cairn::store::Store;
+use clap::Args;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The Dockerfile (default: CONTEXT/Dockerfile)
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Name the result NAME[:TAG] (repeatable)
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Set a build argument (repeatable)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    build_args: Vec<String>,
+    /// Build only up to this stage
+    #[arg(long)]
+    target: Option<String>,
+    /// Run every step, ignoring the build cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Layer compression
+    #[arg(long, default_value = "gzip")]
+    compression: Compression,
+    /// Set every timestamp to this Unix time (default: $SOURCE_DATE_EPOCH)
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    timestamp: Option<i64>,
+    /// Network for RUN steps
+    #[arg(long, default_value = "host")]
+    network: Network,
+    /// Export the result too: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG]
+    #[arg(long)]
+    output: Option<String>,
+    /// The build context directory
+    context: PathBuf,
+}
+
+pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
+    let mut build_args = HashMap::new();
+    for kv in &args.build_args {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => build_args.insert(k.to_string(), v.to_string()),
+            // `--build-arg NAME` takes the value from the environment, as Docker does.
+            _ => match std::env::var(kv) {
+                Ok(v) => build_args.insert(kv.clone(), v),
+                Err(_) => continue,
+            },
+        };
+    }
+    if !args.context.is_dir() {
+        return Err(CliError::bad_input(format!(
+            "build context {} is not a directory",
+            args.context.display()
+        )));
+    }
+    let dockerfile_path = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    let dockerfile = std::fs::read_to_string(&dockerfile_path)
+        .map_err(|e| CliError::bad_input(format!("{}: {e}", dockerfile_path.display())))?;
+    let output = match &args.output {
+        Some(o) => Some(cairn::store::transport::Transport::parse(o).map_err(CliError::bad_input)?),
+        None => None,
+    };
+    let root = cairn::store::layout::default_root(root);
+    let store = Store::open(&root)
+        .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))?;
+    let builder = Builder::new(&store, Launcher::current_exe().map_err(CliError::failed)?);
+    let req = BuildRequest {
+        dockerfile,
+        dockerfile_path,
+        context: args.context,
+        tags: args.tags,
+        build_args,
+        target: args.target,
+        no_cache: args.no_cache,
+        compression: args.compression,
+        timestamp: args.timestamp,
+        network: args.network,
+    };
+    let started = Instant::now();
+    let mut step_no = 0;
+    let result = builder.build(&req, &mut |step| {
+        step_no += 1;
+        let first_line = step.text.lines().next().unwrap_or_default();
+        let mark = match step.outcome {
+            StepOutcome::Cached => " (cached)",
+            StepOutcome::Ran | StepOutcome::Config => "",
+        };
+        eprintln!(
+            "[{step_no}] stage {} line {}: {first_line}{mark}",
+            step.stage, step.line
+        );
+    });
+    let result = result.map_err(|e: BuildError| {
+        if e.is_bad_input() {
+            CliError::bad_input(e)
+        } else {
+            CliError::failed(e)
+        }
+    })?;
+    if let Some(out) = output {
+        store
+            .export(&result.manifest.to_string(), &out)
+            .map_err(CliError::failed)?;
+    }
+    eprintln!("built in {:.2}s", started.elapsed().as_secs_f64());
+    println!("{}", result.manifest);
+    Ok(())
+}

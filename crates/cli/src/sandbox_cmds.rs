@@ -1,0 +1,279 @@
+//! `cairn run` and `cairn sandbox create|exec|commit|ls|rm`.
+
+use crate::exit::CliError;
+use cairn::layer::Compression;
+use cairn::sandbox::manager::{
+    Argv, CreateOptions, ExecOptions, ManagerError, Resources, SandboxManager,
+};
+use cairn::sandbox::{Launcher, Network, RunOutcome};
+use cairn::store::Store;
+use clap::{Args, Subcommand};
+use std::path::Path;
+use std::time::Duration;
+
+fn manager_error(e: ManagerError) -> CliError {
+    if e.is_bad_input() {
+        CliError::bad_input(e)
+    } else {
+        CliError::failed(e)
+    }
+}
+
+fn open_store(root: Option<&Path>) -> Result<Store, CliError> {
+    let root = cairn::store::layout::default_root(root);
+    Store::open(&root)
+        .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))
+}
+
+fn launcher() -> Result<Launcher, CliError> {
+    Launcher::current_exe().map_err(CliError::failed)
+}
+
+/// Options shared by `run` and `sandbox exec`.
+#[derive(Args)]
+pub struct ProcessArgs {
+    /// Set an environment variable (KEY=VALUE), repeatable
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// User (name or uid, with optional :group) to run as
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory inside the sandbox
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// Kill the command and everything it started after this many seconds
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+}
+
+impl ProcessArgs {
+    fn exec_options(self, argv: Argv) -> Result<ExecOptions, CliError> {
+        for e in &self.env {
+            if !e.contains('=') || e.starts_with('=') {
+                return Err(CliError::bad_input(format!(
+                    "--env {e:?}: expected KEY=VALUE"
+                )));
+            }
+        }
+        let timeout = match self.timeout {
+            Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(CliError::bad_input(format!(
+                    "--timeout {t}: expected a positive number of seconds"
+                )))
+            }
+            None => None,
+        };
+        Ok(ExecOptions {
+            argv,
+            env: self.env,
+            user: self.user,
+            workdir: self.workdir,
+            timeout,
+            ..ExecOptions::default()
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Remove the sandbox when the command exits
+    #[arg(long)]
+    rm: bool,
+    /// Network: host (share the host's) or none (loopback only)
+    #[arg(long, default_value = "host")]
+    network: Network,
+    #[command(flatten)]
+    process: ProcessArgs,
+    /// Image to run
+    image: String,
+    /// Command (replaces the image's CMD; ENTRYPOINT still applies)
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
+    let store = open_store(root)?;
+    let manager = SandboxManager::new(&store, launcher()?);
+    let create = CreateOptions {
+        network: args.network,
+        ephemeral: args.rm,
+        ..CreateOptions::default()
+    };
+    let record = manager.create(&args.image, create).map_err(manager_error)?;
+    let argv = if args.command.is_empty() {
+        Argv::ImageDefault
+    } else {
+        Argv::ReplaceCmd(args.command)
+    };
+    let result = args
+        .process
+        .exec_options(argv)
+        .and_then(|opts| manager.exec(&record.id, opts).map_err(manager_error));
+    if args.rm {
+        manager.remove(&record.id).map_err(manager_error)?;
+    }
+    finish(result?)
+}
+
+/// Pass the command's exit code through, as Docker does.
+fn finish(outcome: RunOutcome) -> Result<(), CliError> {
+    if let Some(failure) = &outcome.failure {
+        eprintln!("cairn: {}", failure.message());
+    }
+    if outcome.timed_out {
+        eprintln!("cairn: timed out; every process of the sandbox was killed");
+    }
+    match outcome.exit_code {
+        0 => Ok(()),
+        code => Err(CliError::exit_code(code)),
+    }
+}
+
+#[derive(Subcommand)]
+pub enum SandboxCommand {
+    /// Create a sandbox from an image; prints its id alone on the last line
+    Create(CreateArgs),
+    /// Run a command in a sandbox's current filesystem
+    Exec(ExecArgs),
+    /// Commit a sandbox's changes as a new image
+    Commit(CommitArgs),
+    /// List sandboxes
+    Ls(LsArgs),
+    /// Remove sandboxes
+    Rm(RmArgs),
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    image: String,
+    #[arg(long)]
+    name: Option<String>,
+    /// CPU cores (recorded; not enforced without a delegated cgroup)
+    #[arg(long)]
+    cpu: Option<f64>,
+    /// Memory in GB (recorded; not enforced without a delegated cgroup)
+    #[arg(long)]
+    memory: Option<f64>,
+    /// Maximum number of processes per user in the sandbox
+    #[arg(long)]
+    pids: Option<u64>,
+    #[arg(long, default_value = "host")]
+    network: Network,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    process: ProcessArgs,
+    /// Sandbox id, id prefix or name
+    id: String,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CommitArgs {
+    id: String,
+    /// NAME[:TAG] for the new image
+    name: String,
+    #[arg(long, default_value = "gzip")]
+    compression: Compression,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    ids: Vec<String>,
+}
+
+pub fn sandbox(root: Option<&Path>, cmd: SandboxCommand) -> Result<(), CliError> {
+    let store = open_store(root)?;
+    let manager = SandboxManager::new(&store, launcher()?);
+    match cmd {
+        SandboxCommand::Create(a) => {
+            for (flag, v) in [("--cpu", a.cpu), ("--memory", a.memory)] {
+                if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                    return Err(CliError::bad_input(format!(
+                        "{flag} must be a positive number"
+                    )));
+                }
+            }
+            let resources = Resources {
+                cpu: a.cpu,
+                memory_gb: a.memory,
+                pids: a.pids,
+                not_applied: vec![],
+            };
+            let opts = CreateOptions {
+                name: a.name,
+                network: a.network,
+                resources,
+                ephemeral: false,
+            };
+            let record = manager.create(&a.image, opts).map_err(manager_error)?;
+            for note in &record.resources.not_applied {
+                eprintln!("cairn: warning: limit not applied: {note}");
+            }
+            if manager.id_mapping().single_id {
+                eprintln!("cairn: warning: no subordinate ID range for this user: only your own ID is mapped");
+            }
+            println!("{}", record.id);
+            Ok(())
+        }
+        SandboxCommand::Exec(a) => {
+            let opts = a.process.exec_options(Argv::Direct(a.command))?;
+            finish(manager.exec(&a.id, opts).map_err(manager_error)?)
+        }
+        SandboxCommand::Commit(a) => {
+            let digest = manager
+                .commit(&a.id, &a.name, a.compression)
+                .map_err(manager_error)?;
+            println!("{digest}");
+            Ok(())
+        }
+        SandboxCommand::Ls(a) => {
+            let records = manager.list().map_err(manager_error)?;
+            match a.format.as_str() {
+                "json" => {
+                    let text = serde_json::to_string_pretty(&records).map_err(CliError::failed)?;
+                    println!("{text}");
+                }
+                "table" => {
+                    println!(
+                        "{:<14} {:<16} {:<32} {:<21}",
+                        "ID", "NAME", "IMAGE", "CREATED"
+                    );
+                    for r in records {
+                        let id: String = r.id.chars().take(12).collect();
+                        println!(
+                            "{id:<14} {:<16} {:<32} {:<21}",
+                            r.name.unwrap_or_default(),
+                            r.image,
+                            r.created
+                        );
+                    }
+                }
+                other => {
+                    return Err(CliError::bad_input(format!(
+                        "--format {other:?}: expected table or json"
+                    )))
+                }
+            }
+            Ok(())
+        }
+        SandboxCommand::Rm(a) => {
+            for id in &a.ids {
+                manager.remove(id).map_err(manager_error)?;
+                println!("{id}");
+            }
+            Ok(())
+        }
+    }
+}

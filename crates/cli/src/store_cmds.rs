@@ -1,0 +1,204 @@
+//! The store commands: `images`, `tag`, `rmi`, `export`, `import`, `prune`, `fsck`.
+
+use crate::exit::CliError;
+use cairn::store::{self, size, ImageRef, Store, StoreError, Transport};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+
+fn cli_error(e: StoreError) -> CliError {
+    if e.is_bad_input() {
+        CliError::bad_input(e)
+    } else {
+        CliError::failed(e)
+    }
+}
+
+fn open(root: Option<&Path>) -> Result<Store, CliError> {
+    Store::open(store::default_root(root)).map_err(CliError::failed)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ImagesFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ImagesArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ImagesFormat,
+}
+
+pub fn images(root: Option<&Path>, args: ImagesArgs) -> Result<(), CliError> {
+    let store = open(root)?;
+    let images = store.images().map_err(cli_error)?;
+    match args.format {
+        ImagesFormat::Json => {
+            let text = serde_json::to_string_pretty(&images)
+                .map_err(|e| CliError::failed(format!("rendering JSON: {e}")))?;
+            println!("{text}");
+        }
+        ImagesFormat::Table => {
+            println!("{:<60} {:<19} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
+            for i in &images {
+                let short = &i.digest.to_string()[..19];
+                let names: Vec<&str> = if i.names.is_empty() {
+                    vec!["<none>"]
+                } else {
+                    i.names.iter().map(String::as_str).collect()
+                };
+                for n in names {
+                    println!(
+                        "{n:<60} {short:<19} {:>10}  {}",
+                        size::format_size(i.size),
+                        i.created
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TagArgs {
+    /// The image to tag (name or digest)
+    pub source: String,
+    /// The new name
+    pub target: String,
+}
+
+pub fn tag(root: Option<&Path>, args: TagArgs) -> Result<(), CliError> {
+    let target = ImageRef::parse(&args.target).map_err(cli_error)?;
+    let store = open(root)?;
+    let digest = store.resolve(&args.source).map_err(cli_error)?;
+    store.tag(&target, &digest).map_err(cli_error)?;
+    println!("{target} -> {digest}");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RmiArgs {
+    /// Names to remove (a digest removes every name of that image); the blobs go at the next prune
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+pub fn rmi(root: Option<&Path>, args: RmiArgs) -> Result<(), CliError> {
+    let store = open(root)?;
+    let mut unknown = Vec::new();
+    for image in &args.images {
+        let result = match image.parse::<store::Digest>() {
+            Ok(d) => store.untag_manifest(&d),
+            Err(_) => {
+                ImageRef::parse(image).and_then(|r| store.untag(&r).map(|_| vec![r.to_string()]))
+            }
+        };
+        match result {
+            Ok(names) => names.iter().for_each(|n| println!("Untagged: {n}")),
+            Err(StoreError::UnknownImage(_)) => unknown.push(image.clone()),
+            Err(e) => return Err(cli_error(e)),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(CliError::bad_input(format!(
+            "no such image: {}",
+            unknown.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The image to export (name or digest)
+    pub image: String,
+    /// oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:NAME]
+    pub destination: String,
+}
+
+pub fn export(root: Option<&Path>, args: ExportArgs) -> Result<(), CliError> {
+    let dest = Transport::parse(&args.destination).map_err(cli_error)?;
+    let store = open(root)?;
+    let digest = store.export(&args.image, &dest).map_err(cli_error)?;
+    println!("{digest}");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:NAME]
+    pub source: String,
+    /// Name the imported image (instead of the names the source carries)
+    pub name: Option<String>,
+}
+
+pub fn import(root: Option<&Path>, args: ImportArgs) -> Result<(), CliError> {
+    let source = Transport::parse(&args.source).map_err(cli_error)?;
+    let name = args
+        .name
+        .as_deref()
+        .map(ImageRef::parse)
+        .transpose()
+        .map_err(cli_error)?;
+    let store = open(root)?;
+    let imported = store.import(&source, name.as_ref()).map_err(cli_error)?;
+    for i in imported {
+        if i.names.is_empty() {
+            println!(
+                "{} (untagged: give a NAME to keep it past the next prune)",
+                i.digest
+            );
+        }
+        for n in i.names {
+            println!("{} {n}", i.digest);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Keep build cache up to this size (e.g. 10GB, 500MiB), least recently used dropped first
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+}
+
+pub fn prune(root: Option<&Path>, args: PruneArgs) -> Result<(), CliError> {
+    let budget = args
+        .keep_storage
+        .as_deref()
+        .map(size::parse_size)
+        .transpose()
+        .map_err(cli_error)?;
+    let root: PathBuf = store::default_root(root);
+    let store = Store::open_exclusive(root).map_err(CliError::failed)?;
+    let r = store.gc(budget).map_err(cli_error)?;
+    println!(
+        "Freed {} ({} blobs, {} layer dirs, {} temp entries; forgot {} untagged manifests, dropped {} cache entries)",
+        size::format_size(r.blob_bytes_freed),
+        r.blobs_removed,
+        r.layer_dirs_removed,
+        r.tmp_entries_removed,
+        r.manifests_forgotten,
+        r.cache_entries_dropped
+    );
+    Ok(())
+}
+
+pub fn fsck(root: Option<&Path>) -> Result<(), CliError> {
+    let store = open(root)?;
+    let problems = store.fsck().map_err(CliError::failed)?;
+    if problems.is_empty() {
+        println!("ok");
+        return Ok(());
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    Err(CliError::failed(format!(
+        "fsck found {} problem(s)",
+        problems.len()
+    )))
+}

@@ -1,0 +1,336 @@
+//! Thin, safe wrappers over the few Linux calls std does not offer: xattrs by
+//! path without following links, and the `*at` family used by extraction.
+//! Every wrapper takes a directory fd plus a single path component (never a
+//! path with `/`), so nothing here can be steered outside that directory.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in name"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// All xattrs of `path` (not following a final symlink), sorted by name.
+pub fn list_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let c = cstring(path.as_os_str().as_bytes())?;
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        // SAFETY: c is NUL-terminated; names is a valid buffer of the given length.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
+            // Filesystems without xattr support simply have none.
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(err),
+        }
+        if names.len() > 1 << 24 {
+            return Err(err);
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        match get_xattr(&c, name)? {
+            Some(value) => out.push((name.to_vec(), value)),
+            None => continue, // removed between list and get
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn get_xattr(path: &CString, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    let cname = cstring(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: both strings are NUL-terminated; buf is valid for buf.len() bytes.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 8, 0),
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Set an xattr on an open (non-`O_PATH`) fd.
+pub fn fsetxattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let cname = cstring(name)?;
+    // SAFETY: cname is NUL-terminated; value is valid for value.len() bytes.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Set an xattr on `name` inside the directory `dir` without following `name`
+/// if it is a symlink. Goes through `/proc/self/fd/DIR/NAME`: the magic link
+/// resolves to the directory we hold, and `name` is a single component.
+pub fn lsetxattr_at(dir: BorrowedFd<'_>, name: &[u8], key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name);
+    let cpath = cstring(&path)?;
+    let ckey = cstring(key)?;
+    // SAFETY: strings are NUL-terminated; value is valid for value.len() bytes.
+    check(unsafe {
+        libc::lsetxattr(
+            cpath.as_ptr(),
+            ckey.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// `openat` relative to `dir`; `name` must be one component.
+pub fn openat(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    let c = cstring(name)?;
+    // SAFETY: c is NUL-terminated; the returned fd is owned by us.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fd was just returned by openat and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open `path` (relative, may contain `/`) beneath `root` with `RESOLVE_IN_ROOT`:
+/// `..` and absolute symlinks are resolved as if `root` were `/`, so the result
+/// is always inside `root`. Magic links (/proc) are refused.
+pub fn openat2_in_root(
+    root: BorrowedFd<'_>,
+    path: &[u8],
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a non-negative return is a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
+    let c = cstring(name)?;
+    // SAFETY: c is NUL-terminated.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) }).map(drop)
+}
+
+pub fn mknodat(dir: BorrowedFd<'_>, name: &[u8], mode: u32, dev: libc::dev_t) -> io::Result<()> {
+    let c = cstring(name)?;
+    // SAFETY: c is NUL-terminated.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, dev) })
+        .map(drop)
+}
+
+pub fn symlinkat(target: &[u8], dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let t = cstring(target)?;
+    let c = cstring(name)?;
+    // SAFETY: both strings are NUL-terminated.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) }).map(drop)
+}
+
+/// Hard link without following a symlink at the source (flags 0).
+pub fn linkat(
+    src_dir: BorrowedFd<'_>,
+    src: &[u8],
+    dst_dir: BorrowedFd<'_>,
+    dst: &[u8],
+) -> io::Result<()> {
+    let s = cstring(src)?;
+    let d = cstring(dst)?;
+    // SAFETY: both strings are NUL-terminated.
+    check(unsafe {
+        libc::linkat(
+            src_dir.as_raw_fd(),
+            s.as_ptr(),
+            dst_dir.as_raw_fd(),
+            d.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &[u8], remove_dir: bool) -> io::Result<()> {
+    let c = cstring(name)?;
+    let flags = if remove_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: c is NUL-terminated.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) }).map(drop)
+}
+
+/// `fstatat` without following a final symlink; `None` if it does not exist.
+pub fn lstatat(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Option<libc::stat>> {
+    let c = cstring(name)?;
+    // SAFETY: zeroed stat is a valid out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated; st is a valid out-pointer.
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok(Some(st))
+}
+
+/// `fchownat` without following a final symlink.
+pub fn lchownat(dir: BorrowedFd<'_>, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+    let c = cstring(name)?;
+    // SAFETY: c is NUL-terminated.
+    check(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+}
+
+/// chmod of `name` in `dir`. Only used for fifos and device nodes we have just
+/// created (symlinks have no mode of their own on Linux).
+pub fn fchmodat(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
+    let c = cstring(name)?;
+    // SAFETY: c is NUL-terminated.
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, 0) }).map(drop)
+}
+
+fn timespecs(mtime: i64) -> [libc::timespec; 2] {
+    let t = libc::timespec {
+        tv_sec: mtime as libc::time_t,
+        tv_nsec: 0,
+    };
+    [t, t]
+}
+
+/// Set atime and mtime of `name` in `dir` without following a symlink.
+pub fn lutimesat(dir: BorrowedFd<'_>, name: &[u8], mtime: i64) -> io::Result<()> {
+    let c = cstring(name)?;
+    let ts = timespecs(mtime);
+    // SAFETY: c is NUL-terminated; ts has two entries.
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+pub fn futimes(fd: BorrowedFd<'_>, mtime: i64) -> io::Result<()> {
+    let ts = timespecs(mtime);
+    // SAFETY: ts has two entries; fd is valid.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(drop)
+}
+
+/// Names in the directory `fd` (without `.` and `..`).
+pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let fd = openat(dir, b".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    // Reading through /proc/self/fd keeps std's well-tested readdir while the
+    // directory itself is pinned by our fd.
+    let mut names = Vec::new();
+    for ent in std::fs::read_dir(OsStr::new(&path))? {
+        let ent = ent?;
+        names.push(ent.file_name().as_bytes().to_vec());
+    }
+    Ok(names)
+}
+
+/// Whether the kernel offers openat2 (Linux 5.6+), probed once.
+pub fn has_openat2() -> bool {
+    use std::sync::OnceLock;
+    static PROBE: OnceLock<bool> = OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let Ok(root) = std::fs::File::open("/") else {
+            return false;
+        };
+        // SAFETY: root stays open for the duration of the borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(root.as_raw_fd()) };
+        !matches!(
+            openat2_in_root(fd, b".", libc::O_PATH | libc::O_DIRECTORY),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS)
+        )
+    })
+}

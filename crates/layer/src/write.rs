@@ -1,0 +1,127 @@
+//! The one-pass commit pipeline:
+//! entries -> tar -> sha256 (diffID) -> compressor -> sha256 (digest) -> sink.
+
+use crate::capture;
+use crate::compression::Compression;
+use crate::digest::{Digest, HashingWriter};
+use crate::error::LayerError;
+use crate::pgzip::ParallelGzEncoder;
+use crate::tar_writer::write_tar;
+use crate::{DiffSource, LayerOptions};
+use std::io::{self, BufWriter, Write};
+
+/// zstd multi-threaded job size.
+const ZSTD_JOB_SIZE: u32 = 4 << 20;
+
+/// Bytes handed to the compressor per call.
+const COMPRESSOR_INPUT: usize = 1 << 20;
+
+/// What `write_layer` produced: everything a manifest and config need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar (goes into the config's rootfs.diff_ids).
+    pub diff_id: Digest,
+    /// Bytes of the uncompressed tar.
+    pub uncompressed_size: u64,
+    /// sha256 of the blob as written to the sink (the manifest's layer digest).
+    pub digest: Digest,
+    /// Bytes written to the sink.
+    pub size: u64,
+    pub compression: Compression,
+    pub media_type: &'static str,
+    /// Tar entries written (whiteouts and markers included).
+    pub entries: u64,
+}
+
+enum Compressor<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(ParallelGzEncoder<W>),
+    None(W),
+}
+
+impl<W: Write> Compressor<W> {
+    fn new(opts: &LayerOptions, sink: W) -> io::Result<Self> {
+        let level = opts.level.unwrap_or(opts.compression.default_level());
+        let threads = opts.threads.max(1);
+        Ok(match opts.compression {
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
+                // zstd's multi-threaded output is the same for any worker count
+                // >= 1, so the digest does not depend on the machine.
+                enc.multithread(threads as u32)?;
+                // Smaller jobs than libzstd's default (4x the window) keep the
+                // buffers of all in-flight jobs, and so peak memory, well under
+                // 100 MiB for any layer size. Fixed, so the output stays the same
+                // on every machine.
+                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+                Compressor::Zstd(enc)
+            }
+            Compression::Gzip => Compressor::Gzip(ParallelGzEncoder::new(
+                sink,
+                level.clamp(0, 9) as u32,
+                threads,
+            )?),
+            Compression::None => Compressor::None(sink),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Zstd(e) => e.finish(),
+            Compressor::Gzip(e) => e.finish(),
+            Compressor::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Zstd(e) => e.write(buf),
+            Compressor::Gzip(e) => e.write(buf),
+            Compressor::None(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Zstd(e) => e.flush(),
+            Compressor::Gzip(e) => e.flush(),
+            Compressor::None(w) => w.flush(),
+        }
+    }
+}
+
+/// Capture `source` and write it as one layer blob to `sink`, computing the
+/// diffID and the blob digest on the way (one pass, no temporary file).
+/// The sink is flushed but not synced: the caller owns durability.
+pub fn write_layer<W: Write>(
+    source: DiffSource<'_>,
+    opts: &LayerOptions,
+    sink: W,
+) -> Result<LayerInfo, LayerError> {
+    let entries = capture::collect(&source, opts)?;
+    let blob = HashingWriter::new(sink);
+    let compressor = Compressor::new(opts, blob).map_err(LayerError::Sink)?;
+    // The tar writer makes many small writes (512-byte headers, small files);
+    // multi-threaded zstd synchronises with its workers on every call, so the
+    // compressor is fed in 1 MiB pieces.
+    let buffered = BufWriter::with_capacity(COMPRESSOR_INPUT, compressor);
+    let tar = HashingWriter::new(buffered);
+    let tar = write_tar(&entries, opts.timestamp, tar)?;
+    let (buffered, diff_id, uncompressed_size) = tar.finish();
+    let compressor = buffered
+        .into_inner()
+        .map_err(|e| LayerError::Sink(e.into_error()))?;
+    let blob = compressor.finish().map_err(LayerError::Sink)?;
+    let (mut sink, digest, size) = blob.finish();
+    sink.flush().map_err(LayerError::Sink)?;
+    Ok(LayerInfo {
+        diff_id,
+        uncompressed_size,
+        digest,
+        size,
+        compression: opts.compression,
+        media_type: opts.compression.media_type(),
+        entries: entries.len() as u64,
+    })
+}

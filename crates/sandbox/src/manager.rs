@@ -1,0 +1,737 @@
+//! Long-lived sandboxes over the store: create from an image, exec many
+//! times into the same filesystem state, commit into an image, list, remove.
+//!
+//! A sandbox is a directory `sandboxes/<id>/` holding `sandbox.json` (its
+//! record), `upper/` and `work/` (its overlay state), `merged/` (a mount point
+//! seen only inside its mount namespace), the generated /etc files, and `lock`.
+//! Each exec is one helper run over that state; execs of one sandbox are
+//! serialised by an flock, since one upper dir must not back two overlay
+//! mounts at once. The store keeps the sandbox's image alive through a GC
+//! root ("sandbox", id) until the sandbox is removed.
+
+use crate::idmap::IdMapping;
+use crate::launch::{Launcher, RunOutcome, RunStdio};
+use crate::protocol::Task;
+use crate::spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec};
+use crate::SandboxError;
+use cairn_layer::{Compression, Digest};
+use cairn_store::image::{BlobRef, ManifestKind};
+use cairn_store::reference::ImageRef;
+use cairn_store::{Store, StoreError};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const ROOT_KIND: &str = "sandbox";
+
+/// Errors of sandbox management.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("no sandbox {0:?}")]
+    UnknownSandbox(String),
+    #[error("image {image}: {reason}")]
+    BadImage { image: String, reason: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("sandbox record {path}: {source}")]
+    Record {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+impl ManagerError {
+    /// True when the caller named something that does not exist or is malformed.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ManagerError::UnknownSandbox(_) | ManagerError::BadImage { .. } => true,
+            ManagerError::Store(e) => e.is_bad_input(),
+            _ => false,
+        }
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ManagerError {
+    let context = context.into();
+    move |source| ManagerError::Io { context, source }
+}
+
+/// Resources asked of a sandbox, and which of them could not be applied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Resources {
+    pub cpu: Option<f64>,
+    pub memory_gb: Option<f64>,
+    pub pids: Option<u64>,
+    /// Limits asked for but not enforced on this machine, with the reason.
+    #[serde(default)]
+    pub not_applied: Vec<String>,
+}
+
+/// What the store and the caller know of a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: Option<String>,
+    /// The image as the caller named it.
+    pub image: String,
+    /// The manifest the sandbox's layers come from (the last commit's, after one).
+    pub manifest: Digest,
+    /// Layer diff ids, lowest first.
+    pub layers: Vec<Digest>,
+    /// The image config's `config` object (Env, Cmd, Entrypoint, User, ...).
+    pub config: Value,
+    pub network: Network,
+    pub resources: Resources,
+    /// RFC 3339.
+    pub created: String,
+    /// The process that owns an ephemeral sandbox: when it is gone, the next
+    /// listing removes the sandbox. None for sandboxes that outlive their creator.
+    pub owner: Option<Owner>,
+}
+
+/// A process identity that survives PID reuse: pid plus its start time.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+impl Owner {
+    /// The calling process.
+    pub fn current() -> Option<Owner> {
+        let pid = std::process::id();
+        Some(Owner {
+            pid,
+            start_ticks: start_ticks(pid)?,
+        })
+    }
+
+    fn is_alive(&self) -> bool {
+        start_ticks(self.pid) == Some(self.start_ticks)
+    }
+}
+
+/// Field 22 of /proc/PID/stat (after the parenthesised command name).
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split(' ').nth(19)?.parse().ok()
+}
+
+/// How to create a sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    pub network: Network,
+    pub resources: Resources,
+    /// Remove the sandbox once the creating process is gone.
+    pub ephemeral: bool,
+}
+
+/// Which command an exec runs.
+#[derive(Debug, Clone)]
+pub enum Argv {
+    /// The image's ENTRYPOINT + CMD (`docker run IMAGE`).
+    ImageDefault,
+    /// ENTRYPOINT + these args in place of CMD (`docker run IMAGE ARGS...`).
+    ReplaceCmd(Vec<String>),
+    /// Exactly this argv (`docker exec ID ARGS...`).
+    Direct(Vec<String>),
+}
+
+/// One command to run in a sandbox.
+pub struct ExecOptions {
+    pub argv: Argv,
+    /// `KEY=VALUE` entries added to (and overriding) the image's Env.
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub stdio: RunStdio,
+    pub timeout: Option<Duration>,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            argv: Argv::ImageDefault,
+            env: Vec::new(),
+            user: None,
+            workdir: None,
+            stdio: RunStdio::default(),
+            timeout: None,
+        }
+    }
+}
+
+/// Creates, runs, commits and removes sandboxes in one store.
+pub struct SandboxManager<'s> {
+    store: &'s Store,
+    launcher: Launcher,
+    mapping: IdMapping,
+}
+
+impl<'s> SandboxManager<'s> {
+    pub fn new(store: &'s Store, launcher: Launcher) -> Self {
+        SandboxManager {
+            store,
+            launcher,
+            mapping: IdMapping::for_current_user(),
+        }
+    }
+
+    /// The generated /etc files (hosts, resolv.conf, hostname) for a run whose
+    /// private files live in `dir`.
+    pub fn etc_files(&self, dir: &Path, hostname: &str) -> Result<Vec<BindFile>, ManagerError> {
+        self.write_etc_files(dir, hostname)
+    }
+
+    /// The ID mapping sandboxes get (a single ID when the user has no range).
+    pub fn id_mapping(&self) -> &IdMapping {
+        &self.mapping
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.store.layout().sandboxes().join(id)
+    }
+
+    /// Create a sandbox from an image in the store. Its layers are extracted
+    /// once into the store's layer dirs (reused by every later sandbox).
+    pub fn create(&self, image: &str, opts: CreateOptions) -> Result<SandboxRecord, ManagerError> {
+        let manifest = self.store.resolve(image)?;
+        let (config_doc, layers) = self.image_parts(image, &manifest)?;
+        self.ensure_layers_extracted(&manifest, &layers)?;
+
+        let id = new_id()?;
+        let dir = self.dir(&id);
+        for sub in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(io(format!("creating {}", dir.display())))?;
+        }
+        let mut resources = opts.resources;
+        resources.not_applied = not_applied(&resources);
+        let record = SandboxRecord {
+            id: id.clone(),
+            name: opts.name,
+            image: image.to_string(),
+            manifest,
+            layers,
+            config: config_doc.get("config").cloned().unwrap_or(Value::Null),
+            network: opts.network,
+            resources,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            owner: if opts.ephemeral {
+                Owner::current()
+            } else {
+                None
+            },
+        };
+        self.store.add_root(ROOT_KIND, &id, &manifest)?;
+        if let Err(e) = self.write_record(&record) {
+            let _ = self.remove(&id);
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    /// Config document and layer diff ids of an image manifest.
+    fn image_parts(
+        &self,
+        image: &str,
+        manifest: &Digest,
+    ) -> Result<(Value, Vec<Digest>), ManagerError> {
+        let bad = |reason: String| ManagerError::BadImage {
+            image: image.to_string(),
+            reason,
+        };
+        let (_, parsed) = self.store.manifest(manifest)?;
+        if parsed.kind != ManifestKind::Image {
+            return Err(bad("is an index; name a single-platform image".into()));
+        }
+        let config_ref = parsed
+            .config
+            .ok_or_else(|| bad("manifest has no config".into()))?;
+        let config: Value =
+            serde_json::from_slice(&self.store.read_blob_bytes(&config_ref.digest)?)
+                .map_err(|e| bad(format!("config is not JSON: {e}")))?;
+        let diff_ids = config["rootfs"]["diff_ids"]
+            .as_array()
+            .ok_or_else(|| bad("config has no rootfs.diff_ids".into()))?
+            .iter()
+            .map(|d| d.as_str().and_then(|s| s.parse().ok()))
+            .collect::<Option<Vec<Digest>>>()
+            .ok_or_else(|| bad("config has a malformed diff id".into()))?;
+        if diff_ids.len() != parsed.children.len() {
+            return Err(bad(format!(
+                "{} layers but {} diff ids",
+                parsed.children.len(),
+                diff_ids.len()
+            )));
+        }
+        Ok((config, diff_ids))
+    }
+
+    /// Extract every layer of `manifest` not already in the store's layer dirs.
+    fn ensure_layers_extracted(
+        &self,
+        manifest: &Digest,
+        diff_ids: &[Digest],
+    ) -> Result<(), ManagerError> {
+        let (_, parsed) = self.store.manifest(manifest)?;
+        let pairs: Vec<(Digest, Digest)> = parsed
+            .children
+            .iter()
+            .map(|b| b.digest)
+            .zip(diff_ids.iter().copied())
+            .collect();
+        self.extract_layers(&pairs)
+    }
+
+    /// Extract the layer blobs `(blob digest, diff id)` that have no extracted
+    /// dir yet, each once, in a user namespace with the sandboxes' mapping.
+    pub fn extract_layers(&self, pairs: &[(Digest, Digest)]) -> Result<(), ManagerError> {
+        for (blob_digest, diff_id) in pairs {
+            if self.store.has_layer_dir(diff_id) {
+                continue;
+            }
+            let blob_path = self.store.blob_path(blob_digest);
+            self.store
+                .ensure_layer_dir(diff_id, |tmp| {
+                    let task = Task::ExtractLayer {
+                        blob: blob_path.clone(),
+                        dest: tmp.to_path_buf(),
+                    };
+                    let reply = self.launcher.run_task(&self.mapping, task)?;
+                    let got = reply["diff_id"].as_str().unwrap_or_default();
+                    if got != diff_id.to_string() {
+                        let _ = self
+                            .launcher
+                            .run_task(&self.mapping, Task::RemoveTree(tmp.to_path_buf()));
+                        return Err(SandboxError::TaskFailed(format!(
+                            "layer {blob_digest} has diff id {got}, the config says {diff_id}"
+                        )));
+                    }
+                    Ok(())
+                })
+                .map_err(|e| match e {
+                    cairn_store::layer_dirs::EnsureLayerError::Store(s) => ManagerError::Store(s),
+                    cairn_store::layer_dirs::EnsureLayerError::Fill(f) => ManagerError::Sandbox(f),
+                })?;
+        }
+        Ok(())
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join("sandbox.json")
+    }
+
+    fn write_record(&self, record: &SandboxRecord) -> Result<(), ManagerError> {
+        let path = self.record_path(&record.id);
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(record).map_err(|source| ManagerError::Record {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, body).map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("renaming {}", path.display())))
+    }
+
+    /// The record of a sandbox, by id, unique id prefix, or name.
+    pub fn get(&self, id_or_name: &str) -> Result<SandboxRecord, ManagerError> {
+        let exact = self.record_path(id_or_name);
+        if !id_or_name.is_empty() && !id_or_name.contains('/') && exact.is_file() {
+            return self.read_record(&exact);
+        }
+        let matches: Vec<SandboxRecord> = self
+            .list_records()?
+            .into_iter()
+            .filter(|r| r.id.starts_with(id_or_name) || r.name.as_deref() == Some(id_or_name))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().expect("one element")),
+            _ => Err(ManagerError::UnknownSandbox(id_or_name.to_string())),
+        }
+    }
+
+    fn read_record(&self, path: &Path) -> Result<SandboxRecord, ManagerError> {
+        let bytes = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
+        serde_json::from_slice(&bytes).map_err(|source| ManagerError::Record {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    fn list_records(&self) -> Result<Vec<SandboxRecord>, ManagerError> {
+        let root = self.store.layout().sandboxes();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(format!("listing {}", root.display()))(e)),
+        };
+        let mut records = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path().join("sandbox.json");
+            if let Ok(record) = self.read_record(&path) {
+                records.push(record);
+            }
+        }
+        records.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(records)
+    }
+
+    /// Every sandbox, oldest first. Ephemeral sandboxes whose owner died are
+    /// removed on the way, as are directories left by a create that died.
+    pub fn list(&self) -> Result<Vec<SandboxRecord>, ManagerError> {
+        let records = self.list_records()?;
+        let mut alive = Vec::new();
+        for record in records {
+            match record.owner {
+                Some(owner) if !owner.is_alive() => {
+                    tracing::info!(sandbox = %record.id, "removing sandbox whose owner is gone");
+                    self.remove(&record.id)?;
+                }
+                _ => alive.push(record),
+            }
+        }
+        Ok(alive)
+    }
+
+    fn lock(&self, id: &str) -> Result<Flock<std::fs::File>, ManagerError> {
+        let path = self.dir(id).join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| io(format!("locking {}", path.display()))(e.into()))
+    }
+
+    /// Run a command in the sandbox's current filesystem state.
+    pub fn exec(&self, id_or_name: &str, opts: ExecOptions) -> Result<RunOutcome, ManagerError> {
+        let record = self.get(id_or_name)?;
+        let _lock = self.lock(&record.id)?;
+        let spec = self.run_spec(&record, &opts)?;
+        Ok(self.launcher.run(&spec, opts.stdio, opts.timeout)?)
+    }
+
+    fn run_spec(
+        &self,
+        record: &SandboxRecord,
+        opts: &ExecOptions,
+    ) -> Result<RunSpec, ManagerError> {
+        let dir = self.dir(&record.id);
+        let cfg = &record.config;
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let args = match &opts.argv {
+            Argv::Direct(argv) => argv.clone(),
+            Argv::ReplaceCmd(cmd) => [strings(&cfg["Entrypoint"]), cmd.clone()].concat(),
+            Argv::ImageDefault => [strings(&cfg["Entrypoint"]), strings(&cfg["Cmd"])].concat(),
+        };
+        let env = merge_env(strings(&cfg["Env"]), &opts.env);
+        let hostname: String = record.id.chars().take(12).collect();
+        let bind_files = self.write_etc_files(&dir, &hostname)?;
+        Ok(RunSpec {
+            rootfs: RootfsSpec {
+                layers: record
+                    .layers
+                    .iter()
+                    .map(|d| self.store.layer_dir(d))
+                    .collect(),
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+                merged: dir.join("merged"),
+            },
+            process: ProcessSpec {
+                args,
+                env,
+                cwd: opts
+                    .workdir
+                    .clone()
+                    .or_else(|| cfg["WorkingDir"].as_str().map(String::from))
+                    .unwrap_or_default(),
+                user: opts
+                    .user
+                    .clone()
+                    .or_else(|| cfg["User"].as_str().map(String::from))
+                    .unwrap_or_default(),
+            },
+            network: record.network,
+            hostname,
+            bind_files,
+            id_mapping: self.mapping.clone(),
+            pids_limit: record.resources.pids,
+        })
+    }
+
+    /// Generate /etc/hosts, /etc/resolv.conf and /etc/hostname for a run.
+    fn write_etc_files(&self, dir: &Path, hostname: &str) -> Result<Vec<BindFile>, ManagerError> {
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let files = [
+            ("hosts", "/etc/hosts", format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")),
+            ("resolv.conf", "/etc/resolv.conf", resolv),
+            ("hostname", "/etc/hostname", format!("{hostname}\n")),
+        ];
+        let mut binds = Vec::new();
+        for (name, target, content) in files {
+            let source = dir.join(name);
+            std::fs::write(&source, content)
+                .map_err(io(format!("writing {}", source.display())))?;
+            binds.push(BindFile {
+                source,
+                target: target.to_string(),
+                read_only: false,
+            });
+        }
+        Ok(binds)
+    }
+
+    /// Commit the sandbox's changes as a new layer on its image, tagged `name`.
+    /// The sandbox carries on from the new image with an empty upper dir; the
+    /// old upper dir becomes the new layer's extracted dir (nothing re-extracted).
+    pub fn commit(
+        &self,
+        id_or_name: &str,
+        name: &str,
+        compression: Compression,
+    ) -> Result<Digest, ManagerError> {
+        let tag = ImageRef::parse(name)?;
+        let mut record = self.get(id_or_name)?;
+        let _lock = self.lock(&record.id)?;
+        let dir = self.dir(&record.id);
+        let upper = dir.join("upper");
+        remove_mount_stubs(
+            &upper,
+            &record
+                .layers
+                .iter()
+                .map(|d| self.store.layer_dir(d))
+                .collect::<Vec<_>>(),
+        );
+
+        let mut writer = self.store.blob_writer()?;
+        let task = Task::WriteLayer {
+            upper: upper.clone(),
+            compression: compression.to_string(),
+            timestamp: None,
+        };
+        let reply = self
+            .launcher
+            .run_task_to(&self.mapping, task, &mut writer)?;
+        let field = |k: &str| reply[k].as_str().and_then(|s| s.parse::<Digest>().ok());
+        let (Some(diff_id), Some(digest), Some(size)) =
+            (field("diff_id"), field("digest"), reply["size"].as_u64())
+        else {
+            return Err(
+                SandboxError::TaskFailed(format!("malformed layer report: {reply}")).into(),
+            );
+        };
+        writer.commit(Some((digest, size)))?;
+
+        let manifest = self.write_committed_image(&record, diff_id, digest, size, compression)?;
+        self.store.tag(&tag, &manifest)?;
+
+        // The upper dir is the new layer in overlay form: adopt it.
+        let layer_dir = self.store.layer_dir(&diff_id);
+        if layer_dir.exists() || std::fs::rename(&upper, &layer_dir).is_err() {
+            self.launcher
+                .run_task(&self.mapping, Task::RemoveTree(upper.clone()))?;
+        }
+        self.launcher
+            .run_task(&self.mapping, Task::RemoveTree(dir.join("work")))?;
+        for sub in ["upper", "work"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(io(format!("creating {}", dir.display())))?;
+        }
+        self.store.remove_roots(ROOT_KIND, &record.id)?;
+        self.store.add_root(ROOT_KIND, &record.id, &manifest)?;
+        record.layers.push(diff_id);
+        record.manifest = manifest;
+        self.write_record(&record)?;
+        Ok(manifest)
+    }
+
+    /// Config and manifest of the committed image: the sandbox's image plus one layer.
+    fn write_committed_image(
+        &self,
+        record: &SandboxRecord,
+        diff_id: Digest,
+        digest: Digest,
+        size: u64,
+        compression: Compression,
+    ) -> Result<Digest, ManagerError> {
+        let (_, base) = self.store.manifest(&record.manifest)?;
+        let base_config_ref = base.config.as_ref().ok_or_else(|| ManagerError::BadImage {
+            image: record.image.clone(),
+            reason: "manifest has no config".into(),
+        })?;
+        let mut config: Value = serde_json::from_slice(
+            &self.store.read_blob_bytes(&base_config_ref.digest)?,
+        )
+        .map_err(|e| ManagerError::BadImage {
+            image: record.image.clone(),
+            reason: e.to_string(),
+        })?;
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        config["created"] = json!(now);
+        config["config"] = record.config.clone();
+        push_json(&mut config["rootfs"]["diff_ids"], json!(diff_id));
+        push_json(
+            &mut config["history"],
+            json!({ "created": now, "created_by": "cairn sandbox commit" }),
+        );
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| ManagerError::BadImage {
+            image: record.image.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut layers = base.children.clone();
+        layers.push(BlobRef {
+            digest,
+            media_type: compression.media_type().to_string(),
+            size,
+        });
+        Ok(self.store.record_oci_image(&config_bytes, &layers)?)
+    }
+
+    /// Remove a sandbox: its directory (through a task, since files in it may
+    /// belong to subordinate IDs) and its GC root.
+    pub fn remove(&self, id_or_name: &str) -> Result<(), ManagerError> {
+        let id = match self.get(id_or_name) {
+            Ok(r) => r.id,
+            // A directory without a readable record (a create that died) goes too.
+            Err(ManagerError::UnknownSandbox(_)) if self.dir(id_or_name).is_dir() => {
+                id_or_name.to_string()
+            }
+            Err(e) => return Err(e),
+        };
+        let dir = self.dir(&id);
+        {
+            let _lock = self.lock(&id)?;
+            // Drop the record first: a half-removed sandbox is then just garbage.
+            let _ = std::fs::remove_file(self.record_path(&id));
+        }
+        self.launcher
+            .run_task(&self.mapping, Task::RemoveTree(dir))?;
+        self.store.remove_roots(ROOT_KIND, &id)?;
+        Ok(())
+    }
+}
+
+fn push_json(slot: &mut Value, item: Value) {
+    match slot {
+        Value::Array(a) => a.push(item),
+        other => *other = Value::Array(vec![item]),
+    }
+}
+
+/// The image's Env with `extra` entries added, replacing same-named ones.
+fn merge_env(mut env: Vec<String>, extra: &[String]) -> Vec<String> {
+    for entry in extra {
+        let key = entry.split('=').next().unwrap_or(entry);
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(entry.clone());
+    }
+    env
+}
+
+/// Limits that cannot be enforced here: cgroup v2 has no delegated
+/// controllers on these machines, so cpu and memory are recorded, not applied.
+fn not_applied(r: &Resources) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(cpu) = r.cpu {
+        out.push(format!("cpu={cpu}: no delegated cgroup v2 cpu controller"));
+    }
+    if let Some(mem) = r.memory_gb {
+        out.push(format!(
+            "memory={mem}GB: no delegated cgroup v2 memory controller"
+        ));
+    }
+    out
+}
+
+/// Mount points the sandbox created in the upper dir because the image
+/// lacked them. Like BuildKit, drop them before a commit when they are still
+/// the empty stubs we made and no lower layer has them.
+pub fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf]) {
+    const STUBS: [&str; 6] = [
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+        "proc",
+        "dev",
+        "sys",
+    ];
+    for stub in STUBS {
+        let path = upper.join(stub);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let in_lower = lowers
+            .iter()
+            .any(|l| std::fs::symlink_metadata(l.join(stub)).is_ok());
+        if in_lower {
+            continue;
+        }
+        if meta.is_file() && meta.len() == 0 {
+            let _ = std::fs::remove_file(&path);
+        } else if meta.is_dir() {
+            let _ = std::fs::remove_dir(&path); // only if empty
+        }
+    }
+    let etc = upper.join("etc");
+    if !lowers.iter().any(|l| l.join("etc").exists()) {
+        let _ = std::fs::remove_dir(etc); // only if the stubs were all it held
+    }
+}
+
+/// 12 random bytes as hex: ids as long and as random as Docker's short ones need.
+fn new_id() -> Result<String, ManagerError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 12];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io("reading /dev/urandom"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_replace_by_key() {
+        let env = merge_env(
+            vec!["PATH=/bin".into(), "A=1".into()],
+            &["A=2".into(), "B=3".into()],
+        );
+        assert_eq!(env, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn start_ticks_of_self_is_stable() {
+        let me = Owner::current().expect("own stat");
+        assert!(me.is_alive());
+        let ghost = Owner {
+            pid: me.pid,
+            start_ticks: me.start_ticks + 1,
+        };
+        assert!(!ghost.is_alive());
+    }
+}

@@ -1,0 +1,334 @@
+//! Blob ingest and reads.
+//!
+//! A blob is written once, through a [`BlobWriter`]: bytes stream into a file
+//! under `tmp/` while being hashed, then the file is fsynced, checked against
+//! the digest and size the caller expected (if any), and renamed to
+//! `blobs/sha256/<hex>`. So every file under `blobs/` is complete and its name
+//! is its content's digest. The layer pipeline uses a `BlobWriter` as the sink
+//! of its compressor: the compressed stream is hashed on its way to disk, in the
+//! same pass, and never read back.
+
+use crate::error::{Result, StoreError};
+use crate::fsutil::sync_dir;
+use crate::Store;
+use cairn_layer::digest::{Digest, HashingWriter};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// A blob in the store: its digest and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Streams one blob into the store. Write to it, then [`BlobWriter::commit`].
+/// Dropped without commit, it removes its temp file.
+pub struct BlobWriter {
+    /// `None` only once commit has taken it.
+    inner: Option<HashingWriter<BufWriter<File>>>,
+    tmp_path: PathBuf,
+    blobs_dir: PathBuf,
+    committed: bool,
+    /// Bytes already handed to the kernel's writeback (see `start_writeback`).
+    writeback_started: u64,
+}
+
+/// Buffer size of the write path: big enough that a write syscall moves a
+/// useful amount, small enough to stay in L2.
+const WRITE_BUFFER: usize = 1 << 20;
+
+impl BlobWriter {
+    pub(crate) fn new(store: &Store) -> Result<Self> {
+        let tmp_dir = store.layout().tmp();
+        let (file, tmp_path) = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&tmp_dir)
+            .map_err(StoreError::io("create temp blob in", &tmp_dir))?
+            .keep()
+            .map_err(|e| StoreError::io("keep temp blob in", &tmp_dir)(e.error))?;
+        Ok(BlobWriter {
+            inner: Some(HashingWriter::new(BufWriter::with_capacity(
+                WRITE_BUFFER,
+                file,
+            ))),
+            tmp_path,
+            blobs_dir: store.layout().blobs(),
+            committed: false,
+            writeback_started: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |w| w.written())
+    }
+
+    /// The temp file being written (for error messages).
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp_path
+    }
+
+    /// Finish the blob: fsync, verify `expected` (digest, size) when given,
+    /// and move it into `blobs/`. If the blob is already there (same digest,
+    /// so same content) the temp file is simply dropped.
+    pub fn commit(mut self, expected: Option<(Digest, u64)>) -> Result<BlobInfo> {
+        self.committed = true; // from here on, this function cleans up itself
+        let result = self.finish(expected);
+        if result.is_err() {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+        result
+    }
+
+    fn finish(&mut self, expected: Option<(Digest, u64)>) -> Result<BlobInfo> {
+        let tmp_path = self.tmp_path.clone();
+        let Some(inner) = self.inner.take() else {
+            return Err(StoreError::io("write", &tmp_path)(io::Error::other(
+                "blob writer already committed",
+            )));
+        };
+        let (buffered, digest, size) = inner.finish();
+        let file = buffered
+            .into_inner()
+            .map_err(|e| StoreError::io("write", &tmp_path)(e.into_error()))?;
+        if let Some((want, want_size)) = expected {
+            if want != digest || want_size != size {
+                return Err(StoreError::DigestMismatch {
+                    expected: want,
+                    expected_size: want_size,
+                    actual: digest,
+                    actual_size: size,
+                });
+            }
+        }
+        let dest = self.blobs_dir.join(digest.hex());
+        if dest.exists() {
+            // Same name, same content: someone else (or an earlier run) won.
+            drop(file);
+            let _ = fs::remove_file(&tmp_path);
+            return Ok(BlobInfo { digest, size });
+        }
+        file.sync_all()
+            .map_err(StoreError::io("fsync", &tmp_path))?;
+        drop(file);
+        // rename() replaces atomically; if a concurrent writer got there first
+        // the file it replaces has the same bytes.
+        fs::rename(&tmp_path, &dest).map_err(StoreError::io("rename into place", &dest))?;
+        sync_dir(&self.blobs_dir)?;
+        Ok(BlobInfo { digest, size })
+    }
+}
+
+/// How much written data to let pile up before starting its writeback.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+impl BlobWriter {
+    /// Start writeback of what was written since the last call, without
+    /// waiting for it. The disk then works while we hash the next chunks, and
+    /// the fsync at commit finds little left to do: ingest costs about
+    /// max(hash, disk) instead of hash + disk.
+    fn start_writeback(&mut self) -> io::Result<()> {
+        let Some(w) = self.inner.as_mut() else {
+            return Ok(());
+        };
+        let written = w.written();
+        if written - self.writeback_started < WRITEBACK_CHUNK {
+            return Ok(());
+        }
+        w.get_mut().flush()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(w.get_ref().get_ref());
+        let from = self.writeback_started;
+        // SAFETY: sync_file_range only reads its integer arguments; `fd` is
+        // an open descriptor owned by this writer for the whole call.
+        let rc = unsafe {
+            libc::sync_file_range(
+                fd,
+                from as libc::off64_t,
+                (written - from) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        // A filesystem that does not support it loses only the overlap.
+        let _ = rc;
+        self.writeback_started = written;
+        Ok(())
+    }
+
+    fn live(&mut self) -> io::Result<&mut HashingWriter<BufWriter<File>>> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already committed"))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.live()?.write(buf)?;
+        self.start_writeback()?;
+        Ok(n)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.live()?.write_all(buf)?;
+        self.start_writeback()
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.live()?.flush()
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+impl Store {
+    /// Start writing a blob.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        BlobWriter::new(self)
+    }
+
+    /// Stream `reader` into the store as one blob. With `expected`, a blob
+    /// already present costs one stat and `reader` is not read at all.
+    pub fn ingest_reader<R: Read>(
+        &self,
+        mut reader: R,
+        expected: Option<(Digest, u64)>,
+    ) -> Result<BlobInfo> {
+        if let Some((digest, size)) = expected {
+            if self.has_blob(&digest) {
+                return Ok(BlobInfo { digest, size });
+            }
+        }
+        let mut w = self.blob_writer()?;
+        let tmp = w.tmp_path.clone();
+        copy_stream(&mut reader, &mut w).map_err(StoreError::io("stream blob into", tmp))?;
+        w.commit(expected)
+    }
+
+    /// Store a small blob held in memory (manifests, configs).
+    pub fn ingest_bytes(&self, bytes: &[u8], expected: Option<(Digest, u64)>) -> Result<BlobInfo> {
+        let digest = Digest::of(bytes);
+        let size = bytes.len() as u64;
+        if let Some((want, want_size)) = expected {
+            if want != digest || want_size != size {
+                return Err(StoreError::DigestMismatch {
+                    expected: want,
+                    expected_size: want_size,
+                    actual: digest,
+                    actual_size: size,
+                });
+            }
+        }
+        if self.has_blob(&digest) {
+            return Ok(BlobInfo { digest, size });
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes)
+            .map_err(StoreError::io("write", w.tmp_path.clone()))?;
+        w.commit(Some((digest, size)))
+    }
+
+    /// The path of a blob (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.layout().blobs().join(digest.hex())
+    }
+
+    /// One stat: is the blob in the store? (Only complete, verified blobs are named.)
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// The size of a blob, or `BlobMissing`.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        match fs::metadata(self.blob_path(digest)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobMissing(*digest)),
+            Err(e) => Err(StoreError::io("stat", self.blob_path(digest))(e)),
+        }
+    }
+
+    /// Open a blob for reading (stream it, or mmap the file).
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::BlobMissing(*digest)
+            } else {
+                StoreError::io("open", path)(e)
+            }
+        })
+    }
+
+    /// Read a small blob (a manifest, a config) into memory, refusing
+    /// anything over `MAX_JSON_BLOB` so a bad name cannot exhaust memory.
+    pub fn read_blob_bytes(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let file = self.open_blob(digest)?;
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("stat", &path))?
+            .len();
+        if len > MAX_JSON_BLOB {
+            return Err(StoreError::BlobTooLarge {
+                digest: *digest,
+                size: len,
+                limit: MAX_JSON_BLOB,
+                what: "a manifest or config",
+            });
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        (&file)
+            .read_to_end(&mut buf)
+            .map_err(StoreError::io("read", &path))?;
+        Ok(buf)
+    }
+
+    /// Re-hash a blob and compare with its name (fsck).
+    pub fn verify_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+        let path = self.blob_path(digest);
+        let mut file = self.open_blob(digest)?;
+        let mut hw = HashingWriter::new(io::sink());
+        io::copy(&mut file, &mut hw).map_err(StoreError::io("read", &path))?;
+        let (_, actual, size) = hw.finish();
+        if actual != *digest {
+            return Err(StoreError::DigestMismatch {
+                expected: *digest,
+                expected_size: size,
+                actual,
+                actual_size: size,
+            });
+        }
+        Ok(BlobInfo {
+            digest: actual,
+            size,
+        })
+    }
+}
+
+/// Copy with a 1 MiB buffer: fewer syscalls than io::copy's 8 KiB, and the
+/// hasher gets whole buffers. Returns the bytes copied.
+pub fn copy_stream<R: Read + ?Sized, W: Write + ?Sized>(
+    reader: &mut R,
+    writer: &mut W,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; WRITE_BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        writer.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Largest manifest or config read into memory (the registry limit is 4 MiB).
+pub const MAX_JSON_BLOB: u64 = 16 << 20;

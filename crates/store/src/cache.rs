@@ -1,0 +1,142 @@
+//! The build cache: cache key -> the layer (and config delta) an instruction
+//! produced. Entries are GC roots while they fit in the storage budget; the
+//! least recently used go first.
+
+use crate::error::Result;
+use crate::{Digest, Store};
+use rusqlite::{params, OptionalExtension};
+
+/// One build-cache entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub key: String,
+    /// The layer blob the step produced (none for config-only steps).
+    pub layer_digest: Option<Digest>,
+    /// Its diff id (the name of its extracted dir).
+    pub diff_id: Option<Digest>,
+    /// Bytes this entry keeps alive (blob + extracted dir, as the caller counts).
+    pub size: u64,
+    /// Opaque to the store: the builder's config delta etc. (JSON text).
+    pub value: String,
+}
+
+/// A monotonic-enough clock for LRU order: nanoseconds since the epoch.
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Look a key up and mark it used.
+    pub fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>> {
+        let db_err = self.db_err();
+        let conn = self.db();
+        let row = conn
+            .query_row(
+                "UPDATE build_cache SET last_used = ?2 WHERE key = ?1
+                 RETURNING layer_digest, diff_id, size, value",
+                params![key, now_nanos()],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(&db_err)?;
+        Ok(row.map(|(l, d, size, value)| CacheEntry {
+            key: key.to_string(),
+            layer_digest: l.and_then(|s| s.parse().ok()),
+            diff_id: d.and_then(|s| s.parse().ok()),
+            size: size as u64,
+            value,
+        }))
+    }
+
+    /// Insert or replace an entry (its layer blob should already be stored).
+    pub fn cache_put(&self, entry: &CacheEntry) -> Result<()> {
+        self.db()
+            .execute(
+                "INSERT OR REPLACE INTO build_cache(key, layer_digest, diff_id, size, value, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    entry.key,
+                    entry.layer_digest.map(|d| d.to_string()),
+                    entry.diff_id.map(|d| d.to_string()),
+                    entry.size as i64,
+                    entry.value,
+                    now_nanos()
+                ],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Mark an entry used without reading it.
+    pub fn cache_touch(&self, key: &str) -> Result<bool> {
+        let n = self
+            .db()
+            .execute(
+                "UPDATE build_cache SET last_used = ?2 WHERE key = ?1",
+                params![key, now_nanos()],
+            )
+            .map_err(self.db_err())?;
+        Ok(n == 1)
+    }
+
+    /// Drop least-recently-used entries until the rest fit in `budget` bytes.
+    /// Returns the number of entries dropped. (The blobs go at the next GC.)
+    pub fn cache_trim(&self, budget: u64) -> Result<usize> {
+        let db_err = self.db_err();
+        let mut conn = self.db();
+        let tx = conn.transaction().map_err(&db_err)?;
+        let keys: Vec<(String, i64)> = {
+            let mut stmt = tx
+                .prepare("SELECT key, size FROM build_cache ORDER BY last_used DESC, key")
+                .map_err(&db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(&db_err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(&db_err)?
+        };
+        let mut used: u64 = 0;
+        let mut dropped = 0;
+        for (key, size) in keys {
+            used = used.saturating_add(size.max(0) as u64);
+            if used > budget {
+                tx.execute("DELETE FROM build_cache WHERE key = ?1", [key])
+                    .map_err(&db_err)?;
+                dropped += 1;
+            }
+        }
+        tx.commit().map_err(&db_err)?;
+        Ok(dropped)
+    }
+
+    /// Register a GC root: `digest` (a manifest, a blob or a layer diff id) is
+    /// kept while (`kind`, `id`) holds it, e.g. ("sandbox", id, diff id).
+    pub fn add_root(&self, kind: &str, id: &str, digest: &Digest) -> Result<()> {
+        self.db()
+            .execute(
+                "INSERT OR IGNORE INTO roots(kind, id, digest) VALUES (?1, ?2, ?3)",
+                params![kind, id, digest.to_string()],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Drop every root (`kind`, `id`) holds.
+    pub fn remove_roots(&self, kind: &str, id: &str) -> Result<usize> {
+        self.db()
+            .execute(
+                "DELETE FROM roots WHERE kind = ?1 AND id = ?2",
+                params![kind, id],
+            )
+            .map_err(self.db_err())
+    }
+}

@@ -1,0 +1,110 @@
+//! cairn-store: the content-addressed image store.
+//!
+//! One directory, shared by any number of processes without a daemon:
+//! an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`) that
+//! skopeo and umoci read directly, extracted layer dirs under `layers/`,
+//! metadata in SQLite (`meta.db`), in-flight writes under `tmp/`, and
+//! `store.lock` (shared for work, exclusive for GC). See docs/store.md.
+
+pub mod blob;
+pub mod cache;
+mod db;
+pub mod error;
+mod fsutil;
+pub mod gc;
+pub mod image;
+mod index_json;
+pub mod layer_dirs;
+pub mod layout;
+pub mod lock;
+pub mod reference;
+pub mod size;
+pub mod transport;
+
+pub use blob::{BlobInfo, BlobWriter};
+pub use error::{Result, StoreError};
+pub use image::{ImageRecord, ManifestKind};
+pub use layout::{default_root, Layout};
+pub use lock::LockMode;
+pub use reference::ImageRef;
+pub use transport::Transport;
+
+/// Digests come from cairn-layer: one digest type for the whole project.
+pub use cairn_layer::digest::Digest;
+
+use lock::StoreLock;
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// An open store. Holds `store.lock` (shared, or exclusive for GC) for as
+/// long as it lives; metadata goes through one SQLite connection.
+pub struct Store {
+    layout: Layout,
+    conn: Mutex<Connection>,
+    lock: StoreLock,
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `root` for ordinary work.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        Store::open_with(root, LockMode::Shared)
+    }
+
+    /// Open the store with `store.lock` held exclusively: no other process is
+    /// in the store while this handle lives (GC needs this). Blocks until
+    /// every other handle is gone, including this process's own: drop any
+    /// shared `Store` first, or this waits forever.
+    pub fn open_exclusive(root: impl AsRef<Path>) -> Result<Self> {
+        Store::open_with(root, LockMode::Exclusive)
+    }
+
+    fn open_with(root: impl AsRef<Path>, mode: LockMode) -> Result<Self> {
+        let layout = Layout::new(root.as_ref());
+        // The lock comes first: a GC must not run between our mkdirs and our work.
+        std::fs::create_dir_all(layout.root())
+            .map_err(StoreError::io("create store directory", layout.root()))?;
+        let lock = StoreLock::acquire(&layout.lock(), mode)?;
+        layout.create()?;
+        let conn = db::open(&layout.meta_db())?;
+        let store = Store {
+            layout,
+            conn: Mutex::new(conn),
+            lock,
+        };
+        if !store.layout.index_json().exists() {
+            store.write_index_json()?;
+        }
+        Ok(store)
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn root(&self) -> &Path {
+        self.layout.root()
+    }
+
+    pub fn lock_mode(&self) -> LockMode {
+        self.lock.mode()
+    }
+
+    /// The metadata connection. A poisoned mutex only means another thread
+    /// panicked mid-query; SQLite rolled its transaction back, so carry on.
+    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn db_err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Db {
+            path: self.layout.meta_db(),
+            source,
+        }
+    }
+}
+
+/// Seconds since the epoch, for `recorded_at` style columns (RFC 3339 text).
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,135 @@
+//! What Cairn's end-to-end tests share: the busybox fixture image, and a
+//! runner for `harness = false` test binaries (which must call the sandbox
+//! init hook in `main`, so libtest's runner cannot be used) that runs the
+//! suite and, as root, runs it again as the unprivileged test user.
+
+use cairn_store::reference::ImageRef;
+use cairn_store::transport::Transport;
+use cairn_store::Store;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The unprivileged user with a subordinate range (scripts/setup-test-env.sh).
+pub fn test_user() -> String {
+    std::env::var("CAIRN_TEST_USER").unwrap_or_else(|_| "cairntest".into())
+}
+
+/// Write the busybox fixture image as an OCI layout at `dir` (tag `fixture`).
+pub fn busybox_layout(dir: &Path) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/busybox/make-image.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .expect("running make-image.sh");
+    assert!(
+        out.status.success(),
+        "make-image.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.to_path_buf()
+}
+
+/// A store at `dir/store` holding the busybox fixture as `busybox:fixture`.
+pub fn store_with_busybox(dir: &Path) -> Store {
+    let layout = busybox_layout(&dir.join("layout"));
+    let store = Store::open(dir.join("store")).expect("opening the store");
+    let source = Transport::parse(&format!("oci:{}:fixture", layout.display())).expect("transport");
+    let name = ImageRef::parse("busybox:fixture").expect("name");
+    store
+        .import(&source, Some(&name))
+        .expect("importing the fixture");
+    store
+}
+
+/// The fixture's single layer extracted with tar into `dir/layer` (for tests
+/// below the store).
+pub fn busybox_layer_dir(dir: &Path) -> PathBuf {
+    let layout = busybox_layout(&dir.join("layout"));
+    let layer = dir.join("layer");
+    std::fs::create_dir_all(&layer).expect("mkdir");
+    for blob in std::fs::read_dir(layout.join("blobs/sha256")).expect("blobs") {
+        let blob = blob.expect("entry").path();
+        if std::fs::read(&blob)
+            .expect("read")
+            .starts_with(&[0x1f, 0x8b])
+        {
+            let st = Command::new("tar")
+                .arg("-xzf")
+                .arg(&blob)
+                .arg("-C")
+                .arg(&layer)
+                .status();
+            assert!(st.is_ok_and(|s| s.success()), "tar -x of the fixture layer");
+        }
+    }
+    layer
+}
+
+/// One test of a suite: its name and body.
+pub type TestCase<F> = (&'static str, fn(&F));
+
+/// `[(name, fn)]` from test functions.
+#[macro_export]
+macro_rules! test_cases {
+    ($fixture:ty; $($test:ident),* $(,)?) => {
+        &[$((stringify!($test), $test as fn(&$fixture))),*]
+    };
+}
+
+/// Run `tests` against `fixture`, then (as root, when the test user exists)
+/// this same binary again as the test user; print a `N passed, N failed`
+/// line and exit non-zero on any failure.
+pub fn run_suite<F>(fixture: &F, tests: &[TestCase<F>]) -> ! {
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(fixture))).is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if ok {
+            passed += 1
+        } else {
+            failed += 1
+        }
+    }
+    match rerun_rootless() {
+        Some(true) => passed += 1,
+        Some(false) => failed += 1,
+        None => {}
+    }
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(if failed > 0 { 1 } else { 0 })
+}
+
+/// As root, run the current binary again as the test user.
+fn rerun_rootless() -> Option<bool> {
+    let user = test_user();
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    if !is_root || std::env::var_os("CAIRN_TEST_ROOTLESS").is_some() {
+        return None;
+    }
+    if !Command::new("id")
+        .arg(&user)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        println!("test rootless_suite ... skipped (no user {user}; run scripts/setup-test-env.sh)");
+        return None;
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let status = Command::new("runuser")
+        .args(["-u", &user, "--"])
+        .arg(exe)
+        .env("CAIRN_TEST_ROOTLESS", "1")
+        .current_dir("/tmp")
+        .status()
+        .expect("runuser");
+    println!(
+        "test rootless_suite (as {user}) ... {}",
+        if status.success() { "ok" } else { "FAILED" }
+    );
+    Some(status.success())
+}

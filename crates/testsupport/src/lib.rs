@@ -96,7 +96,14 @@ pub fn run_suite<F>(fixture: &F, tests: &[TestCase<F>]) -> ! {
         Some(false) => failed += 1,
         None => {}
     }
-    println!("{passed} passed, {failed} failed");
+    // The run as the test user is counted once, by its parent's rootless_suite
+    // line: its own summary carries a prefix so totals do not count it twice.
+    let prefix = if std::env::var_os("CAIRN_TEST_ROOTLESS").is_some() {
+        "rootless: "
+    } else {
+        ""
+    };
+    println!("{prefix}{passed} passed, {failed} failed");
     std::process::exit(if failed > 0 { 1 } else { 0 })
 }
 

@@ -9,11 +9,12 @@
 //! same pass, and never read back.
 
 use crate::error::{Result, StoreError};
+use crate::file_pipe::PipedFile;
 use crate::fsutil::sync_dir;
 use crate::Store;
 use cairn_layer::digest::{Digest, HashingWriter};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// A blob in the store: its digest and size.
@@ -27,17 +28,11 @@ pub struct BlobInfo {
 /// Dropped without commit, it removes its temp file.
 pub struct BlobWriter {
     /// `None` only once commit has taken it.
-    inner: Option<HashingWriter<BufWriter<File>>>,
+    inner: Option<HashingWriter<PipedFile>>,
     tmp_path: PathBuf,
     blobs_dir: PathBuf,
     committed: bool,
-    /// Bytes already handed to the kernel's writeback (see `start_writeback`).
-    writeback_started: u64,
 }
-
-/// Buffer size of the write path: big enough that a write syscall moves a
-/// useful amount, small enough to stay in L2.
-const WRITE_BUFFER: usize = 1 << 20;
 
 impl BlobWriter {
     pub(crate) fn new(store: &Store) -> Result<Self> {
@@ -49,14 +44,12 @@ impl BlobWriter {
             .keep()
             .map_err(|e| StoreError::io("keep temp blob in", &tmp_dir)(e.error))?;
         Ok(BlobWriter {
-            inner: Some(HashingWriter::new(BufWriter::with_capacity(
-                WRITE_BUFFER,
-                file,
-            ))),
+            inner: Some(HashingWriter::new(
+                PipedFile::new(file).map_err(StoreError::io("start the writer of", &tmp_path))?,
+            )),
             tmp_path,
             blobs_dir: store.layout().blobs(),
             committed: false,
-            writeback_started: 0,
         })
     }
 
@@ -91,8 +84,8 @@ impl BlobWriter {
         };
         let (buffered, digest, size) = inner.finish();
         let file = buffered
-            .into_inner()
-            .map_err(|e| StoreError::io("write", &tmp_path)(e.into_error()))?;
+            .finish()
+            .map_err(StoreError::io("write", &tmp_path))?;
         if let Some((want, want_size)) = expected {
             if want != digest || want_size != size {
                 return Err(StoreError::DigestMismatch {
@@ -121,42 +114,8 @@ impl BlobWriter {
     }
 }
 
-/// How much written data to let pile up before starting its writeback.
-const WRITEBACK_CHUNK: u64 = 8 << 20;
-
 impl BlobWriter {
-    /// Start writeback of what was written since the last call, without
-    /// waiting for it. The disk then works while we hash the next chunks, and
-    /// the fsync at commit finds little left to do: ingest costs about
-    /// max(hash, disk) instead of hash + disk.
-    fn start_writeback(&mut self) -> io::Result<()> {
-        let Some(w) = self.inner.as_mut() else {
-            return Ok(());
-        };
-        let written = w.written();
-        if written - self.writeback_started < WRITEBACK_CHUNK {
-            return Ok(());
-        }
-        w.get_mut().flush()?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(w.get_ref().get_ref());
-        let from = self.writeback_started;
-        // SAFETY: sync_file_range only reads its integer arguments; `fd` is
-        // an open descriptor owned by this writer for the whole call.
-        let rc = unsafe {
-            libc::sync_file_range(
-                fd,
-                from as libc::off64_t,
-                (written - from) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-        // A filesystem that does not support it loses only the overlap.
-        let _ = rc;
-        self.writeback_started = written;
-        Ok(())
-    }
-
-    fn live(&mut self) -> io::Result<&mut HashingWriter<BufWriter<File>>> {
+    fn live(&mut self) -> io::Result<&mut HashingWriter<PipedFile>> {
         self.inner
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already committed"))
@@ -165,13 +124,10 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.live()?.write(buf)?;
-        self.start_writeback()?;
-        Ok(n)
+        self.live()?.write(buf)
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.live()?.write_all(buf)?;
-        self.start_writeback()
+        self.live()?.write_all(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.live()?.flush()
@@ -316,7 +272,7 @@ pub fn copy_stream<R: Read + ?Sized, W: Write + ?Sized>(
     reader: &mut R,
     writer: &mut W,
 ) -> io::Result<u64> {
-    let mut buf = vec![0u8; WRITE_BUFFER];
+    let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
         let n = match reader.read(&mut buf) {

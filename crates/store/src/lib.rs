@@ -10,6 +10,7 @@ pub mod blob;
 pub mod cache;
 mod db;
 pub mod error;
+mod file_pipe;
 mod fsutil;
 pub mod gc;
 pub mod image;

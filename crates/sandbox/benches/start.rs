@@ -9,43 +9,13 @@
 use cairn_sandbox::idmap::IdMapping;
 use cairn_sandbox::{init_hook, Launcher, Network, ProcessSpec, RootfsSpec, RunSpec, RunStdio};
 use criterion::Criterion;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-fn extracted_fixture(tmp: &Path) -> PathBuf {
-    let layout = tmp.join("layout");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/busybox/make-image.sh");
-    let ok = Command::new("bash")
-        .arg(script)
-        .arg(&layout)
-        .stdout(Stdio::null())
-        .status();
-    assert!(ok.is_ok_and(|s| s.success()), "make-image.sh failed");
-    let layer = tmp.join("layer");
-    std::fs::create_dir_all(&layer).expect("mkdir");
-    for blob in std::fs::read_dir(layout.join("blobs/sha256")).expect("blobs") {
-        let blob = blob.expect("entry").path();
-        if std::fs::read(&blob)
-            .expect("read")
-            .starts_with(&[0x1f, 0x8b])
-        {
-            let st = Command::new("tar")
-                .arg("-xzf")
-                .arg(&blob)
-                .arg("-C")
-                .arg(&layer)
-                .status();
-            assert!(st.is_ok_and(|s| s.success()));
-        }
-    }
-    layer
-}
 
 fn main() {
     init_hook();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let layer = extracted_fixture(tmp.path());
+    let layer = cairn_testsupport::busybox_layer_dir(tmp.path());
     let launcher = Launcher::current_exe().expect("current exe");
     let mapping = IdMapping::for_current_user();
     let counter = AtomicUsize::new(0);

@@ -17,6 +17,22 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// A blob whose content came out as (`digest`, `size`) must match what the
+/// caller expected of it, if anything.
+fn check_expected(expected: Option<(Digest, u64)>, digest: Digest, size: u64) -> Result<()> {
+    match expected {
+        Some((want, want_size)) if want != digest || want_size != size => {
+            Err(StoreError::DigestMismatch {
+                expected: want,
+                expected_size: want_size,
+                actual: digest,
+                actual_size: size,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A blob in the store: its digest and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobInfo {
@@ -86,16 +102,7 @@ impl BlobWriter {
         let file = buffered
             .finish()
             .map_err(StoreError::io("write", &tmp_path))?;
-        if let Some((want, want_size)) = expected {
-            if want != digest || want_size != size {
-                return Err(StoreError::DigestMismatch {
-                    expected: want,
-                    expected_size: want_size,
-                    actual: digest,
-                    actual_size: size,
-                });
-            }
-        }
+        check_expected(expected, digest, size)?;
         let dest = self.blobs_dir.join(digest.hex());
         if dest.exists() {
             // Same name, same content: someone else (or an earlier run) won.
@@ -170,16 +177,7 @@ impl Store {
     pub fn ingest_bytes(&self, bytes: &[u8], expected: Option<(Digest, u64)>) -> Result<BlobInfo> {
         let digest = Digest::of(bytes);
         let size = bytes.len() as u64;
-        if let Some((want, want_size)) = expected {
-            if want != digest || want_size != size {
-                return Err(StoreError::DigestMismatch {
-                    expected: want,
-                    expected_size: want_size,
-                    actual: digest,
-                    actual_size: size,
-                });
-            }
-        }
+        check_expected(expected, digest, size)?;
         if self.has_blob(&digest) {
             return Ok(BlobInfo { digest, size });
         }

@@ -39,10 +39,8 @@ pub(crate) struct CopyPlan {
     context_root: PathBuf,
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan(
     builder: &Builder,
-    _req: &BuildRequest,
     doc: &Dockerfile,
     context: &Context,
     inst: &Instruction,
@@ -84,44 +82,69 @@ pub(crate) fn plan(
     }
     let dest = clean(&dest);
 
+    // What is copied, whether it is one file, and the digest of its content.
+    let (sources, from, single_file, content_digest) =
+        match inst.flags.get("from").and_then(|v| v.last()) {
+            Some(from) => {
+                let from = expand(from)?;
+                let paths: Vec<String> = source_words
+                    .iter()
+                    .map(|w| expand(w))
+                    .collect::<Result<_, _>>()?;
+                if paths.iter().any(|p| p.contains(['*', '?', '['])) {
+                    return Err(BuildError::Unsupported(format!(
+                        "wildcards in COPY --from sources (line {})",
+                        inst.line
+                    )));
+                }
+                let state = builder.source_stage(doc, &from, done)?;
+                // Whether a single source is a dir is known only inside the
+                // copying task, which handles it; the key is the stage's key.
+                let digest = format!("from:{}:{}", state.key, paths.join("\0"));
+                let single = paths.len() == 1;
+                (vec![], Some(FromSource { state, paths }), single, digest)
+            }
+            None => {
+                let (sources, digest) = context_sources(context, inst, source_words, &expand, &at)?;
+                let single = sources.len() == 1
+                    && match &sources[0] {
+                        Source::Context(rel) => !context.root.join(rel).is_dir(),
+                        Source::Inline { .. } => true,
+                    };
+                if sources.len() > 1 && !trailing_slash && !lower_is_dir(builder, state, &dest) {
+                    return Err(at(format!(
+                        "with several sources, the destination {dest_word:?} must end with /"
+                    )));
+                }
+                (sources, None, single, digest)
+            }
+        };
+    let dest_is_dir = trailing_slash || !single_file || lower_is_dir(builder, state, &dest);
+    let owner = chown_of(builder, state, inst, &expand, &at)?;
+    let chmod = chmod_of(inst, &at)?;
+    Ok(CopyPlan {
+        sources,
+        from,
+        dest,
+        dest_is_dir,
+        owner,
+        chmod,
+        sources_digest: format!("{content_digest}:{owner:?}:{chmod:?}"),
+        context_root: context.root.clone(),
+    })
+}
+
+/// The context files and heredocs a COPY/ADD names, and their content digest.
+fn context_sources(
+    context: &Context,
+    inst: &Instruction,
+    source_words: &[String],
+    expand: &dyn Fn(&str) -> Result<String, BuildError>,
+    at: &dyn Fn(String) -> BuildError,
+) -> Result<(Vec<Source>, String), BuildError> {
     let mut sources = Vec::new();
     let mut context_paths = Vec::new();
     let mut inline_digest = String::new();
-    if let Some(from) = inst.flags.get("from").and_then(|v| v.last()) {
-        let from = expand(from)?;
-        let paths: Vec<String> = source_words
-            .iter()
-            .map(|w| expand(w))
-            .collect::<Result<_, _>>()?;
-        if paths.iter().any(|p| p.contains(['*', '?', '['])) {
-            return Err(BuildError::Unsupported(format!(
-                "wildcards in COPY --from sources (line {})",
-                inst.line
-            )));
-        }
-        let from_state = builder.source_stage(doc, &from, done)?;
-        let dest_is_dir = trailing_slash || paths.len() > 1 || lower_is_dir(builder, state, &dest);
-        let owner = chown_of(builder, state, inst, &expand, &at)?;
-        let chmod = chmod_of(inst, &at)?;
-        let sources_digest = format!(
-            "from:{}:{}:{owner:?}:{chmod:?}",
-            from_state.key,
-            paths.join("\0")
-        );
-        return Ok(CopyPlan {
-            sources: vec![],
-            from: Some(FromSource {
-                state: from_state,
-                paths,
-            }),
-            dest,
-            dest_is_dir,
-            owner,
-            chmod,
-            sources_digest,
-            context_root: context.root.clone(),
-        });
-    }
     for word in source_words {
         if let Some(h) = word
             .strip_prefix("<<")
@@ -162,32 +185,8 @@ pub(crate) fn plan(
             sources.push(Source::Context(rel));
         }
     }
-    let single_file = sources.len() == 1
-        && match &sources[0] {
-            Source::Context(rel) => !context.root.join(rel).is_dir(),
-            Source::Inline { .. } => true,
-        };
-    if sources.len() > 1 && !trailing_slash && !lower_is_dir(builder, state, &dest) {
-        return Err(at(format!(
-            "with several sources, the destination {dest_word:?} must end with /"
-        )));
-    }
-    let dest_is_dir = trailing_slash || !single_file || lower_is_dir(builder, state, &dest);
-
-    let owner = chown_of(builder, state, inst, &expand, &at)?;
-    let chmod = chmod_of(inst, &at)?;
     let digest = context.digest_sources(&context_paths)?;
-    let sources_digest = format!("{digest}:{inline_digest}:{owner:?}:{chmod:?}");
-    Ok(CopyPlan {
-        sources,
-        from: None,
-        dest,
-        dest_is_dir,
-        owner,
-        chmod,
-        sources_digest,
-        context_root: context.root.clone(),
-    })
+    Ok((sources, format!("{digest}:{inline_digest}")))
 }
 
 /// `--chown`, resolved in the image's passwd and group files.

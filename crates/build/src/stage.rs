@@ -200,16 +200,8 @@ impl<'s> Builder<'s> {
                     state.key = key;
                 }
                 "copy" | "add" => {
-                    let plan = crate::copy::plan(
-                        self,
-                        req,
-                        doc,
-                        context,
-                        inst,
-                        &scope.vars,
-                        &state,
-                        done,
-                    )?;
+                    let plan =
+                        crate::copy::plan(self, doc, context, inst, &scope.vars, &state, done)?;
                     let key_with_sources = key.field(plan.sources_digest.as_bytes()).finish();
                     outcome = self.copy_step(req, inst, plan, &mut state, &key_with_sources)?;
                     state.key = key_with_sources;

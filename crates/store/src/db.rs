@@ -68,6 +68,16 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO meta(key, value) VALUES ('index_generation', 0);
     "#,
+    // 1 -> 2: where blobs were last seen in registries, for cross-repository mounts.
+    r#"
+    CREATE TABLE remote_blobs (
+        registry   TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        seen_at    INTEGER NOT NULL,
+        PRIMARY KEY (registry, digest, repository)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -19,6 +19,7 @@ pub mod layer_dirs;
 pub mod layout;
 pub mod lock;
 pub mod reference;
+pub mod remote;
 pub mod size;
 pub mod transport;
 

@@ -3,6 +3,9 @@
 //! init hook in `main`, so libtest's runner cannot be used) that runs the
 //! suite and, as root, runs it again as the unprivileged test user.
 
+pub mod fault_proxy;
+pub mod registry_server;
+
 use cairn_store::reference::ImageRef;
 use cairn_store::transport::Transport;
 use cairn_store::Store;
@@ -139,4 +142,74 @@ fn rerun_rootless() -> Option<bool> {
         if status.success() { "ok" } else { "FAILED" }
     );
     Some(status.success())
+}
+
+/// Add a layer holding one file of `bytes` pseudo-random (incompressible)
+/// bytes, seeded by `seed`, on top of the store image `base`; tag the result
+/// `name` and return its manifest digest. Gives tests and benches images
+/// with layers of a chosen size.
+pub fn add_random_layer(
+    store: &Store,
+    base: &str,
+    bytes: usize,
+    seed: u64,
+    name: &str,
+) -> cairn_store::Digest {
+    use cairn_layer::{write_layer, Compression, DiffSource, LayerOptions};
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(dir.path().join(format!("random-{seed}.bin"))).expect("create"),
+        );
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut left = bytes;
+        while left > 0 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let chunk = x.to_le_bytes();
+            let n = left.min(8);
+            f.write_all(&chunk[..n]).expect("write");
+            left -= n;
+        }
+        f.flush().expect("flush");
+    }
+    let opts = LayerOptions {
+        compression: Compression::Gzip,
+        level: Some(1),
+        ..LayerOptions::default()
+    };
+    let mut w = store.blob_writer().expect("blob writer");
+    let info = write_layer(DiffSource::Full(dir.path()), &opts, &mut w).expect("write layer");
+    w.commit(Some((info.digest, info.size)))
+        .expect("commit layer");
+
+    let base = store.resolve(base).expect("base image");
+    let (_, parsed) = store.manifest(&base).expect("base manifest");
+    let config_ref = parsed.config.expect("base config");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&store.read_blob_bytes(&config_ref.digest).expect("config"))
+            .expect("config JSON");
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .expect("diff_ids")
+        .push(info.diff_id.to_string().into());
+    if let Some(h) = config["history"].as_array_mut() {
+        h.push(serde_json::json!({"created_by": format!("random layer of {bytes} bytes")}));
+    }
+    let mut layers = parsed.children.clone();
+    layers.push(cairn_store::image::BlobRef {
+        digest: info.digest,
+        media_type: info.media_type.to_string(),
+        size: info.size,
+    });
+    let config = serde_json::to_vec(&config).expect("config bytes");
+    let manifest = store
+        .record_oci_image(&config, &layers)
+        .expect("record image");
+    store
+        .tag(&ImageRef::parse(name).expect("name"), &manifest)
+        .expect("tag");
+    manifest
 }

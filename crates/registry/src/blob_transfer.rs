@@ -1,0 +1,282 @@
+//! Moving one blob between the store and a registry, streamed.
+//!
+//! Hashing and disk I/O happen on a blocking thread fed through a bounded
+//! channel, so the async side only moves bytes and a slow disk slows the
+//! network read instead of filling memory.
+
+use crate::error::{RegistryError, Result};
+use crate::retry::{from_oci, verdict, Verdict};
+use crate::session::Session;
+use bytes::Bytes;
+use cairn_store::image::BlobRef;
+use cairn_store::{BlobInfo, BlobWriter, Store};
+use futures_util::StreamExt;
+use oci_client::client::BlobResponse;
+use oci_client::manifest::OciDescriptor;
+use oci_client::Reference;
+use std::io::{Read, Write};
+use tokio::sync::{mpsc, oneshot};
+
+/// Chunks in flight between network and disk, per blob.
+const CHANNEL_DEPTH: usize = 64;
+/// Read size for monolithic uploads.
+const UPLOAD_READ: usize = 1 << 20;
+/// `oci-client` sends each stream item of a chunked upload as one PATCH of
+/// at most 4 MiB; reading 4 MiB at a time makes every PATCH that size.
+const CHUNKED_READ: usize = 4 << 20;
+
+enum Feed {
+    Chunk(Bytes),
+    /// The registry ignored our Range request: start the blob over.
+    Restart(Box<BlobWriter>),
+    /// Everything arrived: verify and name it.
+    Done,
+}
+
+fn descriptor(blob: &BlobRef) -> OciDescriptor {
+    OciDescriptor {
+        media_type: blob.media_type.clone(),
+        digest: blob.digest.to_string(),
+        size: blob.size as i64,
+        urls: None,
+        annotations: None,
+        artifact_type: None,
+    }
+}
+
+/// Download `blob` into the store. A connection that breaks mid-blob is
+/// resumed from the last byte received (HTTP Range); the blob is named only
+/// after its digest and size check out, and a failed one leaves nothing.
+pub(crate) async fn download_blob(
+    sess: &Session,
+    store: &Store,
+    oref: &Reference,
+    blob: &BlobRef,
+) -> Result<BlobInfo> {
+    let target = sess.target(oref.repository(), format!("blob {}", blob.digest));
+    let expected = (blob.digest, blob.size);
+    let mut attempt: u32 = 0;
+    'whole: loop {
+        attempt += 1;
+        let writer = store.blob_writer()?;
+        let (tx, rx) = mpsc::channel::<Feed>(CHANNEL_DEPTH);
+        let (done_tx, done_rx) = oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(write_feed(writer, rx, expected));
+        });
+        let mut offset: u64 = 0;
+        let mut stalls: u32 = 0;
+        let failure = loop {
+            let res = sess
+                .client
+                .pull_blob_stream_partial(oref, &descriptor(blob), offset, None)
+                .await;
+            let stream = match res {
+                Ok(BlobResponse::Partial(s)) => s,
+                Ok(BlobResponse::Full(s)) => {
+                    if offset > 0 {
+                        offset = 0;
+                        let fresh = store.blob_writer()?;
+                        if tx.send(Feed::Restart(Box::new(fresh))).await.is_err() {
+                            break None;
+                        }
+                    }
+                    s
+                }
+                Err(e) => {
+                    let err = from_oci(e, &target, &sess.auth_hint);
+                    if verdict(&err) == Verdict::GiveUp
+                        || stalls + 1 >= sess.retrier.policy.max_attempts
+                    {
+                        break Some(err);
+                    }
+                    stalls += 1;
+                    sess.retrier.count_retry();
+                    tokio::time::sleep(sess.retrier.policy.backoff(stalls)).await;
+                    continue;
+                }
+            };
+            let before = offset;
+            let mut stream = stream.stream;
+            let mut broke = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(b) => {
+                        offset += b.len() as u64;
+                        if offset > blob.size {
+                            broke = Some(RegistryError::DigestMismatch {
+                                target: target.clone(),
+                                expected: format!("{} ({} bytes)", blob.digest, blob.size),
+                                actual: format!("more than {} bytes", blob.size),
+                            });
+                            break;
+                        }
+                        if tx.send(Feed::Chunk(b)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        broke = Some(RegistryError::Transport {
+                            target: target.clone(),
+                            message: format!(
+                                "connection broke after {offset} of {} bytes: {e}",
+                                blob.size
+                            ),
+                        });
+                        break;
+                    }
+                }
+            }
+            if offset == blob.size {
+                let _ = tx.send(Feed::Done).await;
+                break None;
+            }
+            let err = broke.unwrap_or_else(|| RegistryError::Transport {
+                target: target.clone(),
+                message: format!("the response ended after {offset} of {} bytes", blob.size),
+            });
+            if matches!(err, RegistryError::DigestMismatch { .. }) {
+                break Some(err);
+            }
+            // Progress resets the count: a long blob over a flaky link may
+            // need many resumptions, but each must move forward.
+            if offset > before {
+                stalls = 0;
+            }
+            stalls += 1;
+            if stalls >= sess.retrier.policy.max_attempts {
+                break Some(RegistryError::GaveUp {
+                    target: target.clone(),
+                    attempts: stalls,
+                    last: Box::new(err),
+                });
+            }
+            tracing::warn!("{err}; resuming");
+            sess.retrier.count_retry();
+            tokio::time::sleep(sess.retrier.policy.backoff(stalls)).await;
+        };
+        drop(tx);
+        let written = done_rx
+            .await
+            .unwrap_or_else(|_| Err(RegistryError::Other("the blob writer thread died".into())));
+        match (failure, written) {
+            (None, Ok(info)) => return Ok(info),
+            (Some(e), _) => return Err(e),
+            (
+                None,
+                Err(e @ RegistryError::Store(cairn_store::StoreError::DigestMismatch { .. })),
+            ) => {
+                // Every byte arrived but they are not the right bytes: the
+                // store removed them; fetch the whole blob again.
+                if attempt >= sess.retrier.policy.max_attempts {
+                    return Err(RegistryError::GaveUp {
+                        target,
+                        attempts: attempt,
+                        last: Box::new(e),
+                    });
+                }
+                tracing::warn!("{target}: {e}; fetching it again");
+                sess.retrier.count_retry();
+                continue 'whole;
+            }
+            (None, Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// The blocking half of a download: write what arrives, verify at the end.
+fn write_feed(
+    mut writer: BlobWriter,
+    mut rx: mpsc::Receiver<Feed>,
+    expected: (cairn_store::Digest, u64),
+) -> Result<BlobInfo> {
+    while let Some(feed) = rx.blocking_recv() {
+        match feed {
+            Feed::Chunk(b) => writer.write_all(&b).map_err(RegistryError::io(format!(
+                "write {}",
+                writer.tmp_path().display()
+            )))?,
+            Feed::Restart(fresh) => writer = *fresh,
+            Feed::Done => return Ok(writer.commit(Some(expected))?),
+        }
+    }
+    Err(RegistryError::Other("download abandoned".into()))
+}
+
+/// Upload one blob from the store (the caller has checked the registry
+/// lacks it). Small blobs go in one PUT, large ones as chunked PATCHes.
+/// Each attempt streams the file again from the start: `oci-client` cannot
+/// resume an upload session.
+pub(crate) async fn upload_blob(
+    sess: &Session,
+    store: &Store,
+    oref: &Reference,
+    blob: &BlobRef,
+    monolithic_max: u64,
+) -> Result<()> {
+    let target = sess.target(oref.repository(), format!("upload of blob {}", blob.digest));
+    let digest = blob.digest.to_string();
+    sess.retrier
+        .run(&target, |_| async {
+            let file = store.open_blob(&blob.digest)?;
+            let res = if blob.size <= monolithic_max {
+                let stream = file_stream(file, UPLOAD_READ);
+                sess.mono
+                    .push_blob_stream(oref, stream, &digest, Some(blob.size))
+                    .await
+            } else {
+                let stream = file_stream(file, CHUNKED_READ);
+                sess.client
+                    .push_blob_stream(oref, stream, &digest, Some(blob.size))
+                    .await
+            };
+            res.map(|_| ())
+                .map_err(|e| from_oci(e, &target, &sess.auth_hint))
+        })
+        .await
+}
+
+/// A file as a stream of chunks, read on its own thread.
+fn file_stream(
+    mut file: std::fs::File,
+    chunk: usize,
+) -> impl futures_util::Stream<Item = oci_client::errors::Result<Bytes>> + Send + 'static {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+    std::thread::spawn(move || loop {
+        let mut buf = vec![0u8; chunk];
+        let mut filled = 0;
+        let res = loop {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break Ok(filled),
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        break Ok(filled);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match res {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((
+            item.map_err(oci_client::errors::OciDistributionError::from),
+            rx,
+        ))
+    })
+}

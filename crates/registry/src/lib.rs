@@ -1,0 +1,182 @@
+//! cairn-registry: images in and out of OCI registries.
+//!
+//! Built on `oci-client`'s blob-level calls; this crate adds what a builder
+//! needs on top: credentials from the Docker and containers auth files,
+//! retries with backoff, verified streaming into the store, push that
+//! skips and mounts what the registry already has, and regions.
+//!
+//! The API is blocking: [`Registry`] owns a small tokio runtime and runs
+//! each call to completion on it, so callers (the build engine, the CLI)
+//! stay plain threads.
+
+pub mod auth;
+mod blob_transfer;
+pub mod error;
+mod login;
+mod pull;
+mod push;
+pub mod regions;
+mod retry;
+mod session;
+
+pub use error::{RegistryError, Result, Target};
+pub use regions::Regions;
+pub use retry::RetryPolicy;
+pub use session::{is_loopback, Platform, RegistryOptions};
+
+use cairn_store::{Digest, ImageRef, Store};
+use session::Session;
+
+/// Told about each layer of a pull as soon as its blob is in the store, on
+/// a thread of its own, so layers can be extracted while others download.
+pub trait LayerSink: Sync {
+    fn layer_ready(&self, blob: &Digest, diff_id: &Digest) -> std::result::Result<(), String>;
+}
+
+/// What a pull did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PullReport {
+    pub reference: String,
+    pub manifest: Digest,
+    pub blobs_fetched: usize,
+    pub blobs_present: usize,
+    pub bytes_fetched: u64,
+    pub retries: u32,
+}
+
+/// What a push did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PushReport {
+    pub destination: String,
+    pub manifest: Digest,
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub blobs_mounted: usize,
+    /// Blobs the registry already had (a manifest it had counts all of its blobs).
+    pub blobs_present: usize,
+    pub retries: u32,
+}
+
+/// A registry client for one process: options plus the runtime.
+pub struct Registry {
+    rt: tokio::runtime::Runtime,
+    opts: RegistryOptions,
+}
+
+impl Registry {
+    pub fn new(opts: RegistryOptions) -> Result<Registry> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-registry")
+            .enable_all()
+            .build()
+            .map_err(RegistryError::io("start the registry runtime"))?;
+        Ok(Registry { rt, opts })
+    }
+
+    pub fn options(&self) -> &RegistryOptions {
+        &self.opts
+    }
+
+    /// Pull `reference` into the store and tag it there under its full name.
+    pub fn pull(
+        &self,
+        store: &Store,
+        reference: &str,
+        sink: Option<&dyn LayerSink>,
+    ) -> Result<PullReport> {
+        let image = parse_ref(reference)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Digest, Digest)>(64);
+        std::thread::scope(|scope| {
+            let extractor = sink.map(|sink| {
+                scope.spawn(move || {
+                    let mut first_error = None;
+                    for (blob, diff_id) in rx {
+                        if first_error.is_none() {
+                            first_error =
+                                sink.layer_ready(&blob, &diff_id).err().map(|e| (blob, e));
+                        }
+                    }
+                    first_error
+                })
+            });
+            let tx = extractor.as_ref().map(|_| tx);
+            let report = self.rt.block_on(async {
+                let sess = Session::open(&self.opts, image.registry()).await?;
+                pull::pull(
+                    &sess,
+                    store,
+                    &image,
+                    &self.opts.platform,
+                    self.opts.max_parallel,
+                    tx.as_ref(),
+                )
+                .await
+            });
+            drop(tx);
+            let extract_error = extractor.and_then(|h| h.join().ok().flatten());
+            let report = report?;
+            if let Some((blob, e)) = extract_error {
+                return Err(RegistryError::Other(format!(
+                    "extracting layer {blob}: {e}"
+                )));
+            }
+            Ok(report)
+        })
+    }
+
+    /// Push the store image `image` (a name or digest) to `dest`.
+    pub fn push(&self, store: &Store, image: &str, dest: &str) -> Result<PushReport> {
+        let manifest = store.resolve(image)?;
+        let dest = parse_ref(dest)?;
+        self.rt.block_on(self.push_one(store, &manifest, &dest))
+    }
+
+    /// Push one store image to several destinations at once (regions);
+    /// one result per destination, in order.
+    pub fn push_many(
+        &self,
+        store: &Store,
+        image: &str,
+        dests: &[ImageRef],
+    ) -> Result<Vec<Result<PushReport>>> {
+        let manifest = store.resolve(image)?;
+        Ok(self.rt.block_on(futures_util::future::join_all(
+            dests.iter().map(|d| self.push_one(store, &manifest, d)),
+        )))
+    }
+
+    async fn push_one(
+        &self,
+        store: &Store,
+        manifest: &Digest,
+        dest: &ImageRef,
+    ) -> Result<PushReport> {
+        let sess = Session::open(&self.opts, dest.registry()).await?;
+        push::push(
+            &sess,
+            store,
+            manifest,
+            dest,
+            self.opts.max_parallel,
+            self.opts.monolithic_max,
+        )
+        .await
+    }
+
+    /// Check credentials against a registry the way `docker login` does:
+    /// Ok only if the registry accepts them.
+    pub fn check_login(&self, registry: &str, username: &str, password: &str) -> Result<()> {
+        self.rt
+            .block_on(login::check(&self.opts, registry, username, password))
+    }
+}
+
+/// A reference as the user typed it, normalised (`busybox` is
+/// `docker.io/library/busybox:latest`).
+pub fn parse_ref(input: &str) -> Result<ImageRef> {
+    ImageRef::parse(input).map_err(|e| RegistryError::BadReference {
+        input: input.to_string(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,266 @@
+//! Pull: manifest (through an index to one platform), config, then the
+//! layers in parallel, each streamed into the store and verified before it is
+//! named. The manifest is recorded and tagged only when every blob is in, so
+//! an interrupted pull leaves complete blobs (reused next time) and no image.
+
+use crate::blob_transfer::download_blob;
+use crate::error::{RegistryError, Result};
+use crate::session::{Platform, Session};
+use crate::PullReport;
+use cairn_store::image::{parse_manifest, BlobRef, ManifestKind};
+use cairn_store::{Digest, ImageRef, Store};
+use futures_util::{StreamExt, TryStreamExt};
+use oci_client::Reference;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Media types we ask for, most preferred first.
+pub(crate) const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+pub(crate) fn oci_reference(r: &ImageRef) -> Reference {
+    match (r.tag(), r.digest()) {
+        (_, Some(d)) => Reference::with_digest(
+            r.registry().to_string(),
+            r.repository().to_string(),
+            d.to_string(),
+        ),
+        (Some(t), None) => Reference::with_tag(
+            r.registry().to_string(),
+            r.repository().to_string(),
+            t.to_string(),
+        ),
+        (None, None) => Reference::with_tag(
+            r.registry().to_string(),
+            r.repository().to_string(),
+            "latest".into(),
+        ),
+    }
+}
+
+/// Fetch a manifest and check it is the one asked for when asked by digest.
+pub(crate) async fn fetch_manifest(sess: &Session, oref: &Reference) -> Result<(Vec<u8>, Digest)> {
+    let what = format!(
+        "manifest {}",
+        oref.digest().or(oref.tag()).unwrap_or("latest")
+    );
+    let target = sess.target(oref.repository(), what);
+    let bytes = sess
+        .retrier
+        .run(&target, |_| async {
+            sess.client
+                .pull_manifest_raw(oref, &sess.auth, MANIFEST_TYPES)
+                .await
+                .map(|(b, _)| b.to_vec())
+                .map_err(|e| crate::retry::from_oci(e, &target, &sess.auth_hint))
+        })
+        .await?;
+    let digest = Digest::of(&bytes);
+    if let Some(want) = oref.digest() {
+        if want != digest.to_string() {
+            return Err(RegistryError::DigestMismatch {
+                target,
+                expected: want.to_string(),
+                actual: digest.to_string(),
+            });
+        }
+    }
+    Ok((bytes, digest))
+}
+
+/// From an index, the child manifest for `platform`.
+fn choose_platform(reference: &str, index: &[u8], platform: &Platform) -> Result<(Digest, String)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(index).map_err(|e| RegistryError::BadManifest {
+            reference: reference.to_string(),
+            reason: format!("index is not JSON: {e}"),
+        })?;
+    let entries = v["manifests"].as_array().cloned().unwrap_or_default();
+    let mut seen = Vec::new();
+    let mut fallback = None;
+    for e in &entries {
+        let p = &e["platform"];
+        let (os, arch) = (
+            p["os"].as_str().unwrap_or(""),
+            p["architecture"].as_str().unwrap_or(""),
+        );
+        let variant = p["variant"].as_str();
+        seen.push(match variant {
+            Some(v) => format!("{os}/{arch}/{v}"),
+            None => format!("{os}/{arch}"),
+        });
+        if os != platform.os || arch != platform.architecture {
+            continue;
+        }
+        let pick = || -> Result<(Digest, String)> {
+            let digest = e["digest"]
+                .as_str()
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| RegistryError::BadManifest {
+                    reference: reference.to_string(),
+                    reason: format!("index entry for {os}/{arch} has no sha256 digest"),
+                })?;
+            let mt = e["mediaType"]
+                .as_str()
+                .unwrap_or(MANIFEST_TYPES[2])
+                .to_string();
+            Ok((digest, mt))
+        };
+        match (&platform.variant, variant) {
+            (Some(want), Some(have)) if want == have => return pick(),
+            (None, _) | (Some(_), None) if fallback.is_none() => fallback = Some(pick()?),
+            _ => {}
+        }
+    }
+    fallback.ok_or_else(|| RegistryError::NoPlatform {
+        reference: reference.to_string(),
+        platform: platform.to_string(),
+        available: if seen.is_empty() {
+            "nothing".into()
+        } else {
+            seen.join(", ")
+        },
+    })
+}
+
+pub(crate) async fn pull(
+    sess: &Session,
+    store: &Store,
+    image: &ImageRef,
+    platform: &Platform,
+    max_parallel: usize,
+    sink: Option<&std::sync::mpsc::SyncSender<(Digest, Digest)>>,
+) -> Result<PullReport> {
+    let name = image.to_string();
+    let mut oref = oci_reference(image);
+    let (mut bytes, mut digest) = fetch_manifest(sess, &oref).await?;
+    let mut parsed = parse_manifest(&bytes, None).map_err(|e| RegistryError::BadManifest {
+        reference: name.clone(),
+        reason: e.to_string(),
+    })?;
+    if parsed.kind == ManifestKind::Index {
+        let (child, _mt) = choose_platform(&name, &bytes, platform)?;
+        oref = oref.clone_with_digest(child.to_string());
+        (bytes, digest) = fetch_manifest(sess, &oref).await?;
+        parsed = parse_manifest(&bytes, None).map_err(|e| RegistryError::BadManifest {
+            reference: name.clone(),
+            reason: e.to_string(),
+        })?;
+        if parsed.kind != ManifestKind::Image {
+            return Err(RegistryError::BadManifest {
+                reference: name,
+                reason: format!("the index entry {child} for {platform} is itself an index"),
+            });
+        }
+    }
+    let config = parsed
+        .config
+        .clone()
+        .ok_or_else(|| RegistryError::BadManifest {
+            reference: name.clone(),
+            reason: "the manifest has no config".into(),
+        })?;
+
+    let fetched = AtomicU64::new(0);
+    let bytes_in = AtomicU64::new(0);
+    let fetch = |blob: BlobRef| {
+        let oref = &oref;
+        let (fetched, bytes_in) = (&fetched, &bytes_in);
+        async move {
+            if store.has_blob(&blob.digest) {
+                return Ok::<_, RegistryError>(blob);
+            }
+            download_blob(sess, store, oref, &blob).await?;
+            fetched.fetch_add(1, Ordering::Relaxed);
+            bytes_in.fetch_add(blob.size, Ordering::Relaxed);
+            Ok(blob)
+        }
+    };
+    // The config first: it names the diff ids the layer dirs are named by.
+    fetch(config.clone()).await?;
+    let diff_ids = diff_ids(store, &config.digest, parsed.children.len());
+    let layers = parsed.children.clone();
+    futures_util::stream::iter(layers.into_iter().enumerate())
+        .map(|(i, layer)| {
+            let diff_id = diff_ids.get(i).copied();
+            let fetch = &fetch;
+            async move {
+                let layer = fetch(layer).await?;
+                if let (Some(tx), Some(diff_id)) = (sink, diff_id) {
+                    // The extractor may have stopped on an error; the pull
+                    // itself still completes and the error is reported there.
+                    let _ = tx.send((layer.digest, diff_id));
+                }
+                Ok::<_, RegistryError>(())
+            }
+        })
+        .buffer_unordered(max_parallel.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let recorded = store.record_manifest(&bytes, None)?;
+    debug_assert_eq!(recorded.digest, digest);
+    if image.tag().is_some() && image.digest().is_none() {
+        store.tag(image, &digest)?;
+    }
+    let mut all: Vec<Digest> = parsed.children.iter().map(|b| b.digest).collect();
+    all.push(config.digest);
+    store.note_remote_blobs(image.registry(), image.repository(), &all)?;
+    Ok(PullReport {
+        reference: name,
+        manifest: digest,
+        blobs_fetched: fetched.load(Ordering::Relaxed) as usize,
+        blobs_present: parsed.children.len() + 1 - fetched.load(Ordering::Relaxed) as usize,
+        bytes_fetched: bytes_in.load(Ordering::Relaxed),
+        retries: sess.retries(),
+    })
+}
+
+/// The config's diff ids, when it has one per layer.
+fn diff_ids(store: &Store, config: &Digest, layers: usize) -> Vec<Digest> {
+    let Ok(bytes) = store.read_blob_bytes(config) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let ids: Vec<Digest> = v["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d.as_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    if ids.len() == layers {
+        ids
+    } else {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INDEX: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+      {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":1,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
+      {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":1,"platform":{"os":"linux","architecture":"amd64"}},
+      {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:3333333333333333333333333333333333333333333333333333333333333333","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v7"}}]}"#;
+
+    #[test]
+    fn picks_the_platform() {
+        let (d, _) = choose_platform("x", INDEX.as_bytes(), &Platform::default()).unwrap();
+        assert!(d.to_string().ends_with("2222"));
+        let (d, _) =
+            choose_platform("x", INDEX.as_bytes(), &"linux/arm64".parse().unwrap()).unwrap();
+        assert!(d.to_string().ends_with("1111"));
+        let (d, _) =
+            choose_platform("x", INDEX.as_bytes(), &"linux/arm/v7".parse().unwrap()).unwrap();
+        assert!(d.to_string().ends_with("3333"));
+        let err =
+            choose_platform("x", INDEX.as_bytes(), &"linux/s390x".parse().unwrap()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("linux/s390x") && msg.contains("linux/arm64/v8"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! One registry host as this process talks to it: scheme, TLS roots,
+//! credentials, the `oci-client` clients and the retrier.
+
+use crate::auth::{AuthFiles, Credential};
+use crate::error::{RegistryError, Result, Target};
+use crate::retry::{Retrier, RetryPolicy};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// The platform an index is resolved to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        }
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = RegistryError;
+    /// `os/arch[/variant]`, as `--platform` takes it.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || RegistryError::BadReference {
+            input: s.to_string(),
+            reason: "a platform is os/architecture[/variant], e.g. linux/amd64".into(),
+        };
+        let parts: Vec<&str> = s.split('/').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(bad());
+        }
+        match parts.as_slice() {
+            [os, arch] => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, variant] => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: Some(variant.to_string()),
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that decides how Cairn talks to registries.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// `Some(false)`: plain HTTP, or HTTPS without certificate checks, for
+    /// every registry (`--tls-verify=false`). `Some(true)`: HTTPS with checks
+    /// even on loopback. `None`: loopback and `insecure_registries` speak
+    /// plain HTTP, everything else verified HTTPS.
+    pub tls_verify: Option<bool>,
+    /// Hosts (`host` or `host:port`) treated as insecure; from
+    /// `CAIRN_INSECURE_REGISTRIES` (comma or space separated).
+    pub insecure_registries: Vec<String>,
+    pub auth: AuthFiles,
+    /// `--creds user:pass`: used instead of the auth files.
+    pub credentials: Option<(String, String)>,
+    /// What an index resolves to on pull.
+    pub platform: Platform,
+    /// Blob transfers in flight at once, per image.
+    pub max_parallel: usize,
+    pub retry: RetryPolicy,
+    pub connect_timeout: Duration,
+    /// How long a request may go without receiving a byte.
+    pub read_timeout: Duration,
+    /// Blobs up to this size are uploaded in one PUT, larger ones in chunks.
+    pub monolithic_max: u64,
+    /// Roots of per-registry CA dirs (`<root>/<host[:port]>/*.crt`).
+    pub cert_dirs: Vec<PathBuf>,
+}
+
+impl RegistryOptions {
+    /// Defaults plus what the environment says.
+    pub fn from_env() -> Self {
+        let insecure_registries = std::env::var("CAIRN_INSECURE_REGISTRIES")
+            .unwrap_or_default()
+            .split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut cert_dirs = Vec::new();
+        if let Some(home) = std::env::var_os("HOME") {
+            cert_dirs.push(PathBuf::from(home).join(".config/containers/certs.d"));
+        }
+        cert_dirs.push("/etc/containers/certs.d".into());
+        cert_dirs.push("/etc/docker/certs.d".into());
+        RegistryOptions {
+            tls_verify: None,
+            insecure_registries,
+            auth: AuthFiles::from_env(),
+            credentials: None,
+            platform: Platform::default(),
+            max_parallel: 4,
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(60),
+            monolithic_max: 32 << 20,
+            cert_dirs,
+        }
+    }
+
+    /// Does this registry get plain HTTP (or unchecked TLS)?
+    pub fn is_insecure(&self, registry: &str) -> bool {
+        match self.tls_verify {
+            Some(v) => !v,
+            None => {
+                is_loopback(registry)
+                    || self
+                        .insecure_registries
+                        .iter()
+                        .any(|r| r == registry || r == host_only(registry))
+            }
+        }
+    }
+}
+
+fn host_only(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+}
+
+/// `localhost`, 127.0.0.0/8 and ::1, with or without a port.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = host_only(registry);
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A registry host ready to talk to.
+pub(crate) struct Session {
+    /// As in the reference: `127.0.0.1:5000`, `docker.io`.
+    pub registry: String,
+    /// Chunked uploads, downloads, HEADs, manifests.
+    pub client: oci_client::Client,
+    /// Monolithic uploads.
+    pub mono: oci_client::Client,
+    pub auth: RegistryAuth,
+    /// Says which credentials were used, for 401/403 messages.
+    pub auth_hint: String,
+    pub retrier: Retrier,
+}
+
+impl Session {
+    pub async fn open(opts: &RegistryOptions, registry: &str) -> Result<Session> {
+        let (auth, auth_hint) = credentials(opts, registry)?;
+        let extra_roots = ca_certificates(opts, registry)?;
+        let insecure = opts.is_insecure(registry);
+        let plain_http = insecure && (is_loopback(registry) || !speaks_tls(registry).await);
+        let scheme = if plain_http { "http" } else { "https" };
+        let config = |monolithic: bool| ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: insecure,
+            use_monolithic_push: monolithic,
+            extra_root_certificates: extra_roots.clone(),
+            max_concurrent_upload: opts.max_parallel,
+            max_concurrent_download: opts.max_parallel,
+            read_timeout: Some(opts.read_timeout),
+            connect_timeout: Some(opts.connect_timeout),
+            user_agent: concat!("cairn/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        let build = |monolithic| {
+            oci_client::Client::try_from(config(monolithic)).map_err(|e| {
+                RegistryError::Other(format!("cannot set up a client for {registry}: {e}"))
+            })
+        };
+        let client = build(false)?;
+        let mono = build(true)?;
+        // oci-client keys credentials by the resolved registry name.
+        let key = oci_client::Reference::with_tag(registry.into(), "x".into(), "x".into())
+            .resolve_registry()
+            .to_string();
+        client.store_auth_if_needed(&key, &auth).await;
+        mono.store_auth_if_needed(&key, &auth).await;
+        let probe = reqwest::Client::builder()
+            .danger_accept_invalid_certs(insecure)
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.connect_timeout)
+            .build()
+            .map_err(|e| {
+                RegistryError::Other(format!("cannot set up a client for {registry}: {e}"))
+            })?;
+        Ok(Session {
+            registry: registry.to_string(),
+            client,
+            mono,
+            auth,
+            auth_hint,
+            retrier: Retrier {
+                policy: opts.retry.clone(),
+                base_url: format!("{scheme}://{key}"),
+                probe,
+                retries: AtomicU32::new(0),
+            },
+        })
+    }
+
+    pub fn target(&self, repository: &str, what: impl Into<String>) -> Target {
+        Target {
+            registry: self.registry.clone(),
+            repository: repository.to_string(),
+            what: what.into(),
+        }
+    }
+
+    pub fn retries(&self) -> u32 {
+        self.retrier
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn credentials(opts: &RegistryOptions, registry: &str) -> Result<(RegistryAuth, String)> {
+    if let Some((user, pass)) = &opts.credentials {
+        return Ok((
+            RegistryAuth::Basic(user.clone(), pass.clone()),
+            format!("; sent user {user:?} from --creds"),
+        ));
+    }
+    Ok(match opts.auth.lookup(registry)? {
+        Credential::Anonymous => (
+            RegistryAuth::Anonymous,
+            format!("; no credentials are stored for {registry} (run `cairn login {registry}`)"),
+        ),
+        Credential::Basic { username, password } => (
+            RegistryAuth::Basic(username.clone(), password),
+            format!("; sent user {username:?} from the stored credentials (`cairn login {registry}` to change them)"),
+        ),
+        Credential::IdentityToken(_) => {
+            tracing::warn!(
+                "{registry}: the stored credential is an identity token, which Cairn cannot exchange yet; trying anonymously"
+            );
+            (
+                RegistryAuth::Anonymous,
+                format!("; the stored credential for {registry} is an identity token, which Cairn does not support: log in with a password"),
+            )
+        }
+    })
+}
+
+/// CA certificates for this registry from the certs.d dirs (`*.crt`).
+fn ca_certificates(opts: &RegistryOptions, registry: &str) -> Result<Vec<Certificate>> {
+    let mut out = Vec::new();
+    for root in &opts.cert_dirs {
+        let dir = root.join(registry);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "crt") {
+                let data = std::fs::read(&path).map_err(RegistryError::io(format!(
+                    "read CA certificate {}",
+                    path.display()
+                )))?;
+                out.push(Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// For an insecure non-loopback registry: does it answer TLS at all?
+/// (Podman's rule: insecure means "try HTTPS without checks, then HTTP".)
+async fn speaks_tls(registry: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return false;
+    };
+    client
+        .get(format!("https://{registry}/v2/"))
+        .send()
+        .await
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_names() {
+        for r in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in ["docker.io", "10.0.0.1:5000", "quay.io", "[fe80::1]:5000"] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn platforms_parse() {
+        let p: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(p.variant.as_deref(), Some("v8"));
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert!("linux".parse::<Platform>().is_err());
+        assert!("linux//".parse::<Platform>().is_err());
+    }
+}

@@ -10,6 +10,7 @@
 pub use cairn_build as build;
 pub use cairn_dockerfile as dockerfile;
 pub use cairn_layer as layer;
+pub use cairn_registry as registry;
 pub use cairn_sandbox as sandbox;
 pub use cairn_store as store;
 

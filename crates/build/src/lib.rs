@@ -42,6 +42,8 @@ pub enum BuildError {
     Sandbox(#[from] cairn_sandbox::SandboxError),
     #[error(transparent)]
     Manager(#[from] cairn_sandbox::manager::ManagerError),
+    #[error(transparent)]
+    Registry(#[from] cairn_registry::RegistryError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -67,6 +69,7 @@ impl BuildError {
             BuildError::Input(_) => true,
             BuildError::Store(e) => e.is_bad_input(),
             BuildError::Manager(e) => e.is_bad_input(),
+            BuildError::Registry(e) => e.is_bad_input(),
             _ => false,
         }
     }

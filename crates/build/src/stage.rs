@@ -9,6 +9,7 @@ use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::scope::{global_scope, scope_at, ScopeInput};
 use cairn_dockerfile::{Dockerfile, Form, Instruction};
 use cairn_layer::{Compression, Digest};
+use cairn_registry::Registry;
 use cairn_sandbox::idmap::IdMapping;
 use cairn_sandbox::manager::SandboxManager;
 use cairn_sandbox::{Launcher, Network};
@@ -93,6 +94,8 @@ pub struct Builder<'s> {
     pub(crate) store: &'s Store,
     pub(crate) launcher: Launcher,
     pub(crate) mapping: IdMapping,
+    /// Where `FROM` images missing from the store are pulled from.
+    pub(crate) registry: Option<&'s Registry>,
 }
 
 impl<'s> Builder<'s> {
@@ -101,7 +104,15 @@ impl<'s> Builder<'s> {
             store,
             launcher,
             mapping: IdMapping::for_current_user(),
+            registry: None,
         }
+    }
+
+    /// Pull `FROM` images that are not in the store through `registry`
+    /// (as `docker build` does; without one, such a `FROM` is an error).
+    pub fn with_registry(mut self, registry: &'s Registry) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Build `req`; `progress` hears of every step as it starts.
@@ -263,7 +274,14 @@ impl<'s> Builder<'s> {
                 }
             }
         } else {
-            self.store.resolve(base)?
+            match (self.store.resolve(base), self.registry) {
+                (Ok(d), _) => d,
+                (Err(cairn_store::StoreError::UnknownImage(_)), Some(registry)) => {
+                    tracing::info!("FROM {base}: not in the store, pulling");
+                    registry.pull(self.store, base, None)?.manifest
+                }
+                (Err(e), _) => return Err(e.into()),
+            }
         };
         self.load_image(base, &manifest)
     }

@@ -39,6 +39,11 @@ pub struct BuildArgs {
     /// Export the result too: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG]
     #[arg(long)]
     output: Option<String>,
+    /// Push the result to every -t name once built
+    #[arg(long)]
+    push: bool,
+    #[command(flatten)]
+    registry: crate::registry_cmds::RegistryFlags,
     /// The build context directory
     context: PathBuf,
 }
@@ -74,7 +79,15 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
     let root = cairn::store::layout::default_root(root);
     let store = Store::open(&root)
         .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))?;
-    let builder = Builder::new(&store, Launcher::current_exe().map_err(CliError::failed)?);
+    if args.push && args.tags.is_empty() {
+        return Err(CliError::bad_input(
+            "--push needs at least one -t NAME to push to",
+        ));
+    }
+    let registry = args.registry.registry()?;
+    let builder = Builder::new(&store, Launcher::current_exe().map_err(CliError::failed)?)
+        .with_registry(&registry);
+    let push_to = args.push.then(|| args.tags.clone());
     let req = BuildRequest {
         dockerfile,
         dockerfile_path,
@@ -115,5 +128,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
     }
     eprintln!("built in {:.2}s", started.elapsed().as_secs_f64());
     println!("{}", result.manifest);
+    if let Some(dests) = push_to {
+        crate::registry_cmds::push_to(&registry, &store, &result.manifest.to_string(), &dests)?;
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@
 mod build_cmd;
 mod exit;
 mod parse;
+mod registry_cmds;
 mod sandbox_cmds;
 mod store_cmds;
 
@@ -51,6 +52,14 @@ enum Command {
     Build(build_cmd::BuildArgs),
     /// Run a command in a new sandbox from an image
     Run(sandbox_cmds::RunArgs),
+    /// Pull an image from a registry into the store
+    Pull(registry_cmds::PullArgs),
+    /// Push a store image to a registry (or to the registries of regions)
+    Push(registry_cmds::PushArgs),
+    /// Store credentials for a registry
+    Login(registry_cmds::LoginArgs),
+    /// Remove stored credentials for a registry
+    Logout(registry_cmds::LogoutArgs),
     /// Long-lived sandboxes: create, exec, commit, ls, rm
     #[command(subcommand)]
     Sandbox(sandbox_cmds::SandboxCommand),
@@ -80,6 +89,10 @@ fn main() -> ExitCode {
         Command::Build(args) => build_cmd::run(cli.store.as_deref(), args),
         Command::Run(args) => sandbox_cmds::run(cli.store.as_deref(), args),
         Command::Sandbox(cmd) => sandbox_cmds::sandbox(cli.store.as_deref(), cmd),
+        Command::Pull(args) => registry_cmds::pull(cli.store.as_deref(), args),
+        Command::Push(args) => registry_cmds::push(cli.store.as_deref(), args),
+        Command::Login(args) => registry_cmds::login(args),
+        Command::Logout(args) => registry_cmds::logout(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,8 +45,13 @@ pub enum RegistryError {
         message: String,
     },
 
+    /// Connection-level failures worth retrying (reset, timeout, refused).
     #[error("{target}: {message}")]
     Transport { target: Target, message: String },
+
+    /// The registry's host name does not resolve.
+    #[error("{target}: cannot reach the registry: {message}")]
+    Unreachable { target: Target, message: String },
 
     #[error("{target}: gave up after {attempts} attempts; last error: {last}")]
     GaveUp {

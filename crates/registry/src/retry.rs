@@ -113,10 +113,15 @@ pub(crate) fn from_oci(
         }
         OciDistributionError::RequestError(e) => match e.status() {
             Some(s) => status_error(s.as_u16(), e.to_string(), target, auth_hint),
-            None => RegistryError::Transport {
-                target,
-                message: describe_reqwest(&e),
-            },
+            None => {
+                let message = describe_reqwest(&e);
+                // A name that does not resolve will not resolve in a second either.
+                if message.contains("dns error") {
+                    RegistryError::Unreachable { target, message }
+                } else {
+                    RegistryError::Transport { target, message }
+                }
+            }
         },
         OciDistributionError::IoError(e) => RegistryError::Transport {
             target,

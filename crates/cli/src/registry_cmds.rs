@@ -1,0 +1,316 @@
+//! `cairn pull`, `cairn push`, `cairn login`, `cairn logout`.
+
+use crate::exit::CliError;
+use cairn::registry::auth::AuthFiles;
+use cairn::registry::{LayerSink, Regions, Registry, RegistryError, RegistryOptions};
+use cairn::sandbox::manager::SandboxManager;
+use cairn::sandbox::Launcher;
+use cairn::store::{Digest, ImageRef, Store};
+use clap::Args;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub fn registry_error(e: RegistryError) -> CliError {
+    if e.is_bad_input() {
+        CliError::bad_input(e)
+    } else {
+        CliError::failed(e)
+    }
+}
+
+fn open_store(root: Option<&Path>) -> Result<Store, CliError> {
+    let root = cairn::store::layout::default_root(root);
+    Store::open(&root)
+        .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))
+}
+
+/// How to reach registries; shared by every command that talks to one.
+#[derive(Args, Clone, Default)]
+pub struct RegistryFlags {
+    /// false: allow plain HTTP and unverified TLS for every registry
+    /// (loopback registries and $CAIRN_INSECURE_REGISTRIES always are)
+    #[arg(long = "tls-verify", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: Option<bool>,
+    /// Credentials file to read (and, for login, write) instead of the usual ones
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    authfile: Option<PathBuf>,
+    /// USER:PASSWORD to use for this command only
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+}
+
+impl RegistryFlags {
+    pub fn options(&self) -> Result<RegistryOptions, CliError> {
+        let mut o = RegistryOptions::from_env();
+        o.tls_verify = self.tls_verify;
+        if let Some(f) = &self.authfile {
+            o.auth = AuthFiles::with_authfile(f.clone());
+        }
+        if let Some(c) = &self.creds {
+            let (u, p) = c
+                .split_once(':')
+                .filter(|(u, _)| !u.is_empty())
+                .ok_or_else(|| CliError::bad_input("--creds takes USER:PASSWORD"))?;
+            o.credentials = Some((u.to_string(), p.to_string()));
+        }
+        Ok(o)
+    }
+
+    pub fn registry(&self) -> Result<Registry, CliError> {
+        Registry::new(self.options()?).map_err(registry_error)
+    }
+}
+
+/// Extracts each pulled layer into the store's layer dirs as it arrives,
+/// so a sandbox from the image starts without waiting for extraction.
+struct Extractor<'s>(SandboxManager<'s>);
+
+impl LayerSink for Extractor<'_> {
+    fn layer_ready(&self, blob: &Digest, diff_id: &Digest) -> Result<(), String> {
+        self.0
+            .extract_layers(&[(*blob, *diff_id)])
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// The image: [REGISTRY/]REPOSITORY[:TAG|@DIGEST]
+    reference: String,
+    /// The platform to pick from a multi-platform image (os/arch[/variant])
+    #[arg(long, default_value = "linux/amd64")]
+    platform: String,
+    #[command(flatten)]
+    registry: RegistryFlags,
+}
+
+pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
+    let mut opts = args.registry.options()?;
+    opts.platform = args.platform.parse().map_err(registry_error)?;
+    let registry = Registry::new(opts).map_err(registry_error)?;
+    let store = open_store(root)?;
+    let launcher = Launcher::current_exe().map_err(CliError::failed)?;
+    let extractor = Extractor(SandboxManager::new(&store, launcher));
+    let started = Instant::now();
+    let report = registry
+        .pull(&store, &args.reference, Some(&extractor))
+        .map_err(registry_error)?;
+    eprintln!(
+        "pulled {}: {} blobs fetched ({}), {} already here, {} retries, {:.2}s",
+        report.reference,
+        report.blobs_fetched,
+        cairn::store::size::format_size(report.bytes_fetched),
+        report.blobs_present,
+        report.retries,
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", report.manifest);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// The store image to push (name or digest)
+    image: String,
+    /// Where to: [REGISTRY/]REPOSITORY[:TAG] (default: the image's own name)
+    dest: Option<String>,
+    /// Push to this region's registry instead (repeatable; in parallel)
+    #[arg(long = "region", value_name = "ID")]
+    regions: Vec<String>,
+    /// The regions file (default: $CAIRN_REGIONS, ~/.config/cairn/regions.toml, /etc/cairn/regions.toml)
+    #[arg(long, value_name = "FILE")]
+    regions_file: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryFlags,
+}
+
+pub fn push(root: Option<&Path>, args: PushArgs) -> Result<(), CliError> {
+    let registry = args.registry.registry()?;
+    let store = open_store(root)?;
+    if args.regions.is_empty() {
+        let dest = args.dest.clone().unwrap_or_else(|| args.image.clone());
+        return push_to(&registry, &store, &args.image, &[dest]);
+    }
+    let regions = Regions::load(args.regions_file.as_deref()).map_err(registry_error)?;
+    let name = match &args.dest {
+        Some(d) => d.clone(),
+        None => short_name(&args.image)?,
+    };
+    let dests = args
+        .regions
+        .iter()
+        .map(|r| regions.destination(r, &name).map(|d| d.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(registry_error)?;
+    push_to(&registry, &store, &args.image, &dests)
+}
+
+/// `docker.io/library/app:1` -> `app:1`; `host/team/app:1` -> `team/app:1`.
+fn short_name(image: &str) -> Result<String, CliError> {
+    let r = ImageRef::parse(image).map_err(|e| {
+        CliError::bad_input(format!(
+            "{e}; with --region and no DEST, IMAGE must be a name"
+        ))
+    })?;
+    let repo = r
+        .repository()
+        .strip_prefix("library/")
+        .unwrap_or(r.repository());
+    Ok(format!("{repo}:{}", r.tag().unwrap_or("latest")))
+}
+
+/// Push one image to each destination at once; report each, fail if any did.
+pub fn push_to(
+    registry: &Registry,
+    store: &Store,
+    image: &str,
+    dests: &[String],
+) -> Result<(), CliError> {
+    let parsed = dests
+        .iter()
+        .map(|d| cairn::registry::parse_ref(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(registry_error)?;
+    let started = Instant::now();
+    let results = registry
+        .push_many(store, image, &parsed)
+        .map_err(registry_error)?;
+    let mut failures = Vec::new();
+    for (dest, result) in dests.iter().zip(results) {
+        match result {
+            Ok(r) => {
+                eprintln!(
+                    "pushed {dest}: {} blobs uploaded ({}), {} mounted, {} already there, {} retries, {:.2}s",
+                    r.blobs_uploaded,
+                    cairn::store::size::format_size(r.bytes_uploaded),
+                    r.blobs_mounted,
+                    r.blobs_present,
+                    r.retries,
+                    started.elapsed().as_secs_f64()
+                );
+                println!("{}", r.manifest);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(registry_error(failures.remove(0))),
+        n => Err(CliError::failed(format!(
+            "{n} pushes failed: {}",
+            failures
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+    }
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// The registry host[:port]
+    registry: String,
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+    #[arg(short = 'p', long)]
+    password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    password_stdin: bool,
+    /// Store the credentials without checking them against the registry
+    #[arg(long)]
+    no_verify: bool,
+    #[command(flatten)]
+    registry_flags: RegistryFlags,
+}
+
+pub fn login(args: LoginArgs) -> Result<(), CliError> {
+    let host = registry_host(&args.registry)?;
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut ask = |prompt: &str| -> Result<String, CliError> {
+        if std::io::stdin().is_terminal() {
+            eprint!("{prompt}");
+            let _ = std::io::stderr().flush();
+        }
+        match lines.next() {
+            Some(Ok(l)) => Ok(l.trim_end_matches('\r').to_string()),
+            _ => Err(CliError::bad_input(format!(
+                "login {host}: no {} given",
+                prompt.trim_end_matches(": ").to_lowercase()
+            ))),
+        }
+    };
+    let username = match args.username {
+        Some(u) => u,
+        None => ask("Username: ")?,
+    };
+    let password = match (args.password, args.password_stdin) {
+        (Some(_), true) => {
+            return Err(CliError::bad_input(
+                "--password and --password-stdin exclude each other",
+            ))
+        }
+        (Some(p), false) => p,
+        (None, _) => ask("Password: ")?,
+    };
+    if username.is_empty() || password.is_empty() {
+        return Err(CliError::bad_input(format!(
+            "login {host}: the username and password must not be empty"
+        )));
+    }
+    let opts = args.registry_flags.options()?;
+    if !args.no_verify {
+        Registry::new(opts.clone())
+            .map_err(registry_error)?
+            .check_login(&host, &username, &password)
+            .map_err(registry_error)?;
+    }
+    let place = opts
+        .auth
+        .login(&host, &username, &password)
+        .map_err(CliError::failed)?;
+    eprintln!("Login Succeeded (credentials for {host} stored in {place})");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LogoutArgs {
+    /// The registry host[:port]
+    registry: String,
+    #[command(flatten)]
+    registry_flags: RegistryFlags,
+}
+
+pub fn logout(args: LogoutArgs) -> Result<(), CliError> {
+    let host = registry_host(&args.registry)?;
+    let opts = args.registry_flags.options()?;
+    if opts.auth.logout(&host).map_err(CliError::failed)? {
+        eprintln!("Removed login credentials for {host}");
+        Ok(())
+    } else {
+        Err(CliError::bad_input(format!("not logged in to {host}")))
+    }
+}
+
+/// `https://host:5000/` or `host:5000` -> `host:5000`.
+fn registry_host(input: &str) -> Result<String, CliError> {
+    let host = input
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let valid = !host.is_empty()
+        && !host.contains('/')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    if valid {
+        Ok(host.to_string())
+    } else {
+        Err(CliError::bad_input(format!(
+            "{input:?} is not a registry host[:port]"
+        )))
+    }
+}

@@ -1,0 +1,108 @@
+//! The CLI tests' shared environment: a store holding the busybox fixture,
+//! owned by and used as either root or the unprivileged test user.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const TEST_USER: &str = "cairntest";
+
+/// A store with the busybox fixture imported as busybox:fixture, owned by `user`.
+pub struct Env {
+    pub _tmp: tempfile::TempDir,
+    pub store: PathBuf,
+    pub user: Option<&'static str>,
+}
+
+impl Env {
+    pub fn new(user: Option<&'static str>) -> Env {
+        let tmp = tempfile::Builder::new()
+            .prefix("cairn-cli-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        if let Some(u) = user {
+            let st = Command::new("chown")
+                .arg(u)
+                .arg(tmp.path())
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let env = Env {
+            store: tmp.path().join("store"),
+            _tmp: tmp,
+            user,
+        };
+        let layout = env._tmp.path().join("layout");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/busybox/make-image.sh");
+        let out = env.command(
+            "bash",
+            &[script.to_str().unwrap(), layout.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = env.cairn(&[
+            "import",
+            &format!("oci:{}:fixture", layout.display()),
+            "busybox:fixture",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env
+    }
+
+    /// The test's temp dir (owned by the test user when there is one).
+    pub fn dir(&self) -> &Path {
+        self._tmp.path()
+    }
+
+    pub fn command(&self, program: &str, args: &[&str]) -> Output {
+        let mut cmd = match self.user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--", program]);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.args(args)
+            .env("CAIRN_STORE", &self.store)
+            .current_dir("/tmp")
+            .stdin(Stdio::null());
+        cmd.output().unwrap()
+    }
+
+    pub fn cairn(&self, args: &[&str]) -> Output {
+        self.command(env!("CARGO_BIN_EXE_cairn"), args)
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn users() -> Vec<Option<&'static str>> {
+    let mut users = vec![None];
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    let has_user = Command::new("id")
+        .arg(TEST_USER)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if is_root && has_user {
+        users.push(Some(TEST_USER));
+    } else {
+        eprintln!("note: rootless half skipped (needs root and user {TEST_USER})");
+    }
+    users
+}

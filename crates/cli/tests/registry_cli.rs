@@ -1,0 +1,305 @@
+//! `cairn login/logout/push/pull` and `build --push` / `FROM` a registry,
+//! through the real binary against a real registry, as root and rootless.
+
+mod cli_env;
+
+use cairn_testsupport::registry_server::RegistryServer;
+use cli_env::*;
+use std::process::Command;
+
+fn ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\n{}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn skopeo_digest(reference: &str) -> String {
+    skopeo_digest_with_creds(reference, "")
+}
+
+fn skopeo_digest_with_creds(reference: &str, creds: &str) -> String {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--tls-verify=false"]);
+    if !creds.is_empty() {
+        cmd.args(["--creds", creds]);
+    }
+    let out = cmd.arg(format!("docker://{reference}")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Digest"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn login_push_pull_run_and_logout() {
+    let reg = RegistryServer::start_with_auth("bob", "hunter2");
+    for user in users() {
+        let env = Env::new(user);
+        let authfile = env.dir().join("auth.json");
+        let authfile = authfile.to_str().unwrap();
+        let who = user.unwrap_or("root");
+        let dest = format!("{}/{who}/busybox:1", reg.host());
+
+        // Without credentials the push is refused, exit 1, and says how to log in.
+        let out = env.cairn(&["push", "--authfile", authfile, "busybox:fixture", &dest]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("cairn login"),
+            "{}",
+            text(&out.stderr)
+        );
+
+        // A wrong password is refused by login, and nothing is stored.
+        let out = env.cairn(&[
+            "login",
+            "--authfile",
+            authfile,
+            "-u",
+            "bob",
+            "-p",
+            "nope",
+            &reg.host(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("rejected"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!std::path::Path::new(authfile).exists());
+
+        let out = env.cairn(&[
+            "login",
+            "--authfile",
+            authfile,
+            "-u",
+            "bob",
+            "-p",
+            "hunter2",
+            &reg.host(),
+        ]);
+        ok(&out, "login");
+        let pushed = ok(
+            &env.cairn(&["push", "--authfile", authfile, "busybox:fixture", &dest]),
+            "push",
+        );
+        let pushed = pushed.trim().to_string();
+        assert_eq!(skopeo_digest_with_creds(&dest, "bob:hunter2"), pushed);
+
+        // Pull into a fresh store and run from it (layers extracted on the way).
+        let out = env.command(
+            "env",
+            &[
+                &format!("CAIRN_STORE={}", env.dir().join("second").display()),
+                env!("CARGO_BIN_EXE_cairn"),
+                "pull",
+                "--authfile",
+                authfile,
+                &dest,
+            ],
+        );
+        assert_eq!(ok(&out, "pull").trim(), pushed);
+        let out = env.command(
+            "env",
+            &[
+                &format!("CAIRN_STORE={}", env.dir().join("second").display()),
+                env!("CARGO_BIN_EXE_cairn"),
+                "run",
+                "--rm",
+                &dest,
+                "--",
+                "cat",
+                "/etc/hostname",
+            ],
+        );
+        ok(&out, "run from the pulled image");
+
+        let out = env.cairn(&["logout", "--authfile", authfile, &reg.host()]);
+        ok(&out, "logout");
+        let out = env.cairn(&["logout", "--authfile", authfile, &reg.host()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn build_from_a_registry_image_and_push_the_result() {
+    let reg = RegistryServer::start();
+    for user in users() {
+        let env = Env::new(user);
+        let who = user.unwrap_or("root");
+        let base = format!("{}/{who}/base:1", reg.host());
+        ok(&env.cairn(&["push", "busybox:fixture", &base]), "push base");
+        // A store that has never seen the base: FROM pulls it.
+        let ctx = env.dir().join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM {base}\nRUN echo built > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n"),
+        )
+        .unwrap();
+        if let Some(u) = user {
+            assert!(Command::new("chown")
+                .args(["-R", u])
+                .arg(&ctx)
+                .status()
+                .unwrap()
+                .success());
+        }
+        let app = format!("{}/{who}/app:1", reg.host());
+        let out = env.command(
+            "env",
+            &[
+                &format!("CAIRN_STORE={}", env.dir().join("fresh").display()),
+                env!("CARGO_BIN_EXE_cairn"),
+                "build",
+                "-t",
+                &app,
+                "--push",
+                ctx.to_str().unwrap(),
+            ],
+        );
+        let stdout = ok(&out, "build --push");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{stdout}");
+        assert_eq!(lines[0], lines[1], "built and pushed digests");
+        assert_eq!(skopeo_digest(&app), lines[0]);
+    }
+}
+
+#[test]
+fn bad_input_exits_2() {
+    let reg = RegistryServer::start();
+    let env = Env::new(None);
+    for (args, needle) in [
+        (
+            vec!["pull".to_string(), format!("{}/no/such:1", reg.host())],
+            "not found",
+        ),
+        (
+            vec!["pull".into(), "team/UPPER:1".into()],
+            "bad image reference",
+        ),
+        (
+            vec![
+                "pull".into(),
+                "--platform".into(),
+                "linux".into(),
+                "x:1".into(),
+            ],
+            "os/architecture",
+        ),
+        (
+            vec![
+                "push".into(),
+                "nosuch:1".into(),
+                format!("{}/x/y:1", reg.host()),
+            ],
+            "nosuch",
+        ),
+        (
+            vec![
+                "push".into(),
+                "busybox:fixture".into(),
+                "--region".into(),
+                "mars".into(),
+                "--regions-file".into(),
+                "/nonexistent.toml".into(),
+            ],
+            "nonexistent.toml",
+        ),
+        (
+            vec![
+                "login".into(),
+                "-u".into(),
+                "a".into(),
+                "-p".into(),
+                "b".into(),
+                "not a host".into(),
+            ],
+            "not a registry",
+        ),
+        (
+            vec![
+                "push".into(),
+                "--creds".into(),
+                "nocolon".into(),
+                "busybox:fixture".into(),
+                "x:1".into(),
+            ],
+            "USER:PASSWORD",
+        ),
+    ] {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.cairn(&argv);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn push_to_two_regions() {
+    let (eu, us) = (RegistryServer::start(), RegistryServer::start());
+    let env = Env::new(None);
+    let file = env.dir().join("regions.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[regions.eu]\nregistry = \"{}/snap\"\n[regions.us]\nregistry = \"{}/snap\"\n",
+            eu.host(),
+            us.host()
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let out = env.cairn(&[
+        "push",
+        "busybox:fixture",
+        "--region",
+        "eu",
+        "--region",
+        "us",
+        "--regions-file",
+        f,
+    ]);
+    let stdout = ok(&out, "push to regions");
+    assert_eq!(stdout.lines().count(), 2);
+    let d = stdout.lines().next().unwrap();
+    assert_eq!(
+        skopeo_digest(&format!("{}/snap/busybox:fixture", eu.host())),
+        d
+    );
+    assert_eq!(
+        skopeo_digest(&format!("{}/snap/busybox:fixture", us.host())),
+        d
+    );
+    // Again: nothing moves.
+    let out = env.cairn(&[
+        "push",
+        "busybox:fixture",
+        "--region",
+        "eu",
+        "--region",
+        "us",
+        "--regions-file",
+        f,
+    ]);
+    ok(&out, "push again");
+    assert_eq!(
+        text(&out.stderr).matches("0 blobs uploaded").count(),
+        2,
+        "{}",
+        text(&out.stderr)
+    );
+}

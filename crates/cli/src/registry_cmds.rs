@@ -81,6 +81,9 @@ pub struct PullArgs {
     /// The platform to pick from a multi-platform image (os/arch[/variant])
     #[arg(long, default_value = "linux/amd64")]
     platform: String,
+    /// Only fetch the blobs; leave layer extraction to the first sandbox
+    #[arg(long)]
+    no_unpack: bool,
     #[command(flatten)]
     registry: RegistryFlags,
 }
@@ -93,8 +96,9 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
     let launcher = Launcher::current_exe().map_err(CliError::failed)?;
     let extractor = Extractor(SandboxManager::new(&store, launcher));
     let started = Instant::now();
+    let sink: Option<&dyn LayerSink> = if args.no_unpack { None } else { Some(&extractor) };
     let report = registry
-        .pull(&store, &args.reference, Some(&extractor))
+        .pull(&store, &args.reference, sink)
         .map_err(registry_error)?;
     eprintln!(
         "pulled {}: {} blobs fetched ({}), {} already here, {} retries, {:.2}s",

@@ -22,7 +22,7 @@ mod session;
 pub use error::{RegistryError, Result, Target};
 pub use regions::Regions;
 pub use retry::RetryPolicy;
-pub use session::{is_loopback, Platform, RegistryOptions};
+pub use session::{is_loopback, Platform, RegistryOptions, DEFAULT_MONOLITHIC_MAX};
 
 use cairn_store::{Digest, ImageRef, Store};
 use session::Session;

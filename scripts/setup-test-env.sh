@@ -39,3 +39,9 @@ for f in /etc/subuid /etc/subgid; do
   touch "$f"
   grep -q "^$TEST_USER:" "$f" || echo "$TEST_USER:200000:65536" >> "$f"
 done
+
+# A second user with no subordinate range: the single-ID fallback's tests.
+NORANGE_USER=${CAIRN_TEST_NORANGE_USER:-cairnnorange}
+if ! id "$NORANGE_USER" >/dev/null 2>&1; then
+  useradd -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 --no-create-home --shell /bin/sh "$NORANGE_USER"
+fi

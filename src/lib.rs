@@ -12,6 +12,7 @@ pub use cairn_dockerfile as dockerfile;
 pub use cairn_layer as layer;
 pub use cairn_registry as registry;
 pub use cairn_sandbox as sandbox;
+pub use cairn_snapshot as snapshot;
 pub use cairn_store as store;
 
 /// If this process was started as a Cairn sandbox helper, do the helper's

@@ -1,17 +1,22 @@
 //! The build context: which files COPY may read (after .dockerignore), and
 //! the content digest of a set of sources for the cache key.
 
+use crate::memo::HashMemo;
 use crate::BuildError;
 use cairn_dockerfile::ignore::DockerIgnore;
 use sha2::{Digest as _, Sha256};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A context directory with its ignore rules.
+#[derive(Clone)]
 pub struct Context {
     pub root: PathBuf,
     ignore: DockerIgnore,
+    /// Memoised content hashes, keyed by the canonical path of each file.
+    memo: Option<(PathBuf, Arc<HashMemo>)>,
 }
 
 impl Context {
@@ -34,12 +39,31 @@ impl Context {
         Ok(Context {
             root: root.to_path_buf(),
             ignore,
+            memo: None,
         })
+    }
+
+    /// Serve content hashes through `memo` (see `memo.rs`).
+    pub(crate) fn with_memo(mut self, memo: Arc<HashMemo>) -> Self {
+        if let Ok(canonical) = std::fs::canonicalize(&self.root) {
+            self.memo = Some((canonical, memo));
+        }
+        self
     }
 
     /// Is `rel` (slash-separated, relative to the root) offered to the build?
     pub fn includes(&self, rel: &str) -> bool {
         rel.is_empty() || !self.ignore.is_excluded(rel)
+    }
+
+    /// Whether any ignore rule exists (else every file is offered).
+    pub fn has_ignore_rules(&self) -> bool {
+        !self.ignore.patterns().is_empty()
+    }
+
+    /// The directory `rel` is excluded and nothing below it can be re-included.
+    pub fn can_skip_dir(&self, rel: &str) -> bool {
+        !rel.is_empty() && self.ignore.can_skip_dir(rel)
     }
 
     /// Resolve one COPY source (a path or a wildcard pattern) to the context
@@ -108,7 +132,13 @@ impl Context {
                 h.update(meta.permissions().mode().to_le_bytes());
                 if meta.is_file() {
                     h.update(meta.size().to_le_bytes());
-                    h.update(file_sha256(entry.path())?);
+                    let sum = match &self.memo {
+                        Some((canonical, memo)) => {
+                            memo.sha256(&canonical.join(&rel), &meta, || file_sha256(entry.path()))?
+                        }
+                        None => file_sha256(entry.path())?,
+                    };
+                    h.update(sum);
                 } else if meta.file_type().is_symlink() {
                     let target =
                         std::fs::read_link(entry.path()).map_err(BuildError::io(entry.path()))?;

@@ -2,21 +2,27 @@
 
 use crate::context::{clean, Context};
 use crate::stage::{history_text, BuildRequest, Builder, StageState, StepOutcome};
+use crate::view::LayerView;
 use crate::BuildError;
 use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::{Dockerfile, Instruction};
 use cairn_sandbox::fscopy::{Copier, CopyOptions, Owners};
 use cairn_sandbox::Task;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// One thing to copy.
 pub(crate) enum Source {
-    /// A path in the context (file, dir or symlink), relative to its root.
-    Context(String),
+    /// A path in the context (file or dir), relative to its root, after
+    /// following a symlink named as the source (BuildKit's FollowSymlinks);
+    /// `name` is the name the source was given.
+    Context { rel: String, name: String },
     /// A heredoc: a file named `name` with `body`.
     Inline { name: String, body: String },
+    /// ADD of a local tar archive (plain or compressed): extracted into the
+    /// destination dir.
+    Archive { rel: String },
 }
 
 /// Where `COPY --from` reads: another stage's (or image's) layers.
@@ -37,6 +43,20 @@ pub(crate) struct CopyPlan {
     /// Content digest of every source, for the cache key.
     pub sources_digest: String,
     context_root: PathBuf,
+    /// The context's ignore rules, when it has any (dir sources are filtered).
+    context: Option<Context>,
+    /// Whether dir sources must be filtered through .dockerignore.
+    filter_context: bool,
+}
+
+impl CopyPlan {
+    fn ignore_includes(&self, rel: &str) -> bool {
+        self.context.as_ref().is_none_or(|c| c.includes(rel))
+    }
+
+    fn ignore_skips(&self, rel: &str) -> bool {
+        self.context.as_ref().is_some_and(|c| c.can_skip_dir(rel))
+    }
 }
 
 pub(crate) fn plan(
@@ -80,7 +100,16 @@ pub(crate) fn plan(
             state.config.string("WorkingDir").unwrap_or_default()
         );
     }
+    // The destination is resolved through the image's symlinks (a link to a
+    // dir is written through; a link where a file goes is replaced).
+    builder.ensure_extracted(state)?;
+    let view = LayerView::new(builder, state);
     let dest = clean(&dest);
+    let followed = view.resolve(&dest, true);
+    let (dest, dest_exists_as_dir) = match view.lookup(&followed) {
+        Some(f) if f.meta.is_dir() => (followed, true),
+        _ => (view.resolve(&dest, false), dest.is_empty()),
+    };
 
     // What is copied, whether it is one file, and the digest of its content.
     let (sources, from, single_file, content_digest) =
@@ -98,20 +127,28 @@ pub(crate) fn plan(
                     )));
                 }
                 let state = builder.source_stage(doc, &from, done)?;
-                // Whether a single source is a dir is known only inside the
-                // copying task, which handles it; the key is the stage's key.
+                // A symlink named as a source is followed (BuildKit's
+                // FollowSymlinks); the key is the source stage's key.
+                builder.ensure_extracted(&state)?;
+                let from_view = LayerView::new(builder, &state);
+                let paths: Vec<String> = paths
+                    .iter()
+                    .map(|p| format!("/{}", from_view.resolve(p, true)))
+                    .collect();
                 let digest = format!("from:{}:{}", state.key, paths.join("\0"));
-                let single = paths.len() == 1;
+                let single = paths.len() == 1
+                    && !from_view.lookup(&paths[0]).is_some_and(|f| f.meta.is_dir());
                 (vec![], Some(FromSource { state, paths }), single, digest)
             }
             None => {
                 let (sources, digest) = context_sources(context, inst, source_words, &expand, &at)?;
                 let single = sources.len() == 1
                     && match &sources[0] {
-                        Source::Context(rel) => !context.root.join(rel).is_dir(),
+                        Source::Context { rel, .. } => !context.root.join(rel).is_dir(),
                         Source::Inline { .. } => true,
+                        Source::Archive { .. } => false,
                     };
-                if sources.len() > 1 && !trailing_slash && !lower_is_dir(builder, state, &dest) {
+                if sources.len() > 1 && !trailing_slash && !dest_exists_as_dir {
                     return Err(at(format!(
                         "with several sources, the destination {dest_word:?} must end with /"
                     )));
@@ -119,8 +156,8 @@ pub(crate) fn plan(
                 (sources, None, single, digest)
             }
         };
-    let dest_is_dir = trailing_slash || !single_file || lower_is_dir(builder, state, &dest);
-    let owner = chown_of(builder, state, inst, &expand, &at)?;
+    let dest_is_dir = trailing_slash || !single_file || dest_exists_as_dir;
+    let owner = chown_of(&view, inst, &expand, &at)?;
     let chmod = chmod_of(inst, &at)?;
     Ok(CopyPlan {
         sources,
@@ -131,6 +168,8 @@ pub(crate) fn plan(
         chmod,
         sources_digest: format!("{content_digest}:{owner:?}:{chmod:?}"),
         context_root: context.root.clone(),
+        context: context.has_ignore_rules().then(|| context.clone()),
+        filter_context: context.has_ignore_rules(),
     })
 }
 
@@ -174,25 +213,46 @@ fn context_sources(
                 inst.line
             )));
         }
-        for rel in context.resolve_source(&word)? {
-            if inst.name == "add" && is_archive(&context.root.join(&rel)) {
-                return Err(BuildError::Unsupported(format!(
-                    "ADD auto-extraction of archive {rel} (line {})",
-                    inst.line
-                )));
-            }
+        for named in context.resolve_source(&word)? {
+            let rel = follow_context_link(context, &named)?;
+            let name = Path::new(&named)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            inline_digest.push_str(&format!("{named}\0{rel}\0"));
             context_paths.push(rel.clone());
-            sources.push(Source::Context(rel));
+            if inst.name == "add" && crate::archive::is_tar_archive(&context.root.join(&rel)) {
+                sources.push(Source::Archive { rel });
+            } else {
+                sources.push(Source::Context { rel, name });
+            }
         }
     }
     let digest = context.digest_sources(&context_paths)?;
     Ok((sources, format!("{digest}:{inline_digest}")))
 }
 
+/// A source that is a symlink: the path it leads to inside the context.
+fn follow_context_link(context: &Context, rel: &str) -> Result<String, BuildError> {
+    let path = context.root.join(rel);
+    let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(rel.to_string());
+    }
+    let target = cairn_sandbox::fscopy::resolve_all_in_root(&context.root, rel)
+        .map_err(BuildError::io(&path))?;
+    let target_rel = crate::context::rel_of(&context.root, &target);
+    if std::fs::symlink_metadata(&target).is_err() || !context.includes(&target_rel) {
+        return Err(BuildError::input(format!(
+            "COPY source {rel:?} is a symlink to {target_rel:?}, which is not in the build context"
+        )));
+    }
+    Ok(target_rel)
+}
+
 /// `--chown`, resolved in the image's passwd and group files.
 fn chown_of(
-    builder: &Builder,
-    state: &StageState,
+    view: &LayerView,
     inst: &Instruction,
     expand: &dyn Fn(&str) -> Result<String, BuildError>,
     at: &dyn Fn(String) -> BuildError,
@@ -201,8 +261,8 @@ fn chown_of(
         return Ok(None);
     };
     let spec = expand(spec)?;
-    let passwd = read_from_layers(builder, state, "etc/passwd");
-    let group = read_from_layers(builder, state, "etc/group");
+    let passwd = view.read_to_string("etc/passwd");
+    let group = view.read_to_string("etc/group");
     let user = cairn_sandbox::users::resolve_user(&spec, &passwd, &group)
         .map_err(|e| at(format!("--chown={spec}: {e}")))?;
     Ok(Some((user.uid, user.gid)))
@@ -223,50 +283,6 @@ fn chmod_of(
         .ok_or_else(|| at(format!("--chmod={m}: expected an octal mode")))
 }
 
-fn is_archive(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 262];
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let n = f.read(&mut head).unwrap_or(0);
-    let head = &head[..n];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || head.starts_with(b"BZh")
-        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z'])
-        || (n >= 262 && &head[257..262] == b"ustar")
-}
-
-/// The topmost layer's entry at `rel`, ignoring whiteout devices.
-fn lower_meta(builder: &Builder, state: &StageState, rel: &str) -> Option<std::fs::Metadata> {
-    use std::os::unix::fs::FileTypeExt;
-    for layer in state.layers.iter().rev() {
-        let path = builder.store.layer_dir(&layer.diff_id).join(rel);
-        if let Ok(m) = std::fs::symlink_metadata(&path) {
-            if m.file_type().is_char_device() && m.rdev() == 0 {
-                return None; // whited out
-            }
-            return Some(m);
-        }
-    }
-    None
-}
-
-fn lower_is_dir(builder: &Builder, state: &StageState, rel: &str) -> bool {
-    rel.is_empty() || lower_meta(builder, state, rel).is_some_and(|m| m.is_dir())
-}
-
-fn read_from_layers(builder: &Builder, state: &StageState, rel: &str) -> String {
-    for layer in state.layers.iter().rev() {
-        if let Ok(text) = std::fs::read_to_string(builder.store.layer_dir(&layer.diff_id).join(rel))
-        {
-            return text;
-        }
-    }
-    String::new()
-}
-
 impl Builder<'_> {
     /// Run one COPY/ADD (or reuse its cached layer). Says whether it ran or came from the cache.
     pub(crate) fn copy_step(
@@ -282,37 +298,54 @@ impl Builder<'_> {
             self.reuse_layer(state, layer, &created_by, created);
             return Ok(StepOutcome::Cached);
         }
-        let owner = match plan.owner {
-            None => None,
-            Some((uid, gid)) => match (self.mapping.host_uid(uid), self.mapping.host_gid(gid)) {
-                (Some(u), Some(g)) => Some((u, g)),
-                _ => {
-                    return Err(BuildError::input(format!(
+        if let Some((uid, gid)) = plan.owner {
+            if self.mapping.host_uid(uid).is_none() || self.mapping.host_gid(gid).is_none() {
+                return Err(BuildError::input(format!(
                     "--chown={uid}:{gid}: outside this user's ID mapping (add a subordinate range)"
-                )))
-                }
-            },
-        };
-        // Context copies run in the caller, which cannot chown to subordinate
-        // IDs; `--from` copies run in a user-namespace task, which can.
-        let rootless = !nix::unistd::geteuid().is_root();
-        if plan.from.is_none() && rootless && owner.is_some() && plan.owner != Some((0, 0)) {
-            return Err(BuildError::Unsupported(format!(
-                "COPY --chown to another user when rootless (line {})",
-                inst.line
-            )));
+                )));
+            }
         }
         self.ensure_extracted(state)?;
         let dir = self.scratch_dir("copy")?;
-        let upper = dir.join("upper");
-        let result = match &plan.from {
-            None => write_copy(self, state, &plan, owner, &upper),
-            Some(from) => self.copy_from(state, &plan, from, &dir),
-        }
-        .and_then(|()| self.commit_upper(req, &upper));
+        let result = self
+            .write_copy_step(state, &plan, &dir)
+            .and_then(|()| self.commit_upper(req, &dir.join("upper")));
         let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
         self.add_layer(state, result?, &created_by, key, req.timestamp)?;
         Ok(StepOutcome::Ran)
+    }
+
+    fn write_copy_step(
+        &self,
+        state: &StageState,
+        plan: &CopyPlan,
+        dir: &Path,
+    ) -> Result<(), BuildError> {
+        let view = LayerView::new(self, state);
+        let upper = dir.join("upper");
+        let target_dir = if plan.dest_is_dir {
+            plan.dest.clone()
+        } else {
+            parent(&plan.dest)
+        };
+        let mut writer = TreeWriter::new(self, dir, plan.owner.unwrap_or((0, 0)))?;
+        make_parents(self, &view, &mut writer, &target_dir, plan.owner)?;
+        if plan.from.is_none() {
+            write_copy(&plan.sources, plan, &mut writer)?;
+        }
+        writer.finish(self, dir)?;
+        if let Some(from) = &plan.from {
+            self.copy_from(plan, from, dir)?;
+        }
+        for source in &plan.sources {
+            if let Source::Archive { rel } = source {
+                let archive = plan.context_root.join(rel);
+                let dest = upper.join(&plan.dest);
+                std::fs::create_dir_all(&dest).map_err(BuildError::io(&dest))?;
+                crate::archive::extract(self, &archive, &dest, plan.owner, dir)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -333,27 +366,9 @@ impl Builder<'_> {
 
     /// `COPY --from`: a task reads the source stage's layers as one tree
     /// (read-only overlay) and copies into the upper dir, keeping owners.
-    fn copy_from(
-        &self,
-        state: &StageState,
-        plan: &CopyPlan,
-        from: &FromSource,
-        dir: &Path,
-    ) -> Result<(), BuildError> {
+    fn copy_from(&self, plan: &CopyPlan, from: &FromSource, dir: &Path) -> Result<(), BuildError> {
         self.ensure_extracted(&from.state)?;
         let upper = dir.join("upper");
-        let target_dir = if plan.dest_is_dir {
-            plan.dest.clone()
-        } else {
-            parent(&plan.dest)
-        };
-        // New parent dirs are made by the caller: rootless it cannot give them
-        // to another owner, so they stay root's (a known gap, see docs/build.md).
-        let host_owner = plan
-            .owner
-            .and_then(|(u, g)| Some((self.mapping.host_uid(u)?, self.mapping.host_gid(g)?)))
-            .filter(|_| nix::unistd::geteuid().is_root());
-        make_parents(self, state, &upper, &target_dir, host_owner)?;
         let task = Task::CopyFromLayers {
             layers: from
                 .state
@@ -374,59 +389,179 @@ impl Builder<'_> {
     }
 }
 
-/// Do the copy into `upper`.
-fn write_copy(
-    builder: &Builder,
-    state: &StageState,
-    plan: &CopyPlan,
-    owner: Option<(u32, u32)>,
-    upper: &Path,
+/// Where a step writes new entries and how they get their owners. As root,
+/// straight into the upper dir with `lchown`. Rootless, the caller cannot
+/// give files to subordinate IDs: entries go to a staging tree, owned by the
+/// caller, and [`TreeWriter::finish`] writes that tree as a tar with the
+/// owners it should have and extracts it into the upper dir in a task (in the
+/// user namespace, where those IDs are its own).
+pub(crate) struct TreeWriter {
+    /// The tree entries are written to (the upper dir, or the staging dir).
+    pub root: PathBuf,
+    direct: bool,
+    /// Staged: owners (container IDs) of particular entries.
+    owners: HashMap<String, (u32, u32)>,
+    /// Staged: the owner of every other entry.
+    default_owner: (u32, u32),
+}
+
+impl TreeWriter {
+    pub fn new(
+        builder: &Builder,
+        dir: &Path,
+        default_owner: (u32, u32),
+    ) -> Result<Self, BuildError> {
+        let direct = builder.mapping.is_identity() && nix::unistd::geteuid().is_root();
+        let root = if direct {
+            dir.join("upper")
+        } else {
+            dir.join("stage")
+        };
+        std::fs::create_dir_all(&root).map_err(BuildError::io(&root))?;
+        Ok(TreeWriter {
+            root,
+            direct,
+            owners: HashMap::new(),
+            default_owner,
+        })
+    }
+
+    /// Give the entry at `rel` (relative to the root) the container owner `owner`.
+    pub fn set_owner(&mut self, rel: &str, owner: (u32, u32)) -> Result<(), BuildError> {
+        if self.direct {
+            lchown(&self.root.join(rel), Some(owner))
+        } else {
+            self.owners.insert(rel.to_string(), owner);
+            Ok(())
+        }
+    }
+
+    /// How a copier gives owners to what it writes: `owner` now (as root),
+    /// or later through `default_owner` (staged).
+    fn copier_owners(&self, owner: Option<(u32, u32)>) -> Owners {
+        match owner {
+            Some((u, g)) if self.direct => Owners::Set(u, g),
+            _ => Owners::Creator,
+        }
+    }
+
+    fn rel_of(&self, path: &Path) -> String {
+        crate::context::rel_of(&self.root, path)
+    }
+
+    /// Staged: write the staging tree into `dir/upper` with its owners.
+    pub fn finish(self, builder: &Builder, dir: &Path) -> Result<(), BuildError> {
+        if self.direct {
+            return Ok(());
+        }
+        let tar_path = dir.join("stage.tar");
+        write_tree_tar(&self.root, &self.owners, self.default_owner, &tar_path)?;
+        builder.launcher.run_task(
+            &builder.mapping,
+            Task::ExtractLayer {
+                blob: tar_path,
+                dest: dir.join("upper"),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// A tar of `root`'s contents: modes and times as they are, owners from
+/// `owners` or `default_owner`, hard links as links.
+fn write_tree_tar(
+    root: &Path,
+    owners: &HashMap<String, (u32, u32)>,
+    default_owner: (u32, u32),
+    out: &Path,
 ) -> Result<(), BuildError> {
-    let target_dir = if plan.dest_is_dir {
-        plan.dest.clone()
-    } else {
-        parent(&plan.dest)
-    };
-    make_parents(builder, state, upper, &target_dir, owner)?;
-    let owners = match owner {
-        Some((u, g)) => Owners::Set(u, g),
-        None => Owners::Creator,
-    };
-    let mut copier = Copier::new(CopyOptions {
-        owners,
-        chmod: plan.chmod,
-        skip_whiteouts: false,
-    });
-    for source in &plan.sources {
+    let file = std::fs::File::create(out).map_err(BuildError::io(out))?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(|e| BuildError::input(format!("staging tree: {e}")))?;
+        let path = entry.path();
+        let rel = crate::context::rel_of(root, path);
+        let meta = path.symlink_metadata().map_err(BuildError::io(path))?;
+        let (uid, gid) = owners.get(&rel).copied().unwrap_or(default_owner);
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(meta.mode() & 0o7777);
+        header.set_uid(uid.into());
+        header.set_gid(gid.into());
+        header.set_mtime(meta.mtime().max(0) as u64);
+        header.set_size(0);
+        let io = BuildError::io(path);
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            tar.append_data(&mut header, &rel, std::io::empty())
+                .map_err(io)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(path).map_err(BuildError::io(path))?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            tar.append_link(&mut header, &rel, &target).map_err(io)?;
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+                    header.set_entry_type(tar::EntryType::Link);
+                    tar.append_link(&mut header, &rel, first).map_err(io)?;
+                    continue;
+                }
+                links.insert((meta.dev(), meta.ino()), rel.clone());
+            }
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(meta.len());
+            let f = std::fs::File::open(path).map_err(BuildError::io(path))?;
+            tar.append_data(&mut header, &rel, f).map_err(io)?;
+        }
+    }
+    tar.into_inner()
+        .and_then(|mut w| std::io::Write::flush(&mut w))
+        .map_err(BuildError::io(out))
+}
+
+/// Do a context COPY into the writer's tree.
+fn write_copy(
+    sources: &[Source],
+    plan: &CopyPlan,
+    writer: &mut TreeWriter,
+) -> Result<(), BuildError> {
+    let root = writer.root.clone();
+    for source in sources {
+        // One copier per source: hard links are kept within a source, as
+        // BuildKit copies each source on its own.
+        let mut copier = Copier::new(CopyOptions {
+            owners: writer.copier_owners(plan.owner),
+            chmod: plan.chmod,
+            skip_whiteouts: false,
+        });
         match source {
+            Source::Archive { .. } => {} // extracted afterwards
             Source::Inline { name, body } => {
                 let to = if plan.dest_is_dir {
                     join(&plan.dest, name)
                 } else {
                     plan.dest.clone()
                 };
-                let path = upper.join(&to);
+                let path = root.join(&to);
                 std::fs::write(&path, body).map_err(BuildError::io(&path))?;
-                finish_entry(&path, owner, plan.chmod.or(Some(0o644)))?;
+                set_perm(&path, plan.chmod.unwrap_or(0o644))?;
+                if let Some(owner) = plan.owner {
+                    writer.set_owner(&to, owner)?;
+                }
             }
-            Source::Context(rel) => {
+            Source::Context { rel, name } => {
                 let from = plan.context_root.join(rel);
                 if from.is_dir() {
-                    let to = upper.join(&plan.dest);
-                    copier
-                        .copy_contents(&from, &to)
-                        .map_err(BuildError::io(&to))?;
+                    let to = root.join(&plan.dest);
+                    copy_dir_filtered(&mut copier, plan, writer, rel, &from, &to)?;
                 } else {
-                    let name = Path::new(rel)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
                     let to = if plan.dest_is_dir {
-                        join(&plan.dest, &name)
+                        join(&plan.dest, name)
                     } else {
                         plan.dest.clone()
                     };
-                    let to = upper.join(to);
+                    let to = root.join(to);
                     copier.copy(&from, &to).map_err(BuildError::io(&to))?;
                 }
             }
@@ -435,46 +570,92 @@ fn write_copy(
     Ok(())
 }
 
-/// Create `dir` and its parents in `upper`: dirs the image has keep its
-/// metadata; new ones are 0755, owned by the --chown user (as buildah does).
-fn make_parents(
+/// Copy the contents of context dir `from` (`rel` in the context) into `to`,
+/// leaving out what .dockerignore excludes. An excluded dir that holds a
+/// re-included file is made to hold it (as BuildKit does).
+fn copy_dir_filtered(
+    copier: &mut Copier,
+    plan: &CopyPlan,
+    writer: &mut TreeWriter,
+    rel: &str,
+    from: &Path,
+    to: &Path,
+) -> Result<(), BuildError> {
+    if !plan.filter_context {
+        return copier.copy_contents(from, to).map_err(BuildError::io(to));
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(from)
+        .map_err(BuildError::io(from))?
+        .collect::<Result<_, _>>()
+        .map_err(BuildError::io(from))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child_rel = join(rel, &name);
+        let src = entry.path();
+        let dst = to.join(&name);
+        let meta = src.symlink_metadata().map_err(BuildError::io(&src))?;
+        if meta.is_dir() {
+            if plan.ignore_skips(&child_rel) {
+                continue;
+            }
+            let existed = dst.is_dir();
+            if !existed {
+                std::fs::create_dir(&dst).map_err(BuildError::io(&dst))?;
+            }
+            copy_dir_filtered(copier, plan, writer, &child_rel, &src, &dst)?;
+            let keep = existed
+                || plan.ignore_includes(&child_rel)
+                || std::fs::read_dir(&dst).is_ok_and(|mut d| d.next().is_some());
+            if !keep {
+                std::fs::remove_dir(&dst).map_err(BuildError::io(&dst))?;
+                continue;
+            }
+            if let Some(owner) = plan.owner {
+                let dst_rel = writer.rel_of(&dst);
+                writer.set_owner(&dst_rel, owner)?;
+            }
+            set_perm(&dst, plan.chmod.unwrap_or(meta.mode() & 0o7777))?;
+            set_times(&dst, meta.mtime(), meta.mtime_nsec())?;
+        } else if plan.ignore_includes(&child_rel) {
+            copier.copy(&src, &dst).map_err(BuildError::io(&dst))?;
+        }
+    }
+    Ok(())
+}
+
+/// Create `dir` and its parents in the writer's tree: dirs the image has
+/// keep its mode, owner and time; new ones are 0755, owned by the --chown
+/// user (as buildah does) or root.
+pub(crate) fn make_parents(
     builder: &Builder,
-    state: &StageState,
-    upper: &Path,
+    view: &LayerView,
+    writer: &mut TreeWriter,
     dir: &str,
     owner: Option<(u32, u32)>,
 ) -> Result<(), BuildError> {
     let mut rel = String::new();
     for part in dir.split('/').filter(|p| !p.is_empty()) {
         rel = join(&rel, part);
-        let path = upper.join(&rel);
+        let path = writer.root.join(&rel);
         if path.is_dir() {
             continue;
         }
         std::fs::create_dir(&path).map_err(BuildError::io(&path))?;
-        match lower_meta(builder, state, &rel) {
-            Some(m) if m.is_dir() => {
+        match view.lookup(&rel) {
+            Some(f) if f.meta.is_dir() => {
+                let m = f.meta;
                 set_perm(&path, m.mode() & 0o7777)?;
-                lchown(&path, Some((m.uid(), m.gid())))?;
+                let uid = builder.mapping.container_uid(m.uid()).unwrap_or(0);
+                let gid = builder.mapping.container_gid(m.gid()).unwrap_or(0);
+                writer.set_owner(&rel, (uid, gid))?;
                 set_times(&path, m.mtime(), m.mtime_nsec())?;
             }
             _ => {
                 set_perm(&path, 0o755)?;
-                lchown(&path, owner)?;
+                writer.set_owner(&rel, owner.unwrap_or((0, 0)))?;
             }
         }
-    }
-    Ok(())
-}
-
-fn finish_entry(
-    path: &Path,
-    owner: Option<(u32, u32)>,
-    mode: Option<u32>,
-) -> Result<(), BuildError> {
-    lchown(path, owner)?;
-    if let Some(mode) = mode {
-        set_perm(path, mode)?;
     }
     Ok(())
 }

@@ -8,13 +8,20 @@
 //! step has a cache key (see `keys.rs`); a step whose key is in the store's
 //! build cache reuses the layer without running anything.
 
+mod archive;
 pub mod config;
 pub mod context;
 mod copy;
+pub mod events;
 pub mod keys;
+mod memo;
 mod run;
 mod stage;
+mod view;
+mod workdir;
 
+pub use cairn_sandbox::CancelToken;
+pub use events::{BuildEvent, OutputStream};
 pub use stage::{BuildRequest, BuildResult, Builder, StepOutcome, StepReport};
 
 use std::path::{Path, PathBuf};
@@ -33,6 +40,13 @@ pub enum BuildError {
         command: String,
         code: i32,
     },
+    /// The build was cancelled (its [`CancelToken`] fired): the running
+    /// RUN was killed, its scratch dirs removed, nothing tagged.
+    #[error("build cancelled")]
+    Cancelled,
+    /// A bug in Cairn (a stage thread panicked); the message says where.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Something not built yet; the message says what.
     #[error("not supported yet: {0}")]
     Unsupported(String),

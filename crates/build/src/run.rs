@@ -1,16 +1,21 @@
 //! RUN: a sandbox over the stage's layers; its upper dir becomes the layer.
 
+use crate::events::{OutputStream, StepCtx};
 use crate::stage::{history_text, BuildRequest, Builder, LayerRef, StageState, StepOutcome};
 use crate::BuildError;
 use cairn_dockerfile::{Dockerfile, Form, Instruction};
 use cairn_sandbox::manager::{remove_mount_stubs, SandboxManager};
-use cairn_sandbox::{Network, ProcessSpec, RootfsSpec, RunSpec, RunStdio, Task};
+use cairn_sandbox::{
+    Network, ProcessSpec, RootfsSpec, RunControl, RunOutcome, RunSpec, RunStdio, Task,
+};
 use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 impl Builder<'_> {
     /// Run one RUN instruction (or reuse its cached layer). Says whether it ran or came from the cache.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_step(
         &self,
         req: &BuildRequest,
@@ -19,6 +24,7 @@ impl Builder<'_> {
         run_args: &BTreeMap<String, String>,
         state: &mut StageState,
         key: &str,
+        step: &StepCtx,
     ) -> Result<StepOutcome, BuildError> {
         let created_by = run_history(inst, state);
         if let Some((layer, created)) = self.cached_layer(req, key)? {
@@ -27,7 +33,7 @@ impl Builder<'_> {
         }
         self.ensure_extracted(state)?;
         let dir = self.scratch_dir("run")?;
-        let result = self.run_in(req, doc, inst, run_args, state, &dir);
+        let result = self.run_in(req, doc, inst, run_args, state, &dir, step);
         let layer = match result {
             Ok(layer) => layer,
             Err(e) => {
@@ -67,6 +73,7 @@ impl Builder<'_> {
         Ok(dir)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_in(
         &self,
         req: &BuildRequest,
@@ -75,6 +82,7 @@ impl Builder<'_> {
         run_args: &BTreeMap<String, String>,
         state: &StageState,
         dir: &Path,
+        step: &StepCtx,
     ) -> Result<LayerRef, BuildError> {
         let cfg = &state.config;
         let mut env = cfg.strings("Env");
@@ -85,6 +93,18 @@ impl Builder<'_> {
         }
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            // runc (under BuildKit) sets HOME from the user's passwd entry, "/" without one.
+            let view = crate::view::LayerView::new(self, state);
+            let home = cairn_sandbox::users::resolve_user(
+                &cfg.string("User").unwrap_or_default(),
+                &view.read_to_string("etc/passwd"),
+                &view.read_to_string("etc/group"),
+            )
+            .map(|u| u.home)
+            .unwrap_or_else(|_| "/".into());
+            env.push(format!("HOME={home}"));
         }
         let network = match inst
             .flags
@@ -133,15 +153,13 @@ impl Builder<'_> {
             id_mapping: self.mapping.clone(),
             pids_limit: None,
         };
-        let stdio = RunStdio {
-            stdin: Some(Stdio::null()),
-            stdout: Some(Stdio::inherit()),
-            stderr: Some(Stdio::inherit()),
-        };
-        let outcome = self.launcher.run(&spec, stdio, None)?;
+        let outcome = self.run_captured(&spec, step)?;
+        if outcome.cancelled {
+            return Err(BuildError::Cancelled);
+        }
         if outcome.exit_code != 0 {
             if let Some(f) = &outcome.failure {
-                eprintln!("{}", f.message());
+                step.output(OutputStream::Stderr, f.message().to_string());
             }
             return Err(BuildError::RunFailed {
                 file: req.dockerfile_path.display().to_string(),
@@ -153,6 +171,37 @@ impl Builder<'_> {
         let _ = doc;
         remove_mount_stubs(&dir.join("upper"), &layer_dirs);
         self.commit_upper(req, &dir.join("upper"))
+    }
+
+    /// Run `spec` with its stdout and stderr through pipes, each line sent
+    /// as an output event; killed when the step's token is cancelled.
+    fn run_captured(&self, spec: &RunSpec, step: &StepCtx) -> Result<RunOutcome, BuildError> {
+        // Close-on-exec: helpers of other stages, spawned meanwhile, must
+        // not hold these pipes open.
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| BuildError::Io {
+                path: PathBuf::from("(a pipe for RUN output)"),
+                source: e.into(),
+            })
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let stdio = RunStdio {
+            stdin: Some(Stdio::null()),
+            stdout: Some(Stdio::from(out_w)),
+            stderr: Some(Stdio::from(err_w)),
+        };
+        let control = RunControl {
+            cancel: Some(step.cancel.clone()),
+            ..RunControl::default()
+        };
+        std::thread::scope(|scope| {
+            // The write ends live in the helper's Command, closed once it is
+            // spawned: the readers end when the sandbox's processes are gone.
+            scope.spawn(|| forward_lines(out_r, OutputStream::Stdout, step));
+            scope.spawn(|| forward_lines(err_r, OutputStream::Stderr, step));
+            Ok(self.launcher.run_with(spec, stdio, &control)?)
+        })
     }
 
     /// Write an upper dir as a layer blob, then adopt the dir as that layer's
@@ -190,6 +239,24 @@ impl Builder<'_> {
             media_type: req.compression.media_type().to_string(),
             diff_id,
         })
+    }
+}
+
+/// Send each line read from `pipe` as an output event.
+fn forward_lines(pipe: std::os::fd::OwnedFd, stream: OutputStream, step: &StepCtx) {
+    let mut reader = std::io::BufReader::new(std::fs::File::from(pipe));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                step.output(stream, String::from_utf8_lossy(&line).into_owned());
+            }
+        }
     }
 }
 

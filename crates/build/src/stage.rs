@@ -3,7 +3,9 @@
 
 use crate::config::ImageConfig;
 use crate::context::Context;
+use crate::events::{BuildEvent, Msg, StepCtx};
 use crate::keys::KeyBuilder;
+use crate::memo::HashMemo;
 use crate::BuildError;
 use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::scope::{global_scope, scope_at, ScopeInput};
@@ -12,6 +14,7 @@ use cairn_layer::{Compression, Digest};
 use cairn_registry::Registry;
 use cairn_sandbox::idmap::IdMapping;
 use cairn_sandbox::manager::SandboxManager;
+use cairn_sandbox::CancelToken;
 use cairn_sandbox::{Launcher, Network};
 use cairn_store::image::{BlobRef, ManifestKind};
 use cairn_store::reference::ImageRef;
@@ -20,6 +23,8 @@ use cairn_store::Store;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 const EPOCH: &str = "1970-01-01T00:00:00Z";
 
@@ -42,7 +47,8 @@ pub struct BuildRequest {
 }
 
 /// How a step was done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StepOutcome {
     /// It ran (RUN executed, COPY copied) and made a new layer.
     Ran,
@@ -66,6 +72,9 @@ pub struct StepReport {
 pub struct BuildResult {
     pub manifest: Digest,
     pub steps: Vec<StepReport>,
+    /// Context files whose content was read to digest COPY/ADD sources
+    /// (the others were served by the memoised hashes).
+    pub context_files_read: u64,
 }
 
 /// A layer of the image being built.
@@ -96,6 +105,10 @@ pub struct Builder<'s> {
     pub(crate) mapping: IdMapping,
     /// Where `FROM` images missing from the store are pulled from.
     pub(crate) registry: Option<&'s Registry>,
+    /// The caller's way to stop a build from another thread.
+    cancel: Option<CancelToken>,
+    /// How many stages may build at once.
+    parallelism: usize,
 }
 
 impl<'s> Builder<'s> {
@@ -105,7 +118,25 @@ impl<'s> Builder<'s> {
             launcher,
             mapping: IdMapping::for_current_user(),
             registry: None,
+            cancel: None,
+            parallelism: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
+    }
+
+    /// Stop builds when `token` is cancelled: the running RUN's processes
+    /// are killed, scratch dirs removed, nothing is tagged, and `build`
+    /// returns [`BuildError::Cancelled`].
+    pub fn with_cancel(mut self, token: CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Build at most `n` independent stages at once (default: the cores).
+    pub fn with_parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n.max(1);
+        self
     }
 
     /// Pull `FROM` images that are not in the store through `registry`
@@ -115,16 +146,70 @@ impl<'s> Builder<'s> {
         self
     }
 
-    /// Build `req`; `progress` hears of every step as it starts.
+    /// Build `req`; `progress` hears of every step once it is done.
     pub fn build(
         &self,
         req: &BuildRequest,
         progress: &mut dyn FnMut(&StepReport),
     ) -> Result<BuildResult, BuildError> {
+        self.build_with_events(req, &mut |event| {
+            if let BuildEvent::StepDone {
+                stage,
+                line,
+                text,
+                outcome,
+                ..
+            } = event
+            {
+                progress(&StepReport {
+                    stage: *stage,
+                    line: *line,
+                    text: text.clone(),
+                    outcome: *outcome,
+                });
+            }
+        })
+    }
+
+    /// Build `req`, telling `events` everything that happens (on this
+    /// thread, in order; stages built at once interleave), ending with
+    /// [`BuildEvent::Finished`] or [`BuildEvent::Failed`].
+    pub fn build_with_events(
+        &self,
+        req: &BuildRequest,
+        events: &mut dyn FnMut(&BuildEvent),
+    ) -> Result<BuildResult, BuildError> {
+        let started = Instant::now();
+        let memo = Arc::new(HashMemo::load(
+            self.store.layout().root().join("context-hashes.json"),
+            self.store.layout().tmp(),
+        ));
+        let result = self.build_inner(req, &memo, events);
+        memo.save();
+        match &result {
+            Ok(r) => events(&BuildEvent::Finished {
+                manifest: r.manifest,
+                duration: started.elapsed(),
+            }),
+            Err(e) => events(&BuildEvent::Failed {
+                error: e.to_string(),
+                cancelled: matches!(e, BuildError::Cancelled),
+            }),
+        }
+        result
+    }
+
+    fn build_inner(
+        &self,
+        req: &BuildRequest,
+        memo: &Arc<HashMemo>,
+        events: &mut dyn FnMut(&BuildEvent),
+    ) -> Result<BuildResult, BuildError> {
         let file = req.dockerfile_path.display().to_string();
         let doc = cairn_dockerfile::parse(&req.dockerfile)
             .map_err(|e| BuildError::input(format!("{file}:{e}")))?;
-        let context = Context::open(&req.context, Some(&req.dockerfile_path))?;
+        let context =
+            Context::open(&req.context, Some(&req.dockerfile_path))?.with_memo(memo.clone());
         let target = match &req.target {
             Some(t) => stage_index(&doc, t)
                 .ok_or_else(|| BuildError::input(format!("target stage {t:?} not found")))?,
@@ -137,13 +222,99 @@ impl<'s> Builder<'s> {
         let globals = global_scope(&doc, &scope_input)
             .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
 
+        let (order, deps) = needed_stages(&doc, target, &globals)?;
         let mut done: Vec<Option<StageState>> = vec![None; doc.stages.len()];
         let mut steps = Vec::new();
-        for index in needed_stages(&doc, target, &globals)? {
-            let state = self.build_stage(
-                req, &doc, &context, index, &done, &globals, &mut steps, progress,
-            )?;
-            done[index] = Some(state);
+        // The build's own token: the caller's token or a failing stage
+        // cancels it, and it stops every stage still running.
+        let cancel = CancelToken::new();
+        let user_cancel = self.cancel.clone().unwrap_or_default();
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let mut failure: Option<BuildError> = None;
+        std::thread::scope(|scope| {
+            let mut pending = order.clone();
+            let mut running = 0usize;
+            loop {
+                if user_cancel.is_cancelled() {
+                    cancel.cancel();
+                    failure.get_or_insert(BuildError::Cancelled);
+                }
+                while failure.is_none() && running < self.parallelism {
+                    let Some(pos) = pending
+                        .iter()
+                        .position(|i| deps[*i].iter().all(|d| done[*d].is_some()))
+                    else {
+                        break;
+                    };
+                    let index = pending.remove(pos);
+                    let before = done.clone();
+                    let (tx, cancel) = (tx.clone(), cancel.clone());
+                    let (doc, context, globals) = (&doc, &context, &globals);
+                    scope.spawn(move || {
+                        // A panic must still say the stage is over, or the
+                        // loop below would wait for it forever.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.build_stage(
+                                req, doc, context, index, &before, globals, &tx, &cancel,
+                            )
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(BuildError::Internal(format!("stage {index} panicked")))
+                        });
+                        let _ = tx.send(Msg::StageDone(index, Box::new(result)));
+                    });
+                    running += 1;
+                }
+                if running == 0 {
+                    break;
+                }
+                match rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok(Msg::Event(event)) => {
+                        if let BuildEvent::StepDone {
+                            stage,
+                            line,
+                            text,
+                            outcome,
+                            ..
+                        } = &event
+                        {
+                            steps.push(StepReport {
+                                stage: *stage,
+                                line: *line,
+                                text: text.clone(),
+                                outcome: *outcome,
+                            });
+                        }
+                        events(&event);
+                    }
+                    Ok(Msg::StageDone(index, result)) => {
+                        running -= 1;
+                        match *result {
+                            Ok(state) => done[index] = Some(state),
+                            Err(e) => {
+                                cancel.cancel();
+                                // The first failure is the one to report; a
+                                // sibling's "cancelled" is its consequence.
+                                if failure.is_none()
+                                    || matches!(failure, Some(BuildError::Cancelled))
+                                        && !user_cancel.is_cancelled()
+                                {
+                                    failure = Some(e);
+                                }
+                            }
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        // Cancelled by the caller: whatever a killed step said (a RUN may
+        // die of the same Ctrl-C before the token is seen), that is why.
+        if user_cancel.is_cancelled() {
+            return Err(BuildError::Cancelled);
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         let final_state = done[target]
             .take()
@@ -152,7 +323,58 @@ impl<'s> Builder<'s> {
         for tag in &req.tags {
             self.store.tag(&ImageRef::parse(tag)?, &manifest)?;
         }
-        Ok(BuildResult { manifest, steps })
+        Ok(BuildResult {
+            manifest,
+            steps,
+            context_files_read: memo.reads.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
+    /// One step with its events: started, cached, layer committed, done.
+    fn step(
+        &self,
+        ctx: &StepCtx,
+        text: &str,
+        state: &mut StageState,
+        work: impl FnOnce(&mut StageState) -> Result<StepOutcome, BuildError>,
+    ) -> Result<StepOutcome, BuildError> {
+        ctx.check_cancelled()?;
+        let started = Instant::now();
+        let (stage, line, text) = (ctx.stage, ctx.line, text.to_string());
+        ctx.emit(BuildEvent::StepStarted {
+            stage,
+            line,
+            text: text.clone(),
+        });
+        let layers_before = state.layers.len();
+        let outcome = work(state)?;
+        match outcome {
+            StepOutcome::Cached => ctx.emit(BuildEvent::StepCached {
+                stage,
+                line,
+                text: text.clone(),
+            }),
+            StepOutcome::Ran => {
+                if let Some(layer) = state.layers.get(layers_before..).and_then(|l| l.last()) {
+                    ctx.emit(BuildEvent::LayerCommitted {
+                        stage,
+                        line,
+                        digest: layer.digest,
+                        diff_id: layer.diff_id,
+                        size: layer.size,
+                    });
+                }
+            }
+            StepOutcome::Config => {}
+        }
+        ctx.emit(BuildEvent::StepDone {
+            stage,
+            line,
+            text,
+            outcome,
+            duration: started.elapsed(),
+        });
+        Ok(outcome)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -164,29 +386,71 @@ impl<'s> Builder<'s> {
         index: usize,
         done: &[Option<StageState>],
         globals: &BTreeMap<String, String>,
-        steps: &mut Vec<StepReport>,
-        progress: &mut dyn FnMut(&StepReport),
+        tx: &mpsc::Sender<Msg>,
+        cancel: &CancelToken,
     ) -> Result<StageState, BuildError> {
         let file = req.dockerfile_path.display().to_string();
         let stage = &doc.stages[index];
+        let ctx = |line: usize| StepCtx {
+            tx: tx.clone(),
+            stage: index,
+            line,
+            cancel: cancel.clone(),
+        };
         let base = expand_word(&stage.base, globals, doc.escape).map_err(|e| {
             BuildError::input(format!("{file}:{}: FROM {}: {e}", stage.line, stage.base))
         })?;
-        let mut state = self.resolve_base(&base, doc, done)?;
-        if !state.config.strings("OnBuild").is_empty() {
-            return Err(BuildError::Unsupported(format!(
-                "{file}:{}: base image {base} has ONBUILD triggers",
-                stage.line
-            )));
-        }
-        let report = StepReport {
-            stage: index,
-            line: stage.line,
-            text: stage.original.clone(),
-            outcome: StepOutcome::Config,
+        let mut state = StageState {
+            config: ImageConfig::scratch(),
+            layers: vec![],
+            key: String::new(),
+            created: EPOCH.into(),
         };
-        progress(&report);
-        steps.push(report);
+        self.step(&ctx(stage.line), &stage.original, &mut state, |state| {
+            *state = self.resolve_base(&base, doc, done)?;
+            Ok(StepOutcome::Config)
+        })?;
+
+        let mut stage_state = StageProgress::default();
+        // The base's ONBUILD triggers run first, with the base's ENV only
+        // (BuildKit's dispatchOnBuildTriggers); the new image keeps none.
+        let triggers = state.config.strings("OnBuild");
+        if !triggers.is_empty() {
+            state.config.set("OnBuild", Value::Null);
+            let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+            let trigger_doc = cairn_dockerfile::parse(&text).map_err(|e| {
+                BuildError::input(format!(
+                    "{file}:{}: an ONBUILD trigger of {base}: {e}",
+                    stage.line
+                ))
+            })?;
+            let instructions = trigger_doc
+                .stages
+                .first()
+                .map(|s| s.instructions.as_slice())
+                .unwrap_or_default();
+            for trigger in instructions {
+                let vars: BTreeMap<String, String> = state.config.env().into_iter().collect();
+                let mut inst = trigger.clone();
+                inst.line = stage.line;
+                let step = ctx(stage.line);
+                let text = format!("ONBUILD {}", inst.original);
+                self.step(&step, &text, &mut state, |state| {
+                    self.dispatch(
+                        req,
+                        doc,
+                        context,
+                        &inst,
+                        &vars,
+                        &BTreeMap::new(),
+                        state,
+                        done,
+                        &mut stage_state,
+                        &step,
+                    )
+                })?;
+            }
+        }
 
         for (i, inst) in stage.instructions.iter().enumerate() {
             let scope_input = ScopeInput {
@@ -196,49 +460,81 @@ impl<'s> Builder<'s> {
             };
             let scope = scope_at(doc, &scope_input, index, i)
                 .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
-            let at = |m: String| BuildError::input(format!("{file}:{}: {m}", inst.line));
-            let mut key = KeyBuilder::after(&state.key)
-                .field(inst.original.as_bytes())
-                .vars(&scope.vars);
-            for h in &inst.heredocs {
-                key = key.field(h.body.as_bytes());
-            }
-            let mut outcome = StepOutcome::Config;
-            match inst.name.as_str() {
-                "run" => {
-                    let key = key.finish();
-                    outcome = self.run_step(req, doc, inst, &scope.run_args, &mut state, &key)?;
-                    state.key = key;
-                }
-                "copy" | "add" => {
-                    let plan =
-                        crate::copy::plan(self, doc, context, inst, &scope.vars, &state, done)?;
-                    let key_with_sources = key.field(plan.sources_digest.as_bytes()).finish();
-                    outcome = self.copy_step(req, inst, plan, &mut state, &key_with_sources)?;
-                    state.key = key_with_sources;
-                }
-                _ => {
-                    apply_config(inst, doc.escape, &scope.vars, &mut state.config).map_err(at)?;
-                    let created = req
-                        .timestamp
-                        .map(|t| created_time(Some(t)))
-                        .unwrap_or_else(|| state.created.clone());
-                    state
-                        .config
-                        .push_history(&created, &history_text(inst), true);
-                    state.key = key.finish();
-                }
-            }
-            let report = StepReport {
-                stage: index,
-                line: inst.line,
-                text: inst.original.clone(),
-                outcome,
-            };
-            progress(&report);
-            steps.push(report);
+            let step = ctx(inst.line);
+            self.step(&step, &inst.original, &mut state, |state| {
+                self.dispatch(
+                    req,
+                    doc,
+                    context,
+                    inst,
+                    &scope.vars,
+                    &scope.run_args,
+                    state,
+                    done,
+                    &mut stage_state,
+                    &step,
+                )
+            })?;
         }
         Ok(state)
+    }
+
+    /// Run one instruction of a stage (or of its base's ONBUILD triggers).
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        req: &BuildRequest,
+        doc: &Dockerfile,
+        context: &Context,
+        inst: &Instruction,
+        vars: &BTreeMap<String, String>,
+        run_args: &BTreeMap<String, String>,
+        state: &mut StageState,
+        done: &[Option<StageState>],
+        stage_state: &mut StageProgress,
+        step: &StepCtx,
+    ) -> Result<StepOutcome, BuildError> {
+        let file = req.dockerfile_path.display().to_string();
+        let at = |m: String| BuildError::input(format!("{file}:{}: {m}", inst.line));
+        let mut key = KeyBuilder::after(&state.key)
+            .field(inst.original.as_bytes())
+            .vars(vars);
+        for h in &inst.heredocs {
+            key = key.field(h.body.as_bytes());
+        }
+        let mut outcome = StepOutcome::Config;
+        match inst.name.as_str() {
+            "run" => {
+                let key = key.finish();
+                outcome = self.run_step(req, doc, inst, run_args, state, &key, step)?;
+                state.key = key;
+            }
+            "copy" | "add" => {
+                let plan = crate::copy::plan(self, doc, context, inst, vars, state, done)?;
+                let key_with_sources = key.field(plan.sources_digest.as_bytes()).finish();
+                outcome = self.copy_step(req, inst, plan, state, &key_with_sources)?;
+                state.key = key_with_sources;
+            }
+            _ => {
+                apply_config(inst, doc.escape, vars, &mut state.config, stage_state).map_err(at)?;
+                let key = key.finish();
+                if inst.name == "workdir" {
+                    if let Some(made) = self.workdir_step(req, inst, state, &key)? {
+                        state.key = key;
+                        return Ok(made);
+                    }
+                }
+                let created = req
+                    .timestamp
+                    .map(|t| created_time(Some(t)))
+                    .unwrap_or_else(|| state.created.clone());
+                state
+                    .config
+                    .push_history(&created, &history_text(inst), true);
+                state.key = key;
+            }
+        }
+        Ok(outcome)
     }
 
     /// The state a stage starts from.
@@ -466,18 +762,20 @@ pub(crate) fn stage_index(doc: &Dockerfile, name: &str) -> Option<usize> {
         .or_else(|| name.parse::<usize>().ok().filter(|i| *i < doc.stages.len()))
 }
 
-/// The stages `target` needs, in dependency order (FROM and COPY --from edges).
+/// The stages `target` needs, in dependency order (FROM and COPY --from
+/// edges), and the stages each stage depends on.
 fn needed_stages(
     doc: &Dockerfile,
     target: usize,
     globals: &BTreeMap<String, String>,
-) -> Result<Vec<usize>, BuildError> {
+) -> Result<(Vec<usize>, Vec<Vec<usize>>), BuildError> {
     fn visit(
         doc: &Dockerfile,
         i: usize,
         globals: &BTreeMap<String, String>,
         state: &mut [u8],
         order: &mut Vec<usize>,
+        edges: &mut [Vec<usize>],
     ) -> Result<(), BuildError> {
         match state[i] {
             2 => return Ok(()),
@@ -499,7 +797,8 @@ fn needed_stages(
         for dep in deps {
             // Only earlier stages can be named: `FROM x AS x` means the image x.
             if let Some(j) = stage_index(doc, &dep).filter(|j| *j < i) {
-                visit(doc, j, globals, state, order)?;
+                visit(doc, j, globals, state, order, edges)?;
+                edges[i].push(j);
             }
         }
         state[i] = 2;
@@ -508,8 +807,16 @@ fn needed_stages(
     }
     let mut state = vec![0u8; doc.stages.len()];
     let mut order = Vec::new();
-    visit(doc, target, globals, &mut state, &mut order)?;
-    Ok(order)
+    let mut edges = vec![Vec::new(); doc.stages.len()];
+    visit(doc, target, globals, &mut state, &mut order, &mut edges)?;
+    Ok((order, edges))
+}
+
+/// What a stage has done so far that changes later instructions.
+#[derive(Debug, Default)]
+pub(crate) struct StageProgress {
+    /// CMD was set in this stage: a later ENTRYPOINT keeps it.
+    cmd_set: bool,
 }
 
 /// Apply a config-only instruction.
@@ -518,6 +825,7 @@ fn apply_config(
     escape: char,
     vars: &BTreeMap<String, String>,
     cfg: &mut ImageConfig,
+    stage: &mut StageProgress,
 ) -> Result<(), String> {
     let expand = |w: &str| expand_word(w, vars, escape).map_err(|e| e.to_string());
     let exec_or_shell = |cfg: &ImageConfig| -> Value {
@@ -578,12 +886,16 @@ fn apply_config(
         "cmd" => {
             let v = exec_or_shell(cfg);
             cfg.set("Cmd", v);
+            stage.cmd_set = true;
         }
         "entrypoint" => {
             let v = exec_or_shell(cfg);
             cfg.set("Entrypoint", v);
-            // Setting ENTRYPOINT resets a CMD inherited from the base image.
-            cfg.set("Cmd", Value::Null);
+            // ENTRYPOINT resets a CMD inherited from the base (or an earlier
+            // stage), not one set in this stage (BuildKit's d.cmdSet).
+            if !stage.cmd_set {
+                cfg.set("Cmd", Value::Null);
+            }
         }
         "expose" => {
             for p in &inst.args {

@@ -1,7 +1,9 @@
 //! Builds through the library over a real store, as root and again as the
 //! unprivileged test user (harness = false: `main` calls the init hook).
 
-use cairn_build::{BuildRequest, Builder, StepOutcome};
+use cairn_build::{
+    BuildError, BuildEvent, BuildRequest, Builder, CancelToken, OutputStream, StepOutcome,
+};
 use cairn_layer::Compression;
 use cairn_sandbox::{init_hook, Launcher, Network};
 use cairn_store::transport::Transport;
@@ -41,7 +43,43 @@ impl Fixture {
         context: &Path,
         args: &[(&str, &str)],
     ) -> Result<(String, Vec<usize>), cairn_build::BuildError> {
-        let req = BuildRequest {
+        let req = self.request(context, args);
+        let builder = Builder::new(&self.store, Launcher::current_exe().unwrap());
+        let result = builder.build(&req, &mut |_| {})?;
+        let ran = result
+            .steps
+            .iter()
+            .filter(|s| s.outcome == StepOutcome::Ran)
+            .map(|s| s.line)
+            .collect();
+        Ok((result.manifest.to_string(), ran))
+    }
+
+    /// Build with `builder`, collecting every event.
+    fn build_events(
+        &self,
+        builder: Builder,
+        context: &Path,
+        on_event: &mut dyn FnMut(&BuildEvent),
+    ) -> (
+        Result<cairn_build::BuildResult, BuildError>,
+        Vec<BuildEvent>,
+    ) {
+        let req = self.request(context, &[]);
+        let mut events = Vec::new();
+        let result = builder.build_with_events(&req, &mut |e| {
+            on_event(e);
+            events.push(e.clone());
+        });
+        (result, events)
+    }
+
+    fn builder(&self) -> Builder<'_> {
+        Builder::new(&self.store, Launcher::current_exe().unwrap())
+    }
+
+    fn request(&self, context: &Path, args: &[(&str, &str)]) -> BuildRequest {
+        BuildRequest {
             dockerfile: std::fs::read_to_string(context.join("Dockerfile")).unwrap(),
             dockerfile_path: context.join("Dockerfile"),
             context: context.to_path_buf(),
@@ -55,16 +93,7 @@ impl Fixture {
             compression: Compression::Gzip,
             timestamp: None,
             network: Network::Host,
-        };
-        let builder = Builder::new(&self.store, Launcher::current_exe().unwrap());
-        let result = builder.build(&req, &mut |_| {})?;
-        let ran = result
-            .steps
-            .iter()
-            .filter(|s| s.outcome == StepOutcome::Ran)
-            .map(|s| s.line)
-            .collect();
-        Ok((result.manifest.to_string(), ran))
+        }
     }
 
     fn config(&self, manifest: &str) -> Value {
@@ -202,9 +231,10 @@ fn cache_reruns_exactly_what_changed(f: &Fixture) {
     std::fs::write(ctx.join("a.txt"), "A2\n").unwrap();
     assert_eq!(f.build(&ctx, &[]).unwrap().1, vec![5, 6, 7, 8]);
 
-    // A build arg reruns from the first step that sees it (line 5 onward: ARG is on line 2).
+    // A build arg reruns from the first step that sees it (ARG is on line 2):
+    // WORKDIR on line 4 makes /app, a layer, and every later layer step.
     let (_, ran) = f.build(&ctx, &[("FLAVOUR", "spicy")]).unwrap();
-    assert_eq!(ran, vec![5, 6, 7, 8]);
+    assert_eq!(ran, vec![4, 5, 6, 7, 8]);
 
     // Touching a file without changing it reruns nothing (mtimes are not in keys).
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
@@ -315,6 +345,280 @@ COPY --from=0 /etc/passwd /fromzero/
     let _ = manifest;
 }
 
+/// Where the event `pred` matches first, by position.
+fn position(events: &[BuildEvent], pred: impl Fn(&BuildEvent) -> bool) -> usize {
+    events
+        .iter()
+        .position(pred)
+        .unwrap_or_else(|| panic!("event not found in {events:#?}"))
+}
+
+fn events_tell_the_story(f: &Fixture) {
+    let ctx = f.context(
+        "events",
+        "FROM busybox:fixture\nRUN echo to-out && echo to-err >&2 && printf 'no newline'\nENV X=1\n",
+        &[],
+    );
+    let (result, events) = f.build_events(f.builder(), &ctx, &mut |_| {});
+    let manifest = result.unwrap().manifest;
+    let started = position(&events, |e| {
+        matches!(e, BuildEvent::StepStarted { line: 2, .. })
+    });
+    let out = position(
+        &events,
+        |e| matches!(e, BuildEvent::Output { line: 2, stream: OutputStream::Stdout, text, .. } if text == "to-out"),
+    );
+    let err = position(
+        &events,
+        |e| matches!(e, BuildEvent::Output { line: 2, stream: OutputStream::Stderr, text, .. } if text == "to-err"),
+    );
+    position(
+        &events,
+        |e| matches!(e, BuildEvent::Output { line: 2, text, .. } if text == "no newline"),
+    );
+    let layer = position(
+        &events,
+        |e| matches!(e, BuildEvent::LayerCommitted { line: 2, size, .. } if *size > 0),
+    );
+    let done = position(&events, |e| {
+        matches!(
+            e,
+            BuildEvent::StepDone {
+                line: 2,
+                outcome: StepOutcome::Ran,
+                ..
+            }
+        )
+    });
+    assert!(started < out && started < err && out < done && err < done && layer < done);
+    assert_eq!(
+        events.last(),
+        Some(&BuildEvent::Finished {
+            manifest,
+            duration: match events.last() {
+                Some(BuildEvent::Finished { duration, .. }) => *duration,
+                _ => panic!("last event is not Finished: {events:#?}"),
+            }
+        })
+    );
+    // JSON as `--progress json` prints it.
+    let json = serde_json::to_value(&events[out]).unwrap();
+    assert_eq!(json["event"], "output");
+    assert_eq!(json["stream"], "stdout");
+
+    // A rebuild: the RUN is cached, says so, and prints nothing.
+    let (result, events) = f.build_events(f.builder(), &ctx, &mut |_| {});
+    assert_eq!(result.unwrap().manifest, manifest);
+    position(&events, |e| {
+        matches!(e, BuildEvent::StepCached { line: 2, .. })
+    });
+    assert!(!events.iter().any(|e| matches!(
+        e,
+        BuildEvent::Output { .. } | BuildEvent::LayerCommitted { .. }
+    )));
+
+    // A failing RUN: its output, then Failed.
+    let ctx = f.context(
+        "events-fail",
+        "FROM busybox:fixture\nRUN echo why-it-failed && exit 4\n",
+        &[],
+    );
+    let (result, events) = f.build_events(f.builder(), &ctx, &mut |_| {});
+    assert!(matches!(result, Err(BuildError::RunFailed { code: 4, .. })));
+    position(
+        &events,
+        |e| matches!(e, BuildEvent::Output { text, .. } if text == "why-it-failed"),
+    );
+    assert!(matches!(
+        events.last(),
+        Some(BuildEvent::Failed {
+            cancelled: false,
+            ..
+        })
+    ));
+}
+
+fn sandbox_processes(pattern: &str) -> String {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cancel_kills_the_run_and_tags_nothing(f: &Fixture) {
+    let ctx = f.context(
+        "cancel",
+        "FROM busybox:fixture\nRUN echo started && sleep 61.5\n",
+        &[],
+    );
+    let token = CancelToken::new();
+    let builder = f.builder().with_cancel(token.clone());
+    let mut req = f.request(&ctx, &[]);
+    req.tags = vec!["localhost/cancelled:latest".into()];
+    let mut events = Vec::new();
+    // Cancel from the event callback as soon as the RUN speaks: it is running.
+    let result = builder.build_with_events(&req, &mut |e| {
+        if matches!(e, BuildEvent::Output { text, .. } if text == "started") {
+            token.cancel();
+        }
+        events.push(e.clone());
+    });
+    assert!(matches!(result, Err(BuildError::Cancelled)), "{result:?}");
+    assert!(matches!(
+        events.last(),
+        Some(BuildEvent::Failed {
+            cancelled: true,
+            ..
+        })
+    ));
+    assert!(
+        f.store.resolve("localhost/cancelled:latest").is_err(),
+        "a cancelled build tagged its image"
+    );
+    assert_eq!(sandbox_processes("sleep 61.5"), "", "the RUN survived");
+    let tmp = f.store.layout().tmp();
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("build-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "scratch dirs left in {}: {left:?}",
+        tmp.display()
+    );
+    // The store is consistent and the cache untouched: the next build runs the step.
+    assert!(f.store.fsck().unwrap().is_empty());
+}
+
+fn independent_stages_build_at_once(f: &Fixture) {
+    let ctx = f.context(
+        "parallel",
+        "FROM busybox:fixture AS a
+RUN sleep 1 && echo a > /a.txt
+FROM busybox:fixture AS b
+RUN sleep 1 && echo b > /b.txt
+FROM busybox:fixture
+COPY --from=a /a.txt /
+COPY --from=b /b.txt /
+",
+        &[],
+    );
+    let builder = f.builder().with_parallelism(2);
+    let (result, events) = f.build_events(builder, &ctx, &mut |_| {});
+    let manifest = result.unwrap().manifest;
+    let started = |line| {
+        position(
+            &events,
+            |e| matches!(e, BuildEvent::StepStarted { line: l, .. } if *l == line),
+        )
+    };
+    let done = |line| {
+        position(
+            &events,
+            |e| matches!(e, BuildEvent::StepDone { line: l, .. } if *l == line),
+        )
+    };
+    // Each RUN started before the other finished: they overlapped.
+    assert!(started(2) < done(4) && started(4) < done(2), "{events:#?}");
+    // The final stage waited for both.
+    assert!(started(6) > done(2).max(done(4)));
+    let root = f.unpack(&manifest.to_string());
+    assert_eq!(std::fs::read_to_string(root.join("a.txt")).unwrap(), "a\n");
+    assert_eq!(std::fs::read_to_string(root.join("b.txt")).unwrap(), "b\n");
+
+    // A stage failing cancels the one running beside it, at once.
+    let failing = f.context(
+        "parallel-fail",
+        "FROM busybox:fixture AS a
+RUN sleep 0.3 && exit 3
+FROM busybox:fixture AS b
+RUN sleep 61.7
+FROM busybox:fixture
+COPY --from=a /etc/passwd /a
+COPY --from=b /etc/passwd /b
+",
+        &[],
+    );
+    let (result, _) = f.build_events(f.builder().with_parallelism(2), &failing, &mut |_| {});
+    assert!(
+        matches!(result, Err(BuildError::RunFailed { code: 3, .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        sandbox_processes("sleep 61.7"),
+        "",
+        "the sibling RUN survived"
+    );
+
+    // --target builds only what the target needs.
+    let mut req = f.request(&ctx, &[]);
+    req.target = Some("b".into());
+    req.no_cache = true;
+    let mut stages = std::collections::BTreeSet::new();
+    f.builder()
+        .build_with_events(&req, &mut |e| {
+            if let BuildEvent::StepStarted { stage, .. } = e {
+                stages.insert(*stage);
+            }
+        })
+        .unwrap();
+    assert_eq!(stages.into_iter().collect::<Vec<_>>(), vec![1]);
+}
+
+fn unchanged_context_is_not_reread(f: &Fixture) {
+    let big = "x".repeat(1 << 20);
+    let ctx = f.context(
+        "memo",
+        "FROM busybox:fixture\nCOPY . /ctx/\n",
+        &[
+            ("big.bin", big.as_str()),
+            ("a.txt", "A\n"),
+            ("sub/b.txt", "B\n"),
+        ],
+    );
+    // Hashes of files changed less than the racy window before are not
+    // trusted (their mtime could hide a change): let the files age.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let build = || {
+        f.builder()
+            .build(&f.request(&ctx, &[]), &mut |_| {})
+            .unwrap()
+    };
+    let first = build();
+    assert!(
+        first.context_files_read >= 4,
+        "{}",
+        first.context_files_read
+    );
+    let again = build();
+    assert_eq!(
+        again.context_files_read, 0,
+        "an unchanged context was re-read"
+    );
+    assert_eq!(again.manifest, first.manifest);
+    assert!(again.steps.iter().all(|s| s.outcome != StepOutcome::Ran));
+    // Same size, same mtime, new content: the ctime (and inode data) tell.
+    let path = ctx.join("a.txt");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, "Z\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let changed = build();
+    assert_eq!(changed.context_files_read, 1);
+    assert_ne!(changed.manifest, first.manifest);
+    assert!(changed
+        .steps
+        .iter()
+        .any(|s| s.line == 2 && s.outcome == StepOutcome::Ran));
+}
+
 fn main() {
     init_hook();
     let fixture = Fixture::new();
@@ -326,6 +630,10 @@ fn main() {
             failures_are_clear,
             multi_stage_from_an_earlier_stage,
             copy_from_keeps_owners_modes_and_links,
+            events_tell_the_story,
+            cancel_kills_the_run_and_tags_nothing,
+            independent_stages_build_at_once,
+            unchanged_context_is_not_reread,
         ],
     )
 }

@@ -1,11 +1,14 @@
 //! `cairn build`: a Dockerfile and a context into an image in the store.
 
 use crate::exit::CliError;
-use cairn::build::{BuildError, BuildRequest, Builder, StepOutcome};
+mod progress;
+
+use cairn::build::{BuildError, BuildRequest, Builder, CancelToken};
 use cairn::layer::Compression;
 use cairn::sandbox::{Launcher, Network};
 use cairn::store::Store;
 use clap::Args;
+use progress::{install_signal_handlers, signalled, ProgressMode, Renderer};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,6 +45,10 @@ pub struct BuildArgs {
     /// Push the result to every -t name once built
     #[arg(long)]
     push: bool,
+    /// Progress output on stderr: plain lines, JSON lines, or (auto) a live
+    /// view on a terminal and plain lines otherwise
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
     #[command(flatten)]
     registry: crate::registry_cmds::RegistryFlags,
     /// The build context directory
@@ -85,8 +92,10 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         ));
     }
     let registry = args.registry.registry()?;
+    let cancel = CancelToken::new();
     let builder = Builder::new(&store, Launcher::current_exe().map_err(CliError::failed)?)
-        .with_registry(&registry);
+        .with_registry(&registry)
+        .with_cancel(cancel.clone());
     let push_to = args.push.then(|| args.tags.clone());
     let req = BuildRequest {
         dockerfile,
@@ -101,19 +110,18 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         network: args.network,
     };
     let started = Instant::now();
-    let mut step_no = 0;
-    let result = builder.build(&req, &mut |step| {
-        step_no += 1;
-        let first_line = step.text.lines().next().unwrap_or_default();
-        let mark = match step.outcome {
-            StepOutcome::Cached => " (cached)",
-            StepOutcome::Ran | StepOutcome::Config => "",
-        };
-        eprintln!(
-            "[{step_no}] stage {} line {}: {first_line}{mark}",
-            step.stage, step.line
-        );
-    });
+    // SIGINT/SIGTERM cancel the build: the running RUN is killed, nothing is tagged.
+    let signals = install_signal_handlers(cancel);
+    let mut renderer = Renderer::new(args.progress);
+    let result = builder.build_with_events(&req, &mut |event| renderer.event(event));
+    drop(signals);
+    renderer.finish();
+    // A Ctrl-C on the terminal also reaches the RUN's processes, which may
+    // die of it before the build sees its token: a failure then is the cancel.
+    if matches!(result, Err(BuildError::Cancelled)) || result.is_err() && signalled() {
+        eprintln!("cairn: build cancelled");
+        return Err(CliError::exit_code(130));
+    }
     let result = result.map_err(|e: BuildError| {
         if e.is_bad_input() {
             CliError::bad_input(e)
@@ -126,7 +134,9 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
             .export(&result.manifest.to_string(), &out)
             .map_err(CliError::failed)?;
     }
-    eprintln!("built in {:.2}s", started.elapsed().as_secs_f64());
+    if args.progress != ProgressMode::Json {
+        eprintln!("built in {:.2}s", started.elapsed().as_secs_f64());
+    }
     println!("{}", result.manifest);
     if let Some(dests) = push_to {
         crate::registry_cmds::push_to(&registry, &store, &result.manifest.to_string(), &dests)?;

@@ -9,6 +9,7 @@ mod exit;
 mod parse;
 mod registry_cmds;
 mod sandbox_cmds;
+mod snapshot_cmds;
 mod store_cmds;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,8 @@ enum Command {
     Build(build_cmd::BuildArgs),
     /// Run a command in a new sandbox from an image
     Run(sandbox_cmds::RunArgs),
+    /// Snapshots: versioned images with a record, for sandboxes to start from
+    Snapshot(snapshot_cmds::SnapshotArgs),
     /// Pull an image from a registry into the store
     Pull(registry_cmds::PullArgs),
     /// Push a store image to a registry (or to the registries of regions)
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build_cmd::run(cli.store.as_deref(), args),
         Command::Run(args) => sandbox_cmds::run(cli.store.as_deref(), args),
         Command::Sandbox(cmd) => sandbox_cmds::sandbox(cli.store.as_deref(), cmd),
+        Command::Snapshot(args) => snapshot_cmds::run(cli.store.as_deref(), args),
         Command::Pull(args) => registry_cmds::pull(cli.store.as_deref(), args),
         Command::Push(args) => registry_cmds::push(cli.store.as_deref(), args),
         Command::Login(args) => registry_cmds::login(args),

@@ -96,7 +96,11 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
     let launcher = Launcher::current_exe().map_err(CliError::failed)?;
     let extractor = Extractor(SandboxManager::new(&store, launcher));
     let started = Instant::now();
-    let sink: Option<&dyn LayerSink> = if args.no_unpack { None } else { Some(&extractor) };
+    let sink: Option<&dyn LayerSink> = if args.no_unpack {
+        None
+    } else {
+        Some(&extractor)
+    };
     let report = registry
         .pull(&store, &args.reference, sink)
         .map_err(registry_error)?;

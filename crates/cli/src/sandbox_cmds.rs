@@ -29,6 +29,21 @@ fn launcher() -> Result<Launcher, CliError> {
     Launcher::current_exe().map_err(CliError::failed)
 }
 
+/// Remove the sandboxes whose owner process is gone (for `prune`; `sandbox
+/// ls` does the same through the listing). Returns their ids.
+pub fn remove_dead(store: &Store) -> Result<Vec<String>, CliError> {
+    SandboxManager::new(store, launcher()?)
+        .remove_dead()
+        .map_err(manager_error)
+}
+
+/// Say so when only the caller's own ID is mapped.
+fn warn_single_id(manager: &SandboxManager) {
+    if let Some(w) = manager.id_mapping().single_id_warning() {
+        eprintln!("cairn: warning: {w}");
+    }
+}
+
 /// Options shared by `run` and `sandbox exec`.
 #[derive(Args)]
 pub struct ProcessArgs {
@@ -101,6 +116,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
         ..CreateOptions::default()
     };
     let record = manager.create(&args.image, create).map_err(manager_error)?;
+    warn_single_id(&manager);
     let argv = if args.command.is_empty() {
         Argv::ImageDefault
     } else {
@@ -113,16 +129,21 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
     if args.rm {
         manager.remove(&record.id).map_err(manager_error)?;
     }
-    finish(result?)
+    finish(&manager, result?)
 }
 
 /// Pass the command's exit code through, as Docker does.
-fn finish(outcome: RunOutcome) -> Result<(), CliError> {
+fn finish(manager: &SandboxManager, outcome: RunOutcome) -> Result<(), CliError> {
     if let Some(failure) = &outcome.failure {
         eprintln!("cairn: {}", failure.message());
     }
     if outcome.timed_out {
         eprintln!("cairn: timed out; every process of the sandbox was killed");
+    }
+    if outcome.exit_code != 0 {
+        if let Some(w) = manager.id_mapping().single_id_warning() {
+            eprintln!("cairn: note: the command failed in a sandbox with a single ID: {w}");
+        }
     }
     match outcome.exit_code {
         0 => Ok(()),
@@ -149,13 +170,13 @@ pub struct CreateArgs {
     image: String,
     #[arg(long)]
     name: Option<String>,
-    /// CPU cores (recorded; not enforced without a delegated cgroup)
+    /// CPU cores (cgroup v2 cpu.max; a warning says why when it cannot be applied)
     #[arg(long)]
     cpu: Option<f64>,
-    /// Memory in GB (recorded; not enforced without a delegated cgroup)
+    /// Memory in GB of 2^30 bytes (cgroup v2 memory.max; a warning says why when it cannot be applied)
     #[arg(long)]
     memory: Option<f64>,
-    /// Maximum number of processes per user in the sandbox
+    /// Maximum number of processes in the sandbox (cgroup v2 pids.max, and RLIMIT_NPROC)
     #[arg(long)]
     pids: Option<u64>,
     #[arg(long, default_value = "host")]
@@ -221,15 +242,13 @@ pub fn sandbox(root: Option<&Path>, cmd: SandboxCommand) -> Result<(), CliError>
             for note in &record.resources.not_applied {
                 eprintln!("cairn: warning: limit not applied: {note}");
             }
-            if manager.id_mapping().single_id {
-                eprintln!("cairn: warning: no subordinate ID range for this user: only your own ID is mapped");
-            }
+            warn_single_id(&manager);
             println!("{}", record.id);
             Ok(())
         }
         SandboxCommand::Exec(a) => {
             let opts = a.process.exec_options(Argv::Direct(a.command))?;
-            finish(manager.exec(&a.id, opts).map_err(manager_error)?)
+            finish(&manager, manager.exec(&a.id, opts).map_err(manager_error)?)
         }
         SandboxCommand::Commit(a) => {
             let digest = manager

@@ -174,6 +174,9 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> Result<(), CliError> {
         .map_err(cli_error)?;
     let root: PathBuf = store::default_root(root);
     let store = Store::open_exclusive(root).map_err(CliError::failed)?;
+    // First the sandboxes whose owner died (`run --rm` killed), as `sandbox
+    // ls` does, so that what only they kept alive is freed below.
+    let dead = crate::sandbox_cmds::remove_dead(&store)?;
     let r = store.gc(budget).map_err(cli_error)?;
     println!(
         "Freed {} ({} blobs, {} layer dirs, {} temp entries; forgot {} untagged manifests, dropped {} cache entries)",
@@ -184,6 +187,13 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> Result<(), CliError> {
         r.manifests_forgotten,
         r.cache_entries_dropped
     );
+    if !dead.is_empty() {
+        println!(
+            "Removed {} sandbox(es) whose owner process is gone: {}",
+            dead.len(),
+            dead.join(" ")
+        );
+    }
     Ok(())
 }
 

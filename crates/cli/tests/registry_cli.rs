@@ -7,16 +7,6 @@ use cairn_testsupport::registry_server::RegistryServer;
 use cli_env::*;
 use std::process::Command;
 
-fn ok(out: &std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}\n{}",
-        out.status.code(),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 fn skopeo_digest(reference: &str) -> String {
     skopeo_digest_with_creds(reference, "")
 }

@@ -101,7 +101,7 @@ impl Registry {
                 })
             });
             let tx = extractor.as_ref().map(|_| tx);
-            let report = self.rt.block_on(async {
+            let report = self.block_on(async {
                 let sess = Session::open(&self.opts, image.registry()).await?;
                 pull::pull(
                     &sess,
@@ -129,7 +129,7 @@ impl Registry {
     pub fn push(&self, store: &Store, image: &str, dest: &str) -> Result<PushReport> {
         let manifest = store.resolve(image)?;
         let dest = parse_ref(dest)?;
-        self.rt.block_on(self.push_one(store, &manifest, &dest))
+        self.block_on(self.push_one(store, &manifest, &dest))
     }
 
     /// Push one store image to several destinations at once (regions);
@@ -141,7 +141,7 @@ impl Registry {
         dests: &[ImageRef],
     ) -> Result<Vec<Result<PushReport>>> {
         let manifest = store.resolve(image)?;
-        Ok(self.rt.block_on(futures_util::future::join_all(
+        Ok(self.block_on(futures_util::future::join_all(
             dests.iter().map(|d| self.push_one(store, &manifest, d)),
         )))
     }
@@ -167,8 +167,24 @@ impl Registry {
     /// Check credentials against a registry the way `docker login` does:
     /// Ok only if the registry accepts them.
     pub fn check_login(&self, registry: &str, username: &str, password: &str) -> Result<()> {
-        self.rt
-            .block_on(login::check(&self.opts, registry, username, password))
+        self.block_on(login::check(&self.opts, registry, username, password))
+    }
+
+    /// Run `f` to completion on our runtime. Called from inside another
+    /// tokio runtime (an async service calling us, even from
+    /// `spawn_blocking`), `block_on` would panic; there it runs on a
+    /// thread of its own, outside that runtime's context.
+    fn block_on<F: std::future::Future + Send>(&self, f: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.rt.block_on(f);
+        }
+        std::thread::scope(|s| match s.spawn(|| self.rt.block_on(f)).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
     }
 }
 

@@ -575,3 +575,72 @@ fn two_regions_each_get_every_blob_once_and_a_second_push_sends_nothing() {
         );
     }
 }
+
+#[test]
+fn the_blocking_api_works_from_inside_an_async_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(dir.path());
+    let reg = RegistryServer::start();
+    let client = registry(dir.path());
+    let dest = format!("{}/async/busybox:1", reg.host());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Directly in async code, and in block_in_place: neither may panic.
+    let pushed = rt
+        .block_on(async { client.push(&store, "busybox:fixture", &dest) })
+        .unwrap();
+    let other = empty_store(dir.path(), "other");
+    let pulled = rt
+        .block_on(async { tokio::task::block_in_place(|| client.pull(&other, &dest, None)) })
+        .unwrap();
+    assert_eq!(pushed.manifest, pulled.manifest);
+}
+
+#[test]
+fn zstd_and_uncompressed_layers_round_trip() {
+    use cairn_layer::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(dir.path());
+    cairn_testsupport::add_random_layer_compressed(
+        &store,
+        "busybox:fixture",
+        256 << 10,
+        1,
+        "z:1",
+        Compression::Zstd,
+    );
+    cairn_testsupport::add_random_layer_compressed(
+        &store,
+        "z:1",
+        256 << 10,
+        2,
+        "zp:1",
+        Compression::None,
+    );
+    let (_, parsed) = store.manifest(&store.resolve("zp:1").unwrap()).unwrap();
+    let types: Vec<&str> = parsed
+        .children
+        .iter()
+        .map(|l| l.media_type.as_str())
+        .collect();
+    assert_eq!(
+        types[1..],
+        [
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.oci.image.layer.v1.tar"
+        ]
+    );
+    let reg = RegistryServer::start();
+    let client = registry(dir.path());
+    let dest = format!("{}/mixed/layers:1", reg.host());
+    let pushed = client.push(&store, "zp:1", &dest).unwrap();
+    let other = empty_store(dir.path(), "other");
+    let recorder = Recorder::default();
+    let pulled = client.pull(&other, &dest, Some(&recorder)).unwrap();
+    assert_eq!(pulled.manifest, pushed.manifest);
+    assert_eq!(recorder.0.lock().unwrap().len(), 3);
+    assert!(other.fsck().unwrap().is_empty());
+}

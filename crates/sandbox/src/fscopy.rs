@@ -135,8 +135,19 @@ fn set_times(path: &Path, source: &std::fs::Metadata) -> io::Result<()> {
 }
 
 /// Resolve `rel` inside `root` as a chroot would: symlinks (absolute or
-/// relative) are followed within `root`, and `..` never climbs above it.
+/// relative) are followed within `root`, and `..` never climbs above it. A
+/// symlink in the last component is left as it is.
 pub fn resolve_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
+    resolve_within(root, rel, false)
+}
+
+/// [`resolve_in_root`], following a symlink in the last component too (the
+/// path a mount or an open inside the chroot would reach).
+pub fn resolve_all_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
+    resolve_within(root, rel, true)
+}
+
+fn resolve_within(root: &Path, rel: &str, follow_last: bool) -> io::Result<PathBuf> {
     let mut resolved = PathBuf::new();
     let mut pending: Vec<String> = rel.split('/').rev().map(String::from).collect();
     let mut hops = 0;
@@ -152,7 +163,7 @@ pub fn resolve_in_root(root: &Path, rel: &str) -> io::Result<PathBuf> {
         let candidate = resolved.join(&part);
         let full = root.join(&candidate);
         match std::fs::symlink_metadata(&full) {
-            Ok(m) if m.file_type().is_symlink() && !pending.is_empty() => {
+            Ok(m) if m.file_type().is_symlink() && (follow_last || !pending.is_empty()) => {
                 hops += 1;
                 if hops > 40 {
                     return Err(io::Error::other(format!(
@@ -197,6 +208,15 @@ mod tests {
             root.join("etc/passwd")
         );
         assert_eq!(resolve_in_root(root, "../../x").unwrap(), root.join("x"));
+        std::os::unix::fs::symlink("/../../tmp/host-file", root.join("usr/last")).unwrap();
+        assert_eq!(
+            resolve_all_in_root(root, "/usr/last").unwrap(),
+            root.join("tmp/host-file")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/usr/last").unwrap(),
+            root.join("usr/last")
+        );
     }
 
     #[test]

@@ -342,10 +342,14 @@ fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
     }
 }
 
-fn single_id_hint(spec: &RunSpec) -> &'static str {
+fn single_id_hint(spec: &RunSpec) -> String {
     if spec.id_mapping.single_id {
-        " (only your own ID is mapped: add a range for your user to /etc/subuid and /etc/subgid, e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER`)"
+        // Inside the sandbox the host's user names are out of sight.
+        format!(
+            " (only your own ID is mapped: {})",
+            crate::idmap::add_range_hint("$USER")
+        )
     } else {
-        ""
+        String::new()
     }
 }

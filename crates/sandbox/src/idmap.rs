@@ -105,6 +105,30 @@ impl IdMapping {
     pub fn is_identity(&self) -> bool {
         self.map.is_identity()
     }
+
+    /// The warning due when only the caller's own ID is mapped, naming the
+    /// user and saying how to add a range; None with a full mapping.
+    pub fn single_id_warning(&self) -> Option<String> {
+        if !self.single_id {
+            return None;
+        }
+        let uid = nix::unistd::getuid().as_raw();
+        let user = user_name(uid).unwrap_or_else(|| uid.to_string());
+        Some(format!(
+            "no subordinate ID range for {user} in /etc/subuid and /etc/subgid: only your own ID \
+             is mapped into sandboxes, so chown to any other ID and switching to another user \
+             fail inside them; {}",
+            add_range_hint(&user)
+        ))
+    }
+}
+
+/// How to give `user` a subordinate range.
+pub fn add_range_hint(user: &str) -> String {
+    format!(
+        "add a range as root with `usermod --add-subuids 100000-165535 \
+         --add-subgids 100000-165535 {user}`"
+    )
 }
 
 fn user_name(uid: u32) -> Option<String> {

@@ -14,7 +14,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a sandboxed command ended.
@@ -27,6 +28,46 @@ pub struct RunOutcome {
     pub failure: Option<Failure>,
     /// True when the run was killed because its timeout passed.
     pub timed_out: bool,
+    /// True when the run was killed through its [`CancelToken`].
+    pub cancelled: bool,
+}
+
+/// Cancels a running sandbox from any thread: the helper is killed, and with
+/// it PID 1 (parent-death signal) and so every process of the sandbox.
+/// Clones share one state; a token cancelled before the run starts stops it
+/// from starting.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    /// Ask every run watching this token to stop. Takes effect within
+    /// [`CANCEL_LATENCY`].
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The longest a cancelled or timed-out run waits before it is killed.
+pub const CANCEL_LATENCY: Duration = Duration::from_millis(10);
+
+/// How a run is watched and placed: everything besides the spec and stdio.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    /// Kill the whole sandbox after this long.
+    pub timeout: Option<Duration>,
+    /// Kill the whole sandbox when this token is cancelled.
+    pub cancel: Option<CancelToken>,
+    /// A cgroup v2 directory to put the sandbox in (its limits apply to
+    /// every process of the sandbox): see [`crate::cgroup`].
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Standard streams for the sandboxed command (inherited by default).
@@ -66,16 +107,41 @@ impl Launcher {
         stdio: RunStdio,
         timeout: Option<Duration>,
     ) -> Result<RunOutcome, SandboxError> {
+        let control = RunControl {
+            timeout,
+            ..RunControl::default()
+        };
+        self.run_with(spec, stdio, &control)
+    }
+
+    /// Run `spec` to completion under `control`: a timeout, a cancel token,
+    /// a cgroup.
+    pub fn run_with(
+        &self,
+        spec: &RunSpec,
+        stdio: RunStdio,
+        control: &RunControl,
+    ) -> Result<RunOutcome, SandboxError> {
         let started = Instant::now();
-        let mut helper = self.start(&Request::Run(Box::new(spec.clone())), stdio)?;
+        let cancel = control.cancel.as_ref();
+        if cancel.is_some_and(CancelToken::is_cancelled) {
+            return Ok(RunOutcome {
+                exit_code: 128 + libc::SIGKILL,
+                failure: None,
+                timed_out: false,
+                cancelled: true,
+            });
+        }
+        let request = Request::Run(Box::new(spec.clone()));
+        let mut helper = self.start(&request, stdio, control.cgroup.as_deref())?;
         let result = (|| {
             // The up pipe stays open until the command is exec'd or a failure
             // report is written.
             let mut report = Vec::new();
             let _ = helper.up.read_to_end(&mut report);
             let failure: Option<Failure> = serde_json::from_slice(&report).ok();
-            let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
-            let (status, timed_out) = wait_with_timeout(&mut helper.child, left)?;
+            let deadline = control.timeout.map(|t| started + t);
+            let (status, stop) = wait_until(&mut helper.child, deadline, cancel)?;
             let exit_code = match (&failure, status.code(), status.signal()) {
                 (Some(f), _, _) => f.exit_code(),
                 (None, Some(c), _) => c,
@@ -85,7 +151,8 @@ impl Launcher {
             Ok(RunOutcome {
                 exit_code,
                 failure,
-                timed_out,
+                timed_out: stop == Some(Stop::Timeout),
+                cancelled: stop == Some(Stop::Cancelled),
             })
         })();
         helper.finish_on_error(result)
@@ -117,7 +184,7 @@ impl Launcher {
             stdout: Some(Stdio::piped()),
             stderr: None,
         };
-        let mut helper = self.start(&request, stdio)?;
+        let mut helper = self.start(&request, stdio, None)?;
         let result = (|| {
             if let Some(mut stdout) = helper.child.stdout.take() {
                 std::io::copy(&mut stdout, out)
@@ -142,8 +209,14 @@ impl Launcher {
     }
 
     /// Spawn the helper, send it `request`, and write its ID maps once it has
-    /// unshared. Returns with the helper inside its namespaces.
-    fn start(&self, request: &Request, stdio: RunStdio) -> Result<Helper, SandboxError> {
+    /// unshared (and, given a cgroup, move it there before it forks
+    /// anything). Returns with the helper inside its namespaces.
+    fn start(
+        &self,
+        request: &Request,
+        stdio: RunStdio,
+        cgroup: Option<&Path>,
+    ) -> Result<Helper, SandboxError> {
         let (down_r, down_w) = cloexec_pipe()?;
         let (up_r, up_w) = cloexec_pipe()?;
         let mut cmd = Command::new(&self.helper);
@@ -155,13 +228,25 @@ impl Launcher {
         cmd.stdout(stdio.stdout.unwrap_or_else(Stdio::inherit));
         cmd.stderr(stdio.stderr.unwrap_or_else(Stdio::inherit));
         let keep = [down_r.as_raw_fd(), up_w.as_raw_fd()];
-        // SAFETY: between fork and exec only async-signal-safe fcntl calls run.
+        let caller = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec only async-signal-safe calls run
+        // (fcntl, prctl, getppid, _exit).
         unsafe {
             cmd.pre_exec(move || {
                 for fd in keep {
                     if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                         return Err(std::io::Error::last_os_error());
                     }
+                }
+                // The helper dies with the thread that started it (which
+                // waits for it in the same call), and so, through PID 1's own
+                // parent-death signal, does the sandbox: a caller that crashes
+                // leaves no sandbox processes behind.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != caller {
+                    libc::_exit(125);
                 }
                 Ok(())
             });
@@ -176,7 +261,7 @@ impl Launcher {
             down: down_w.into(),
             up: up_r.into(),
         };
-        let handshake = helper.handshake(request);
+        let handshake = helper.handshake(request, cgroup);
         helper.finish_on_error(handshake).map(|()| helper)
     }
 }
@@ -189,7 +274,7 @@ struct Helper {
 }
 
 impl Helper {
-    fn handshake(&mut self, request: &Request) -> Result<(), SandboxError> {
+    fn handshake(&mut self, request: &Request, cgroup: Option<&Path>) -> Result<(), SandboxError> {
         let body = serde_json::to_vec(request).map_err(SandboxError::Spec)?;
         let mut msg = (body.len() as u64).to_le_bytes().to_vec();
         msg.extend_from_slice(&body);
@@ -218,6 +303,16 @@ impl Helper {
             }
         }
         write_id_maps(self.child.id(), request.id_mapping())?;
+        if let Some(dir) = cgroup {
+            // The helper waits for MAPPED before it forks PID 1, so the whole
+            // sandbox is born inside the cgroup.
+            crate::cgroup::add_process(dir, self.child.id()).map_err(|source| {
+                SandboxError::Cgroup {
+                    path: dir.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
         self.down
             .write_all(&[MAPPED])
             .map_err(|e| SandboxError::io("signalling the helper", e))
@@ -237,36 +332,43 @@ fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::sys("creating a pipe", e))
 }
 
-fn wait_with_timeout(
+/// Why a run was stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Cancelled,
+}
+
+/// Wait for the helper; kill it at `deadline` or when `cancel` fires.
+fn wait_until(
     child: &mut Child,
-    timeout: Option<Duration>,
-) -> Result<(std::process::ExitStatus, bool), SandboxError> {
-    let Some(timeout) = timeout else {
-        let status = child
-            .wait()
-            .map_err(|e| SandboxError::io("waiting for the sandbox", e))?;
-        return Ok((status, false));
-    };
-    let deadline = Instant::now() + timeout;
+    deadline: Option<Instant>,
+    cancel: Option<&CancelToken>,
+) -> Result<(std::process::ExitStatus, Option<Stop>), SandboxError> {
+    let wait_err = |e| SandboxError::io("waiting for the sandbox", e);
+    if deadline.is_none() && cancel.is_none() {
+        return Ok((child.wait().map_err(wait_err)?, None));
+    }
     let mut pause = Duration::from_micros(200);
     loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| SandboxError::io("waiting for the sandbox", e))?
-        {
-            return Ok((status, false));
+        if let Some(status) = child.try_wait().map_err(wait_err)? {
+            return Ok((status, None));
         }
-        if Instant::now() >= deadline {
-            // Killing the helper kills PID 1 (parent-death signal), and with it
-            // every process of the PID namespace.
+        let stop = if cancel.is_some_and(CancelToken::is_cancelled) {
+            Some(Stop::Cancelled)
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            Some(Stop::Timeout)
+        } else {
+            None
+        };
+        if stop.is_some() {
+            // Killing the helper kills PID 1 (parent-death signal), and with
+            // it every process of the PID namespace.
             let _ = child.kill();
-            let status = child
-                .wait()
-                .map_err(|e| SandboxError::io("waiting for the sandbox", e))?;
-            return Ok((status, true));
+            return Ok((child.wait().map_err(wait_err)?, stop));
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        pause = (pause * 2).min(CANCEL_LATENCY);
     }
 }
 

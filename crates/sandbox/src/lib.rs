@@ -4,6 +4,7 @@
 //! Binaries that use this crate must call [`init_hook`] first thing in
 //! `main`: sandboxes are entered by re-executing the binary as a helper.
 
+pub mod cgroup;
 pub mod fscopy;
 pub mod helper;
 pub mod idmap;
@@ -17,7 +18,7 @@ mod tasks;
 pub mod users;
 
 pub use helper::init_hook;
-pub use launch::{Launcher, RunOutcome, RunStdio};
+pub use launch::{CancelToken, Launcher, RunControl, RunOutcome, RunStdio};
 pub use protocol::Task;
 pub use spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec};
 
@@ -42,6 +43,11 @@ pub enum SandboxError {
     TaskFailed(String),
     #[error("sandbox helper failed ({status}): {message}")]
     HelperFailed { status: String, message: String },
+    #[error("moving the sandbox into cgroup {}: {source}", path.display())]
+    Cgroup {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl SandboxError {

@@ -9,8 +9,9 @@
 //! mounts at once. The store keeps the sandbox's image alive through a GC
 //! root ("sandbox", id) until the sandbox is removed.
 
+use crate::cgroup::{self, CgroupParent, Limits};
 use crate::idmap::IdMapping;
-use crate::launch::{Launcher, RunOutcome, RunStdio};
+use crate::launch::{CancelToken, Launcher, RunControl, RunOutcome, RunStdio};
 use crate::protocol::Task;
 use crate::spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec};
 use crate::SandboxError;
@@ -47,13 +48,19 @@ pub enum ManagerError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("sandbox {id}: {message}")]
+    Cgroup { id: String, message: String },
+    #[error("resources: {0}")]
+    BadResources(String),
 }
 
 impl ManagerError {
     /// True when the caller named something that does not exist or is malformed.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            ManagerError::UnknownSandbox(_) | ManagerError::BadImage { .. } => true,
+            ManagerError::UnknownSandbox(_)
+            | ManagerError::BadImage { .. }
+            | ManagerError::BadResources(_) => true,
             ManagerError::Store(e) => e.is_bad_input(),
             _ => false,
         }
@@ -68,12 +75,45 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ManagerError
 /// Resources asked of a sandbox, and which of them could not be applied.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Resources {
+    /// CPUs (cgroup v2 cpu.max).
     pub cpu: Option<f64>,
+    /// Memory in GB of 2^30 bytes (cgroup v2 memory.max).
     pub memory_gb: Option<f64>,
+    /// Processes (cgroup v2 pids.max, and RLIMIT_NPROC in every case).
     pub pids: Option<u64>,
-    /// Limits asked for but not enforced on this machine, with the reason.
+    /// Limits asked for but not enforced on this machine, each as
+    /// `LIMIT: reason` (e.g. `cpu=2: the cpu controller is bound to ...`).
     #[serde(default)]
     pub not_applied: Vec<String>,
+}
+
+impl Resources {
+    /// Refuse limits no cgroup could take: cpu and memory must be positive
+    /// numbers, pids at least 1.
+    pub fn check(&self) -> Result<(), ManagerError> {
+        for (name, v) in [("cpu", self.cpu), ("memory", self.memory_gb)] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(ManagerError::BadResources(format!(
+                    "{name} {v}: expected a positive number"
+                )));
+            }
+        }
+        if self.pids == Some(0) {
+            return Err(ManagerError::BadResources(
+                "pids 0: expected at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cgroup limits these resources ask for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            cpu: self.cpu,
+            memory_bytes: self.memory_gb.map(Limits::gb_to_bytes),
+            pids: self.pids,
+        }
+    }
 }
 
 /// What the store and the caller know of a sandbox.
@@ -96,6 +136,9 @@ pub struct SandboxRecord {
     /// The process that owns an ephemeral sandbox: when it is gone, the next
     /// listing removes the sandbox. None for sandboxes that outlive their creator.
     pub owner: Option<Owner>,
+    /// The sandbox's cgroup v2 directory, when limits are applied through one.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// A process identity that survives PID reuse: pid plus its start time.
@@ -156,7 +199,11 @@ pub struct ExecOptions {
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub stdio: RunStdio,
+    /// Kill the command and everything it started after this long.
     pub timeout: Option<Duration>,
+    /// Kill the command and everything it started when this is cancelled
+    /// (from any thread).
+    pub cancel: Option<CancelToken>,
 }
 
 impl Default for ExecOptions {
@@ -168,6 +215,7 @@ impl Default for ExecOptions {
             workdir: None,
             stdio: RunStdio::default(),
             timeout: None,
+            cancel: None,
         }
     }
 }
@@ -177,6 +225,8 @@ pub struct SandboxManager<'s> {
     store: &'s Store,
     launcher: Launcher,
     mapping: IdMapping,
+    /// Where sandbox cgroups go; detected at the first create with limits.
+    cgroup_parent: Option<CgroupParent>,
 }
 
 impl<'s> SandboxManager<'s> {
@@ -185,7 +235,15 @@ impl<'s> SandboxManager<'s> {
             store,
             launcher,
             mapping: IdMapping::for_current_user(),
+            cgroup_parent: None,
         }
+    }
+
+    /// Make sandbox cgroups under `parent` instead of the detected one
+    /// (`CAIRN_CGROUP_PARENT`, else the caller's own cgroup).
+    pub fn with_cgroup_parent(mut self, parent: CgroupParent) -> Self {
+        self.cgroup_parent = Some(parent);
+        self
     }
 
     /// The generated /etc files (hosts, resolv.conf, hostname) for a run whose
@@ -206,6 +264,7 @@ impl<'s> SandboxManager<'s> {
     /// Create a sandbox from an image in the store. Its layers are extracted
     /// once into the store's layer dirs (reused by every later sandbox).
     pub fn create(&self, image: &str, opts: CreateOptions) -> Result<SandboxRecord, ManagerError> {
+        opts.resources.check()?;
         let manifest = self.store.resolve(image)?;
         let (config_doc, layers) = self.image_parts(image, &manifest)?;
         self.ensure_layers_extracted(&manifest, &layers)?;
@@ -217,7 +276,27 @@ impl<'s> SandboxManager<'s> {
                 .map_err(io(format!("creating {}", dir.display())))?;
         }
         let mut resources = opts.resources;
-        resources.not_applied = not_applied(&resources);
+        let limits = resources.limits();
+        let applied = if limits.is_empty() {
+            cgroup::Applied::default()
+        } else {
+            let parent = self
+                .cgroup_parent
+                .clone()
+                .unwrap_or_else(CgroupParent::detect);
+            cgroup::create(&parent, &cgroup_name(&id), &limits)
+        };
+        resources.not_applied = applied
+            .not_applied
+            .into_iter()
+            .map(|note| match note.starts_with("pids=") {
+                true => format!("{note} (RLIMIT_NPROC still caps each user of the sandbox)"),
+                false => note,
+            })
+            .collect();
+        for note in &resources.not_applied {
+            tracing::warn!(sandbox = %id, "limit not applied: {note}");
+        }
         let record = SandboxRecord {
             id: id.clone(),
             name: opts.name,
@@ -233,9 +312,17 @@ impl<'s> SandboxManager<'s> {
             } else {
                 None
             },
+            cgroup: applied.dir,
         };
-        self.store.add_root(ROOT_KIND, &id, &manifest)?;
-        if let Err(e) = self.write_record(&record) {
+        let saved = self
+            .store
+            .add_root(ROOT_KIND, &id, &manifest)
+            .map_err(ManagerError::from)
+            .and_then(|()| self.write_record(&record));
+        if let Err(e) = saved {
+            if let Some(dir) = &record.cgroup {
+                let _ = cgroup::remove(dir);
+            }
             let _ = self.remove(&id);
             return Err(e);
         }
@@ -388,20 +475,32 @@ impl<'s> SandboxManager<'s> {
     }
 
     /// Every sandbox, oldest first. Ephemeral sandboxes whose owner died are
-    /// removed on the way, as are directories left by a create that died.
+    /// removed on the way ([`Self::remove_dead`]).
     pub fn list(&self) -> Result<Vec<SandboxRecord>, ManagerError> {
-        let records = self.list_records()?;
+        Ok(self.sweep()?.0)
+    }
+
+    /// Remove the ephemeral sandboxes whose owner process is gone (`cairn
+    /// run --rm` killed before it could clean up); returns their ids.
+    pub fn remove_dead(&self) -> Result<Vec<String>, ManagerError> {
+        Ok(self.sweep()?.1)
+    }
+
+    /// (live records, ids of the dead ones just removed).
+    fn sweep(&self) -> Result<(Vec<SandboxRecord>, Vec<String>), ManagerError> {
         let mut alive = Vec::new();
-        for record in records {
+        let mut dead = Vec::new();
+        for record in self.list_records()? {
             match record.owner {
                 Some(owner) if !owner.is_alive() => {
                     tracing::info!(sandbox = %record.id, "removing sandbox whose owner is gone");
                     self.remove(&record.id)?;
+                    dead.push(record.id);
                 }
                 _ => alive.push(record),
             }
         }
-        Ok(alive)
+        Ok((alive, dead))
     }
 
     fn lock(&self, id: &str) -> Result<Flock<std::fs::File>, ManagerError> {
@@ -421,7 +520,42 @@ impl<'s> SandboxManager<'s> {
         let record = self.get(id_or_name)?;
         let _lock = self.lock(&record.id)?;
         let spec = self.run_spec(&record, &opts)?;
-        Ok(self.launcher.run(&spec, opts.stdio, opts.timeout)?)
+        let control = RunControl {
+            timeout: opts.timeout,
+            cancel: opts.cancel,
+            cgroup: self.live_cgroup(&record)?,
+        };
+        Ok(self.launcher.run_with(&spec, opts.stdio, &control)?)
+    }
+
+    /// The sandbox's cgroup, made again if it is gone (cgroups do not survive
+    /// a reboot; sandbox directories do).
+    fn live_cgroup(&self, record: &SandboxRecord) -> Result<Option<PathBuf>, ManagerError> {
+        let Some(dir) = &record.cgroup else {
+            return Ok(None);
+        };
+        if dir.is_dir() {
+            return Ok(Some(dir.clone()));
+        }
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            return Err(ManagerError::Cgroup {
+                id: record.id.clone(),
+                message: format!("malformed cgroup path {}", dir.display()),
+            });
+        };
+        let parent = CgroupParent::Dir(parent.to_path_buf());
+        let applied = cgroup::create(&parent, &name.to_string_lossy(), &record.resources.limits());
+        match applied.dir {
+            Some(d) => Ok(Some(d)),
+            None => Err(ManagerError::Cgroup {
+                id: record.id.clone(),
+                message: format!(
+                    "its cgroup {} is gone and cannot be made again: {}",
+                    dir.display(),
+                    applied.not_applied.join("; ")
+                ),
+            }),
+        }
     }
 
     fn run_spec(
@@ -613,17 +747,22 @@ impl<'s> SandboxManager<'s> {
     /// Remove a sandbox: its directory (through a task, since files in it may
     /// belong to subordinate IDs) and its GC root.
     pub fn remove(&self, id_or_name: &str) -> Result<(), ManagerError> {
-        let id = match self.get(id_or_name) {
-            Ok(r) => r.id,
+        let (id, cgroup_dir) = match self.get(id_or_name) {
+            Ok(r) => (r.id, r.cgroup),
             // A directory without a readable record (a create that died) goes too.
             Err(ManagerError::UnknownSandbox(_)) if self.dir(id_or_name).is_dir() => {
-                id_or_name.to_string()
+                (id_or_name.to_string(), None)
             }
             Err(e) => return Err(e),
         };
         let dir = self.dir(&id);
         {
             let _lock = self.lock(&id)?;
+            if let Some(cg) = &cgroup_dir {
+                // Kills anything left inside, then removes it. Kept before the
+                // record goes, so a failure here can be retried.
+                cgroup::remove(cg).map_err(io(format!("removing cgroup {}", cg.display())))?;
+            }
             // Drop the record first: a half-removed sandbox is then just garbage.
             let _ = std::fs::remove_file(self.record_path(&id));
         }
@@ -651,19 +790,9 @@ fn merge_env(mut env: Vec<String>, extra: &[String]) -> Vec<String> {
     env
 }
 
-/// Limits that cannot be enforced here: cgroup v2 has no delegated
-/// controllers on these machines, so cpu and memory are recorded, not applied.
-fn not_applied(r: &Resources) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(cpu) = r.cpu {
-        out.push(format!("cpu={cpu}: no delegated cgroup v2 cpu controller"));
-    }
-    if let Some(mem) = r.memory_gb {
-        out.push(format!(
-            "memory={mem}GB: no delegated cgroup v2 memory controller"
-        ));
-    }
-    out
+/// The cgroup of sandbox `id`.
+fn cgroup_name(id: &str) -> String {
+    format!("cairn-{id}")
 }
 
 /// Mount points the sandbox created in the upper dir because the image
@@ -722,6 +851,34 @@ mod tests {
             &["A=2".into(), "B=3".into()],
         );
         assert_eq!(env, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn resources_must_be_positive() {
+        let ok = Resources {
+            cpu: Some(0.5),
+            memory_gb: Some(2.0),
+            pids: Some(1),
+            ..Resources::default()
+        };
+        assert!(ok.check().is_ok());
+        for bad in [
+            Resources {
+                cpu: Some(0.0),
+                ..Resources::default()
+            },
+            Resources {
+                memory_gb: Some(f64::NAN),
+                ..Resources::default()
+            },
+            Resources {
+                pids: Some(0),
+                ..Resources::default()
+            },
+        ] {
+            let e = bad.check().unwrap_err();
+            assert!(e.is_bad_input(), "{e}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! image are created in the upper dir (as buildah does); `created_mountpoints`
 //! in the sandbox record lets a commit drop them again.
 
+use crate::fscopy::resolve_all_in_root;
 use crate::spec::{Network, RunSpec};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
@@ -68,7 +69,9 @@ pub fn enter(spec: &RunSpec) -> Result<(), RootfsError> {
     mount_dev(merged)?;
 
     for bind in &spec.bind_files {
-        let target = merged.join(bind.target.trim_start_matches('/'));
+        // Symlinks in the image resolve inside it: a /etc/hosts pointing at
+        // a host path must not make us create or cover that host path.
+        let target = in_root(merged, &bind.target)?;
         if !target.exists() {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
@@ -151,8 +154,22 @@ fn mount_overlay(spec: &RunSpec) -> Result<(), RootfsError> {
     .map_err(err("mounting overlay at", &r.merged))
 }
 
+/// `path` inside the rootfs at `root`, symlinks resolved as the sandbox will
+/// see them (never leaving `root`), and never `root` itself.
+fn in_root(root: &Path, path: &str) -> Result<PathBuf, RootfsError> {
+    let resolved = resolve_all_in_root(root, path).map_err(io_err("resolving", Path::new(path)))?;
+    if resolved == root {
+        return Err(RootfsError {
+            what: "mount point resolves to the root",
+            path: PathBuf::from(path),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
+    }
+    Ok(resolved)
+}
+
 fn ensure_dir(root: &Path, name: &str) -> Result<PathBuf, RootfsError> {
-    let dir = root.join(name);
+    let dir = in_root(root, name)?;
     if !dir.is_dir() {
         std::fs::create_dir_all(&dir).map_err(io_err("creating mount point", &dir))?;
     }

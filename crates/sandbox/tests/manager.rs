@@ -4,6 +4,7 @@
 //! user (harness = false: `main` calls the init hook first).
 
 use cairn_layer::Compression;
+use cairn_sandbox::cgroup::CgroupParent;
 use cairn_sandbox::manager::{Argv, CreateOptions, ExecOptions, Resources, SandboxManager};
 use cairn_sandbox::{init_hook, Launcher, RunStdio};
 use cairn_store::transport::Transport;
@@ -45,11 +46,15 @@ fn lifecycle(_: &()) {
         ..CreateOptions::default()
     };
     let sb = manager.create("busybox:fixture", opts).unwrap();
-    assert_eq!(
-        sb.resources.not_applied.len(),
-        2,
-        "cpu and memory must be reported as not applied"
-    );
+    // Applied through a cgroup, or each reported with its reason.
+    if sb.cgroup.is_none() {
+        assert_eq!(
+            sb.resources.not_applied.len(),
+            3,
+            "{:?}",
+            sb.resources.not_applied
+        );
+    }
     assert!(
         store.has_layer_dir(&sb.layers[0]),
         "layer not extracted into the store"
@@ -153,7 +158,215 @@ fn lifecycle(_: &()) {
     assert!(manager.get("first").is_err());
 }
 
+fn limits(cpu: f64, memory_gb: f64, pids: u64) -> CreateOptions {
+    CreateOptions {
+        resources: Resources {
+            cpu: Some(cpu),
+            memory_gb: Some(memory_gb),
+            pids: Some(pids),
+            ..Resources::default()
+        },
+        ..CreateOptions::default()
+    }
+}
+
+/// On this machine's own cgroups: limits apply when the caller's cgroup v2
+/// subtree is delegated with the controllers, and are reported, each with
+/// the reason, when not (a hybrid host, with cpu/memory/pids on cgroup v1,
+/// cannot apply any).
+fn limits_apply_or_say_why_not(_: &()) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cairn_testsupport::store_with_busybox(tmp.path());
+    let manager = SandboxManager::new(&store, Launcher::current_exe().unwrap());
+    let sb = manager
+        .create("busybox:fixture", limits(0.5, 0.25, 64))
+        .unwrap();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let on_v1 = |ctrl: &str| {
+        own.lines().any(|l| {
+            let mut f = l.splitn(3, ':');
+            f.next() != Some("0") && f.next().is_some_and(|c| c.split(',').any(|x| x == ctrl))
+        })
+    };
+    match &sb.cgroup {
+        Some(dir) => {
+            println!("  (limits applied in {})", dir.display());
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+            for (file, want) in [
+                ("cpu.max", "50000 100000"),
+                ("memory.max", "268435456"),
+                ("pids.max", "64"),
+            ] {
+                let listed = sb.resources.not_applied.iter().any(|n| n.contains(file));
+                assert!(
+                    read(file).trim() == want || listed,
+                    "{file}: {:?}",
+                    read(file)
+                );
+            }
+            let (code, out) = capture(&manager, &sb.id, &["cat", "/proc/self/cgroup"]);
+            assert_eq!(code, 0);
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                out.contains(&name),
+                "the sandbox is not in its cgroup: {out}"
+            );
+            manager.remove(&sb.id).unwrap();
+            assert!(!dir.exists(), "cgroup left behind");
+        }
+        None => {
+            let notes = &sb.resources.not_applied;
+            println!("  (limits not applied here: {})", notes.join(" | "));
+            assert_eq!(notes.len(), 3, "{notes:?}");
+            for (label, ctrl) in [
+                ("cpu=0.5: ", "cpu"),
+                ("memory=", "memory"),
+                ("pids=64: ", "pids"),
+            ] {
+                let note = notes
+                    .iter()
+                    .find(|n| n.starts_with(label))
+                    .unwrap_or_else(|| panic!("{ctrl} not reported: {notes:?}"));
+                assert!(note.len() > label.len() + 20, "no reason given: {note}");
+                if on_v1(ctrl) {
+                    assert!(note.contains("cgroup v1"), "{note}");
+                }
+            }
+            // The sandbox works all the same.
+            assert_eq!(capture(&manager, &sb.id, &["true"]).0, 0);
+            manager.remove(&sb.id).unwrap();
+        }
+    }
+}
+
+/// The apply path end to end over an imitation of cgroupfs (plain files):
+/// controllers enabled in the parent, one child per sandbox with its limit
+/// files, every exec's helper moved into it, the child removed with the
+/// sandbox. Kernel enforcement is what a real delegated cgroup adds.
+fn limits_land_in_a_delegated_cgroup(_: &()) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cairn_testsupport::store_with_busybox(tmp.path());
+    let parent = tmp.path().join("cgroup");
+    std::fs::create_dir_all(&parent).unwrap();
+    std::fs::write(
+        parent.join("cgroup.controllers"),
+        "cpuset cpu io memory pids\n",
+    )
+    .unwrap();
+    std::fs::write(parent.join("cgroup.subtree_control"), "cpu\n").unwrap();
+    std::fs::write(parent.join("cgroup.procs"), "").unwrap();
+    let manager = SandboxManager::new(&store, Launcher::current_exe().unwrap())
+        .with_cgroup_parent(CgroupParent::unchecked(parent.clone()));
+    let sb = manager
+        .create("busybox:fixture", limits(2.0, 1.5, 100))
+        .unwrap();
+    assert!(
+        sb.resources.not_applied.is_empty(),
+        "{:?}",
+        sb.resources.not_applied
+    );
+    let dir = parent.join(format!("cairn-{}", sb.id));
+    assert_eq!(sb.cgroup.as_deref(), Some(dir.as_path()));
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    assert_eq!(read("cpu.max"), "200000 100000");
+    assert_eq!(read("memory.max"), (3u64 << 29).to_string());
+    assert_eq!(read("pids.max"), "100");
+    // cpu was enabled already; memory and pids were added (a real
+    // subtree_control accumulates the writes; the imitation keeps the last).
+    assert_eq!(
+        std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(),
+        "+pids"
+    );
+    assert_eq!(capture(&manager, &sb.id, &["true"]).0, 0);
+    let moved: u32 = read("cgroup.procs")
+        .trim()
+        .parse()
+        .expect("a pid in cgroup.procs");
+    assert!(moved > 1);
+    // The record says where the cgroup is, for exec and removal.
+    assert_eq!(manager.get(&sb.id).unwrap().cgroup, Some(dir.clone()));
+    // A real cgroup's files vanish with it; the imitation's must go first.
+    for f in ["cpu.max", "memory.max", "pids.max", "cgroup.procs"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    manager.remove(&sb.id).unwrap();
+    assert!(!dir.exists(), "cgroup left behind");
+
+    // A parent that is not delegated: everything reported, nothing made.
+    let other = tmp.path().join("not-a-cgroup");
+    std::fs::create_dir_all(&other).unwrap();
+    let manager = SandboxManager::new(&store, Launcher::current_exe().unwrap())
+        .with_cgroup_parent(CgroupParent::at(other.clone()));
+    let sb = manager
+        .create("busybox:fixture", limits(1.0, 1.0, 10))
+        .unwrap();
+    assert_eq!(sb.cgroup, None);
+    assert_eq!(sb.resources.not_applied.len(), 3);
+    assert!(
+        sb.resources.not_applied[0].contains("is not a cgroup v2 directory"),
+        "{:?}",
+        sb.resources.not_applied
+    );
+    manager.remove(&sb.id).unwrap();
+}
+
+/// `remove_dead` (what `sandbox ls` and `cairn prune` run) removes
+/// ephemeral sandboxes whose owner process is gone, and nothing else.
+fn dead_owners_sandboxes_are_removed(_: &()) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cairn_testsupport::store_with_busybox(tmp.path());
+    let manager = SandboxManager::new(&store, Launcher::current_exe().unwrap());
+    let kept = manager
+        .create("busybox:fixture", CreateOptions::default())
+        .unwrap();
+    let mine = manager
+        .create(
+            "busybox:fixture",
+            CreateOptions {
+                ephemeral: true,
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap();
+    let dead = manager
+        .create(
+            "busybox:fixture",
+            CreateOptions {
+                ephemeral: true,
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap();
+    // Pretend the third one's owner died: same pid, another start time.
+    let record_path = store
+        .layout()
+        .sandboxes()
+        .join(&dead.id)
+        .join("sandbox.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    let ticks = record["owner"]["start_ticks"].as_u64().unwrap();
+    record["owner"]["start_ticks"] = (ticks + 1).into();
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+
+    assert_eq!(manager.remove_dead().unwrap(), vec![dead.id.clone()]);
+    assert!(!store.layout().sandboxes().join(&dead.id).exists());
+    let left: Vec<String> = manager.list().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&kept.id) && left.contains(&mine.id));
+    manager.remove(&kept.id).unwrap();
+    manager.remove(&mine.id).unwrap();
+}
+
 fn main() {
     init_hook();
-    cairn_testsupport::run_suite(&(), cairn_testsupport::test_cases![(); lifecycle])
+    cairn_testsupport::run_suite(
+        &(),
+        cairn_testsupport::test_cases![();
+            lifecycle,
+            limits_apply_or_say_why_not,
+            limits_land_in_a_delegated_cgroup,
+            dead_owners_sandboxes_are_removed,
+        ],
+    )
 }

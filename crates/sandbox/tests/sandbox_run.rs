@@ -4,7 +4,8 @@
 
 use cairn_sandbox::idmap::IdMapping;
 use cairn_sandbox::{
-    init_hook, BindFile, Launcher, Network, ProcessSpec, RootfsSpec, RunSpec, RunStdio, Task,
+    init_hook, BindFile, CancelToken, Launcher, Network, ProcessSpec, RootfsSpec, RunControl,
+    RunSpec, RunStdio, Task,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -72,6 +73,18 @@ impl Fixture {
 }
 
 fn run_capture(spec: &RunSpec, timeout: Option<Duration>) -> (i32, String, String) {
+    let control = RunControl {
+        timeout,
+        ..RunControl::default()
+    };
+    let (outcome, out, err) = run_controlled(spec, &control);
+    (outcome.exit_code, out, err)
+}
+
+fn run_controlled(
+    spec: &RunSpec,
+    control: &RunControl,
+) -> (cairn_sandbox::RunOutcome, String, String) {
     let launcher = Launcher::current_exe().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
@@ -80,13 +93,22 @@ fn run_capture(spec: &RunSpec, timeout: Option<Duration>) -> (i32, String, Strin
         stdout: Some(std::fs::File::create(&out_path).unwrap().into()),
         stderr: Some(std::fs::File::create(&err_path).unwrap().into()),
     };
-    let outcome = launcher.run(spec, stdio, timeout).unwrap();
+    let outcome = launcher.run_with(spec, stdio, control).unwrap();
     let out = std::fs::read_to_string(out_path).unwrap();
     let mut err = std::fs::read_to_string(err_path).unwrap();
     if let Some(f) = &outcome.failure {
         err.push_str(f.message());
     }
-    (outcome.exit_code, out, err)
+    (outcome, out, err)
+}
+
+/// Host processes whose command line contains `pattern`.
+fn host_processes(pattern: &str) -> String {
+    let ps = Command::new("pgrep")
+        .args(["-a", "-f", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&ps.stdout).into_owned()
 }
 
 fn sh(f: &Fixture, name: &str, script: &str) -> (i32, String, String) {
@@ -245,6 +267,163 @@ fn timeout_kills_the_whole_tree(f: &Fixture) {
     let _ = marker;
 }
 
+fn cancel_from_another_thread_kills_the_whole_tree(f: &Fixture) {
+    let spec = f.spec(
+        "cancel",
+        &[
+            "/bin/sh",
+            "-c",
+            "(sleep 4321; echo late) & (sh -c 'sleep 4321') & echo started; sleep 4321",
+        ],
+    );
+    let token = CancelToken::new();
+    let canceller = {
+        let token = token.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            token.cancel();
+        })
+    };
+    let control = RunControl {
+        cancel: Some(token),
+        timeout: Some(Duration::from_secs(60)),
+        ..RunControl::default()
+    };
+    let started = Instant::now();
+    let (outcome, out, _) = run_controlled(&spec, &control);
+    canceller.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(outcome.cancelled && !outcome.timed_out, "{outcome:?}");
+    assert_eq!(outcome.exit_code, 137);
+    assert_eq!(
+        out, "started\n",
+        "the command did not run before the cancel"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let left = host_processes("sleep 4321");
+    assert!(left.is_empty(), "processes survived the cancel: {left}");
+
+    // A token cancelled before the run stops it from starting at all.
+    let token = CancelToken::new();
+    token.cancel();
+    let control = RunControl {
+        cancel: Some(token),
+        ..RunControl::default()
+    };
+    let (outcome, out, _) = run_controlled(&f.spec("cancel-early", &["echo", "ran"]), &control);
+    assert!(outcome.cancelled && out.is_empty(), "{outcome:?} {out}");
+}
+
+fn writes_outside_the_rootfs_fail(f: &Fixture) {
+    // A host directory with a secret, by its host path.
+    let host = f.scratch.join("host-dir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("secret"), "host secret\n").unwrap();
+    let h = host.display().to_string();
+    let script = format!(
+        "cat {h}/secret 2>/dev/null && echo READ-HOST; \
+         mkdir -p {h} && echo pwned > {h}/escaped && echo wrote-inside; \
+         cat /proc/1/root{h}/secret 2>/dev/null && echo READ-VIA-PROC1; \
+         echo pwned > /proc/1/root{h}/escaped2; echo pwned > /proc/self/root{h}/escaped3; \
+         ln -s {h} /hostlink && echo pwned > /hostlink/escaped4; \
+         ln -s ../../../../../../../../{h} /rel && echo pwned > /rel/escaped5; \
+         cd / && cd ../../.. && echo pwned > escaped6; \
+         grep -c . /proc/1/mountinfo"
+    );
+    let (code, out, err) = sh(f, "escape", &script);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(!out.contains("READ-"), "read a host file: {out}");
+    assert!(out.contains("wrote-inside"), "{out} {err}");
+    let mut names: Vec<String> = std::fs::read_dir(&host)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["secret"], "the sandbox wrote into a host directory");
+    assert_eq!(
+        std::fs::read_to_string(host.join("secret")).unwrap(),
+        "host secret\n"
+    );
+    // Every write landed in the sandbox's own upper dir instead.
+    let upper = f.scratch.join("escape/upper");
+    let inside = upper.join(h.trim_start_matches('/'));
+    for name in ["escaped", "escaped2", "escaped3", "escaped4", "escaped5"] {
+        assert!(inside.join(name).is_file(), "{name} not in the upper dir");
+    }
+    assert!(upper.join("escaped6").is_file());
+
+    // An image whose /etc/hosts is a symlink to a host path: the generated
+    // hosts file is mounted where the link points *inside* the rootfs, and
+    // nothing is created at the host path.
+    let mut spec = f.spec("symlinked-hosts", &["cat", "/etc/hosts"]);
+    std::fs::create_dir_all(spec.rootfs.upper.join("etc")).unwrap();
+    let target = host.join("via-bind");
+    std::os::unix::fs::symlink(&target, spec.rootfs.upper.join("etc/hosts")).unwrap();
+    spec.process.args = vec!["cat".into(), "/etc/hosts".into()];
+    let (code, out, err) = run_capture(&spec, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("127.0.0.1 localhost"), "{out}");
+    assert!(
+        !target.exists(),
+        "setting up the sandbox created a file at a host path"
+    );
+    assert!(spec
+        .rootfs
+        .upper
+        .join(target.strip_prefix("/").unwrap())
+        .exists());
+}
+
+/// Runs as root: the same binary again as a user with no subordinate range.
+fn single_id_fallback_without_a_range(_: &Fixture) {
+    if std::env::var_os("CAIRN_TEST_ROOTLESS").is_some() {
+        println!("  (covered by the root run)");
+        return;
+    }
+    let Some(user) = cairn_testsupport::norange_user() else {
+        println!("  (skipped: needs root to run as a user without a range)");
+        return;
+    };
+    let out = Command::new("runuser")
+        .args(["-u", &user, "--"])
+        .arg(std::env::current_exe().unwrap())
+        .env("CAIRN_TEST_SINGLE_ID", "1")
+        .current_dir("/tmp")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("single-id: ok"),
+        "as {user}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The body of the single-ID test, as the user without a range.
+fn single_id_checks() {
+    let f = Fixture::new();
+    let mapping = IdMapping::for_current_user();
+    assert!(mapping.single_id, "this user has a subordinate range");
+    let warning = mapping.single_id_warning().unwrap();
+    assert!(
+        warning.contains("usermod --add-subuids") && warning.contains("only your own ID"),
+        "{warning}"
+    );
+    // The sandbox works as container root...
+    let (code, out, err) = sh(&f, "single", "echo hi > /f && cat /f && id -u");
+    assert_eq!((code, out.as_str()), (0, "hi\n0\n"), "{err}");
+    // ...but other IDs do not exist in it.
+    let (code, _, err) = sh(&f, "single-chown", "touch /x && chown 1000 /x");
+    assert_ne!(code, 0);
+    assert!(err.contains("Invalid argument"), "{err}");
+    let mut spec = f.spec("single-user", &["id"]);
+    spec.process.user = "app".into();
+    let (code, _, err) = run_capture(&spec, None);
+    assert_eq!(code, 125);
+    assert!(err.contains("usermod --add-subuids"), "{err}");
+    println!("single-id: ok");
+}
+
 fn background_processes_are_killed_when_the_command_exits(f: &Fixture) {
     let (code, _, _) = sh(f, "daemons", "(sleep 31 &) ; sleep 31 & exit 0");
     assert_eq!(code, 0);
@@ -280,6 +459,10 @@ fn pids_limit_stops_a_fork_bomb(f: &Fixture) {
 
 fn main() {
     init_hook();
+    if std::env::var_os("CAIRN_TEST_SINGLE_ID").is_some() {
+        single_id_checks();
+        return;
+    }
     let fixture = Fixture::new();
     cairn_testsupport::run_suite(
         &fixture,
@@ -293,6 +476,9 @@ fn main() {
             timeout_kills_the_whole_tree,
             pids_limit_stops_a_fork_bomb,
             background_processes_are_killed_when_the_command_exits,
+            cancel_from_another_thread_kills_the_whole_tree,
+            writes_outside_the_rootfs_fail,
+            single_id_fallback_without_a_range,
         ],
     )
 }

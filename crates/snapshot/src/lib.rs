@@ -4,13 +4,18 @@
 //! creating snapshots from builds, images and sandboxes ties in the other
 //! crates (see docs/snapshots.md for what is built).
 
+pub mod asynchronous;
+pub mod context;
 pub mod record;
 pub mod repo;
+pub mod service;
 pub mod state;
 pub mod version;
 
+pub use asynchronous::AsyncSnapshots;
 pub use record::{BuildInfo, Limits, Resources, Snapshot};
 pub use repo::{ListQuery, NewSnapshot, Page, SnapshotError, SnapshotRepo};
+pub use service::{CreateRequest, ServiceError, SnapshotService, Source};
 pub use state::SnapshotState;
 
 /// Render a value as YAML (serde_norway: the maintained fork of serde_yaml).

@@ -463,26 +463,20 @@ impl SnapshotRepo {
     }
 
     /// Active snapshots not used (or, never used, not created) within `idle`
-    /// become inactive. Returns how many did.
+    /// become inactive. Returns how many did. One UPDATE: the times are
+    /// RFC 3339 UTC strings of one format, so they compare as text.
     pub fn mark_idle(&mut self, idle: std::time::Duration) -> Result<usize> {
-        let cutoff = std::time::SystemTime::now() - idle;
-        let rows: Vec<(String, String)> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT id, record FROM snapshots WHERE state = 'active'")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<std::result::Result<_, _>>()?
-        };
-        let mut changed = 0;
-        for (id, record) in rows {
-            let snap = Self::decode(&id, &record)?;
-            let last = snap.last_used_at.as_deref().unwrap_or(&snap.created_at);
-            if humantime::parse_rfc3339(last).is_ok_and(|t| t < cutoff) {
-                self.set_state_unchecked(&id, SnapshotState::Inactive)?;
-                changed += 1;
-            }
-        }
-        Ok(changed)
+        let cutoff =
+            humantime::format_rfc3339_micros(std::time::SystemTime::now() - idle).to_string();
+        let n = self.conn.execute(
+            "UPDATE snapshots
+             SET state = 'inactive',
+                 record = json_set(record, '$.state', 'inactive', '$.updatedAt', ?2)
+             WHERE state = 'active'
+               AND COALESCE(json_extract(record, '$.lastUsedAt'), json_extract(record, '$.createdAt')) < ?1",
+            params![cutoff, now()],
+        )?;
+        Ok(n)
     }
 
     /// Note a use: last-used now, and an inactive snapshot is active again.

@@ -155,7 +155,26 @@ pub fn add_random_layer(
     seed: u64,
     name: &str,
 ) -> cairn_store::Digest {
-    use cairn_layer::{write_layer, Compression, DiffSource, LayerOptions};
+    add_random_layer_compressed(
+        store,
+        base,
+        bytes,
+        seed,
+        name,
+        cairn_layer::Compression::Gzip,
+    )
+}
+
+/// [`add_random_layer`] with the layer compressed as `compression`.
+pub fn add_random_layer_compressed(
+    store: &Store,
+    base: &str,
+    bytes: usize,
+    seed: u64,
+    name: &str,
+    compression: cairn_layer::Compression,
+) -> cairn_store::Digest {
+    use cairn_layer::{write_layer, DiffSource, LayerOptions};
     use std::io::Write;
     let dir = tempfile::tempdir().expect("temp dir");
     {
@@ -176,7 +195,7 @@ pub fn add_random_layer(
         f.flush().expect("flush");
     }
     let opts = LayerOptions {
-        compression: Compression::Gzip,
+        compression,
         level: Some(1),
         ..LayerOptions::default()
     };
@@ -212,4 +231,45 @@ pub fn add_random_layer(
         .tag(&ImageRef::parse(name).expect("name"), &manifest)
         .expect("tag");
     manifest
+}
+
+/// A second unprivileged user *without* a subordinate range, for the
+/// single-ID fallback (scripts/setup-test-env.sh makes it; as root this makes
+/// it too when it is missing). None when not root, or when the user exists
+/// but has a range after all (then the fallback cannot be shown with it).
+pub fn norange_user() -> Option<String> {
+    let user = std::env::var("CAIRN_TEST_NORANGE_USER").unwrap_or_else(|_| "cairnnorange".into());
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    if !is_root {
+        return None;
+    }
+    let exists = |u: &str| {
+        Command::new("id")
+            .arg(u)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !exists(&user) {
+        // Concurrent test binaries may race here: whoever loses sees it exist.
+        let _ = Command::new("useradd")
+            .args(["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"])
+            .args(["--no-create-home", "--shell", "/bin/sh", &user])
+            .stderr(Stdio::null())
+            .status();
+        if !exists(&user) {
+            return None;
+        }
+    }
+    let has_range = ["/etc/subuid", "/etc/subgid"].iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(':').next() == Some(user.as_str()))
+    });
+    (!has_range).then_some(user)
 }

@@ -106,3 +106,14 @@ pub fn users() -> Vec<Option<&'static str>> {
     }
     users
 }
+
+/// The stdout of a command that must have succeeded (else its stderr in the panic).
+pub fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\n{}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}

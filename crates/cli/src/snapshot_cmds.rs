@@ -1,0 +1,395 @@
+//! `cairn snapshot create|push|commit|list|get|delete|sandbox|log`.
+
+use crate::exit::CliError;
+use crate::registry_cmds::{registry_error, RegistryFlags};
+use cairn::registry::Regions;
+use cairn::sandbox::manager::{CreateOptions, Resources as SandboxResources};
+use cairn::sandbox::{Launcher, Network};
+use cairn::snapshot::{
+    CreateRequest, ListQuery, Resources, ServiceError, Snapshot, SnapshotService, SnapshotState,
+    Source,
+};
+use cairn::store::Store;
+use clap::{Args, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn service_error(e: ServiceError) -> CliError {
+    if e.is_bad_input() {
+        CliError::bad_input(e)
+    } else {
+        CliError::failed(e)
+    }
+}
+
+/// Flags every snapshot command takes.
+#[derive(Args, Clone)]
+pub struct Common {
+    /// The organization acting (sees its own and the general snapshots)
+    #[arg(long, env = "CAIRN_ORG", default_value = "default", global = true)]
+    org: String,
+    /// The regions file (default: $CAIRN_REGIONS, ~/.config/cairn/regions.toml, /etc/cairn/regions.toml)
+    #[arg(long, value_name = "FILE", global = true)]
+    regions_file: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryFlags,
+}
+
+#[derive(Args, Clone)]
+pub struct ResourceArgs {
+    /// CPU cores for sandboxes from this snapshot
+    #[arg(long, default_value_t = 1)]
+    cpu: u32,
+    /// Memory in GB
+    #[arg(long, default_value_t = 1)]
+    memory: u32,
+    /// Disk in GB
+    #[arg(long, default_value_t = 3)]
+    disk: u32,
+    /// GPUs
+    #[arg(long, default_value_t = 0)]
+    gpu: u32,
+    /// Region where the snapshot will be available (repeatable; default: the regions file's default)
+    #[arg(long = "region", value_name = "ID")]
+    regions: Vec<String>,
+}
+
+impl ResourceArgs {
+    fn request(&self, name: String, entrypoint: Option<&str>) -> Result<CreateRequest, CliError> {
+        Ok(CreateRequest {
+            name,
+            entrypoint: entrypoint.map(parse_entrypoint).transpose()?,
+            resources: Resources {
+                cpu: self.cpu,
+                gpu: self.gpu,
+                mem: self.memory,
+                disk: self.disk,
+            },
+            regions: self.regions.clone(),
+            general: false,
+        })
+    }
+}
+
+/// `["a","b"]` (JSON) or words split on whitespace.
+fn parse_entrypoint(s: &str) -> Result<Vec<String>, CliError> {
+    let v: Vec<String> = if s.trim_start().starts_with('[') {
+        serde_json::from_str(s).map_err(|e| {
+            CliError::bad_input(format!(
+                "--entrypoint {s:?}: not a JSON array of strings: {e}"
+            ))
+        })?
+    } else {
+        s.split_whitespace().map(str::to_string).collect()
+    };
+    if v.is_empty() {
+        return Err(CliError::bad_input("--entrypoint must not be empty"));
+    }
+    Ok(v)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Create a snapshot from a Dockerfile or an image reference
+    Create {
+        /// NAME or NAME:VERSION
+        name: String,
+        /// Dockerfile to build
+        #[arg(
+            short = 'f',
+            long,
+            conflicts_with = "image",
+            required_unless_present = "image"
+        )]
+        dockerfile: Option<PathBuf>,
+        /// Files or dirs for the build context (repeatable; default: the COPY/ADD sources)
+        #[arg(short = 'c', long = "context", requires = "dockerfile")]
+        contexts: Vec<PathBuf>,
+        /// Image reference to pull
+        #[arg(short = 'i', long)]
+        image: Option<String>,
+        /// Entrypoint of the snapshot (with --image only)
+        #[arg(short = 'e', long, conflicts_with_all = ["dockerfile", "contexts"])]
+        entrypoint: Option<String>,
+        /// Build argument KEY=VALUE (repeatable)
+        #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+        build_args: Vec<String>,
+        #[command(flatten)]
+        resources: ResourceArgs,
+    },
+    /// Make a snapshot of a local store image (pushed to the snapshot registry)
+    Push {
+        /// The store image
+        image: String,
+        /// NAME or NAME:VERSION (required)
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'e', long)]
+        entrypoint: Option<String>,
+        #[command(flatten)]
+        resources: ResourceArgs,
+    },
+    /// Make a snapshot of a live sandbox's filesystem
+    Commit {
+        /// Sandbox id or name
+        sandbox: String,
+        #[arg(short = 'n', long)]
+        name: String,
+        #[command(flatten)]
+        resources: ResourceArgs,
+    },
+    /// List snapshots
+    List {
+        #[arg(short = 'p', long, default_value_t = 1)]
+        page: u32,
+        #[arg(short = 'l', long, default_value_t = 100)]
+        limit: u32,
+        /// Only this state (pending, building, pulling, active, inactive, error, build_failed, removing)
+        #[arg(long)]
+        state: Option<String>,
+        /// Only names starting with this
+        #[arg(long = "name")]
+        name_prefix: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show one snapshot (by id, NAME:VERSION, or NAME for the latest version)
+    Get {
+        key: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Delete snapshots
+    Delete {
+        #[arg(required_unless_present = "all")]
+        keys: Vec<String>,
+        /// Delete all of the organization's snapshots
+        #[arg(short = 'a', long, conflicts_with = "keys")]
+        all: bool,
+    },
+    /// Start a long-lived sandbox from a snapshot; prints its id last
+    Sandbox {
+        key: String,
+        /// Make the snapshot available in this region first
+        #[arg(long)]
+        region: Option<String>,
+        /// Name for the sandbox
+        #[arg(long = "sandbox-name")]
+        sandbox_name: Option<String>,
+    },
+    /// Print the kept creation (build) log of a snapshot
+    Log { key: String },
+}
+
+#[derive(Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: SnapshotCommand,
+}
+
+pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
+    let root = cairn::store::layout::default_root(root);
+    let store = Store::open(&root)
+        .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))?;
+    let registry = args.common.registry.registry()?;
+    let regions = Regions::load(args.common.regions_file.as_deref()).map_err(registry_error)?;
+    let launcher = Launcher::current_exe().map_err(CliError::failed)?;
+    let svc = SnapshotService::open(&store, launcher, &registry, regions).map_err(service_error)?;
+    let org = args.common.org.as_str();
+    let mut log = |line: &str| eprintln!("{line}");
+    match args.command {
+        SnapshotCommand::Create {
+            name,
+            dockerfile,
+            contexts,
+            image,
+            entrypoint,
+            build_args,
+            resources,
+        } => {
+            let source = match (dockerfile, image) {
+                (Some(path), None) => Source::Dockerfile {
+                    path,
+                    contexts,
+                    build_args: parse_build_args(&build_args),
+                },
+                (None, Some(image)) => Source::Image(image),
+                _ => {
+                    return Err(CliError::bad_input(
+                        "give exactly one of --dockerfile and --image",
+                    ))
+                }
+            };
+            let req = resources.request(name, entrypoint.as_deref())?;
+            let snap = svc
+                .create(org, source, req, &mut log)
+                .map_err(service_error)?;
+            print_one(&snap, Format::Table)
+        }
+        SnapshotCommand::Push {
+            image,
+            name,
+            entrypoint,
+            resources,
+        } => {
+            let req = resources.request(name, entrypoint.as_deref())?;
+            let snap = svc
+                .create(org, Source::LocalImage(image), req, &mut log)
+                .map_err(service_error)?;
+            print_one(&snap, Format::Table)
+        }
+        SnapshotCommand::Commit {
+            sandbox,
+            name,
+            resources,
+        } => {
+            let req = resources.request(name, None)?;
+            let snap = svc
+                .create(org, Source::Sandbox(sandbox), req, &mut log)
+                .map_err(service_error)?;
+            print_one(&snap, Format::Table)
+        }
+        SnapshotCommand::List {
+            page,
+            limit,
+            state,
+            name_prefix,
+            format,
+        } => {
+            let mut q = ListQuery::new(org);
+            q.page = page;
+            q.limit = limit;
+            q.name_prefix = name_prefix;
+            q.state = state
+                .map(|s| {
+                    s.parse::<SnapshotState>().map_err(|_| {
+                        CliError::bad_input(format!("--state {s:?}: not a snapshot state"))
+                    })
+                })
+                .transpose()?;
+            let page = svc.list(&q).map_err(service_error)?;
+            match format {
+                Format::Json => println!("{}", json(&page)?),
+                Format::Yaml => print!(
+                    "{}",
+                    cairn::snapshot::to_yaml(&page).map_err(CliError::failed)?
+                ),
+                Format::Table => {
+                    print_table(&page.items);
+                    eprintln!(
+                        "page {} ({} per page) of {} snapshots in all",
+                        page.page, page.limit, page.total
+                    );
+                }
+            }
+            Ok(())
+        }
+        SnapshotCommand::Get { key, format } => {
+            let snap = svc.get(org, &key).map_err(service_error)?;
+            print_one(&snap, format)
+        }
+        SnapshotCommand::Delete { keys, all } => {
+            let gone = if all {
+                svc.delete_all(org).map_err(service_error)?
+            } else {
+                let mut gone = Vec::new();
+                for k in &keys {
+                    gone.push(svc.delete(org, k).map_err(service_error)?);
+                }
+                gone
+            };
+            for s in gone {
+                eprintln!("deleted snapshot {} ({})", s.name, s.id);
+            }
+            Ok(())
+        }
+        SnapshotCommand::Sandbox {
+            key,
+            region,
+            sandbox_name,
+        } => {
+            let snap = svc.get(org, &key).map_err(service_error)?;
+            let opts = CreateOptions {
+                name: sandbox_name,
+                network: Network::Host,
+                resources: SandboxResources {
+                    cpu: Some(f64::from(snap.cpu)),
+                    memory_gb: Some(f64::from(snap.mem)),
+                    ..SandboxResources::default()
+                },
+                ephemeral: false,
+            };
+            let (snap, sandbox) = svc
+                .start_sandbox(org, &snap.id, region.as_deref(), opts)
+                .map_err(service_error)?;
+            for n in &sandbox.resources.not_applied {
+                eprintln!("note: {n}");
+            }
+            eprintln!("sandbox from snapshot {} ({})", snap.name, snap.id);
+            println!("{}", sandbox.id);
+            Ok(())
+        }
+        SnapshotCommand::Log { key } => {
+            print!("{}", svc.log(org, &key).map_err(service_error)?);
+            Ok(())
+        }
+    }
+}
+
+fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
+    args.iter()
+        .filter_map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
+            _ => std::env::var(kv).ok().map(|v| (kv.clone(), v)),
+        })
+        .collect()
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(v).map_err(CliError::failed)
+}
+
+fn print_one(snap: &Snapshot, format: Format) -> Result<(), CliError> {
+    match format {
+        Format::Json => println!("{}", json(snap)?),
+        Format::Yaml => print!(
+            "{}",
+            cairn::snapshot::to_yaml(snap).map_err(CliError::failed)?
+        ),
+        Format::Table => print_table(std::slice::from_ref(snap)),
+    }
+    Ok(())
+}
+
+fn print_table(items: &[Snapshot]) {
+    println!(
+        "{:<36}  {:<28}  {:<12}  {:<18}  {:>9}  CREATED",
+        "ID", "NAME", "STATE", "RESOURCES", "SIZE"
+    );
+    for s in items {
+        let res = format!("{}cpu {}GB {}GB-disk", s.cpu, s.mem, s.disk);
+        let created = s
+            .created_at
+            .get(..19)
+            .unwrap_or(&s.created_at)
+            .replace('T', " ");
+        println!(
+            "{:<36}  {:<28}  {:<12}  {:<18}  {:>9}  {}",
+            s.id,
+            s.name,
+            s.state.as_str(),
+            res,
+            cairn::store::size::format_size(s.size),
+            created
+        );
+    }
+}

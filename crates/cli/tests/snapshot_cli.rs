@@ -41,7 +41,7 @@ fn dockerfile_snapshot_to_sandbox_and_back() {
             &env,
             "proj",
             &[
-                ("Dockerfile", "FROM busybox:fixture\nCOPY app/ /app/\nRUN echo built > /built\nENTRYPOINT [\"sh\"]\n"),
+                ("Dockerfile", "FROM busybox:fixture\nCOPY app/ /app/\nRUN echo built > /built && echo hello-from-run\nENTRYPOINT [\"sh\"]\n"),
                 ("app/run.sh", "echo app\n"),
                 ("unrelated.bin", "not in the context"),
             ],
@@ -61,6 +61,19 @@ fn dockerfile_snapshot_to_sandbox_and_back() {
             text(&out.stderr).contains("RUN echo built"),
             "build log streamed: {}",
             text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("| hello-from-run"),
+            "RUN output streamed: {}",
+            text(&out.stderr)
+        );
+        let kept = ok(
+            &env.cairn(&["snapshot", "log", "web:1.0.0"]),
+            "snapshot log",
+        );
+        assert!(
+            kept.contains("| hello-from-run") && kept.contains("is active"),
+            "{kept}"
         );
         let snap = get_json(&env, "web");
         assert_eq!(snap["state"], "active");

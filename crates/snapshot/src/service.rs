@@ -12,7 +12,7 @@ use crate::record::{BuildInfo, Resources, Snapshot};
 use crate::repo::{ListQuery, NewSnapshot, Page, SnapshotError, SnapshotRepo};
 use crate::state::SnapshotState;
 use crate::version;
-use cairn_build::{BuildError, BuildRequest, Builder, StepOutcome};
+use cairn_build::{BuildError, BuildEvent, BuildRequest, Builder};
 use cairn_layer::Compression;
 use cairn_registry::{LayerSink, Regions, Registry, RegistryError};
 use cairn_sandbox::manager::{
@@ -378,18 +378,13 @@ impl<'s> SnapshotService<'s> {
                     timestamp: None,
                     network: Network::Host,
                 };
-                let mut n = 0;
-                let result = builder.build(&request, &mut |step| {
-                    n += 1;
-                    let mark = if step.outcome == StepOutcome::Cached {
-                        " (cached)"
-                    } else {
-                        ""
-                    };
-                    log(&format!(
-                        "[{n}] {}{mark}",
-                        step.text.lines().next().unwrap_or_default()
-                    ));
+                let result = builder.build_with_events(&request, &mut |event| match event {
+                    BuildEvent::StepStarted { text, .. } => {
+                        log(&format!("=> {}", text.lines().next().unwrap_or_default()))
+                    }
+                    BuildEvent::StepCached { .. } => log("   (cached)"),
+                    BuildEvent::Output { text, .. } => log(&format!("   | {text}")),
+                    _ => {}
                 })?;
                 result.manifest
             }

@@ -110,20 +110,6 @@ fn ingest(c: &mut Criterion) {
             total
         })
     });
-    g.bench_function("store_ingest_file", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                n += 1;
-                let store = Store::open(dir.path().join(format!("store-{n}"))).unwrap();
-                let start = Instant::now();
-                let info = store.ingest_file(&input, None).unwrap();
-                total += start.elapsed();
-                assert_eq!(info.size, GIB);
-            }
-            total
-        })
-    });
     g.finish();
 }
 

@@ -15,7 +15,6 @@ mod fsutil;
 pub mod gc;
 pub mod image;
 mod index_json;
-mod ingest_file;
 pub mod layer_dirs;
 pub mod layout;
 pub mod lock;

@@ -141,17 +141,15 @@ impl BlobSource for DirSource {
             return Ok(());
         }
         let path = self.root.join("blobs/sha256").join(blob.digest.hex());
-        if let Err(e) = File::open(&path) {
-            return Err(StoreError::BadSource {
-                source_name: self.source_name.clone(),
-                reason: format!(
-                    "blob {} cannot be read from {}: {e}",
-                    blob.digest,
-                    path.display()
-                ),
-            });
-        }
-        store.ingest_file(&path, Some((blob.digest, blob.size)))?;
+        let file = File::open(&path).map_err(|e| StoreError::BadSource {
+            source_name: self.source_name.clone(),
+            reason: format!(
+                "blob {} cannot be read from {}: {e}",
+                blob.digest,
+                path.display()
+            ),
+        })?;
+        store.ingest_reader(file, Some((blob.digest, blob.size)))?;
         Ok(())
     }
 }

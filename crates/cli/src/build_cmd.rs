@@ -6,7 +6,6 @@ mod progress;
 use cairn::build::{BuildError, BuildRequest, Builder, CancelToken};
 use cairn::layer::Compression;
 use cairn::sandbox::{Launcher, Network};
-use cairn::store::Store;
 use clap::Args;
 use progress::{install_signal_handlers, signalled, ProgressMode, Renderer};
 use std::collections::HashMap;
@@ -83,9 +82,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         Some(o) => Some(cairn::store::transport::Transport::parse(o).map_err(CliError::bad_input)?),
         None => None,
     };
-    let root = cairn::store::layout::default_root(root);
-    let store = Store::open(&root)
-        .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))?;
+    let store = crate::exit::open_store(root)?;
     if args.push && args.tags.is_empty() {
         return Err(CliError::bad_input(
             "--push needs at least one -t NAME to push to",

@@ -1,6 +1,7 @@
 //! The CLI's error type: a message plus the exit code the contract assigns.
 
 use std::fmt;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// An error on its way out of the CLI.
@@ -43,4 +44,42 @@ impl CliError {
         }
         ExitCode::from(self.code)
     }
+}
+
+/// Library errors that know whether the caller's input was at fault.
+pub trait InputFault: fmt::Display {
+    fn is_bad_input(&self) -> bool;
+}
+
+macro_rules! input_fault {
+    ($($t:ty),*) => {$(
+        impl InputFault for $t {
+            fn is_bad_input(&self) -> bool {
+                <$t>::is_bad_input(self)
+            }
+        }
+    )*};
+}
+input_fault!(
+    cairn::store::StoreError,
+    cairn::sandbox::manager::ManagerError,
+    cairn::registry::RegistryError,
+    cairn::snapshot::ServiceError,
+    cairn::build::BuildError
+);
+
+/// Exit 2 when the input was at fault, else 1.
+pub fn classify<E: InputFault>(e: E) -> CliError {
+    if e.is_bad_input() {
+        CliError::bad_input(e)
+    } else {
+        CliError::failed(e)
+    }
+}
+
+/// The store at `--store` / `CAIRN_STORE` / the default root, opened shared.
+pub fn open_store(root: Option<&Path>) -> Result<cairn::store::Store, CliError> {
+    let root = cairn::store::layout::default_root(root);
+    cairn::store::Store::open(&root)
+        .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))
 }

@@ -1,8 +1,8 @@
 //! `cairn pull`, `cairn push`, `cairn login`, `cairn logout`.
 
-use crate::exit::CliError;
+use crate::exit::{classify, open_store, CliError};
 use cairn::registry::auth::AuthFiles;
-use cairn::registry::{LayerSink, Regions, Registry, RegistryError, RegistryOptions};
+use cairn::registry::{LayerSink, Regions, Registry, RegistryOptions};
 use cairn::sandbox::manager::SandboxManager;
 use cairn::sandbox::Launcher;
 use cairn::store::{Digest, ImageRef, Store};
@@ -10,20 +10,6 @@ use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-pub fn registry_error(e: RegistryError) -> CliError {
-    if e.is_bad_input() {
-        CliError::bad_input(e)
-    } else {
-        CliError::failed(e)
-    }
-}
-
-fn open_store(root: Option<&Path>) -> Result<Store, CliError> {
-    let root = cairn::store::layout::default_root(root);
-    Store::open(&root)
-        .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))
-}
 
 /// How to reach registries; shared by every command that talks to one.
 #[derive(Args, Clone, Default)]
@@ -58,7 +44,7 @@ impl RegistryFlags {
     }
 
     pub fn registry(&self) -> Result<Registry, CliError> {
-        Registry::new(self.options()?).map_err(registry_error)
+        Registry::new(self.options()?).map_err(classify)
     }
 }
 
@@ -90,8 +76,8 @@ pub struct PullArgs {
 
 pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
     let mut opts = args.registry.options()?;
-    opts.platform = args.platform.parse().map_err(registry_error)?;
-    let registry = Registry::new(opts).map_err(registry_error)?;
+    opts.platform = args.platform.parse().map_err(classify)?;
+    let registry = Registry::new(opts).map_err(classify)?;
     let store = open_store(root)?;
     let launcher = Launcher::current_exe().map_err(CliError::failed)?;
     let extractor = Extractor(SandboxManager::new(&store, launcher));
@@ -103,7 +89,7 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
     };
     let report = registry
         .pull(&store, &args.reference, sink)
-        .map_err(registry_error)?;
+        .map_err(classify)?;
     eprintln!(
         "pulled {}: {} blobs fetched ({}), {} already here, {} retries, {:.2}s",
         report.reference,
@@ -140,7 +126,7 @@ pub fn push(root: Option<&Path>, args: PushArgs) -> Result<(), CliError> {
         let dest = args.dest.clone().unwrap_or_else(|| args.image.clone());
         return push_to(&registry, &store, &args.image, &[dest]);
     }
-    let regions = Regions::load(args.regions_file.as_deref()).map_err(registry_error)?;
+    let regions = Regions::load(args.regions_file.as_deref()).map_err(classify)?;
     let name = match &args.dest {
         Some(d) => d.clone(),
         None => short_name(&args.image)?,
@@ -150,7 +136,7 @@ pub fn push(root: Option<&Path>, args: PushArgs) -> Result<(), CliError> {
         .iter()
         .map(|r| regions.destination(r, &name).map(|d| d.to_string()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(registry_error)?;
+        .map_err(classify)?;
     push_to(&registry, &store, &args.image, &dests)
 }
 
@@ -179,11 +165,11 @@ pub fn push_to(
         .iter()
         .map(|d| cairn::registry::parse_ref(d))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(registry_error)?;
+        .map_err(classify)?;
     let started = Instant::now();
     let results = registry
         .push_many(store, image, &parsed)
-        .map_err(registry_error)?;
+        .map_err(classify)?;
     let mut failures = Vec::new();
     for (dest, result) in dests.iter().zip(results) {
         match result {
@@ -204,7 +190,7 @@ pub fn push_to(
     }
     match failures.len() {
         0 => Ok(()),
-        1 => Err(registry_error(failures.remove(0))),
+        1 => Err(classify(failures.remove(0))),
         n => Err(CliError::failed(format!(
             "{n} pushes failed: {}",
             failures
@@ -272,9 +258,9 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
     let opts = args.registry_flags.options()?;
     if !args.no_verify {
         Registry::new(opts.clone())
-            .map_err(registry_error)?
+            .map_err(classify)?
             .check_login(&host, &username, &password)
-            .map_err(registry_error)?;
+            .map_err(classify)?;
     }
     let place = opts
         .auth

@@ -1,29 +1,13 @@
 //! `cairn run` and `cairn sandbox create|exec|commit|ls|rm`.
 
-use crate::exit::CliError;
+use crate::exit::{classify, open_store, CliError};
 use cairn::layer::Compression;
-use cairn::sandbox::manager::{
-    Argv, CreateOptions, ExecOptions, ManagerError, Resources, SandboxManager,
-};
+use cairn::sandbox::manager::{Argv, CreateOptions, ExecOptions, Resources, SandboxManager};
 use cairn::sandbox::{Launcher, Network, RunOutcome};
 use cairn::store::Store;
 use clap::{Args, Subcommand};
 use std::path::Path;
 use std::time::Duration;
-
-fn manager_error(e: ManagerError) -> CliError {
-    if e.is_bad_input() {
-        CliError::bad_input(e)
-    } else {
-        CliError::failed(e)
-    }
-}
-
-fn open_store(root: Option<&Path>) -> Result<Store, CliError> {
-    let root = cairn::store::layout::default_root(root);
-    Store::open(&root)
-        .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))
-}
 
 fn launcher() -> Result<Launcher, CliError> {
     Launcher::current_exe().map_err(CliError::failed)
@@ -34,7 +18,7 @@ fn launcher() -> Result<Launcher, CliError> {
 pub fn remove_dead(store: &Store) -> Result<Vec<String>, CliError> {
     SandboxManager::new(store, launcher()?)
         .remove_dead()
-        .map_err(manager_error)
+        .map_err(classify)
 }
 
 /// Say so when only the caller's own ID is mapped.
@@ -115,7 +99,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
         ephemeral: args.rm,
         ..CreateOptions::default()
     };
-    let record = manager.create(&args.image, create).map_err(manager_error)?;
+    let record = manager.create(&args.image, create).map_err(classify)?;
     warn_single_id(&manager);
     let argv = if args.command.is_empty() {
         Argv::ImageDefault
@@ -125,9 +109,9 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
     let result = args
         .process
         .exec_options(argv)
-        .and_then(|opts| manager.exec(&record.id, opts).map_err(manager_error));
+        .and_then(|opts| manager.exec(&record.id, opts).map_err(classify));
     if args.rm {
-        manager.remove(&record.id).map_err(manager_error)?;
+        manager.remove(&record.id).map_err(classify)?;
     }
     finish(&manager, result?)
 }
@@ -238,7 +222,7 @@ pub fn sandbox(root: Option<&Path>, cmd: SandboxCommand) -> Result<(), CliError>
                 resources,
                 ephemeral: false,
             };
-            let record = manager.create(&a.image, opts).map_err(manager_error)?;
+            let record = manager.create(&a.image, opts).map_err(classify)?;
             for note in &record.resources.not_applied {
                 eprintln!("cairn: warning: limit not applied: {note}");
             }
@@ -248,17 +232,17 @@ pub fn sandbox(root: Option<&Path>, cmd: SandboxCommand) -> Result<(), CliError>
         }
         SandboxCommand::Exec(a) => {
             let opts = a.process.exec_options(Argv::Direct(a.command))?;
-            finish(&manager, manager.exec(&a.id, opts).map_err(manager_error)?)
+            finish(&manager, manager.exec(&a.id, opts).map_err(classify)?)
         }
         SandboxCommand::Commit(a) => {
             let digest = manager
                 .commit(&a.id, &a.name, a.compression)
-                .map_err(manager_error)?;
+                .map_err(classify)?;
             println!("{digest}");
             Ok(())
         }
         SandboxCommand::Ls(a) => {
-            let records = manager.list().map_err(manager_error)?;
+            let records = manager.list().map_err(classify)?;
             match a.format.as_str() {
                 "json" => {
                     let text = serde_json::to_string_pretty(&records).map_err(CliError::failed)?;
@@ -289,7 +273,7 @@ pub fn sandbox(root: Option<&Path>, cmd: SandboxCommand) -> Result<(), CliError>
         }
         SandboxCommand::Rm(a) => {
             for id in &a.ids {
-                manager.remove(id).map_err(manager_error)?;
+                manager.remove(id).map_err(classify)?;
                 println!("{id}");
             }
             Ok(())

@@ -1,26 +1,16 @@
 //! `cairn snapshot create|push|commit|list|get|delete|sandbox|log`.
 
-use crate::exit::CliError;
-use crate::registry_cmds::{registry_error, RegistryFlags};
+use crate::exit::{classify, open_store, CliError};
+use crate::registry_cmds::RegistryFlags;
 use cairn::registry::Regions;
 use cairn::sandbox::manager::{CreateOptions, Resources as SandboxResources};
 use cairn::sandbox::{Launcher, Network};
 use cairn::snapshot::{
-    CreateRequest, ListQuery, Resources, ServiceError, Snapshot, SnapshotService, SnapshotState,
-    Source,
+    CreateRequest, ListQuery, Resources, Snapshot, SnapshotService, SnapshotState, Source,
 };
-use cairn::store::Store;
 use clap::{Args, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-fn service_error(e: ServiceError) -> CliError {
-    if e.is_bad_input() {
-        CliError::bad_input(e)
-    } else {
-        CliError::failed(e)
-    }
-}
 
 /// Flags every snapshot command takes.
 #[derive(Args, Clone)]
@@ -197,13 +187,11 @@ pub struct SnapshotArgs {
 }
 
 pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
-    let root = cairn::store::layout::default_root(root);
-    let store = Store::open(&root)
-        .map_err(|e| CliError::failed(format!("opening store {}: {e}", root.display())))?;
+    let store = open_store(root)?;
     let registry = args.common.registry.registry()?;
-    let regions = Regions::load(args.common.regions_file.as_deref()).map_err(registry_error)?;
+    let regions = Regions::load(args.common.regions_file.as_deref()).map_err(classify)?;
     let launcher = Launcher::current_exe().map_err(CliError::failed)?;
-    let svc = SnapshotService::open(&store, launcher, &registry, regions).map_err(service_error)?;
+    let svc = SnapshotService::open(&store, launcher, &registry, regions).map_err(classify)?;
     let org = args.common.org.as_str();
     let mut log = |line: &str| eprintln!("{line}");
     match args.command {
@@ -230,9 +218,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
                 }
             };
             let req = resources.request(name, entrypoint.as_deref())?;
-            let snap = svc
-                .create(org, source, req, &mut log)
-                .map_err(service_error)?;
+            let snap = svc.create(org, source, req, &mut log).map_err(classify)?;
             print_one(&snap, Format::Table)
         }
         SnapshotCommand::Push {
@@ -244,7 +230,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             let req = resources.request(name, entrypoint.as_deref())?;
             let snap = svc
                 .create(org, Source::LocalImage(image), req, &mut log)
-                .map_err(service_error)?;
+                .map_err(classify)?;
             print_one(&snap, Format::Table)
         }
         SnapshotCommand::Commit {
@@ -255,7 +241,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             let req = resources.request(name, None)?;
             let snap = svc
                 .create(org, Source::Sandbox(sandbox), req, &mut log)
-                .map_err(service_error)?;
+                .map_err(classify)?;
             print_one(&snap, Format::Table)
         }
         SnapshotCommand::List {
@@ -276,7 +262,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
                     })
                 })
                 .transpose()?;
-            let page = svc.list(&q).map_err(service_error)?;
+            let page = svc.list(&q).map_err(classify)?;
             match format {
                 Format::Json => println!("{}", json(&page)?),
                 Format::Yaml => print!(
@@ -294,16 +280,16 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             Ok(())
         }
         SnapshotCommand::Get { key, format } => {
-            let snap = svc.get(org, &key).map_err(service_error)?;
+            let snap = svc.get(org, &key).map_err(classify)?;
             print_one(&snap, format)
         }
         SnapshotCommand::Delete { keys, all } => {
             let gone = if all {
-                svc.delete_all(org).map_err(service_error)?
+                svc.delete_all(org).map_err(classify)?
             } else {
                 let mut gone = Vec::new();
                 for k in &keys {
-                    gone.push(svc.delete(org, k).map_err(service_error)?);
+                    gone.push(svc.delete(org, k).map_err(classify)?);
                 }
                 gone
             };
@@ -317,7 +303,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             region,
             sandbox_name,
         } => {
-            let snap = svc.get(org, &key).map_err(service_error)?;
+            let snap = svc.get(org, &key).map_err(classify)?;
             let opts = CreateOptions {
                 name: sandbox_name,
                 network: Network::Host,
@@ -330,7 +316,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             };
             let (snap, sandbox) = svc
                 .start_sandbox(org, &snap.id, region.as_deref(), opts)
-                .map_err(service_error)?;
+                .map_err(classify)?;
             for n in &sandbox.resources.not_applied {
                 eprintln!("note: {n}");
             }
@@ -339,7 +325,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             Ok(())
         }
         SnapshotCommand::Log { key } => {
-            print!("{}", svc.log(org, &key).map_err(service_error)?);
+            print!("{}", svc.log(org, &key).map_err(classify)?);
             Ok(())
         }
     }

@@ -1,21 +1,9 @@
 //! The store commands: `images`, `tag`, `rmi`, `export`, `import`, `prune`, `fsck`.
 
-use crate::exit::CliError;
+use crate::exit::{classify, open_store, CliError};
 use cairn::store::{self, size, ImageRef, Store, StoreError, Transport};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
-
-fn cli_error(e: StoreError) -> CliError {
-    if e.is_bad_input() {
-        CliError::bad_input(e)
-    } else {
-        CliError::failed(e)
-    }
-}
-
-fn open(root: Option<&Path>) -> Result<Store, CliError> {
-    Store::open(store::default_root(root)).map_err(CliError::failed)
-}
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ImagesFormat {
@@ -31,8 +19,8 @@ pub struct ImagesArgs {
 }
 
 pub fn images(root: Option<&Path>, args: ImagesArgs) -> Result<(), CliError> {
-    let store = open(root)?;
-    let images = store.images().map_err(cli_error)?;
+    let store = open_store(root)?;
+    let images = store.images().map_err(classify)?;
     match args.format {
         ImagesFormat::Json => {
             let text = serde_json::to_string_pretty(&images)
@@ -70,10 +58,10 @@ pub struct TagArgs {
 }
 
 pub fn tag(root: Option<&Path>, args: TagArgs) -> Result<(), CliError> {
-    let target = ImageRef::parse(&args.target).map_err(cli_error)?;
-    let store = open(root)?;
-    let digest = store.resolve(&args.source).map_err(cli_error)?;
-    store.tag(&target, &digest).map_err(cli_error)?;
+    let target = ImageRef::parse(&args.target).map_err(classify)?;
+    let store = open_store(root)?;
+    let digest = store.resolve(&args.source).map_err(classify)?;
+    store.tag(&target, &digest).map_err(classify)?;
     println!("{target} -> {digest}");
     Ok(())
 }
@@ -86,7 +74,7 @@ pub struct RmiArgs {
 }
 
 pub fn rmi(root: Option<&Path>, args: RmiArgs) -> Result<(), CliError> {
-    let store = open(root)?;
+    let store = open_store(root)?;
     let mut unknown = Vec::new();
     for image in &args.images {
         let result = match image.parse::<store::Digest>() {
@@ -98,7 +86,7 @@ pub fn rmi(root: Option<&Path>, args: RmiArgs) -> Result<(), CliError> {
         match result {
             Ok(names) => names.iter().for_each(|n| println!("Untagged: {n}")),
             Err(StoreError::UnknownImage(_)) => unknown.push(image.clone()),
-            Err(e) => return Err(cli_error(e)),
+            Err(e) => return Err(classify(e)),
         }
     }
     if !unknown.is_empty() {
@@ -119,9 +107,9 @@ pub struct ExportArgs {
 }
 
 pub fn export(root: Option<&Path>, args: ExportArgs) -> Result<(), CliError> {
-    let dest = Transport::parse(&args.destination).map_err(cli_error)?;
-    let store = open(root)?;
-    let digest = store.export(&args.image, &dest).map_err(cli_error)?;
+    let dest = Transport::parse(&args.destination).map_err(classify)?;
+    let store = open_store(root)?;
+    let digest = store.export(&args.image, &dest).map_err(classify)?;
     println!("{digest}");
     Ok(())
 }
@@ -135,15 +123,15 @@ pub struct ImportArgs {
 }
 
 pub fn import(root: Option<&Path>, args: ImportArgs) -> Result<(), CliError> {
-    let source = Transport::parse(&args.source).map_err(cli_error)?;
+    let source = Transport::parse(&args.source).map_err(classify)?;
     let name = args
         .name
         .as_deref()
         .map(ImageRef::parse)
         .transpose()
-        .map_err(cli_error)?;
-    let store = open(root)?;
-    let imported = store.import(&source, name.as_ref()).map_err(cli_error)?;
+        .map_err(classify)?;
+    let store = open_store(root)?;
+    let imported = store.import(&source, name.as_ref()).map_err(classify)?;
     for i in imported {
         if i.names.is_empty() {
             println!(
@@ -171,13 +159,13 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> Result<(), CliError> {
         .as_deref()
         .map(size::parse_size)
         .transpose()
-        .map_err(cli_error)?;
+        .map_err(classify)?;
     let root: PathBuf = store::default_root(root);
     let store = Store::open_exclusive(root).map_err(CliError::failed)?;
     // First the sandboxes whose owner died (`run --rm` killed), as `sandbox
     // ls` does, so that what only they kept alive is freed below.
     let dead = crate::sandbox_cmds::remove_dead(&store)?;
-    let r = store.gc(budget).map_err(cli_error)?;
+    let r = store.gc(budget).map_err(classify)?;
     println!(
         "Freed {} ({} blobs, {} layer dirs, {} temp entries; forgot {} untagged manifests, dropped {} cache entries)",
         size::format_size(r.blob_bytes_freed),
@@ -198,7 +186,7 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> Result<(), CliError> {
 }
 
 pub fn fsck(root: Option<&Path>) -> Result<(), CliError> {
-    let store = open(root)?;
+    let store = open_store(root)?;
     let problems = store.fsck().map_err(CliError::failed)?;
     if problems.is_empty() {
         println!("ok");

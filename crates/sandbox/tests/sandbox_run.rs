@@ -255,15 +255,10 @@ fn timeout_kills_the_whole_tree(f: &Fixture) {
     assert_eq!(code, 137);
     // No sleeper may survive: every process of the namespace died with PID 1.
     std::thread::sleep(Duration::from_millis(200));
-    let ps = Command::new("pgrep")
-        .args(["-f", "sleep 30"])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "sleepers survived: {}",
-        String::from_utf8_lossy(&ps.stdout)
-    );
+    // Anchored: only a process that is exactly `sleep 30` (not, say, a
+    // shell running `sleep 300` elsewhere on the machine).
+    let left = host_processes("^sleep 30$");
+    assert!(left.is_empty(), "sleepers survived: {left}");
     let _ = marker;
 }
 
@@ -428,15 +423,8 @@ fn background_processes_are_killed_when_the_command_exits(f: &Fixture) {
     let (code, _, _) = sh(f, "daemons", "(sleep 31 &) ; sleep 31 & exit 0");
     assert_eq!(code, 0);
     std::thread::sleep(Duration::from_millis(200));
-    let ps = Command::new("pgrep")
-        .args(["-f", "sleep 31"])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "leftover processes: {}",
-        String::from_utf8_lossy(&ps.stdout)
-    );
+    let left = host_processes("^sleep 31$");
+    assert!(left.is_empty(), "leftover processes: {left}");
 }
 
 fn pids_limit_stops_a_fork_bomb(f: &Fixture) {

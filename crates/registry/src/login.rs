@@ -130,4 +130,27 @@ mod tests {
             Some("s")
         );
     }
+
+    /// The header comes from the network: no input may panic. Random
+    /// strings over the characters that matter, plus truncations of a real one.
+    #[test]
+    fn challenge_params_never_panic() {
+        let alphabet: Vec<char> = "=\",, aéΩrealmservice\\".chars().collect();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let s: String = (0..len)
+                .map(|i| alphabet[((x >> (i % 50)) as usize + i) % alphabet.len()])
+                .collect();
+            let _ = challenge_param(&s, "realm");
+            let _ = challenge_param(&s, "service");
+        }
+        let real = r#"realm="https://a/token",service="reg",scope="x""#;
+        for end in 0..=real.len() {
+            let _ = challenge_param(&real[..end], "service");
+        }
+    }
 }

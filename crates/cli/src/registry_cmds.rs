@@ -5,7 +5,8 @@ use cairn::registry::auth::AuthFiles;
 use cairn::registry::{LayerSink, Regions, Registry, RegistryOptions};
 use cairn::sandbox::manager::SandboxManager;
 use cairn::sandbox::Launcher;
-use cairn::store::{Digest, ImageRef, Store};
+use cairn::snapshot::service::Extractor;
+use cairn::store::{ImageRef, Store};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -45,18 +46,6 @@ impl RegistryFlags {
 
     pub fn registry(&self) -> Result<Registry, CliError> {
         Registry::new(self.options()?).map_err(classify)
-    }
-}
-
-/// Extracts each pulled layer into the store's layer dirs as it arrives,
-/// so a sandbox from the image starts without waiting for extraction.
-struct Extractor<'s>(SandboxManager<'s>);
-
-impl LayerSink for Extractor<'_> {
-    fn layer_ready(&self, blob: &Digest, diff_id: &Digest) -> Result<(), String> {
-        self.0
-            .extract_layers(&[(*blob, *diff_id)])
-            .map_err(|e| e.to_string())
     }
 }
 

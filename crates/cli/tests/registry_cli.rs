@@ -242,16 +242,7 @@ fn bad_input_exits_2() {
 fn push_to_two_regions() {
     let (eu, us) = (RegistryServer::start(), RegistryServer::start());
     let env = Env::new(None);
-    let file = env.dir().join("regions.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[regions.eu]\nregistry = \"{}/snap\"\n[regions.us]\nregistry = \"{}/snap\"\n",
-            eu.host(),
-            us.host()
-        ),
-    )
-    .unwrap();
+    let file = write_regions(&env, None, &[("eu", eu.host()), ("us", us.host())]);
     let f = file.to_str().unwrap();
     let out = env.cairn(&[
         "push",

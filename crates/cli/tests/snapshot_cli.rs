@@ -339,16 +339,7 @@ fn a_build_killed_midway_is_reported_build_failed() {
 fn regions_with_two_registries() {
     let (eu, us) = (RegistryServer::start(), RegistryServer::start());
     let env = Env::new(None);
-    let regions = env.dir().join("regions.toml");
-    std::fs::write(
-        &regions,
-        format!(
-            "default = \"eu\"\n[regions.eu]\nregistry = \"{}/snap\"\n[regions.us]\nregistry = \"{}/snap\"\n",
-            eu.host(),
-            us.host()
-        ),
-    )
-    .unwrap();
+    let regions = write_regions(&env, Some("eu"), &[("eu", eu.host()), ("us", us.host())]);
     let rf = regions.to_str().unwrap();
     // No --region: the default one.
     let out = env.cairn(&[

@@ -96,13 +96,12 @@ fn push_manifest_tree<'a>(
         );
         // A manifest the registry has implies all its blobs: it checked them
         // when the manifest was put. One HEAD then replaces one per blob.
+        let (bytes, parsed) = store.manifest(manifest)?;
         if manifest_exists(sess, &by_digest).await? {
-            let (_, parsed) = store.manifest(manifest)?;
             let n = parsed.children.len() + parsed.config.is_some() as usize;
             counters.present.fetch_add(n, Ordering::Relaxed);
             return Ok(());
         }
-        let (bytes, parsed) = store.manifest(manifest)?;
         match parsed.kind {
             ManifestKind::Index => {
                 for child in &parsed.children {

@@ -136,8 +136,10 @@ pub struct SnapshotService<'s> {
 /// The default idle threshold: two weeks without a sandbox.
 pub const DEFAULT_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
-/// Extracts pulled layers as they land (rootless: in a helper task).
-struct Extractor<'a>(SandboxManager<'a>);
+/// A pull's [`LayerSink`] that extracts each layer into the store's layer
+/// dirs as it lands (rootless: in a helper task), so a sandbox from the
+/// image starts without waiting for extraction.
+pub struct Extractor<'a>(pub SandboxManager<'a>);
 impl LayerSink for Extractor<'_> {
     fn layer_ready(&self, blob: &Digest, diff_id: &Digest) -> std::result::Result<(), String> {
         self.0

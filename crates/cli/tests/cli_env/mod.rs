@@ -117,3 +117,15 @@ pub fn ok(out: &Output, what: &str) -> String {
     );
     text(&out.stdout)
 }
+
+/// A regions file in the test dir naming `regions` (id, registry host), each
+/// at `<host>/snap`, with an optional default region; returns its path.
+pub fn write_regions(env: &Env, default: Option<&str>, regions: &[(&str, String)]) -> PathBuf {
+    let mut text = default.map_or_else(String::new, |d| format!("default = \"{d}\"\n"));
+    for (id, host) in regions {
+        text.push_str(&format!("[regions.{id}]\nregistry = \"{host}/snap\"\n"));
+    }
+    let path = env.dir().join("regions.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}

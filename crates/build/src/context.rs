@@ -114,13 +114,23 @@ impl Context {
     /// Digest of sources by (relative path, type, mode, size, content sha256,
     /// link target), in sorted order; never mtimes. Ignored files are skipped.
     pub fn digest_sources(&self, sources: &[String]) -> Result<String, BuildError> {
+        self.digest_sources_where(sources, &|_, _| true)
+    }
+
+    /// [`Context::digest_sources`], leaving out the paths below source `i`
+    /// for which `keep(i, rel)` is false (`COPY --exclude`).
+    pub fn digest_sources_where(
+        &self,
+        sources: &[String],
+        keep: &dyn Fn(usize, &str) -> bool,
+    ) -> Result<String, BuildError> {
         let mut h = Sha256::new();
-        for src in sources {
+        for (i, src) in sources.iter().enumerate() {
             for entry in walkdir::WalkDir::new(self.root.join(src)).sort_by_file_name() {
                 let entry = entry
                     .map_err(|e| BuildError::input(format!("reading the build context: {e}")))?;
                 let rel = rel_of(&self.root, entry.path());
-                if !self.includes(&rel) {
+                if !self.includes(&rel) || !keep(i, &rel) {
                     continue;
                 }
                 let meta = entry

@@ -1,5 +1,7 @@
 //! COPY and ADD of context files, written straight into a fresh upper dir.
 
+mod flags;
+
 use crate::context::{clean, Context};
 use crate::stage::{history_text, BuildRequest, Builder, StageState, StepOutcome};
 use crate::view::LayerView;
@@ -8,7 +10,8 @@ use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::{Dockerfile, Instruction};
 use cairn_sandbox::fscopy::{Copier, CopyOptions, Owners};
 use cairn_sandbox::Task;
-use std::collections::{BTreeMap, HashMap};
+use flags::{CopyFlags, StageTree};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -16,19 +19,36 @@ use std::path::{Path, PathBuf};
 pub(crate) enum Source {
     /// A path in the context (file or dir), relative to its root, after
     /// following a symlink named as the source (BuildKit's FollowSymlinks);
-    /// `name` is the name the source was given.
-    Context { rel: String, name: String },
+    /// `name` is the name the source was given. With `--parents`, `place`
+    /// is (pivot, path below the destination).
+    Context {
+        rel: String,
+        name: String,
+        place: Option<(String, String)>,
+    },
     /// A heredoc: a file named `name` with `body`.
     Inline { name: String, body: String },
     /// ADD of a local tar archive (plain or compressed): extracted into the
     /// destination dir.
     Archive { rel: String },
+    /// ADD of an http(s) URL: one file, never extracted.
+    Url(crate::fetch::UrlSource),
 }
 
 /// Where `COPY --from` reads: another stage's (or image's) layers.
 pub(crate) struct FromSource {
     state: StageState,
-    paths: Vec<String>,
+    /// One task each (`--parents` makes one per pivot).
+    copies: Vec<FromCopy>,
+}
+
+/// One copy out of the source stage into the destination.
+struct FromCopy {
+    /// Absolute paths in the stage: a dir copies its contents.
+    sources: Vec<String>,
+    /// Paths (relative to the stage root) hidden from the copy by a mask
+    /// layer: `--exclude`d ones, and with `--parents` all not selected.
+    whiteouts: Vec<String>,
 }
 
 /// A COPY resolved against the context and the image, before any writing.
@@ -45,8 +65,13 @@ pub(crate) struct CopyPlan {
     context_root: PathBuf,
     /// The context's ignore rules, when it has any (dir sources are filtered).
     context: Option<Context>,
-    /// Whether dir sources must be filtered through .dockerignore.
+    /// Whether dir sources must be filtered (.dockerignore or --exclude).
     filter_context: bool,
+    flags: CopyFlags,
+    /// `--link` with a dir source: the destination dir takes that dir's
+    /// mode and time (BuildKit: the copy happens on an empty tree, and the
+    /// layer's dir replaces the base's metadata).
+    link_dest: Option<DirMeta>,
 }
 
 impl CopyPlan {
@@ -56,6 +81,17 @@ impl CopyPlan {
 
     fn ignore_skips(&self, rel: &str) -> bool {
         self.context.as_ref().is_some_and(|c| c.can_skip_dir(rel))
+    }
+
+    /// Context path `rel` is copied: offered by .dockerignore and not
+    /// `--exclude`d (tested relative to `base`, the copy's root).
+    fn keeps(&self, base: &str, rel: &str) -> bool {
+        self.ignore_includes(rel) && !self.flags.excludes(&flags::relative(base, rel))
+    }
+
+    /// Context dir `rel` can be skipped without looking inside.
+    fn skips(&self, base: &str, rel: &str) -> bool {
+        self.ignore_skips(rel) || self.flags.can_skip(&flags::relative(base, rel))
     }
 }
 
@@ -76,7 +112,7 @@ pub(crate) fn plan(
         ))
     };
     let expand = |w: &str| expand_word(w, vars, doc.escape).map_err(|e| at(e.to_string()));
-    for unsupported in ["parents", "exclude", "checksum", "keep-git-dir"] {
+    for unsupported in ["keep-git-dir"] {
         if inst.flags.contains_key(unsupported) {
             return Err(BuildError::Unsupported(format!(
                 "{} --{unsupported} (line {})",
@@ -92,6 +128,7 @@ pub(crate) fn plan(
         .args
         .split_last()
         .ok_or_else(|| at("no destination".into()))?;
+    let flags = CopyFlags::of(inst, &expand, &at)?;
     let mut dest = expand(dest_word)?;
     let trailing_slash = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
     if !dest.starts_with('/') {
@@ -104,51 +141,57 @@ pub(crate) fn plan(
     // dir is written through; a link where a file goes is replaced).
     builder.ensure_extracted(state)?;
     let view = LayerView::new(builder, state);
+    // With --link the copy cannot see the image (BuildKit copies onto an
+    // empty tree): the destination is taken as written.
     let dest = clean(&dest);
     let followed = view.resolve(&dest, true);
     let (dest, dest_exists_as_dir) = match view.lookup(&followed) {
+        _ if flags.link => (dest.clone(), dest.is_empty()),
         Some(f) if f.meta.is_dir() => (followed, true),
         _ => (view.resolve(&dest, false), dest.is_empty()),
     };
 
     // What is copied, whether it is one file, and the digest of its content.
+    let link_dest;
     let (sources, from, single_file, content_digest) =
         match inst.flags.get("from").and_then(|v| v.last()) {
             Some(from) => {
                 let from = expand(from)?;
-                let paths: Vec<String> = source_words
+                let state = builder.source_stage(doc, &from, done)?;
+                builder.ensure_extracted(&state)?;
+                let from_view = LayerView::new(builder, &state);
+                let words: Vec<String> = source_words
                     .iter()
                     .map(|w| expand(w))
                     .collect::<Result<_, _>>()?;
-                if paths.iter().any(|p| p.contains(['*', '?', '['])) {
-                    return Err(BuildError::Unsupported(format!(
-                        "wildcards in COPY --from sources (line {})",
-                        inst.line
-                    )));
-                }
-                let state = builder.source_stage(doc, &from, done)?;
-                // A symlink named as a source is followed (BuildKit's
-                // FollowSymlinks); the key is the source stage's key.
-                builder.ensure_extracted(&state)?;
-                let from_view = LayerView::new(builder, &state);
-                let paths: Vec<String> = paths
-                    .iter()
-                    .map(|p| format!("/{}", from_view.resolve(p, true)))
-                    .collect();
-                let digest = format!("from:{}:{}", state.key, paths.join("\0"));
-                let single = paths.len() == 1
-                    && !from_view.lookup(&paths[0]).is_some_and(|f| f.meta.is_dir());
-                (vec![], Some(FromSource { state, paths }), single, digest)
+                let (copies, single, dir_meta) =
+                    from_copies(builder, &state, &from_view, &flags, &words, &at)?;
+                link_dest = dir_meta.filter(|_| flags.link);
+                // The source stage's key and the resolved paths: the stage's
+                // content is a function of its key.
+                let listed: Vec<String> = copies.iter().map(|c| c.sources.join("\0")).collect();
+                let digest = format!("from:{}:{}", state.key, listed.join("\0\0"));
+                (vec![], Some(FromSource { state, copies }), single, digest)
             }
             None => {
-                let (sources, digest) = context_sources(context, inst, source_words, &expand, &at)?;
+                let (sources, digest) = context_sources(
+                    context,
+                    inst,
+                    source_words,
+                    &expand,
+                    &at,
+                    &builder.store.layout().tmp(),
+                    &flags,
+                )?;
+                link_dest = link_dest_of_context(context, &sources).filter(|_| flags.link);
                 let single = sources.len() == 1
                     && match &sources[0] {
                         Source::Context { rel, .. } => !context.root.join(rel).is_dir(),
                         Source::Inline { .. } => true,
                         Source::Archive { .. } => false,
+                        Source::Url(_) => true,
                     };
-                if sources.len() > 1 && !trailing_slash && !dest_exists_as_dir {
+                if sources.len() > 1 && !trailing_slash && !dest_exists_as_dir && !flags.parents {
                     return Err(at(format!(
                         "with several sources, the destination {dest_word:?} must end with /"
                     )));
@@ -156,7 +199,8 @@ pub(crate) fn plan(
                 (sources, None, single, digest)
             }
         };
-    let dest_is_dir = trailing_slash || !single_file || dest_exists_as_dir;
+    // --parents always copies below the destination, as a dir.
+    let dest_is_dir = trailing_slash || !single_file || dest_exists_as_dir || flags.parents;
     let owner = chown_of(&view, inst, &expand, &at)?;
     let chmod = chmod_of(inst, &at)?;
     Ok(CopyPlan {
@@ -166,11 +210,141 @@ pub(crate) fn plan(
         dest_is_dir,
         owner,
         chmod,
-        sources_digest: format!("{content_digest}:{owner:?}:{chmod:?}"),
+        sources_digest: format!("{content_digest}:{owner:?}:{chmod:?}:{}", flags.key_part()),
         context_root: context.root.clone(),
         context: context.has_ignore_rules().then(|| context.clone()),
-        filter_context: context.has_ignore_rules(),
+        filter_context: context.has_ignore_rules() || flags.has_exclude(),
+        flags,
+        link_dest,
     })
+}
+
+/// A dir's mode, mtime seconds and nanoseconds.
+type DirMeta = (u32, i64, i64);
+
+/// Mode and time of a dir, as `link_dest` keeps them.
+fn dir_meta(meta: &std::fs::Metadata) -> DirMeta {
+    (meta.mode() & 0o7777, meta.mtime(), meta.mtime_nsec())
+}
+
+/// The last dir source of a context COPY (its mode goes to the destination
+/// dir under `--link`).
+fn link_dest_of_context(context: &Context, sources: &[Source]) -> Option<DirMeta> {
+    sources.iter().rev().find_map(|s| match s {
+        Source::Context {
+            rel, place: None, ..
+        } => std::fs::metadata(context.root.join(rel))
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| dir_meta(&m)),
+        _ => None,
+    })
+}
+
+/// What `COPY --from` copies: the copies to make, whether it is a single
+/// file, and the metadata of the last dir source. Wildcards match in the
+/// stage's filesystem with the context's rules; a pattern matching nothing
+/// is an error. A symlink named as a source is followed (BuildKit's
+/// FollowSymlinks), except under `--parents`, which keeps paths as named.
+fn from_copies(
+    builder: &Builder,
+    state: &StageState,
+    view: &LayerView,
+    flags: &CopyFlags,
+    words: &[String],
+    at: &dyn Fn(String) -> BuildError,
+) -> Result<(Vec<FromCopy>, bool, Option<DirMeta>), BuildError> {
+    let tree = StageTree::new(builder, state, view);
+    // (pivot, path) of every selected source, relative to the stage root.
+    let mut found: Vec<(String, String)> = Vec::new();
+    for word in words {
+        let (pivot, pattern) = if flags.parents {
+            flags::split_pivot(word)
+        } else {
+            (String::new(), clean(word))
+        };
+        let matches = if flags::has_wildcard(&pattern) {
+            let m = tree.glob(&pattern)?;
+            if m.is_empty() {
+                return Err(at(format!(
+                    "--from source {word:?}: no file in the source stage matches"
+                )));
+            }
+            m
+        } else {
+            vec![pattern]
+        };
+        for m in matches {
+            if !flags.excludes_source(&m) {
+                found.push((pivot.clone(), m));
+            }
+        }
+    }
+    if flags.parents {
+        return Ok((parents_copies(&tree, view, flags, &found, at)?, false, None));
+    }
+    let paths: Vec<String> = found.iter().map(|(_, p)| view.resolve(p, true)).collect();
+    let mut whiteouts = Vec::new();
+    let mut last_dir = None;
+    for path in &paths {
+        if let Some(found) = view.lookup(path).filter(|f| f.meta.is_dir()) {
+            last_dir = Some(dir_meta(&found.meta));
+            if flags.has_exclude() {
+                tree.excluded_below(path, path, flags, &mut whiteouts)?;
+            }
+        }
+    }
+    let single = paths.len() == 1 && last_dir.is_none();
+    let copy = FromCopy {
+        sources: paths.iter().map(|p| format!("/{p}")).collect(),
+        whiteouts,
+    };
+    Ok((vec![copy], single, last_dir))
+}
+
+/// `--parents` from a stage: one copy per pivot, of the pivot dir with
+/// everything not selected (and everything excluded) masked out, so the
+/// selected paths land below the destination with their parents.
+fn parents_copies(
+    tree: &StageTree,
+    view: &LayerView,
+    flags: &CopyFlags,
+    found: &[(String, String)],
+    at: &dyn Fn(String) -> BuildError,
+) -> Result<Vec<FromCopy>, BuildError> {
+    let mut by_pivot: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (pivot, path) in found {
+        if view.lookup(path).is_none() {
+            return Err(at(format!(
+                "--from source /{path}: not found in the source stage"
+            )));
+        }
+        if flags::place_under(pivot, path).is_none() {
+            return Err(at(format!(
+                "--parents source /{path} is not below /{pivot}"
+            )));
+        }
+        by_pivot.entry(pivot).or_default().insert(path.clone());
+    }
+    let mut copies = Vec::new();
+    for (pivot, selected) in by_pivot {
+        let mut whiteouts = Vec::new();
+        if !selected.contains(pivot) {
+            tree.hide_unselected(pivot, &selected, &mut whiteouts)?;
+        }
+        for path in &selected {
+            if flags.excludes(&flags::relative(pivot, path)) {
+                whiteouts.push(path.clone());
+            } else if view.lookup(path).is_some_and(|f| f.meta.is_dir()) {
+                tree.excluded_below(path, pivot, flags, &mut whiteouts)?;
+            }
+        }
+        copies.push(FromCopy {
+            sources: vec![format!("/{pivot}")],
+            whiteouts,
+        });
+    }
+    Ok(copies)
 }
 
 /// The context files and heredocs a COPY/ADD names, and their content digest.
@@ -180,9 +354,14 @@ fn context_sources(
     source_words: &[String],
     expand: &dyn Fn(&str) -> Result<String, BuildError>,
     at: &dyn Fn(String) -> BuildError,
+    tmp: &Path,
+    flags: &CopyFlags,
 ) -> Result<(Vec<Source>, String), BuildError> {
+    let checksum = crate::fetch::checksum_flag(inst, source_words, expand, at)?;
     let mut sources = Vec::new();
     let mut context_paths = Vec::new();
+    // Per context path: the root `--exclude` patterns are relative to.
+    let mut exclude_bases = Vec::new();
     let mut inline_digest = String::new();
     for word in source_words {
         if let Some(h) = word
@@ -207,28 +386,62 @@ fn context_sources(
             continue;
         }
         let word = expand(word)?;
+        if inst.name == "add"
+            && crate::fetch::is_http_url(&word)
+            && !crate::fetch::is_git_url(&word)
+        {
+            // Without --checksum this downloads now: the key needs the digest.
+            let source = crate::fetch::UrlSource::plan(inst.line, &word, checksum.clone(), tmp)?;
+            inline_digest.push_str(&source.key_part());
+            sources.push(Source::Url(source));
+            continue;
+        }
         if inst.name == "add" && (word.contains("://") || word.starts_with("git@")) {
             return Err(BuildError::Unsupported(format!(
-                "ADD of a URL or git repository (line {})",
+                "ADD of a git repository or a URL that is not http(s) (line {})",
                 inst.line
             )));
         }
+        let pivot = if flags.parents {
+            flags::split_pivot(&word).0
+        } else {
+            String::new()
+        };
         for named in context.resolve_source(&word)? {
+            if flags.excludes_source(&named) {
+                continue;
+            }
+            let place = match flags.parents {
+                true => Some(flags::place_under(&pivot, &named).ok_or_else(|| {
+                    at(format!("--parents source {named:?} is not below {pivot:?}"))
+                })?),
+                false => None,
+            };
             let rel = follow_context_link(context, &named)?;
             let name = Path::new(&named)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            inline_digest.push_str(&format!("{named}\0{rel}\0"));
+            inline_digest.push_str(&format!("{named}\0{rel}\0{place:?}\0"));
             context_paths.push(rel.clone());
+            exclude_bases.push(if flags.parents {
+                pivot.clone()
+            } else {
+                rel.clone()
+            });
             if inst.name == "add" && crate::archive::is_tar_archive(&context.root.join(&rel)) {
                 sources.push(Source::Archive { rel });
             } else {
-                sources.push(Source::Context { rel, name });
+                let place = place.map(|p| (pivot.clone(), p));
+                sources.push(Source::Context { rel, name, place });
             }
         }
     }
-    let digest = context.digest_sources(&context_paths)?;
+    // Excluded files are not part of the key: changing one reruns nothing.
+    let digest = context.digest_sources_where(&context_paths, &|i, rel| {
+        let base = exclude_bases.get(i).map(String::as_str).unwrap_or("");
+        !flags.excludes(&flags::relative(base, rel))
+    })?;
     Ok((sources, format!("{digest}:{inline_digest}")))
 }
 
@@ -329,9 +542,18 @@ impl Builder<'_> {
             parent(&plan.dest)
         };
         let mut writer = TreeWriter::new(self, dir, plan.owner.unwrap_or((0, 0)))?;
-        make_parents(self, &view, &mut writer, &target_dir, plan.owner)?;
+        if plan.flags.link {
+            make_fresh_parents(&mut writer, &target_dir, plan.owner)?;
+        } else {
+            make_parents(self, &view, &mut writer, &target_dir, plan.owner)?;
+        }
         if plan.from.is_none() {
             write_copy(&plan.sources, plan, &mut writer)?;
+        }
+        if let Some((mode, secs, nanos)) = plan.link_dest.filter(|_| !plan.dest.is_empty()) {
+            let path = writer.root.join(&plan.dest);
+            set_perm(&path, mode)?;
+            set_times(&path, secs, nanos)?;
         }
         writer.finish(self, dir)?;
         if let Some(from) = &plan.from {
@@ -366,25 +588,36 @@ impl Builder<'_> {
 
     /// `COPY --from`: a task reads the source stage's layers as one tree
     /// (read-only overlay) and copies into the upper dir, keeping owners.
+    /// Paths left out of a copy are hidden by a mask layer on top.
     fn copy_from(&self, plan: &CopyPlan, from: &FromSource, dir: &Path) -> Result<(), BuildError> {
         self.ensure_extracted(&from.state)?;
         let upper = dir.join("upper");
-        let task = Task::CopyFromLayers {
-            layers: from
+        let view = LayerView::new(self, &from.state);
+        for (index, copy) in from.copies.iter().enumerate() {
+            if copy.sources.is_empty() {
+                continue; // every source was excluded
+            }
+            let mut layers: Vec<PathBuf> = from
                 .state
                 .layers
                 .iter()
                 .map(|l| self.store.layer_dir(&l.diff_id))
-                .collect(),
-            mountpoint: dir.join("merged"),
-            sources: from.paths.clone(),
-            dest: upper.join(&plan.dest),
-            dest_is_dir: plan.dest_is_dir,
-            // Inside the task's user namespace, IDs are container IDs.
-            owner: plan.owner,
-            chmod: plan.chmod,
-        };
-        self.launcher.run_task(&self.mapping, task)?;
+                .collect();
+            if !copy.whiteouts.is_empty() {
+                layers.push(flags::write_mask(self, &view, &copy.whiteouts, dir, index)?);
+            }
+            let task = Task::CopyFromLayers {
+                layers,
+                mountpoint: dir.join("merged"),
+                sources: copy.sources.clone(),
+                dest: upper.join(&plan.dest),
+                dest_is_dir: plan.dest_is_dir,
+                // Inside the task's user namespace, IDs are container IDs.
+                owner: plan.owner,
+                chmod: plan.chmod,
+            };
+            self.launcher.run_task(&self.mapping, task)?;
+        }
         Ok(())
     }
 }
@@ -527,6 +760,9 @@ fn write_copy(
     writer: &mut TreeWriter,
 ) -> Result<(), BuildError> {
     let root = writer.root.clone();
+    // Dirs `--parents` made: their modes and times are set last, as
+    // writing into them changes the time and a read-only mode would stop it.
+    let mut made_dirs = Vec::new();
     for source in sources {
         // One copier per source: hard links are kept within a source, as
         // BuildKit copies each source on its own.
@@ -537,6 +773,17 @@ fn write_copy(
         });
         match source {
             Source::Archive { .. } => {} // extracted afterwards
+            Source::Url(url) => {
+                let to = if plan.dest_is_dir {
+                    join(&plan.dest, &url.name)
+                } else {
+                    plan.dest.clone()
+                };
+                url.write_to(&root.join(&to), plan.chmod)?;
+                if let Some(owner) = plan.owner {
+                    writer.set_owner(&to, owner)?;
+                }
+            }
             Source::Inline { name, body } => {
                 let to = if plan.dest_is_dir {
                     join(&plan.dest, name)
@@ -550,11 +797,35 @@ fn write_copy(
                     writer.set_owner(&to, owner)?;
                 }
             }
-            Source::Context { rel, name } => {
+            Source::Context {
+                rel,
+                place: Some((pivot, place)),
+                ..
+            } => {
+                let from = plan.context_root.join(rel);
+                let to = join(&plan.dest, place);
+                if from.is_dir() {
+                    make_context_dirs(plan, writer, pivot, place, &mut made_dirs)?;
+                    copy_dir_filtered(
+                        &mut copier,
+                        plan,
+                        writer,
+                        rel,
+                        pivot,
+                        &from,
+                        &root.join(to),
+                    )?;
+                } else {
+                    make_context_dirs(plan, writer, pivot, &parent(place), &mut made_dirs)?;
+                    let to = root.join(to);
+                    copier.copy(&from, &to).map_err(BuildError::io(&to))?;
+                }
+            }
+            Source::Context { rel, name, .. } => {
                 let from = plan.context_root.join(rel);
                 if from.is_dir() {
                     let to = root.join(&plan.dest);
-                    copy_dir_filtered(&mut copier, plan, writer, rel, &from, &to)?;
+                    copy_dir_filtered(&mut copier, plan, writer, rel, rel, &from, &to)?;
                 } else {
                     let to = if plan.dest_is_dir {
                         join(&plan.dest, name)
@@ -567,17 +838,54 @@ fn write_copy(
             }
         }
     }
+    for (path, meta) in made_dirs.iter().rev() {
+        set_perm(path, meta.mode() & 0o7777)?;
+        set_times(path, meta.mtime(), meta.mtime_nsec())?;
+    }
+    Ok(())
+}
+
+/// `--parents`: make the dirs of `place` (below the destination) that are
+/// not there yet, each standing for the context dir at the same path below
+/// `pivot`, whose mode and time it gets (recorded in `made`); the owner is
+/// the --chown user or root, as for everything COPY writes.
+fn make_context_dirs(
+    plan: &CopyPlan,
+    writer: &mut TreeWriter,
+    pivot: &str,
+    place: &str,
+    made: &mut Vec<(PathBuf, std::fs::Metadata)>,
+) -> Result<(), BuildError> {
+    let mut partial = String::new();
+    for part in place.split('/').filter(|p| !p.is_empty()) {
+        partial = join(&partial, part);
+        let to_rel = join(&plan.dest, &partial);
+        let path = writer.root.join(&to_rel);
+        if path.is_dir() {
+            continue;
+        }
+        let src = plan.context_root.join(flags::join(pivot, &partial));
+        let meta = std::fs::metadata(&src).map_err(BuildError::io(&src))?;
+        std::fs::create_dir(&path).map_err(BuildError::io(&path))?;
+        if let Some(owner) = plan.owner {
+            writer.set_owner(&to_rel, owner)?;
+        }
+        made.push((path, meta));
+    }
     Ok(())
 }
 
 /// Copy the contents of context dir `from` (`rel` in the context) into `to`,
-/// leaving out what .dockerignore excludes. An excluded dir that holds a
-/// re-included file is made to hold it (as BuildKit does).
+/// leaving out what .dockerignore and `--exclude` (relative to `base`)
+/// exclude. An excluded dir that holds a re-included file is made to hold
+/// it (as BuildKit does).
+#[allow(clippy::too_many_arguments)]
 fn copy_dir_filtered(
     copier: &mut Copier,
     plan: &CopyPlan,
     writer: &mut TreeWriter,
     rel: &str,
+    base: &str,
     from: &Path,
     to: &Path,
 ) -> Result<(), BuildError> {
@@ -596,16 +904,16 @@ fn copy_dir_filtered(
         let dst = to.join(&name);
         let meta = src.symlink_metadata().map_err(BuildError::io(&src))?;
         if meta.is_dir() {
-            if plan.ignore_skips(&child_rel) {
+            if plan.skips(base, &child_rel) {
                 continue;
             }
             let existed = dst.is_dir();
             if !existed {
                 std::fs::create_dir(&dst).map_err(BuildError::io(&dst))?;
             }
-            copy_dir_filtered(copier, plan, writer, &child_rel, &src, &dst)?;
+            copy_dir_filtered(copier, plan, writer, &child_rel, base, &src, &dst)?;
             let keep = existed
-                || plan.ignore_includes(&child_rel)
+                || plan.keeps(base, &child_rel)
                 || std::fs::read_dir(&dst).is_ok_and(|mut d| d.next().is_some());
             if !keep {
                 std::fs::remove_dir(&dst).map_err(BuildError::io(&dst))?;
@@ -617,9 +925,31 @@ fn copy_dir_filtered(
             }
             set_perm(&dst, plan.chmod.unwrap_or(meta.mode() & 0o7777))?;
             set_times(&dst, meta.mtime(), meta.mtime_nsec())?;
-        } else if plan.ignore_includes(&child_rel) {
+        } else if plan.keeps(base, &child_rel) {
             copier.copy(&src, &dst).map_err(BuildError::io(&dst))?;
         }
+    }
+    Ok(())
+}
+
+/// `--link`: create `dir` and its parents in the writer's tree without
+/// looking at the image (BuildKit copies onto an empty tree): 0755, owned
+/// by the --chown user or root. In the image they replace the base's.
+fn make_fresh_parents(
+    writer: &mut TreeWriter,
+    dir: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<(), BuildError> {
+    let mut rel = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        rel = join(&rel, part);
+        let path = writer.root.join(&rel);
+        if path.is_dir() {
+            continue;
+        }
+        std::fs::create_dir(&path).map_err(BuildError::io(&path))?;
+        set_perm(&path, 0o755)?;
+        writer.set_owner(&rel, owner.unwrap_or((0, 0)))?;
     }
     Ok(())
 }

@@ -13,8 +13,11 @@ pub mod config;
 pub mod context;
 mod copy;
 pub mod events;
+mod fetch;
 pub mod keys;
 mod memo;
+mod mount_setup;
+mod mounts;
 mod run;
 mod stage;
 mod view;
@@ -22,6 +25,8 @@ mod workdir;
 
 pub use cairn_sandbox::CancelToken;
 pub use events::{BuildEvent, OutputStream};
+pub use fetch::FetchError;
+pub use mount_setup::Secret;
 pub use stage::{BuildRequest, BuildResult, Builder, StepOutcome, StepReport};
 
 use std::path::{Path, PathBuf};
@@ -58,6 +63,9 @@ pub enum BuildError {
     Manager(#[from] cairn_sandbox::manager::ManagerError),
     #[error(transparent)]
     Registry(#[from] cairn_registry::RegistryError),
+    /// `ADD <url>`: the download failed or did not match `--checksum`.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -84,6 +92,7 @@ impl BuildError {
             BuildError::Store(e) => e.is_bad_input(),
             BuildError::Manager(e) => e.is_bad_input(),
             BuildError::Registry(e) => e.is_bad_input(),
+            BuildError::Fetch(e) => e.is_bad_input(),
             _ => false,
         }
     }

@@ -1,6 +1,8 @@
 //! RUN: a sandbox over the stage's layers; its upper dir becomes the layer.
 
+use crate::context::Context;
 use crate::events::{OutputStream, StepCtx};
+use crate::mounts::RunMount;
 use crate::stage::{history_text, BuildRequest, Builder, LayerRef, StageState, StepOutcome};
 use crate::BuildError;
 use cairn_dockerfile::{Dockerfile, Form, Instruction};
@@ -12,6 +14,14 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+
+/// What a RUN reads besides its stage: the context and earlier stages (for
+/// bind mounts), and its `--mount`s.
+pub(crate) struct RunInputs<'a> {
+    pub context: &'a Context,
+    pub done: &'a [Option<StageState>],
+    pub mounts: Vec<RunMount>,
+}
 
 impl Builder<'_> {
     /// Run one RUN instruction (or reuse its cached layer). Says whether it ran or came from the cache.
@@ -25,6 +35,7 @@ impl Builder<'_> {
         state: &mut StageState,
         key: &str,
         step: &StepCtx,
+        inputs: &RunInputs,
     ) -> Result<StepOutcome, BuildError> {
         let created_by = run_history(inst, state);
         if let Some((layer, created)) = self.cached_layer(req, key)? {
@@ -33,7 +44,7 @@ impl Builder<'_> {
         }
         self.ensure_extracted(state)?;
         let dir = self.scratch_dir("run")?;
-        let result = self.run_in(req, doc, inst, run_args, state, &dir, step);
+        let result = self.run_in(req, doc, inst, run_args, state, &dir, step, inputs);
         let layer = match result {
             Ok(layer) => layer,
             Err(e) => {
@@ -83,6 +94,7 @@ impl Builder<'_> {
         state: &StageState,
         dir: &Path,
         step: &StepCtx,
+        inputs: &RunInputs,
     ) -> Result<LayerRef, BuildError> {
         let cfg = &state.config;
         let mut env = cfg.strings("Env");
@@ -121,12 +133,23 @@ impl Builder<'_> {
                 )))
             }
         };
-        if inst.flags.contains_key("mount") || inst.flags.contains_key("security") {
-            return Err(BuildError::Unsupported(format!(
-                "RUN --mount/--security (line {})",
-                inst.line
-            )));
+        match inst.flags.get("security").and_then(|v| v.last()).map(String::as_str) {
+            None | Some("sandbox") => {}
+            Some("insecure") => {
+                return Err(BuildError::Unsupported(format!(
+                    "RUN --security=insecure (line {}): rootless sandboxes have no host privileges to give",
+                    inst.line
+                )))
+            }
+            Some(other) => {
+                return Err(BuildError::input(format!(
+                    "RUN --security={other}: expected sandbox or insecure"
+                )))
+            }
         }
+        let mounts =
+            self.setup_mounts(&inputs.mounts, doc, inputs.context, inputs.done, state, dir)?;
+        env.extend(mounts.env.iter().cloned());
         let manager = SandboxManager::new(self.store, self.launcher.clone());
         let bind_files = manager.etc_files(dir, "buildkitsandbox")?;
         let layer_dirs: Vec<PathBuf> = state
@@ -150,6 +173,7 @@ impl Builder<'_> {
             network,
             hostname: "buildkitsandbox".into(),
             bind_files,
+            mounts: mounts.mounts.clone(),
             id_mapping: self.mapping.clone(),
             pids_limit: None,
         };
@@ -168,8 +192,8 @@ impl Builder<'_> {
                 code: outcome.exit_code,
             });
         }
-        let _ = doc;
         remove_mount_stubs(&dir.join("upper"), &layer_dirs);
+        self.remove_stubs(&dir.join("upper"), &mounts.stubs)?;
         self.commit_upper(req, &dir.join("upper"))
     }
 

@@ -109,6 +109,8 @@ pub struct Builder<'s> {
     cancel: Option<CancelToken>,
     /// How many stages may build at once.
     parallelism: usize,
+    /// Secrets `RUN --mount=type=secret` may use, by id.
+    pub(crate) secrets: BTreeMap<String, crate::Secret>,
 }
 
 impl<'s> Builder<'s> {
@@ -122,7 +124,15 @@ impl<'s> Builder<'s> {
             parallelism: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            secrets: BTreeMap::new(),
         }
+    }
+
+    /// Give RUNs these secrets (`RUN --mount=type=secret,id=ID`). They reach
+    /// no layer, no cache key and no event.
+    pub fn with_secrets(mut self, secrets: BTreeMap<String, crate::Secret>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// Stop builds when `token` is cancelled: the running RUN's processes
@@ -505,8 +515,29 @@ impl<'s> Builder<'s> {
         let mut outcome = StepOutcome::Config;
         match inst.name.as_str() {
             "run" => {
+                let workdir = state.config.string("WorkingDir").unwrap_or_default();
+                let expand = |w: &str| expand_word(w, vars, doc.escape).map_err(|e| e.to_string());
+                let mounts = inst
+                    .flags
+                    .get("mount")
+                    .into_iter()
+                    .flatten()
+                    .map(|v| {
+                        crate::mounts::parse(v, &workdir, &expand)
+                            .map_err(|e| at(format!("RUN --mount={v}: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mount_key = self.mount_key(&mounts, doc, context, done)?;
+                if !mount_key.is_empty() {
+                    key = key.field(mount_key.as_bytes());
+                }
                 let key = key.finish();
-                outcome = self.run_step(req, doc, inst, run_args, state, &key, step)?;
+                let inputs = crate::run::RunInputs {
+                    context,
+                    done,
+                    mounts,
+                };
+                outcome = self.run_step(req, doc, inst, run_args, state, &key, step, &inputs)?;
                 state.key = key;
             }
             "copy" | "add" => {
@@ -793,6 +824,7 @@ fn needed_stages(
         let mut deps: Vec<String> = vec![base];
         for inst in &stage.instructions {
             deps.extend(inst.flags.get("from").into_iter().flatten().cloned());
+            deps.extend(crate::mounts::from_names(&inst.flags));
         }
         for dep in deps {
             // Only earlier stages can be named: `FROM x AS x` means the image x.

@@ -562,6 +562,7 @@ cases![
     copy_chmod,
     copy_chown,
     copy_dir_vs_contents,
+    copy_from_wildcards,
     copy_over_symlink,
     copy_trailing_slash,
     copy_wildcards,

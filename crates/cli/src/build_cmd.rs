@@ -3,7 +3,7 @@
 use crate::exit::CliError;
 mod progress;
 
-use cairn::build::{BuildError, BuildRequest, Builder, CancelToken};
+use cairn::build::{BuildError, BuildRequest, Builder, CancelToken, Secret};
 use cairn::layer::Compression;
 use cairn::sandbox::{Launcher, Network};
 use clap::Args;
@@ -38,6 +38,10 @@ pub struct BuildArgs {
     /// Network for RUN steps
     #[arg(long, default_value = "host")]
     network: Network,
+    /// Give RUN --mount=type=secret a secret: id=ID plus src=FILE or env=VAR
+    /// (repeatable; neither: $ID if set, else the file ID)
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    secrets: Vec<String>,
     /// Export the result too: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG]
     #[arg(long)]
     output: Option<String>,
@@ -90,9 +94,15 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
     }
     let registry = args.registry.registry()?;
     let cancel = CancelToken::new();
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<Result<_, _>>()?;
     let builder = Builder::new(&store, Launcher::current_exe().map_err(CliError::failed)?)
         .with_registry(&registry)
-        .with_cancel(cancel.clone());
+        .with_cancel(cancel.clone())
+        .with_secrets(secrets);
     let push_to = args.push.then(|| args.tags.clone());
     let req = BuildRequest {
         dockerfile,
@@ -139,4 +149,40 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         crate::registry_cmds::push_to(&registry, &store, &result.manifest.to_string(), &dests)?;
     }
     Ok(())
+}
+
+/// One `--secret` value, as `docker buildx build --secret` reads it.
+fn parse_secret(value: &str) -> Result<(String, Secret), CliError> {
+    let bad = |why: &str| CliError::bad_input(format!("--secret {value:?}: {why}"));
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+    for field in value.split(',') {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| bad(&format!("{field:?} is not KEY=VALUE")))?;
+        match k {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" if v == "file" || v == "env" => kind = Some(v.to_string()),
+            "type" => return Err(bad(&format!("type={v}: expected file or env"))),
+            other => return Err(bad(&format!("unknown key {other:?}"))),
+        }
+    }
+    let id = id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| bad("needs id=ID"))?;
+    let secret = match (kind.as_deref(), src, env) {
+        (_, _, Some(var)) => Secret::Env(var),
+        (Some("env"), src, None) => Secret::Env(src.unwrap_or_else(|| id.clone())),
+        (_, Some(path), None) => Secret::File(PathBuf::from(path)),
+        (Some("file"), None, None) => Secret::File(PathBuf::from(&id)),
+        (_, None, None) if std::env::var_os(&id).is_some() => Secret::Env(id.clone()),
+        (_, None, None) => Secret::File(PathBuf::from(&id)),
+    };
+    if let Secret::File(path) = &secret {
+        if !path.is_file() {
+            return Err(bad(&format!("{} is not a readable file", path.display())));
+        }
+    }
+    Ok((id, secret))
 }

@@ -58,7 +58,7 @@ pub(crate) async fn download_blob(
     let mut attempt: u32 = 0;
     'whole: loop {
         attempt += 1;
-        let writer = store.blob_writer()?;
+        let writer = store.blob_writer_cached()?;
         let (tx, rx) = mpsc::channel::<Feed>(CHANNEL_DEPTH);
         let (done_tx, done_rx) = oneshot::channel();
         std::thread::spawn(move || {
@@ -76,7 +76,7 @@ pub(crate) async fn download_blob(
                 Ok(BlobResponse::Full(s)) => {
                     if offset > 0 {
                         offset = 0;
-                        let fresh = store.blob_writer()?;
+                        let fresh = store.blob_writer_cached()?;
                         if tx.send(Feed::Restart(Box::new(fresh))).await.is_err() {
                             break None;
                         }

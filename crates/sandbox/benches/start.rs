@@ -46,6 +46,7 @@ fn main() {
                     network,
                     hostname: "bench".into(),
                     bind_files: vec![],
+                    mounts: vec![],
                     id_mapping: mapping.clone(),
                     pids_limit: None,
                 };

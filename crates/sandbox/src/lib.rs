@@ -20,7 +20,10 @@ pub mod users;
 pub use helper::init_hook;
 pub use launch::{CancelToken, Launcher, RunControl, RunOutcome, RunStdio};
 pub use protocol::Task;
-pub use spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec};
+pub use spec::{
+    BindFile, ExtraMount, MountSource, Network, Ownership, ProcessSpec, RootfsSpec, RunSpec,
+};
+pub use tasks::remove_empty;
 
 /// Errors of the caller's side of a sandbox run.
 #[derive(Debug, thiserror::Error)]

@@ -610,6 +610,7 @@ impl<'s> SandboxManager<'s> {
             network: record.network,
             hostname,
             bind_files,
+            mounts: vec![],
             id_mapping: self.mapping.clone(),
             pids_limit: record.resources.pids,
         })

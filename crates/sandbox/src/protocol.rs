@@ -72,6 +72,9 @@ impl Request {
 pub enum Task {
     /// Delete a directory tree whose files may belong to subordinate IDs.
     RemoveTree(PathBuf),
+    /// Remove each path, in order, if it is an empty directory or an empty
+    /// file (mount points a run needed); anything else stays.
+    RemoveEmpty(Vec<PathBuf>),
     /// Extract a layer blob into `dest` in overlay form (a lowerdir), owners
     /// as the namespace sees them: container IDs land on the mapped host IDs.
     /// Replies with the diff id read from the stream.

@@ -7,7 +7,7 @@
 //! in the sandbox record lets a commit drop them again.
 
 use crate::fscopy::resolve_all_in_root;
-use crate::spec::{Network, RunSpec};
+use crate::spec::{ExtraMount, MountSource, Network, RunSpec};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
@@ -93,6 +93,10 @@ pub fn enter(spec: &RunSpec) -> Result<(), RootfsError> {
         }
     }
 
+    for extra in &spec.mounts {
+        mount_extra(merged, extra)?;
+    }
+
     if spec.network == Network::None {
         crate::netns::loopback_up().map_err(err("bringing up loopback in", merged))?;
     }
@@ -108,50 +112,161 @@ pub fn enter(spec: &RunSpec) -> Result<(), RootfsError> {
 
 fn mount_overlay(spec: &RunSpec) -> Result<(), RootfsError> {
     let r = &spec.rootfs;
-    if r.layers.is_empty() {
+    mount_overlay_at(&r.layers, &r.upper, &r.work, &r.merged)
+}
+
+/// Mount `layers` (lowest first) under `upper` at `merged`.
+fn mount_overlay_at(
+    layers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<(), RootfsError> {
+    if layers.is_empty() {
         // FROM scratch: nothing below, the upper dir is the whole tree.
         return mount(
-            Some(&r.upper),
-            &r.merged,
+            Some(upper),
+            merged,
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(err("bind-mounting upper dir at", &r.merged));
+        .map_err(err("bind-mounting upper dir at", merged));
     }
-    // Mount options must fit in one page: when every layer dir shares a parent
-    // (the store's layers/), name them relative to it.
-    let parent = r.layers[0].parent().map(Path::to_path_buf);
-    let shared_parent = parent.filter(|p| r.layers.iter().all(|l| l.parent() == Some(p.as_path())));
-    let lower: Vec<String> = r
-        .layers
-        .iter()
-        .rev() // overlay lists the topmost layer first
-        .map(|l| match &shared_parent {
-            Some(_) => l
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            None => l.to_string_lossy().into_owned(),
-        })
-        .collect();
+    let (lower, shared_parent) = lowerdir_list(layers);
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr",
-        lower.join(":"),
-        r.upper.display(),
-        r.work.display()
+        "lowerdir={lower},upperdir={},workdir={},userxattr",
+        upper.display(),
+        work.display()
     );
     if let Some(p) = &shared_parent {
         std::env::set_current_dir(p).map_err(io_err("entering", p))?;
     }
     mount(
         Some("overlay"),
-        &r.merged,
+        merged,
         Some("overlay"),
         MsFlags::empty(),
         Some(opts.as_str()),
     )
-    .map_err(err("mounting overlay at", &r.merged))
+    .map_err(err("mounting overlay at", merged))
+}
+
+/// The `lowerdir=` value for `layers` (lowest first) and, when every layer
+/// dir shares a parent (the store's layers/), that parent: the names are
+/// then relative to it, since mount options must fit in one page and the
+/// mounter must work in it. A dir listed twice (two steps that made the same
+/// layer) is kept only at its topmost place: overlay refuses a repeated
+/// layer, and the merged tree is the same without the lower copy.
+pub(crate) fn lowerdir_list(layers: &[PathBuf]) -> (String, Option<PathBuf>) {
+    let parent = layers
+        .first()
+        .and_then(|l| l.parent())
+        .map(Path::to_path_buf);
+    let shared_parent = parent.filter(|p| layers.iter().all(|l| l.parent() == Some(p.as_path())));
+    let lower: Vec<String> = unique_layers(layers)
+        .iter()
+        .rev() // overlay lists the topmost layer first
+        .map(|layer| match &shared_parent {
+            Some(_) => layer
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            None => layer.to_string_lossy().into_owned(),
+        })
+        .collect();
+    (lower.join(":"), shared_parent)
+}
+
+/// `layers` (lowest first) with each repeated dir kept only at its topmost place.
+pub(crate) fn unique_layers(layers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut unique: Vec<PathBuf> = Vec::with_capacity(layers.len());
+    for layer in layers.iter().rev() {
+        if !unique.contains(layer) {
+            unique.push(layer.clone());
+        }
+    }
+    unique.reverse();
+    unique
+}
+
+/// Set up one `RUN --mount` over `target` in the rootfs at `merged`.
+fn mount_extra(merged: &Path, m: &ExtraMount) -> Result<(), RootfsError> {
+    let source = match &m.source {
+        MountSource::Tmpfs { size } => {
+            let target = in_root(merged, &m.target)?;
+            std::fs::create_dir_all(&target).map_err(io_err("creating mount point", &target))?;
+            let opts = size.as_ref().map(|s| format!("size={s}"));
+            let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            if m.read_only {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            return mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                flags,
+                opts.as_deref(),
+            )
+            .map_err(err("mounting tmpfs at", &target));
+        }
+        MountSource::Host { path, owner } => {
+            if let Some(o) = owner {
+                nix::unistd::chown(path, Some(o.uid.into()), Some(o.gid.into()))
+                    .map_err(err("giving an owner to", path))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(o.mode))
+                    .map_err(io_err("setting the mode of", path))?;
+            }
+            path.clone()
+        }
+        MountSource::Overlay {
+            lowers,
+            upper,
+            work,
+            at,
+            subpath,
+        } => {
+            mount_overlay_at(lowers, upper, work, at)?;
+            let sub = subpath.trim_matches('/');
+            if sub.is_empty() || sub == "." {
+                at.clone()
+            } else {
+                let found = resolve_all_in_root(at, sub).map_err(io_err("resolving", at))?;
+                if std::fs::symlink_metadata(&found).is_err() {
+                    return Err(RootfsError {
+                        what: "mount source not found:",
+                        path: PathBuf::from(subpath),
+                        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                    });
+                }
+                found
+            }
+        }
+    };
+    let target = in_root(merged, &m.target)?;
+    if source.is_dir() {
+        std::fs::create_dir_all(&target).map_err(io_err("creating mount point", &target))?;
+    } else if std::fs::symlink_metadata(&target).is_err() {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+        }
+        std::fs::write(&target, b"").map_err(io_err("creating mount point", &target))?;
+    }
+    mount(
+        Some(&source),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err("bind-mounting over", &target))?;
+    if m.read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, &target, None::<&str>, flags, None::<&str>)
+            .map_err(err("making read-only", &target))?;
+    }
+    Ok(())
 }
 
 /// `path` inside the rootfs at `root`, symlinks resolved as the sandbox will

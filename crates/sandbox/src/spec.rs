@@ -66,6 +66,11 @@ pub struct RunSpec {
     /// `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`. Being mounts, they
     /// never reach the upper dir and so never a layer.
     pub bind_files: Vec<BindFile>,
+    /// Mounts a build step asks for (`RUN --mount`), set up after the
+    /// rootfs and in this order. Mount points they need are created in the
+    /// upper dir; the caller removes the empty ones afterwards.
+    #[serde(default)]
+    pub mounts: Vec<ExtraMount>,
     pub id_mapping: IdMapping,
     /// Cap on processes in the sandbox (RLIMIT_NPROC of the sandbox's users).
     pub pids_limit: Option<u64>,
@@ -78,4 +83,45 @@ pub struct BindFile {
     /// Absolute path inside the container.
     pub target: String,
     pub read_only: bool,
+}
+
+/// A mount over a path in the container, beyond the rootfs and /etc files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtraMount {
+    /// Absolute path inside the container (symlinks resolve inside it).
+    pub target: String,
+    pub source: MountSource,
+    pub read_only: bool,
+}
+
+/// What an [`ExtraMount`] puts at its target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MountSource {
+    /// A host file or directory, bound as it is: writes reach it (a cache
+    /// mount's dir). With `owner`, the helper first gives it that container
+    /// owner and mode, inside the user namespace where those IDs are its own.
+    Host {
+        path: PathBuf,
+        owner: Option<Ownership>,
+    },
+    /// Lower dirs (lowest first) under a private upper dir, mounted at `at`,
+    /// and `subpath` of that tree bound to the target: the process may write,
+    /// but its writes land in `upper` and go when the caller drops it.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        at: PathBuf,
+        subpath: String,
+    },
+    /// A fresh tmpfs; `size` is passed to the kernel as is (bytes, or k/m/g).
+    Tmpfs { size: Option<String> },
+}
+
+/// Container owner and permission bits for a mount's source.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
 }

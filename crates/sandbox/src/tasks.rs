@@ -19,6 +19,9 @@ use std::path::Path;
 pub fn perform(task: Task) -> Result<serde_json::Value, String> {
     match task {
         Task::RemoveTree(path) => remove_tree(&path).map(|()| serde_json::Value::Null),
+        Task::RemoveEmpty(paths) => remove_empty(&paths)
+            .map(|()| serde_json::Value::Null)
+            .map_err(|(path, e)| format!("removing {}: {e}", path.display())),
         Task::ExtractLayer { blob, dest } => {
             let file = std::fs::File::open(&blob)
                 .map_err(|e| format!("opening layer blob {}: {e}", blob.display()))?;
@@ -106,15 +109,20 @@ fn copy_from_layers(
     use nix::mount::{mount, MsFlags};
     // A single layer is read as is (skipping its whiteout devices, which
     // have nothing below them to hide); several are stacked read-only.
-    let (root, skip_whiteouts) = match layers {
+    let layers = crate::rootfs::unique_layers(layers);
+    let (root, skip_whiteouts) = match layers.as_slice() {
         [] => return Err("the source stage is empty (FROM scratch with no layers)".into()),
         [one] => (one.clone(), true),
         many => {
             let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
             mount(None::<&str>, "/", None::<&str>, private, None::<&str>)
                 .map_err(|e| format!("making mounts private: {e}"))?;
-            let lower: Vec<String> = many.iter().rev().map(|p| p.display().to_string()).collect();
-            let opts = format!("lowerdir={},userxattr", lower.join(":"));
+            let (lower, shared_parent) = crate::rootfs::lowerdir_list(many);
+            if let Some(dir) = &shared_parent {
+                std::env::set_current_dir(dir)
+                    .map_err(|e| format!("entering {}: {e}", dir.display()))?;
+            }
+            let opts = format!("lowerdir={lower},userxattr");
             mount(
                 Some("overlay"),
                 mountpoint,
@@ -168,4 +176,30 @@ fn remove_tree(path: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("removing {}: {e}", path.display())),
     }
+}
+
+/// Remove each of `paths`, in order, that is an empty directory or an empty
+/// regular file; anything else (gone, non-empty, another type) is left. The
+/// first failure names its path.
+pub fn remove_empty(
+    paths: &[std::path::PathBuf],
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    for path in paths {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        let removed = if meta.is_dir() {
+            match std::fs::remove_dir(path) {
+                // Not empty: the run put something there; it stays.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOTEMPTY) => Ok(()),
+                other => other,
+            }
+        } else if meta.is_file() && meta.len() == 0 {
+            std::fs::remove_file(path)
+        } else {
+            Ok(())
+        };
+        removed.map_err(|e| (path.clone(), e))?;
+    }
+    Ok(())
 }

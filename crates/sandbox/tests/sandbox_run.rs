@@ -66,6 +66,7 @@ impl Fixture {
                 target: "/etc/hosts".into(),
                 read_only: false,
             }],
+            mounts: vec![],
             id_mapping: IdMapping::for_current_user(),
             pids_limit: None,
         }

@@ -44,14 +44,17 @@ pub struct BlobInfo {
 /// Dropped without commit, it removes its temp file.
 pub struct BlobWriter {
     /// `None` only once commit has taken it.
-    inner: Option<HashingWriter<PipedFile>>,
+    pipe: Option<PipedFile>,
+    /// Hashes and counts every byte handed to `pipe`.
+    hasher: HashingWriter<io::Sink>,
     tmp_path: PathBuf,
     blobs_dir: PathBuf,
     committed: bool,
 }
 
 impl BlobWriter {
-    pub(crate) fn new(store: &Store) -> Result<Self> {
+    /// `direct`: write full buffers around the page cache (see `file_pipe`).
+    pub(crate) fn new(store: &Store, direct: bool) -> Result<Self> {
         let tmp_dir = store.layout().tmp();
         let (file, tmp_path) = tempfile::Builder::new()
             .prefix("blob-")
@@ -60,9 +63,11 @@ impl BlobWriter {
             .keep()
             .map_err(|e| StoreError::io("keep temp blob in", &tmp_dir)(e.error))?;
         Ok(BlobWriter {
-            inner: Some(HashingWriter::new(
-                PipedFile::new(file).map_err(StoreError::io("start the writer of", &tmp_path))?,
-            )),
+            pipe: Some(
+                PipedFile::with_direct(file, direct)
+                    .map_err(StoreError::io("start the writer of", &tmp_path))?,
+            ),
+            hasher: HashingWriter::new(io::sink()),
             tmp_path,
             blobs_dir: store.layout().blobs(),
             committed: false,
@@ -71,7 +76,7 @@ impl BlobWriter {
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |w| w.written())
+        self.hasher.written()
     }
 
     /// The temp file being written (for error messages).
@@ -93,15 +98,14 @@ impl BlobWriter {
 
     fn finish(&mut self, expected: Option<(Digest, u64)>) -> Result<BlobInfo> {
         let tmp_path = self.tmp_path.clone();
-        let Some(inner) = self.inner.take() else {
+        let Some(pipe) = self.pipe.take() else {
             return Err(StoreError::io("write", &tmp_path)(io::Error::other(
                 "blob writer already committed",
             )));
         };
-        let (buffered, digest, size) = inner.finish();
-        let file = buffered
-            .finish()
-            .map_err(StoreError::io("write", &tmp_path))?;
+        let hasher = std::mem::replace(&mut self.hasher, HashingWriter::new(io::sink()));
+        let (_, digest, size) = hasher.finish();
+        let file = pipe.finish().map_err(StoreError::io("write", &tmp_path))?;
         check_expected(expected, digest, size)?;
         let dest = self.blobs_dir.join(digest.hex());
         if dest.exists() {
@@ -122,22 +126,39 @@ impl BlobWriter {
 }
 
 impl BlobWriter {
-    fn live(&mut self) -> io::Result<&mut HashingWriter<PipedFile>> {
-        self.inner
-            .as_mut()
-            .ok_or_else(|| io::Error::other("blob writer already committed"))
+    fn live(&mut self) -> io::Result<(&mut PipedFile, &mut HashingWriter<io::Sink>)> {
+        match self.pipe.as_mut() {
+            Some(pipe) => Ok((pipe, &mut self.hasher)),
+            None => Err(io::Error::other("blob writer already committed")),
+        }
+    }
+
+    /// Copy all of `reader` into the blob, reading straight into the
+    /// writer's buffers (no intermediate copy). Returns the bytes copied.
+    pub fn copy_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<u64> {
+        let (pipe, hasher) = self.live()?;
+        let mut total = 0u64;
+        loop {
+            // Sink writes cannot fail: hashing is all that happens.
+            match pipe.read_from(reader, |data| hasher.write_all(data).unwrap_or(())) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.live()?.write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.live()?.write_all(buf)
+        let (pipe, hasher) = self.live()?;
+        let n = pipe.write(buf)?;
+        hasher.write_all(&buf[..n])?;
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.live()?.flush()
+        self.live()?.0.flush()
     }
 }
 
@@ -150,9 +171,19 @@ impl Drop for BlobWriter {
 }
 
 impl Store {
-    /// Start writing a blob.
+    /// Start writing a blob. Its bytes bypass the page cache: the fastest
+    /// durable write here, for blobs nobody reads right away (imports,
+    /// committed layers whose upper dir becomes the extracted dir).
     pub fn blob_writer(&self) -> Result<BlobWriter> {
-        BlobWriter::new(self)
+        BlobWriter::new(self, true)
+    }
+
+    /// Start writing a blob that is about to be read back (a pulled layer
+    /// the puller extracts next): written through the page cache, so that
+    /// read costs memory copies, not a disk read (4 s/GiB on this VM's disk
+    /// against 0.2 s from cache).
+    pub fn blob_writer_cached(&self) -> Result<BlobWriter> {
+        BlobWriter::new(self, false)
     }
 
     /// Stream `reader` into the store as one blob. With `expected`, a blob
@@ -169,7 +200,8 @@ impl Store {
         }
         let mut w = self.blob_writer()?;
         let tmp = w.tmp_path.clone();
-        copy_stream(&mut reader, &mut w).map_err(StoreError::io("stream blob into", tmp))?;
+        w.copy_from(&mut reader)
+            .map_err(StoreError::io("stream blob into", tmp))?;
         w.commit(expected)
     }
 

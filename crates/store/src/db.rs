@@ -92,8 +92,20 @@ pub fn open(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path).map_err(db_err)?;
     // Other processes hold write transactions briefly; wait rather than fail.
     conn.busy_timeout(Duration::from_secs(60)).map_err(db_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(db_err)?;
+    // Switching a fresh database to WAL while another opener does the same
+    // can answer SQLITE_BUSY without calling the busy handler: retry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => break other.map_err(db_err)?,
+        }
+    }
     // FULL: a committed name survives power loss too, like the fsynced blobs it names.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(db_err)?;

@@ -4,6 +4,7 @@
 //! suite and, as root, runs it again as the unprivileged test user.
 
 pub mod fault_proxy;
+pub mod http_server;
 pub mod registry_server;
 
 use cairn_store::reference::ImageRef;

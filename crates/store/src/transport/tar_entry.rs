@@ -41,7 +41,7 @@ pub(crate) fn ingest_entry<R: Read>(
         }
     }
     let mut w = store.blob_writer()?;
-    let copied = crate::blob::copy_stream(entry, &mut w).map_err(|e| StoreError::BadSource {
+    let copied = w.copy_from(entry).map_err(|e| StoreError::BadSource {
         source_name: source_name.to_string(),
         reason: format!("reading {name}: {e}"),
     })?;

@@ -1,0 +1,356 @@
+//! COPY/ADD flags: wildcards in `--from` sources, `--exclude`, `--parents`
+//! (with the `/./` pivot) and `--link`, checked on the built image's
+//! filesystem, as root and again as the unprivileged test user
+//! (harness = false: `main` calls the init hook).
+
+use cairn_build::{BuildRequest, Builder, StepOutcome};
+use cairn_layer::Compression;
+use cairn_sandbox::{init_hook, Launcher, Network};
+use cairn_store::transport::Transport;
+use cairn_store::Store;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    store: Store,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = cairn_testsupport::store_with_busybox(tmp.path());
+        Fixture { tmp, store }
+    }
+
+    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+        for (path, body) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+        dir
+    }
+
+    /// Build; the manifest digest and the lines of the steps that ran.
+    fn build(&self, context: &Path) -> Result<(String, Vec<usize>), cairn_build::BuildError> {
+        let req = BuildRequest {
+            dockerfile: std::fs::read_to_string(context.join("Dockerfile")).unwrap(),
+            dockerfile_path: context.join("Dockerfile"),
+            context: context.to_path_buf(),
+            tags: vec!["localhost/copy-flags:latest".into()],
+            build_args: HashMap::new(),
+            target: None,
+            no_cache: false,
+            compression: Compression::Gzip,
+            timestamp: None,
+            network: Network::Host,
+        };
+        let builder = Builder::new(&self.store, Launcher::current_exe().unwrap());
+        let result = builder.build(&req, &mut |_| {})?;
+        let ran = result
+            .steps
+            .iter()
+            .filter(|s| s.outcome == StepOutcome::Ran)
+            .map(|s| s.line)
+            .collect();
+        Ok((result.manifest.to_string(), ran))
+    }
+
+    /// Build and `umoci unpack` the result, as a real peer reads it.
+    fn rootfs(&self, context: &Path) -> (String, PathBuf) {
+        let (manifest, _) = self.build(context).unwrap();
+        let out = self.tmp.path().join(format!("export-{}", &manifest[7..19]));
+        let bundle = self.tmp.path().join(format!("bundle-{}", &manifest[7..19]));
+        if !bundle.exists() {
+            self.store
+                .export(
+                    &manifest,
+                    &Transport::parse(&format!("oci:{}:t", out.display())).unwrap(),
+                )
+                .unwrap();
+            let st = Command::new("umoci")
+                .args(["unpack", "--rootless", "--image"])
+                .arg(format!("{}:t", out.display()))
+                .arg(&bundle)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "umoci unpack failed");
+        }
+        (manifest, bundle.join("rootfs"))
+    }
+}
+
+/// The paths below `dir`, relative and sorted (dirs end with `/`).
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .display()
+            .to_string();
+        let is_dir = entry.path().symlink_metadata().unwrap().is_dir();
+        out.push(if is_dir { format!("{rel}/") } else { rel });
+    }
+    out
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+const SOURCE_STAGE: &str = "FROM busybox:fixture AS src
+RUN mkdir -p /src/sub /src/deep/er && echo 1 > /src/a1.txt && echo 2 > /src/a2.txt && echo b > /src/b.txt && echo abc > /src/abc.txt && echo c > /src/sub/c.txt && echo d > /src/deep/er/d.txt && echo gone > /src/a3.txt
+RUN rm /src/a3.txt
+";
+
+fn from_wildcards(f: &Fixture) {
+    let df = format!(
+        "{SOURCE_STAGE}FROM busybox:fixture
+COPY --from=src /src/a*.txt /star/
+COPY --from=src /src/a?.txt /question/
+COPY --from=src /src/*/c.txt /src/[b]* /nested/
+COPY --from=src /src/s* /dir/
+"
+    );
+    let ctx = f.context("from-wildcards", &df, &[]);
+    let (_, root) = f.rootfs(&ctx);
+    // a3.txt was deleted by a later layer of the stage: the whiteout holds.
+    assert_eq!(tree(&root.join("star")), ["a1.txt", "a2.txt", "abc.txt"]);
+    assert_eq!(tree(&root.join("question")), ["a1.txt", "a2.txt"]);
+    assert_eq!(tree(&root.join("nested")), ["b.txt", "c.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(root.join("star/a2.txt")).unwrap(),
+        "2\n"
+    );
+    // A matched dir copies its contents, as a context wildcard does.
+    assert_eq!(tree(&root.join("dir")), ["c.txt"]);
+}
+
+fn from_wildcard_without_match_fails(f: &Fixture) {
+    let df = format!("{SOURCE_STAGE}FROM busybox:fixture\nCOPY --from=src /src/*.none /x/\n");
+    let ctx = f.context("from-nomatch", &df, &[]);
+    let err = f.build(&ctx).unwrap_err();
+    assert!(err.is_bad_input(), "{err:?}");
+    assert!(err.to_string().contains("/src/*.none"), "{err}");
+    let df = format!("{SOURCE_STAGE}FROM busybox:fixture\nCOPY --from=src /src/a3.tx? /x/\n");
+    let err = f
+        .build(&f.context("from-nomatch-deleted", &df, &[]))
+        .unwrap_err();
+    assert!(
+        err.is_bad_input() && err.to_string().contains("a3.tx?"),
+        "{err}"
+    );
+}
+
+fn exclude_from_context(f: &Fixture) {
+    let df = "FROM busybox:fixture
+COPY --exclude=*.txt --exclude=skip dir /d/
+COPY --exclude=*.md hom* /h/
+COPY --exclude=**/*.txt dir /all/
+";
+    let files = [
+        ("dir/a.txt", "a"),
+        ("dir/b.md", "b"),
+        ("dir/sub/c.txt", "c"),
+        ("dir/skip/s.md", "s"),
+        ("home.txt", "h"),
+        ("homer.md", "m"),
+    ];
+    let ctx = f.context("exclude-context", df, &files);
+    let (_, root) = f.rootfs(&ctx);
+    assert_eq!(tree(&root.join("d")), ["b.md", "sub/", "sub/c.txt"]);
+    assert_eq!(tree(&root.join("h")), ["home.txt"]);
+    assert_eq!(
+        tree(&root.join("all")),
+        ["b.md", "skip/", "skip/s.md", "sub/"]
+    );
+
+    // The excluded file is not part of the key: changing it reruns nothing.
+    std::fs::write(ctx.join("dir/a.txt"), "changed").unwrap();
+    let (_, ran) = f.build(&ctx).unwrap();
+    assert_eq!(ran, Vec::<usize>::new(), "an excluded file changed");
+    std::fs::write(ctx.join("dir/b.md"), "changed").unwrap();
+    let (_, ran) = f.build(&ctx).unwrap();
+    // Line 3 reruns too: its key chains line 2's.
+    assert_eq!(ran, vec![2, 3, 4], "a copied file changed");
+}
+
+fn exclude_from_stage(f: &Fixture) {
+    let df = "FROM busybox:fixture AS src
+RUN mkdir -p /out/sub && echo k > /out/keep.txt && echo d > /out/drop.log && echo x > /out/sub/x.log && echo y > /out/sub/y.txt && chown -R 1000:1000 /out && chmod 705 /out/sub
+FROM busybox:fixture
+COPY --from=src --exclude=*.log --exclude=sub/x.log /out /o/
+COPY --from=src --exclude=keep.txt /out/keep.txt /out/sub/y.txt /single/
+";
+    let ctx = f.context("exclude-stage", df, &[]);
+    let (manifest, root) = f.rootfs(&ctx);
+    assert_eq!(tree(&root.join("o")), ["keep.txt", "sub/", "sub/y.txt"]);
+    assert_eq!(tree(&root.join("single")), ["y.txt"]);
+    // The dirs of the mask layer stand in for the stage's: owner and mode kept.
+    let mapping = cairn_sandbox::idmap::IdMapping::for_current_user();
+    assert_eq!(mode(&root.join("o/sub")), 0o705, "the stage's mode is kept");
+    let layer = layer_holding(f, &manifest, "o/sub");
+    let sub = std::fs::symlink_metadata(layer.join("o/sub")).unwrap();
+    assert_eq!(
+        Some(sub.uid()),
+        mapping.host_uid(1000),
+        "the stage's owner is kept"
+    );
+    let kept = std::fs::symlink_metadata(layer.join("o/sub/y.txt")).unwrap();
+    assert_eq!(Some(kept.uid()), mapping.host_uid(1000));
+}
+
+/// The extracted layer of `manifest` that has `rel`.
+fn layer_holding(f: &Fixture, manifest: &str, rel: &str) -> PathBuf {
+    let (_, parsed) = f.store.manifest(&manifest.parse().unwrap()).unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &f.store
+            .read_blob_bytes(&parsed.config.unwrap().digest)
+            .unwrap(),
+    )
+    .unwrap();
+    cfg["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| f.store.layer_dir(&d.as_str().unwrap().parse().unwrap()))
+        .rfind(|dir| dir.join(rel).symlink_metadata().is_ok())
+        .unwrap_or_else(|| panic!("no layer has {rel}"))
+}
+
+fn parents_from_context(f: &Fixture) {
+    let df = "FROM busybox:fixture
+COPY --parents ./x/./y/*.txt /p1/
+COPY --parents x/y/a.txt x/z/c.md /p2/
+COPY --parents x/z /p3
+COPY --parents ./x/./z/ /p4/
+";
+    let files = [("x/y/a.txt", "a"), ("x/y/b.txt", "b"), ("x/z/c.md", "c")];
+    let ctx = f.context("parents-context", df, &files);
+    std::fs::set_permissions(
+        ctx.join("x/y"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    let (_, root) = f.rootfs(&ctx);
+    assert_eq!(tree(&root.join("p1")), ["y/", "y/a.txt", "y/b.txt"]);
+    assert_eq!(
+        tree(&root.join("p2")),
+        ["x/", "x/y/", "x/y/a.txt", "x/z/", "x/z/c.md"]
+    );
+    assert_eq!(tree(&root.join("p3")), ["x/", "x/z/", "x/z/c.md"]);
+    assert_eq!(tree(&root.join("p4")), ["z/", "z/c.md"]);
+    assert_eq!(
+        mode(&root.join("p2/x/y")),
+        0o750,
+        "parents keep the context's mode"
+    );
+}
+
+fn parents_from_stage(f: &Fixture) {
+    let df = "FROM busybox:fixture AS src
+RUN mkdir -p /s/a /s/b && echo 1 > /s/a/f1 && echo 2 > /s/b/f2 && echo g > /s/b/g && chmod 705 /s/b
+FROM busybox:fixture
+COPY --from=src --parents /s/./a/f1 /s/./b/f2 /pf/
+COPY --from=src --parents /s/*/f? /pg/
+COPY --from=src --parents --exclude=s/b/g /s/b /ph/
+";
+    let ctx = f.context("parents-stage", df, &[]);
+    let (_, root) = f.rootfs(&ctx);
+    assert_eq!(tree(&root.join("pf")), ["a/", "a/f1", "b/", "b/f2"]);
+    assert_eq!(
+        tree(&root.join("pg")),
+        ["s/", "s/a/", "s/a/f1", "s/b/", "s/b/f2"]
+    );
+    assert_eq!(
+        mode(&root.join("pg/s/b")),
+        0o705,
+        "parents keep the stage's mode"
+    );
+    assert_eq!(tree(&root.join("ph")), ["s/", "s/b/", "s/b/f2"]);
+}
+
+fn link_does_not_follow_the_base(f: &Fixture) {
+    let df = "FROM busybox:fixture
+RUN mkdir -p /opt/real && ln -s /opt/real /opt/link && mkdir -m 700 /opt/private && ln -s /opt/real /opt/nolink
+COPY --link f.txt /opt/link/
+COPY --link f.txt /opt/private/
+COPY --link dir /opt/d/
+COPY f.txt /opt/nolink/
+";
+    let ctx = f.context("link", df, &[("f.txt", "f"), ("dir/in.txt", "i")]);
+    std::fs::set_permissions(
+        ctx.join("dir"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o710),
+    )
+    .unwrap();
+    let (_, root) = f.rootfs(&ctx);
+    // The destination path is made of dirs, replacing the base's symlink.
+    let link = std::fs::symlink_metadata(root.join("opt/link")).unwrap();
+    assert!(link.is_dir(), "--link followed the base's symlink");
+    assert_eq!(
+        std::fs::read_to_string(root.join("opt/link/f.txt")).unwrap(),
+        "f"
+    );
+    // Without --link the same copy goes through the link.
+    assert!(std::fs::symlink_metadata(root.join("opt/nolink"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(tree(&root.join("opt/real")), ["f.txt"]);
+    // Parent dirs of a --link layer are 0755 and replace the base's mode.
+    assert_eq!(mode(&root.join("opt/private")), 0o755);
+    // A copied dir's mode overrides the destination dir's.
+    assert_eq!(mode(&root.join("opt/d")), 0o710);
+    assert_eq!(tree(&root.join("opt/d")), ["in.txt"]);
+}
+
+/// Rootless, the caller lists the source stage: a dir of another container
+/// user that others may not read cannot be listed, and `--exclude` below it
+/// must fail with a clear message rather than copy what it should leave out.
+fn unreadable_stage_dirs(f: &Fixture) {
+    let df = "FROM busybox:fixture AS src
+RUN mkdir /priv && echo a > /priv/a && echo l > /priv/b.log && chown -R 1000:1000 /priv && chmod 700 /priv
+FROM busybox:fixture
+COPY --from=src --exclude=*.log /priv /p/
+";
+    let ctx = f.context("unreadable", df, &[]);
+    if nix::unistd::geteuid().is_root() {
+        let (_, root) = f.rootfs(&ctx);
+        assert_eq!(tree(&root.join("p")), ["a"]);
+    } else {
+        let err = f.build(&ctx).unwrap_err();
+        assert!(
+            err.is_bad_input() && err.to_string().contains("cannot list /priv"),
+            "{err}"
+        );
+    }
+}
+
+fn main() {
+    init_hook();
+    let fixture = Fixture::new();
+    cairn_testsupport::run_suite(
+        &fixture,
+        cairn_testsupport::test_cases![Fixture;
+            from_wildcards,
+            from_wildcard_without_match_fails,
+            exclude_from_context,
+            exclude_from_stage,
+            parents_from_context,
+            parents_from_stage,
+            link_does_not_follow_the_base,
+            unreadable_stage_dirs,
+        ],
+    )
+}

@@ -68,6 +68,18 @@ pub enum BuildEvent {
     },
     /// The build failed or was cancelled; nothing was tagged.
     Failed { error: String, cancelled: bool },
+    /// A `FROM` image is being pulled: `done` of `total` bytes of one of
+    /// its blobs are in (sent about every MiB and when the blob is complete).
+    Transfer {
+        stage: usize,
+        line: usize,
+        blob: Digest,
+        done: u64,
+        total: u64,
+    },
+    /// Something the user may want to fix that does not stop the build
+    /// (a `--build-arg` no stage declares).
+    Warning { message: String },
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -92,6 +104,18 @@ pub(crate) struct StepCtx {
     /// The build's own token: cancelled by the caller's token or by a
     /// failing sibling stage.
     pub cancel: cairn_sandbox::CancelToken,
+}
+
+impl cairn_registry::PullProgress for StepCtx {
+    fn transferred(&self, blob: &Digest, done: u64, total: u64) {
+        self.emit(BuildEvent::Transfer {
+            stage: self.stage,
+            line: self.line,
+            blob: *blob,
+            done,
+            total,
+        });
+    }
 }
 
 impl StepCtx {

@@ -233,6 +233,15 @@ impl<'s> Builder<'s> {
             .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
 
         let (order, deps) = needed_stages(&doc, target, &globals)?;
+        let unused = unused_build_args(&doc, &order, &req.build_args);
+        if !unused.is_empty() {
+            events(&BuildEvent::Warning {
+                message: format!(
+                    "one or more build args [{}] were not consumed",
+                    unused.join(" ")
+                ),
+            });
+        }
         let mut done: Vec<Option<StageState>> = vec![None; doc.stages.len()];
         let mut steps = Vec::new();
         // The build's own token: the caller's token or a failing stage
@@ -416,8 +425,9 @@ impl<'s> Builder<'s> {
             key: String::new(),
             created: EPOCH.into(),
         };
-        self.step(&ctx(stage.line), &stage.original, &mut state, |state| {
-            *state = self.resolve_base(&base, doc, done)?;
+        let from_step = ctx(stage.line);
+        self.step(&from_step, &stage.original, &mut state, |state| {
+            *state = self.resolve_base(&base, doc, done, &from_step)?;
             Ok(StepOutcome::Config)
         })?;
 
@@ -574,6 +584,7 @@ impl<'s> Builder<'s> {
         base: &str,
         doc: &Dockerfile,
         done: &[Option<StageState>],
+        step: &StepCtx,
     ) -> Result<StageState, BuildError> {
         if base.eq_ignore_ascii_case("scratch") {
             return Ok(StageState {
@@ -605,7 +616,9 @@ impl<'s> Builder<'s> {
                 (Ok(d), _) => d,
                 (Err(cairn_store::StoreError::UnknownImage(_)), Some(registry)) => {
                     tracing::info!("FROM {base}: not in the store, pulling");
-                    registry.pull(self.store, base, None)?.manifest
+                    registry
+                        .pull_with_progress(self.store, base, None, Some(step))?
+                        .manifest
                 }
                 (Err(e), _) => return Err(e.into()),
             }
@@ -842,6 +855,40 @@ fn needed_stages(
     let mut edges = vec![Vec::new(); doc.stages.len()];
     visit(doc, target, globals, &mut state, &mut order, &mut edges)?;
     Ok((order, edges))
+}
+
+/// Build args no ARG declares, neither global nor in the stages built, in
+/// name order; the proxy variables every build takes are never unused.
+fn unused_build_args(
+    doc: &Dockerfile,
+    stages: &[usize],
+    build_args: &HashMap<String, String>,
+) -> Vec<String> {
+    const PREDEFINED: [&str; 5] = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "FTP_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+    ];
+    let mut declared: Vec<&str> = doc.global_args.iter().map(|a| a.name.as_str()).collect();
+    for i in stages {
+        for inst in doc.stages[*i]
+            .instructions
+            .iter()
+            .filter(|i| i.name == "arg")
+        {
+            declared.extend(inst.args.iter().map(|a| a.split('=').next().unwrap_or(a)));
+        }
+    }
+    let mut unused: Vec<String> = build_args
+        .keys()
+        .filter(|k| !declared.contains(&k.as_str()))
+        .filter(|k| !PREDEFINED.contains(&k.to_ascii_uppercase().as_str()))
+        .cloned()
+        .collect();
+    unused.sort();
+    unused
 }
 
 /// What a stage has done so far that changes later instructions.

@@ -619,6 +619,36 @@ fn unchanged_context_is_not_reread(f: &Fixture) {
         .any(|s| s.line == 2 && s.outcome == StepOutcome::Ran));
 }
 
+fn unused_build_args_warn(f: &Fixture) {
+    let ctx = f.context(
+        "unused-args",
+        "ARG GLOBAL=1\nFROM busybox:fixture\nARG USED\nRUN echo $USED\n",
+        &[],
+    );
+    let req = f.request(
+        &ctx,
+        &[
+            ("USED", "x"),
+            ("GLOBAL", "2"),
+            ("NOBODY", "y"),
+            ("HTTP_PROXY", "h"),
+            ("ALSO_NOT", "z"),
+        ],
+    );
+    let mut warnings = Vec::new();
+    f.builder()
+        .build_with_events(&req, &mut |e| {
+            if let BuildEvent::Warning { message } = e {
+                warnings.push(message.clone());
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        warnings,
+        vec!["one or more build args [ALSO_NOT NOBODY] were not consumed".to_string()]
+    );
+}
+
 fn main() {
     init_hook();
     let fixture = Fixture::new();
@@ -634,6 +664,7 @@ fn main() {
             cancel_kills_the_run_and_tags_nothing,
             independent_stages_build_at_once,
             unchanged_context_is_not_reread,
+            unused_build_args_warn,
         ],
     )
 }

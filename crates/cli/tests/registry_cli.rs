@@ -151,7 +151,13 @@ fn build_from_a_registry_image_and_push_the_result() {
                 ctx.to_str().unwrap(),
             ],
         );
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         let stdout = ok(&out, "build --push");
+        // The pull of the base shows each blob's transfer (plain: when complete).
+        assert!(
+            stderr.matches("] pulled sha256:").count() >= 2,
+            "no transfer lines for the FROM pull: {stderr}"
+        );
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 2, "{stdout}");
         assert_eq!(lines[0], lines[1], "built and pushed digests");

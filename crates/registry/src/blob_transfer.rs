@@ -52,8 +52,10 @@ pub(crate) async fn download_blob(
     store: &Store,
     oref: &Reference,
     blob: &BlobRef,
+    progress: Option<&dyn crate::PullProgress>,
 ) -> Result<BlobInfo> {
     let target = sess.target(oref.repository(), format!("blob {}", blob.digest));
+    let mut reported: u64 = 0;
     let expected = (blob.digest, blob.size);
     let mut attempt: u32 = 0;
     'whole: loop {
@@ -76,6 +78,7 @@ pub(crate) async fn download_blob(
                 Ok(BlobResponse::Full(s)) => {
                     if offset > 0 {
                         offset = 0;
+                        reported = 0;
                         let fresh = store.blob_writer_cached()?;
                         if tx.send(Feed::Restart(Box::new(fresh))).await.is_err() {
                             break None;
@@ -103,6 +106,12 @@ pub(crate) async fn download_blob(
                 match chunk {
                     Ok(b) => {
                         offset += b.len() as u64;
+                        if let Some(p) = progress {
+                            if offset >= reported + (1 << 20) || offset == blob.size {
+                                reported = offset;
+                                p.transferred(&blob.digest, offset, blob.size);
+                            }
+                        }
                         if offset > blob.size {
                             broke = Some(RegistryError::DigestMismatch {
                                 target: target.clone(),

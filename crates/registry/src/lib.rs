@@ -33,6 +33,12 @@ pub trait LayerSink: Sync {
     fn layer_ready(&self, blob: &Digest, diff_id: &Digest) -> std::result::Result<(), String>;
 }
 
+/// Told how far each blob of a pull has come: after every MiB or so and
+/// when the blob is complete. Called from the pull's worker threads.
+pub trait PullProgress: Sync {
+    fn transferred(&self, blob: &Digest, done: u64, total: u64);
+}
+
 /// What a pull did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PullReport {
@@ -85,6 +91,17 @@ impl Registry {
         reference: &str,
         sink: Option<&dyn LayerSink>,
     ) -> Result<PullReport> {
+        self.pull_with_progress(store, reference, sink, None)
+    }
+
+    /// [`Registry::pull`], telling `progress` how each blob download goes.
+    pub fn pull_with_progress(
+        &self,
+        store: &Store,
+        reference: &str,
+        sink: Option<&dyn LayerSink>,
+        progress: Option<&dyn PullProgress>,
+    ) -> Result<PullReport> {
         let image = parse_ref(reference)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Digest, Digest)>(64);
         std::thread::scope(|scope| {
@@ -110,6 +127,7 @@ impl Registry {
                     &self.opts.platform,
                     self.opts.max_parallel,
                     tx.as_ref(),
+                    progress,
                 )
                 .await
             });

@@ -133,6 +133,7 @@ pub(crate) async fn pull(
     platform: &Platform,
     max_parallel: usize,
     sink: Option<&std::sync::mpsc::SyncSender<(Digest, Digest)>>,
+    progress: Option<&dyn crate::PullProgress>,
 ) -> Result<PullReport> {
     let name = image.to_string();
     let mut oref = oci_reference(image);
@@ -173,7 +174,7 @@ pub(crate) async fn pull(
             if store.has_blob(&blob.digest) {
                 return Ok::<_, RegistryError>(blob);
             }
-            download_blob(sess, store, oref, &blob).await?;
+            download_blob(sess, store, oref, &blob, progress).await?;
             fetched.fetch_add(1, Ordering::Relaxed);
             bytes_in.fetch_add(blob.size, Ordering::Relaxed);
             Ok(blob)

@@ -386,6 +386,7 @@ impl<'s> SnapshotService<'s> {
                     }
                     BuildEvent::StepCached { .. } => log("   (cached)"),
                     BuildEvent::Output { text, .. } => log(&format!("   | {text}")),
+                    BuildEvent::Warning { message } => log(&format!("warning: {message}")),
                     _ => {}
                 })?;
                 result.manifest

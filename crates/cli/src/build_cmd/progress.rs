@@ -37,6 +37,23 @@ pub struct Renderer {
     drawn: usize,
     /// Live view: recent output of each running step, for a failure.
     outputs: HashMap<(usize, usize), VecDeque<String>>,
+    /// Live view: blobs of `FROM` pulls in flight, (done, total) bytes.
+    transfers: Vec<(String, u64, u64)>,
+}
+
+/// `sha256:0123456789ab [=====>    ]  12.0/25.0 MiB`
+fn transfer_bar(blob: &str, done: u64, total: u64) -> String {
+    const WIDTH: usize = 24;
+    let filled = (done.saturating_mul(WIDTH as u64) / total.max(1)).min(WIDTH as u64) as usize;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    format!(
+        "{} [{}{}] {:6.1}/{:.1} MiB",
+        clip(blob, 19),
+        "=".repeat(filled),
+        " ".repeat(WIDTH - filled),
+        mib(done),
+        mib(total)
+    )
 }
 
 fn first_line(text: &str) -> &str {
@@ -69,6 +86,7 @@ impl Renderer {
             tail: VecDeque::new(),
             drawn: 0,
             outputs: HashMap::new(),
+            transfers: Vec::new(),
         }
     }
 
@@ -143,6 +161,28 @@ impl Renderer {
                 self.started.remove(&(*stage, *line));
                 eprintln!("{header}");
             }
+            BuildEvent::Warning { message } => eprintln!("warning: {message}"),
+            // One line per blob, when it is complete.
+            BuildEvent::Transfer {
+                stage,
+                line,
+                blob,
+                done,
+                total,
+            } if done == total => {
+                let key = (*stage, *line);
+                if !self.headed.contains_key(&key) {
+                    let text = self.started.get(&key).cloned().unwrap_or_default();
+                    let header = self.header(*stage, *line, &text, "");
+                    eprintln!("{header}");
+                }
+                let n = self.headed.get(&key).copied().unwrap_or_default();
+                eprintln!(
+                    "[{n}] pulled {}",
+                    transfer_bar(&blob.to_string(), *done, *total)
+                );
+            }
+            BuildEvent::Transfer { .. } => {}
             BuildEvent::StepCached { .. }
             | BuildEvent::LayerCommitted { .. }
             | BuildEvent::Finished { .. }
@@ -209,6 +249,16 @@ impl Renderer {
                 self.running.clear();
                 self.tail.clear();
             }
+            BuildEvent::Warning { message } => permanent.push(format!("warning: {message}")),
+            BuildEvent::Transfer {
+                blob, done, total, ..
+            } => {
+                let blob = blob.to_string();
+                self.transfers.retain(|(b, _, _)| *b != blob);
+                if done < total {
+                    self.transfers.push((blob, *done, *total));
+                }
+            }
             BuildEvent::StepCached { .. } | BuildEvent::LayerCommitted { .. } => return,
         }
         self.redraw(&permanent);
@@ -236,6 +286,10 @@ impl Renderer {
             ));
             drawn += 1;
         }
+        for (blob, done, total) in &self.transfers {
+            out.push_str(&format!("   {}\n", transfer_bar(blob, *done, *total)));
+            drawn += 1;
+        }
         if !self.running.is_empty() {
             for (_, line) in &self.tail {
                 out.push_str(&format!("   {}\n", clip(line, 100)));
@@ -250,6 +304,7 @@ impl Renderer {
     /// Leave the terminal clean.
     pub fn finish(&mut self) {
         if self.mode == ProgressMode::Auto && self.drawn > 0 {
+            self.transfers.clear();
             self.running.clear();
             self.tail.clear();
             self.redraw(&[]);

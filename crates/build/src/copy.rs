@@ -543,9 +543,9 @@ impl Builder<'_> {
         };
         let mut writer = TreeWriter::new(self, dir, plan.owner.unwrap_or((0, 0)))?;
         if plan.flags.link {
-            make_fresh_parents(&mut writer, &target_dir, plan.owner)?;
+            make_parents(self, None, &mut writer, &target_dir, plan.owner)?;
         } else {
-            make_parents(self, &view, &mut writer, &target_dir, plan.owner)?;
+            make_parents(self, Some(&view), &mut writer, &target_dir, plan.owner)?;
         }
         if plan.from.is_none() {
             write_copy(&plan.sources, plan, &mut writer)?;
@@ -932,34 +932,13 @@ fn copy_dir_filtered(
     Ok(())
 }
 
-/// `--link`: create `dir` and its parents in the writer's tree without
-/// looking at the image (BuildKit copies onto an empty tree): 0755, owned
-/// by the --chown user or root. In the image they replace the base's.
-fn make_fresh_parents(
-    writer: &mut TreeWriter,
-    dir: &str,
-    owner: Option<(u32, u32)>,
-) -> Result<(), BuildError> {
-    let mut rel = String::new();
-    for part in dir.split('/').filter(|p| !p.is_empty()) {
-        rel = join(&rel, part);
-        let path = writer.root.join(&rel);
-        if path.is_dir() {
-            continue;
-        }
-        std::fs::create_dir(&path).map_err(BuildError::io(&path))?;
-        set_perm(&path, 0o755)?;
-        writer.set_owner(&rel, owner.unwrap_or((0, 0)))?;
-    }
-    Ok(())
-}
-
 /// Create `dir` and its parents in the writer's tree: dirs the image has
 /// keep its mode, owner and time; new ones are 0755, owned by the --chown
-/// user (as buildah does) or root.
+/// user (as buildah does) or root. Without a `view` (`--link`: BuildKit
+/// copies onto an empty tree) every dir is new and replaces the base's.
 pub(crate) fn make_parents(
     builder: &Builder,
-    view: &LayerView,
+    view: Option<&LayerView>,
     writer: &mut TreeWriter,
     dir: &str,
     owner: Option<(u32, u32)>,
@@ -972,7 +951,7 @@ pub(crate) fn make_parents(
             continue;
         }
         std::fs::create_dir(&path).map_err(BuildError::io(&path))?;
-        match view.lookup(&rel) {
+        match view.and_then(|v| v.lookup(&rel)) {
             Some(f) if f.meta.is_dir() => {
                 let m = f.meta;
                 set_perm(&path, m.mode() & 0o7777)?;

@@ -53,7 +53,7 @@ impl Builder<'_> {
         let scratch = self.scratch_dir("workdir")?;
         let result = TreeWriter::new(self, &scratch, owner)
             .and_then(|mut writer| {
-                make_parents(self, &view, &mut writer, &resolved, Some(owner))?;
+                make_parents(self, Some(&view), &mut writer, &resolved, Some(owner))?;
                 writer.finish(self, &scratch)
             })
             .and_then(|()| self.commit_upper(req, &scratch.join("upper")));

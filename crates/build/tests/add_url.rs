@@ -2,9 +2,10 @@
 //! server on a loopback port, as root and again as the unprivileged test
 //! user (harness = false: `main` calls the init hook).
 
-use cairn_build::{BuildError, BuildRequest, Builder, StepOutcome};
-use cairn_layer::Compression;
-use cairn_sandbox::{init_hook, Launcher, Network};
+mod common;
+
+use cairn_build::{BuildError, Builder};
+use cairn_sandbox::{init_hook, Launcher};
 use cairn_store::Store;
 use cairn_testsupport::http_server::HttpServer;
 use sha2::{Digest, Sha256};
@@ -45,38 +46,15 @@ impl Fixture {
     }
 
     fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> PathBuf {
-        let dir = self.tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-        for (path, body) in files {
-            std::fs::write(dir.join(path), body).unwrap();
-        }
-        dir
+        common::write_context(self.tmp.path(), name, dockerfile, files)
     }
 
     /// Build, tagging `tag`; the manifest digest and the lines that ran.
     fn build(&self, context: &Path, tag: &str) -> Result<(String, Vec<usize>), BuildError> {
-        let req = BuildRequest {
-            dockerfile: std::fs::read_to_string(context.join("Dockerfile")).unwrap(),
-            dockerfile_path: context.join("Dockerfile"),
-            context: context.to_path_buf(),
-            tags: vec![format!("localhost/{tag}:latest")],
-            build_args: HashMap::new(),
-            target: None,
-            no_cache: false,
-            compression: Compression::Gzip,
-            timestamp: None,
-            network: Network::Host,
-        };
+        let req = common::request(context, &format!("localhost/{tag}:latest"));
         let builder = Builder::new(&self.store, Launcher::current_exe().unwrap());
         let result = builder.build(&req, &mut |_| {})?;
-        let ran = result
-            .steps
-            .iter()
-            .filter(|s| s.outcome == StepOutcome::Ran)
-            .map(|s| s.line)
-            .collect();
-        Ok((result.manifest.to_string(), ran))
+        Ok((result.manifest.to_string(), common::ran_lines(&result)))
     }
 
     fn tagged(&self, tag: &str) -> bool {

@@ -1,42 +1,20 @@
 //! Builds through the library over a real store, as root and again as the
 //! unprivileged test user (harness = false: `main` calls the init hook).
 
+mod common;
+
 use cairn_build::{
     BuildError, BuildEvent, BuildRequest, Builder, CancelToken, OutputStream, StepOutcome,
 };
-use cairn_layer::Compression;
-use cairn_sandbox::{init_hook, Launcher, Network};
-use cairn_store::transport::Transport;
-use cairn_store::Store;
+use cairn_sandbox::{init_hook, Launcher};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-struct Fixture {
-    tmp: tempfile::TempDir,
-    store: Store,
-}
+use common::Fixture;
 
 impl Fixture {
-    fn new() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = cairn_testsupport::store_with_busybox(tmp.path());
-        Fixture { tmp, store }
-    }
-
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = self.tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-        for (path, body) in files {
-            let p = dir.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, body).unwrap();
-        }
-        dir
-    }
-
     /// Build; returns the manifest digest and which steps ran (not cached), by line.
     fn build(
         &self,
@@ -46,13 +24,7 @@ impl Fixture {
         let req = self.request(context, args);
         let builder = Builder::new(&self.store, Launcher::current_exe().unwrap());
         let result = builder.build(&req, &mut |_| {})?;
-        let ran = result
-            .steps
-            .iter()
-            .filter(|s| s.outcome == StepOutcome::Ran)
-            .map(|s| s.line)
-            .collect();
-        Ok((result.manifest.to_string(), ran))
+        Ok((result.manifest.to_string(), common::ran_lines(&result)))
     }
 
     /// Build with `builder`, collecting every event.
@@ -79,21 +51,12 @@ impl Fixture {
     }
 
     fn request(&self, context: &Path, args: &[(&str, &str)]) -> BuildRequest {
-        BuildRequest {
-            dockerfile: std::fs::read_to_string(context.join("Dockerfile")).unwrap(),
-            dockerfile_path: context.join("Dockerfile"),
-            context: context.to_path_buf(),
-            tags: vec!["localhost/test:latest".into()],
-            build_args: args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<HashMap<_, _>>(),
-            target: None,
-            no_cache: false,
-            compression: Compression::Gzip,
-            timestamp: None,
-            network: Network::Host,
-        }
+        let mut req = common::request(context, "localhost/test:latest");
+        req.build_args = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>();
+        req
     }
 
     fn config(&self, manifest: &str) -> Value {
@@ -109,23 +72,7 @@ impl Fixture {
 
     /// `umoci unpack` of the result, as a real peer reads it.
     fn unpack(&self, manifest: &str) -> PathBuf {
-        let out = self.tmp.path().join(format!("export-{}", &manifest[7..19]));
-        let bundle = self.tmp.path().join(format!("bundle-{}", &manifest[7..19]));
-        self.store
-            .export(
-                manifest,
-                &Transport::parse(&format!("oci:{}:t", out.display())).unwrap(),
-            )
-            .unwrap();
-        let st = Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:t", out.display()))
-            .arg(&bundle)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "umoci unpack failed");
-        bundle.join("rootfs")
+        common::unpack(&self.store, self.tmp.path(), manifest)
     }
 }
 

@@ -3,87 +3,29 @@
 //! filesystem, as root and again as the unprivileged test user
 //! (harness = false: `main` calls the init hook).
 
-use cairn_build::{BuildRequest, Builder, StepOutcome};
-use cairn_layer::Compression;
-use cairn_sandbox::{init_hook, Launcher, Network};
-use cairn_store::transport::Transport;
-use cairn_store::Store;
-use std::collections::HashMap;
+mod common;
+
+use cairn_build::Builder;
+use cairn_sandbox::{init_hook, Launcher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-struct Fixture {
-    tmp: tempfile::TempDir,
-    store: Store,
-}
+use common::Fixture;
 
 impl Fixture {
-    fn new() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = cairn_testsupport::store_with_busybox(tmp.path());
-        Fixture { tmp, store }
-    }
-
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = self.tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-        for (path, body) in files {
-            let p = dir.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, body).unwrap();
-        }
-        dir
-    }
-
     /// Build; the manifest digest and the lines of the steps that ran.
     fn build(&self, context: &Path) -> Result<(String, Vec<usize>), cairn_build::BuildError> {
-        let req = BuildRequest {
-            dockerfile: std::fs::read_to_string(context.join("Dockerfile")).unwrap(),
-            dockerfile_path: context.join("Dockerfile"),
-            context: context.to_path_buf(),
-            tags: vec!["localhost/copy-flags:latest".into()],
-            build_args: HashMap::new(),
-            target: None,
-            no_cache: false,
-            compression: Compression::Gzip,
-            timestamp: None,
-            network: Network::Host,
-        };
+        let req = common::request(context, "localhost/copy-flags:latest");
         let builder = Builder::new(&self.store, Launcher::current_exe().unwrap());
         let result = builder.build(&req, &mut |_| {})?;
-        let ran = result
-            .steps
-            .iter()
-            .filter(|s| s.outcome == StepOutcome::Ran)
-            .map(|s| s.line)
-            .collect();
-        Ok((result.manifest.to_string(), ran))
+        Ok((result.manifest.to_string(), common::ran_lines(&result)))
     }
 
     /// Build and `umoci unpack` the result, as a real peer reads it.
     fn rootfs(&self, context: &Path) -> (String, PathBuf) {
         let (manifest, _) = self.build(context).unwrap();
-        let out = self.tmp.path().join(format!("export-{}", &manifest[7..19]));
-        let bundle = self.tmp.path().join(format!("bundle-{}", &manifest[7..19]));
-        if !bundle.exists() {
-            self.store
-                .export(
-                    &manifest,
-                    &Transport::parse(&format!("oci:{}:t", out.display())).unwrap(),
-                )
-                .unwrap();
-            let st = Command::new("umoci")
-                .args(["unpack", "--rootless", "--image"])
-                .arg(format!("{}:t", out.display()))
-                .arg(&bundle)
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(st.success(), "umoci unpack failed");
-        }
-        (manifest, bundle.join("rootfs"))
+        let rootfs = common::unpack(&self.store, self.tmp.path(), &manifest);
+        (manifest, rootfs)
     }
 }
 

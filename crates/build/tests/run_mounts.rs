@@ -2,17 +2,14 @@
 //! real store, as root and again as the unprivileged test user (harness =
 //! false: `main` calls the init hook).
 
-use cairn_build::{BuildError, BuildEvent, BuildRequest, Builder, OutputStream, Secret};
-use cairn_layer::Compression;
-use cairn_sandbox::{init_hook, Launcher, Network};
-use cairn_store::Store;
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+mod common;
 
-struct Fixture {
-    tmp: tempfile::TempDir,
-    store: Store,
-}
+use cairn_build::{BuildError, BuildEvent, Builder, OutputStream, Secret};
+use cairn_sandbox::{init_hook, Launcher};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::Fixture;
 
 /// What a build gave: its result (or error), the RUN output lines, and
 /// which lines ran.
@@ -23,37 +20,9 @@ struct Outcome {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = cairn_testsupport::store_with_busybox(tmp.path());
-        Fixture { tmp, store }
-    }
-
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = self.tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-        for (path, body) in files {
-            let p = dir.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, body).unwrap();
-        }
-        dir
-    }
-
     fn build_with(&self, context: &Path, secrets: &[(&str, Secret)], no_cache: bool) -> Outcome {
-        let req = BuildRequest {
-            dockerfile: std::fs::read_to_string(context.join("Dockerfile")).unwrap(),
-            dockerfile_path: context.join("Dockerfile"),
-            context: context.to_path_buf(),
-            tags: vec!["localhost/mounts:latest".into()],
-            build_args: HashMap::new(),
-            target: None,
-            no_cache,
-            compression: Compression::Gzip,
-            timestamp: None,
-            network: Network::Host,
-        };
+        let mut req = common::request(context, "localhost/mounts:latest");
+        req.no_cache = no_cache;
         let secrets: BTreeMap<String, Secret> = secrets
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
@@ -68,15 +37,7 @@ impl Fixture {
                 }
             }
         });
-        let ran = match &result {
-            Ok(r) => r
-                .steps
-                .iter()
-                .filter(|s| s.outcome == cairn_build::StepOutcome::Ran)
-                .map(|s| s.line)
-                .collect(),
-            Err(_) => vec![],
-        };
+        let ran = result.as_ref().map(common::ran_lines).unwrap_or_default();
         Outcome {
             result,
             output,

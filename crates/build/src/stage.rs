@@ -11,7 +11,7 @@ use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::scope::{global_scope, scope_at, ScopeInput};
 use cairn_dockerfile::{Dockerfile, Form, Instruction};
 use cairn_layer::{Compression, Digest};
-use cairn_registry::Registry;
+use cairn_registry::{Platform, Registry};
 use cairn_sandbox::idmap::IdMapping;
 use cairn_sandbox::manager::SandboxManager;
 use cairn_sandbox::CancelToken;
@@ -227,6 +227,7 @@ impl<'s> Builder<'s> {
         };
         let scope_input = ScopeInput {
             build_args: req.build_args.clone(),
+            platform: platform_args(),
             ..ScopeInput::default()
         };
         let globals = global_scope(&doc, &scope_input)
@@ -425,9 +426,26 @@ impl<'s> Builder<'s> {
             key: String::new(),
             created: EPOCH.into(),
         };
+        let platform = match &stage.platform {
+            Some(p) => Some(
+                expand_word(p, globals, doc.escape)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        text.parse::<Platform>()
+                            .map_err(|e| format!("{text:?}: {e}"))
+                    })
+                    .map_err(|e| {
+                        BuildError::input(format!("{file}:{}: FROM --platform={e}", stage.line))
+                    })?,
+            ),
+            None => None,
+        };
         let from_step = ctx(stage.line);
         self.step(&from_step, &stage.original, &mut state, |state| {
             *state = self.resolve_base(&base, doc, done, &from_step)?;
+            if let Some(platform) = &platform {
+                record_platform(state, platform, &base, &from_step);
+            }
             Ok(StepOutcome::Config)
         })?;
 
@@ -476,7 +494,7 @@ impl<'s> Builder<'s> {
             let scope_input = ScopeInput {
                 build_args: req.build_args.clone(),
                 base_env: state.config.env(),
-                ..ScopeInput::default()
+                platform: platform_args(),
             };
             let scope = scope_at(doc, &scope_input, index, i)
                 .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
@@ -855,6 +873,52 @@ fn needed_stages(
     let mut edges = vec![Vec::new(); doc.stages.len()];
     visit(doc, target, globals, &mut state, &mut order, &mut edges)?;
     Ok((order, edges))
+}
+
+/// The platform ARGs BuildKit predefines: builds run for this machine
+/// (linux/amd64; there is no `--platform` for a whole build).
+fn platform_args() -> BTreeMap<String, String> {
+    let p = Platform::default();
+    let mut args = BTreeMap::new();
+    for side in ["TARGET", "BUILD"] {
+        args.insert(format!("{side}PLATFORM"), p.to_string());
+        args.insert(format!("{side}OS"), p.os.clone());
+        args.insert(format!("{side}ARCH"), p.architecture.clone());
+        args.insert(
+            format!("{side}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
+    }
+    args
+}
+
+/// `FROM --platform=P`: the stage's image says it is for P, and P is part
+/// of every later key. A base made for another platform is used anyway,
+/// with a warning (BuildKit's InvalidBaseImagePlatform); nothing emulates
+/// another architecture, so a RUN there fails as the kernel decides.
+fn record_platform(state: &mut StageState, platform: &Platform, base: &str, step: &StepCtx) {
+    let root = &mut state.config.0;
+    let field = |k: &str| {
+        root.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (os, arch) = (field("os"), field("architecture"));
+    if !state.layers.is_empty() && (os != platform.os || arch != platform.architecture) {
+        step.emit(BuildEvent::Warning {
+            message: format!("FROM --platform={platform}: the base {base} is for {os}/{arch}"),
+        });
+    }
+    if let Some(obj) = root.as_object_mut() {
+        obj.insert("os".into(), json!(platform.os));
+        obj.insert("architecture".into(), json!(platform.architecture));
+        match &platform.variant {
+            Some(v) => obj.insert("variant".into(), json!(v)),
+            None => obj.remove("variant"),
+        };
+    }
+    state.key = format!("{}\0platform:{platform}", state.key);
 }
 
 /// Build args no ARG declares, neither global nor in the stages built, in

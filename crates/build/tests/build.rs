@@ -596,6 +596,50 @@ fn unused_build_args_warn(f: &Fixture) {
     );
 }
 
+fn from_platform_is_recorded(f: &Fixture) {
+    let ctx = f.context(
+        "platform",
+        "FROM --platform=linux/arm64/v8 busybox:fixture\nRUN true\nFROM --platform=$BUILDPLATFORM scratch AS native\nCOPY --from=0 /bin/busybox /b\n",
+        &[],
+    );
+    let mut req = f.request(&ctx, &[]);
+    req.target = Some("0".into());
+    let mut warnings = Vec::new();
+    let result = f
+        .builder()
+        .build_with_events(&req, &mut |e| {
+            if let BuildEvent::Warning { message } = e {
+                warnings.push(message.clone());
+            }
+        })
+        .unwrap();
+    let cfg = f.config(&result.manifest.to_string());
+    assert_eq!(cfg["architecture"], "arm64");
+    assert_eq!(cfg["variant"], "v8");
+    assert_eq!(cfg["os"], "linux");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("is for linux/amd64"), "{warnings:?}");
+    // $BUILDPLATFORM is this machine's: no warning, amd64 recorded.
+    req.target = None;
+    let result = f.builder().build(&req, &mut |_| {}).unwrap();
+    assert_eq!(
+        f.config(&result.manifest.to_string())["architecture"],
+        "amd64"
+    );
+    let bad = f.context(
+        "badplatform",
+        "FROM --platform=linux busybox:fixture\n",
+        &[],
+    );
+    let err = f.build(&bad, &[]).unwrap_err();
+    assert!(err.is_bad_input());
+    assert!(
+        err.to_string()
+            .contains("Dockerfile:1: FROM --platform=\"linux\""),
+        "{err}"
+    );
+}
+
 fn main() {
     init_hook();
     let fixture = Fixture::new();
@@ -612,6 +656,7 @@ fn main() {
             independent_stages_build_at_once,
             unchanged_context_is_not_reread,
             unused_build_args_warn,
+            from_platform_is_recorded,
         ],
     )
 }

@@ -181,6 +181,9 @@ impl Builder<'_> {
         if outcome.cancelled {
             return Err(BuildError::Cancelled);
         }
+        if outcome.exit_code != 0 && self.cancelled_meanwhile(outcome.exit_code, step) {
+            return Err(BuildError::Cancelled);
+        }
         if outcome.exit_code != 0 {
             if let Some(f) = &outcome.failure {
                 step.output(OutputStream::Stderr, f.message().to_string());
@@ -195,6 +198,28 @@ impl Builder<'_> {
         remove_mount_stubs(&dir.join("upper"), &layer_dirs);
         self.remove_stubs(&dir.join("upper"), &mounts.stubs)?;
         self.commit_upper(req, &dir.join("upper"))
+    }
+
+    /// A RUN that died of SIGINT or SIGTERM (exit 130 or 143) was most
+    /// likely hit by the same Ctrl-C as the caller (a terminal signals the
+    /// whole process group), and may have died before the caller's cancel
+    /// reached the build: wait a moment for that cancel, so the build
+    /// reports a cancel rather than a failed RUN.
+    fn cancelled_meanwhile(&self, exit_code: i32, step: &StepCtx) -> bool {
+        if exit_code != 130 && exit_code != 143 {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        loop {
+            let user = self.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+            if user || step.cancel.is_cancelled() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Run `spec` with its stdout and stderr through pipes, each line sent

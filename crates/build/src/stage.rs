@@ -106,7 +106,7 @@ pub struct Builder<'s> {
     /// Where `FROM` images missing from the store are pulled from.
     pub(crate) registry: Option<&'s Registry>,
     /// The caller's way to stop a build from another thread.
-    cancel: Option<CancelToken>,
+    pub(crate) cancel: Option<CancelToken>,
     /// How many stages may build at once.
     parallelism: usize,
     /// Secrets `RUN --mount=type=secret` may use, by id.

@@ -26,7 +26,7 @@ mod workdir;
 pub use cairn_sandbox::CancelToken;
 pub use events::{BuildEvent, OutputStream};
 pub use fetch::FetchError;
-pub use mount_setup::Secret;
+pub use mount_setup::{remove_cache_mounts, Secret};
 pub use stage::{BuildRequest, BuildResult, Builder, StepOutcome, StepReport};
 
 use std::path::{Path, PathBuf};

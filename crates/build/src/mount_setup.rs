@@ -213,7 +213,7 @@ impl Builder<'_> {
                 "RUN --mount=type=cache with from= (a cache seeded from a stage)".into(),
             ));
         }
-        let root = self.store.layout().root().join("cache-mounts");
+        let root = cache_mounts_dir(self.store);
         std::fs::create_dir_all(&root).map_err(BuildError::io(&root))?;
         let name = hex::encode(&Sha256::digest(m.id.as_bytes())[..16]);
         let mut path = root.join(&name);
@@ -336,6 +336,45 @@ impl Builder<'_> {
             Err((path, source)) => Err(BuildError::Io { path, source }),
         }
     }
+}
+
+/// The store's directory of cache mounts.
+fn cache_mounts_dir(store: &cairn_store::Store) -> PathBuf {
+    store.layout().root().join("cache-mounts")
+}
+
+/// Delete every cache mount of the store (`cairn prune --cache-mounts`);
+/// returns how many there were. Files a RUN wrote there as another
+/// container user belong to subordinate IDs: a task in the user namespace
+/// removes each tree. The caller holds the store's exclusive lock, so no
+/// build is using one.
+pub fn remove_cache_mounts(
+    store: &cairn_store::Store,
+    launcher: &cairn_sandbox::Launcher,
+) -> Result<usize, BuildError> {
+    let dir = cache_mounts_dir(store);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(BuildError::Io {
+                path: dir,
+                source: e,
+            })
+        }
+    };
+    let mapping = cairn_sandbox::idmap::IdMapping::for_current_user();
+    let mut removed = 0;
+    for entry in entries {
+        let path = entry.map_err(BuildError::io(&dir))?.path();
+        if path.is_dir() {
+            launcher.run_task(&mapping, Task::RemoveTree(path))?;
+            removed += 1;
+        } else {
+            std::fs::remove_file(&path).map_err(BuildError::io(&path))?;
+        }
+    }
+    Ok(removed)
 }
 
 /// Each target and each of its parents that the image lacks, relative to

@@ -163,6 +163,16 @@ RUN --mount=type=cache,target=/var/cache/app,id=counter,ro sh -c 'wc -l < /var/c
     );
     // A cached step does not run, so the cache dir is not touched.
     assert_eq!(f.build(&ctx).ran, Vec::<usize>::new());
+    // Pruned (rootless too: the 1000-owned dir needs the user namespace),
+    // the count starts again.
+    let launcher = Launcher::current_exe().unwrap();
+    assert_eq!(
+        cairn_build::remove_cache_mounts(&f.store, &launcher).unwrap(),
+        2
+    );
+    let third = f.build_with(&ctx, &[], true);
+    ok(&third);
+    assert_eq!(third.output[0], "1", "the cache mount survived its removal");
 }
 
 fn tmpfs_and_secret_mounts(f: &Fixture) {

@@ -151,6 +151,9 @@ pub struct PruneArgs {
     /// Keep build cache up to this size (e.g. 10GB, 500MiB), least recently used dropped first
     #[arg(long, value_name = "SIZE")]
     pub keep_storage: Option<String>,
+    /// Also delete every RUN --mount=type=cache directory
+    #[arg(long)]
+    pub cache_mounts: bool,
 }
 
 pub fn prune(root: Option<&Path>, args: PruneArgs) -> Result<(), CliError> {
@@ -166,6 +169,11 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> Result<(), CliError> {
     // ls` does, so that what only they kept alive is freed below.
     let dead = crate::sandbox_cmds::remove_dead(&store)?;
     let r = store.gc(budget).map_err(classify)?;
+    if args.cache_mounts {
+        let launcher = cairn::sandbox::Launcher::current_exe().map_err(CliError::failed)?;
+        let n = cairn::build::remove_cache_mounts(&store, &launcher).map_err(CliError::failed)?;
+        println!("Removed {n} cache mount(s)");
+    }
     println!(
         "Freed {} ({} blobs, {} layer dirs, {} temp entries; forgot {} untagged manifests, dropped {} cache entries)",
         size::format_size(r.blob_bytes_freed),

@@ -164,8 +164,7 @@ pub(crate) fn plan(
                     .iter()
                     .map(|w| expand(w))
                     .collect::<Result<_, _>>()?;
-                let (copies, single, dir_meta) =
-                    from_copies(builder, &state, &from_view, &flags, &words, &at)?;
+                let (copies, single, dir_meta) = from_copies(&from_view, &flags, &words, &at)?;
                 link_dest = dir_meta.filter(|_| flags.link);
                 // The source stage's key and the resolved paths: the stage's
                 // content is a function of its key.
@@ -247,14 +246,12 @@ fn link_dest_of_context(context: &Context, sources: &[Source]) -> Option<DirMeta
 /// is an error. A symlink named as a source is followed (BuildKit's
 /// FollowSymlinks), except under `--parents`, which keeps paths as named.
 fn from_copies(
-    builder: &Builder,
-    state: &StageState,
     view: &LayerView,
     flags: &CopyFlags,
     words: &[String],
     at: &dyn Fn(String) -> BuildError,
 ) -> Result<(Vec<FromCopy>, bool, Option<DirMeta>), BuildError> {
-    let tree = StageTree::new(builder, state, view);
+    let tree = StageTree::new(view);
     // (pivot, path) of every selected source, relative to the stage root.
     let mut found: Vec<(String, String)> = Vec::new();
     for word in words {
@@ -597,12 +594,7 @@ impl Builder<'_> {
             if copy.sources.is_empty() {
                 continue; // every source was excluded
             }
-            let mut layers: Vec<PathBuf> = from
-                .state
-                .layers
-                .iter()
-                .map(|l| self.store.layer_dir(&l.diff_id))
-                .collect();
+            let mut layers = self.layer_dirs(&from.state);
             if !copy.whiteouts.is_empty() {
                 layers.push(flags::write_mask(self, &view, &copy.whiteouts, dir, index)?);
             }

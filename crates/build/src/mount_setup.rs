@@ -162,12 +162,7 @@ impl Builder<'_> {
                         where_from(m)
                     )));
                 }
-                let lowers = state
-                    .layers
-                    .iter()
-                    .map(|l| self.store.layer_dir(&l.diff_id))
-                    .collect();
-                (lowers, rel)
+                (self.layer_dirs(&state), rel)
             }
             None => {
                 let rel = self.context_source(context, m)?;
@@ -232,7 +227,10 @@ impl Builder<'_> {
             match Flock::lock(file, how) {
                 Ok(lock) => setup._locks.push(lock),
                 // `private` and in use: a directory of this run's own.
-                Err(_) if m.sharing == Sharing::Private => path = scratch.join("private"),
+                Err(_) if m.sharing == Sharing::Private => {
+                    std::fs::create_dir_all(scratch).map_err(BuildError::io(scratch))?;
+                    path = scratch.join("private");
+                }
                 Err((_, e)) => {
                     return Err(BuildError::Io {
                         path: lock_path,
@@ -244,16 +242,7 @@ impl Builder<'_> {
         let created = match std::fs::create_dir(&path) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-            Err(e) => {
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(BuildError::io(parent))?;
-                }
-                std::fs::create_dir(&path).map_err(|_| BuildError::Io {
-                    path: path.clone(),
-                    source: e,
-                })?;
-                true
-            }
+            Err(e) => return Err(BuildError::Io { path, source: e }),
         };
         Ok(MountSource::Host {
             path,

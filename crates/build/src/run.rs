@@ -152,11 +152,7 @@ impl Builder<'_> {
         env.extend(mounts.env.iter().cloned());
         let manager = SandboxManager::new(self.store, self.launcher.clone());
         let bind_files = manager.etc_files(dir, "buildkitsandbox")?;
-        let layer_dirs: Vec<PathBuf> = state
-            .layers
-            .iter()
-            .map(|l| self.store.layer_dir(&l.diff_id))
-            .collect();
+        let layer_dirs = self.layer_dirs(state);
         let spec = RunSpec {
             rootfs: RootfsSpec {
                 layers: layer_dirs.clone(),

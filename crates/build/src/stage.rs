@@ -696,6 +696,15 @@ impl<'s> Builder<'s> {
         })
     }
 
+    /// The extracted dirs of `state`'s layers, lowest first.
+    pub(crate) fn layer_dirs(&self, state: &StageState) -> Vec<PathBuf> {
+        state
+            .layers
+            .iter()
+            .map(|l| self.store.layer_dir(&l.diff_id))
+            .collect()
+    }
+
     /// Make sure every layer of `state` has its extracted dir.
     pub(crate) fn ensure_extracted(&self, state: &StageState) -> Result<(), BuildError> {
         let manager = SandboxManager::new(self.store, self.launcher.clone());

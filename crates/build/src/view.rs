@@ -23,13 +23,13 @@ pub(crate) struct Found {
 impl LayerView {
     pub fn new(builder: &Builder, state: &StageState) -> Self {
         LayerView {
-            layers: state
-                .layers
-                .iter()
-                .rev()
-                .map(|l| builder.store.layer_dir(&l.diff_id))
-                .collect(),
+            layers: builder.layer_dirs(state).into_iter().rev().collect(),
         }
+    }
+
+    /// The layer dirs, topmost first.
+    pub fn layers(&self) -> &[PathBuf] {
+        &self.layers
     }
 
     /// The entry at `rel` (slash-separated, relative to the root), if any.

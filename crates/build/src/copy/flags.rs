@@ -11,7 +11,7 @@
 //! time, and the copy keeps them). One task then copies what is left.
 
 use crate::context::clean;
-use crate::stage::{Builder, StageState};
+use crate::stage::Builder;
 use crate::view::LayerView;
 use crate::BuildError;
 use cairn_dockerfile::ignore::DockerIgnore;
@@ -135,21 +135,11 @@ pub(crate) fn has_wildcard(path: &str) -> bool {
 /// (what [`LayerView`] shows, entry by entry).
 pub(crate) struct StageTree<'a> {
     view: &'a LayerView,
-    /// The stage's layer dirs, topmost first.
-    layers: Vec<PathBuf>,
 }
 
 impl<'a> StageTree<'a> {
-    pub fn new(builder: &Builder, state: &StageState, view: &'a LayerView) -> Self {
-        StageTree {
-            view,
-            layers: state
-                .layers
-                .iter()
-                .rev()
-                .map(|l| builder.store.layer_dir(&l.diff_id))
-                .collect(),
-        }
+    pub fn new(view: &'a LayerView) -> Self {
+        StageTree { view }
     }
 
     /// The entries of dir `rel` in the view, sorted by name: the names any
@@ -159,7 +149,7 @@ impl<'a> StageTree<'a> {
     /// error, never a silently short listing.
     pub fn list(&self, rel: &str) -> Result<Vec<(String, std::fs::Metadata)>, BuildError> {
         let mut names = BTreeSet::new();
-        for layer in &self.layers {
+        for layer in self.view.layers() {
             let dir = layer.join(rel);
             // Never through a symlink: the view resolves links itself.
             if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {

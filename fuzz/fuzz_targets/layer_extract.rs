@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         whiteout_mode,
         id_map: IdMap::identity(),
         unprivileged: true,
-        max_uncompressed_size: Some(16 << 20),
+        limits: cairn_layer::ExtractLimits {
+            max_size: Some(16 << 20),
+            ..cairn_layer::ExtractLimits::default()
+        },
     };
     let _ = extract_layer(data, &dest, &opts);
 

@@ -7,7 +7,8 @@
 
 use crate::stage::Builder;
 use crate::BuildError;
-use cairn_sandbox::Task;
+use cairn_layer::{ExtractLimits, LimitExceeded, LimitKind};
+use cairn_sandbox::SandboxError;
 use std::io::Read;
 use std::path::Path;
 
@@ -105,6 +106,8 @@ pub(crate) fn extract(
     scratch: &Path,
 ) -> Result<(), BuildError> {
     let (kind, reader) = open(archive).map_err(BuildError::io(archive))?;
+    let limits = ExtractLimits::from_env().map_err(SandboxError::from)?;
+    let what = format!("ADD {}", archive.display());
     // The extraction task reads plain, gzip and zstd tars itself; others,
     // and any archive whose owners change, are rewritten as a plain tar.
     let blob = if owner.is_none()
@@ -119,37 +122,74 @@ pub(crate) fn extract(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let out = scratch.join(format!("add-{name}.tar"));
-        rewrite(reader, &out, owner).map_err(|e| {
-            BuildError::input(format!(
-                "ADD {}: reading the archive: {e}",
-                archive.display()
-            ))
+        let rewritten = rewrite(reader, &out, owner, &limits);
+        if rewritten.is_err() {
+            // Best effort: scratch is under tmp/, which GC clears anyway.
+            let _ = std::fs::remove_file(&out);
+        }
+        rewritten.map_err(|e| match e {
+            Rewrite::Limit(exceeded) => BuildError::Sandbox(SandboxError::ExtractLimit {
+                archive: what.clone(),
+                exceeded,
+            }),
+            Rewrite::Io(e) => BuildError::input(format!("{what}: reading the archive: {e}")),
         })?;
         out
     };
-    builder.launcher.run_task(
-        &builder.mapping,
-        Task::ExtractLayer {
-            blob,
-            dest: dest.to_path_buf(),
-        },
-    )?;
+    builder
+        .launcher
+        .extract_layer(&builder.mapping, &blob, dest, limits, &what, false)?;
     Ok(())
 }
 
-/// Copy a tar stream to `out` as a plain tar, with every entry owned by `owner`.
-fn rewrite(reader: Box<dyn Read>, out: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+/// Why a rewrite stopped.
+enum Rewrite {
+    Limit(LimitExceeded),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for Rewrite {
+    fn from(e: std::io::Error) -> Self {
+        Rewrite::Io(e)
+    }
+}
+
+/// Copy a tar stream to `out` as a plain tar, with every entry owned by
+/// `owner`, under the same caps as extraction: each entry's declared size
+/// (a sparse file's real size) counts before its bytes are copied.
+fn rewrite(
+    reader: Box<dyn Read>,
+    out: &Path,
+    owner: Option<(u32, u32)>,
+    limits: &ExtractLimits,
+) -> Result<(), Rewrite> {
     let mut archive = tar::Archive::new(reader);
     let file = std::fs::File::create(out)?;
     let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+    let (mut total, mut count) = (0u64, 0u64);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let mut header = entry.header().clone();
+        let path = entry.path()?.into_owned();
+        count += 1;
+        total = total.saturating_add(entry.size());
+        let hit = |kind, limit| {
+            Rewrite::Limit(LimitExceeded {
+                kind,
+                limit,
+                entry: Some(path.display().to_string()),
+            })
+        };
+        if let Some(limit) = limits.max_entries.filter(|l| count > *l) {
+            return Err(hit(LimitKind::Entries, limit));
+        }
+        if let Some(limit) = limits.max_size.filter(|l| total > *l) {
+            return Err(hit(LimitKind::Size, limit));
+        }
         if let Some((uid, gid)) = owner {
             header.set_uid(uid.into());
             header.set_gid(gid.into());
         }
-        let path = entry.path()?.into_owned();
         let kind = header.entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
             let target = entry
@@ -164,6 +204,11 @@ fn rewrite(reader: Box<dyn Read>, out: &Path, owner: Option<(u32, u32)>) -> std:
         {
             continue; // already folded into the entries they describe
         } else {
+            if kind.is_gnu_sparse() {
+                // Written out whole: a plain regular file of its real size.
+                header.set_entry_type(tar::EntryType::Regular);
+            }
+            header.set_size(entry.size());
             builder.append_data(&mut header, &path, &mut entry)?;
         }
     }

@@ -686,6 +686,10 @@ impl TreeWriter {
             Task::ExtractLayer {
                 blob: tar_path,
                 dest: dir.join("upper"),
+                // Our own tar of the staged context files (sized by the
+                // context, not by a stranger): no caps.
+                limits: cairn_layer::ExtractLimits::unlimited(),
+                tree_digest: false,
             },
         )?;
         Ok(())

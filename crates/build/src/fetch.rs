@@ -67,6 +67,13 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
+    /// The body is larger than the extraction size cap (`CAIRN_MAX_EXTRACT_SIZE`).
+    #[error("line {line}: ADD {url}: the download is larger than the limit of {limit} bytes (raise it with CAIRN_MAX_EXTRACT_SIZE)")]
+    TooLarge {
+        line: usize,
+        url: String,
+        limit: u64,
+    },
     #[error("line {line}: ADD {url}: writing {path}: {source}")]
     Io {
         line: usize,
@@ -81,7 +88,7 @@ impl FetchError {
     /// 408 and 429 are the server being busy, not the input being wrong.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            FetchError::InvalidUrl { .. } => true,
+            FetchError::InvalidUrl { .. } | FetchError::TooLarge { .. } => true,
             FetchError::Status { status, .. } => {
                 (400..500).contains(status) && *status != 408 && *status != 429
             }
@@ -384,6 +391,21 @@ impl UrlSource {
                 source,
             }
         };
+        // Same cap as an archive's content; a bad variable was reported by
+        // whatever read it first, so the default applies here.
+        let limit = cairn_layer::ExtractLimits::from_env()
+            .unwrap_or_default()
+            .max_size;
+        let too_large = |limit| FetchError::TooLarge {
+            line: self.line,
+            url: self.shown.clone(),
+            limit,
+        };
+        if let (Some(limit), Some(len)) = (limit, response.content_length()) {
+            if len > limit {
+                return Err(too_large(limit));
+            }
+        }
         let file = tempfile::Builder::new()
             .prefix("add-url-")
             .tempfile_in(tmp)
@@ -391,11 +413,16 @@ impl UrlSource {
         let path = file.path().to_path_buf();
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut hasher = Sha256::new();
+        let mut received: u64 = 0;
         while let Some(chunk) = response
             .chunk()
             .await
             .map_err(|e| self.transport(describe(e)))?
         {
+            received += chunk.len() as u64;
+            if let Some(limit) = limit.filter(|l| received > *l) {
+                return Err(too_large(limit)); // the temp file goes with `writer`
+            }
             hasher.update(&chunk);
             writer.write_all(&chunk).map_err(io(&path))?;
         }

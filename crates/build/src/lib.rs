@@ -91,6 +91,7 @@ impl BuildError {
             BuildError::Input(_) => true,
             BuildError::Store(e) => e.is_bad_input(),
             BuildError::Manager(e) => e.is_bad_input(),
+            BuildError::Sandbox(e) => e.is_bad_input(),
             BuildError::Registry(e) => e.is_bad_input(),
             BuildError::Fetch(e) => e.is_bad_input(),
             _ => false,

@@ -274,9 +274,15 @@ impl Builder<'_> {
             ));
         };
         writer.commit(Some((digest, size)))?;
-        let layer_dir = self.store.layer_dir(&diff_id);
-        if !layer_dir.exists() && std::fs::rename(upper, &layer_dir).is_ok() {
-            std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;
+        if !self.store.has_layer_dir(&diff_id) {
+            // Clamped mtimes make the layer's tar differ from the dir's own.
+            let tree = match req.timestamp {
+                Some(_) => Some(self.launcher.tree_digest(&self.mapping, upper)?),
+                None => None,
+            };
+            if self.store.adopt_layer_dir(&diff_id, upper, tree)? {
+                std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;
+            }
         }
         Ok(LayerRef {
             digest,

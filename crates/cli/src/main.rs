@@ -48,7 +48,7 @@ enum Command {
     /// Remove everything no name, snapshot, sandbox or kept cache entry reaches
     Prune(store_cmds::PruneArgs),
     /// Check every invariant of the store; exit 1 listing what is wrong
-    Fsck,
+    Fsck(store_cmds::FsckArgs),
     /// Build an image from a Dockerfile and a context
     Build(build_cmd::BuildArgs),
     /// Run a command in a new sandbox from an image
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         Command::Export(args) => store_cmds::export(cli.store.as_deref(), args),
         Command::Import(args) => store_cmds::import(cli.store.as_deref(), args),
         Command::Prune(args) => store_cmds::prune(cli.store.as_deref(), args),
-        Command::Fsck => store_cmds::fsck(cli.store.as_deref()),
+        Command::Fsck(args) => store_cmds::fsck(cli.store.as_deref(), args),
         Command::Build(args) => build_cmd::run(cli.store.as_deref(), args),
         Command::Run(args) => sandbox_cmds::run(cli.store.as_deref(), args),
         Command::Sandbox(cmd) => sandbox_cmds::sandbox(cli.store.as_deref(), cmd),

@@ -168,9 +168,16 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> Result<(), CliError> {
     // First the sandboxes whose owner died (`run --rm` killed), as `sandbox
     // ls` does, so that what only they kept alive is freed below.
     let dead = crate::sandbox_cmds::remove_dead(&store)?;
-    let r = store.gc(budget).map_err(classify)?;
+    // Layer dirs and RUN upper dirs hold files of subordinate IDs: removed
+    // by tasks in the user namespace (rootless, the caller cannot).
+    let launcher = cairn::sandbox::Launcher::current_exe().map_err(CliError::failed)?;
+    let mapping = cairn::sandbox::idmap::IdMapping::for_current_user();
+    let remover = cairn::sandbox::TaskRemover {
+        launcher: &launcher,
+        mapping: &mapping,
+    };
+    let r = store.gc_with(budget, &remover).map_err(classify)?;
     if args.cache_mounts {
-        let launcher = cairn::sandbox::Launcher::current_exe().map_err(CliError::failed)?;
         let n = cairn::build::remove_cache_mounts(&store, &launcher).map_err(CliError::failed)?;
         println!("Removed {n} cache mount(s)");
     }
@@ -193,9 +200,41 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn fsck(root: Option<&Path>) -> Result<(), CliError> {
+#[derive(Args)]
+pub struct FsckArgs {
+    /// Also re-read every extracted layer dir and compare it with what was
+    /// extracted (finds truncated or changed files; reads all layer data)
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// Re-reads layer dirs in a user namespace (their files may belong to
+/// subordinate IDs the caller cannot read).
+struct TaskVerifier {
+    launcher: cairn::sandbox::Launcher,
+    mapping: cairn::sandbox::idmap::IdMapping,
+}
+
+impl store::gc::LayerVerifier for TaskVerifier {
+    fn tree_digest(&self, dir: &Path) -> Result<store::Digest, String> {
+        self.launcher
+            .tree_digest(&self.mapping, dir)
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub fn fsck(root: Option<&Path>, args: FsckArgs) -> Result<(), CliError> {
     let store = open_store(root)?;
-    let problems = store.fsck().map_err(CliError::failed)?;
+    let problems = if args.full {
+        let verifier = TaskVerifier {
+            launcher: cairn::sandbox::Launcher::current_exe().map_err(CliError::failed)?,
+            mapping: cairn::sandbox::idmap::IdMapping::for_current_user(),
+        };
+        store.fsck_full(&verifier)
+    } else {
+        store.fsck()
+    }
+    .map_err(CliError::failed)?;
     if problems.is_empty() {
         println!("ok");
         return Ok(());

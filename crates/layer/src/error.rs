@@ -47,9 +47,9 @@ pub enum LayerError {
     #[error("reading the layer stream: {0}")]
     Stream(#[source] io::Error),
 
-    /// The uncompressed layer exceeded `ExtractOptions::max_uncompressed_size`.
-    #[error("layer exceeds the uncompressed size limit of {limit} bytes")]
-    TooLarge { limit: u64 },
+    /// A cap of `ExtractOptions::limits` was hit (size, entries, header size).
+    #[error("layer has {0}")]
+    Limit(crate::limits::LimitExceeded),
 
     /// An entry whose name or link target is not acceptable (`..`, NUL, bad whiteout).
     #[error("entry {entry:?}: {reason}")]

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error;
 mod extract;
 pub mod idmap;
+pub mod limits;
 mod pgzip;
 mod sys;
 mod tar_writer;
@@ -24,6 +25,7 @@ pub use digest::{Digest, HashingWriter};
 pub use error::LayerError;
 pub use extract::{extract_layer, is_real_root, ExtractOptions, ExtractStats, WhiteoutMode};
 pub use idmap::{IdMap, IdRange};
+pub use limits::{ExtractLimits, LimitExceeded, LimitKind};
 pub use pgzip::ParallelGzEncoder;
 pub use write::{write_layer, LayerInfo};
 

@@ -8,7 +8,10 @@
 
 mod common;
 
-use cairn_layer::{extract_layer, ExtractOptions, LayerError, OverlayFlavour, WhiteoutMode};
+use cairn_layer::{
+    extract_layer, ExtractLimits, ExtractOptions, LayerError, LimitKind, OverlayFlavour,
+    WhiteoutMode,
+};
 use common::*;
 use std::io::Write;
 use std::path::Path;
@@ -292,7 +295,10 @@ fn hostile_opts() -> ExtractOptions {
     ExtractOptions {
         whiteout_mode: WhiteoutMode::Apply,
         unprivileged: true,
-        max_uncompressed_size: Some(2 << 20),
+        limits: ExtractLimits {
+            max_size: Some(2 << 20),
+            ..ExtractLimits::default()
+        },
         ..ExtractOptions::default()
     }
 }
@@ -375,12 +381,166 @@ fn size_limit_error_is_typed() {
     bomb.file(b"zeros", &vec![0u8; 8 << 20]);
     let blob = gzip(&bomb.finish());
     let dest = tempfile::tempdir().unwrap();
-    let opts = ExtractOptions {
-        max_uncompressed_size: Some(1 << 20),
-        ..hostile_opts()
-    };
+    let opts = with_limits(ExtractLimits {
+        max_size: Some(1 << 20),
+        ..ExtractLimits::default()
+    });
     match extract_layer(&blob[..], dest.path(), &opts) {
-        Err(LayerError::TooLarge { limit }) => assert_eq!(limit, 1 << 20),
-        other => panic!("expected TooLarge, got {other:?}"),
+        Err(LayerError::Limit(l)) => {
+            assert_eq!((l.kind, l.limit), (LimitKind::Size, 1 << 20))
+        }
+        other => panic!("expected a size limit, got {other:?}"),
     }
+}
+
+fn with_limits(limits: ExtractLimits) -> ExtractOptions {
+    ExtractOptions {
+        limits,
+        ..hostile_opts()
+    }
+}
+
+/// Bytes in use by the files under `dir` (st_blocks), holes not counted.
+fn disk_use(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        total += m.blocks() * 512;
+        if m.is_dir() {
+            total += disk_use(&e.path());
+        }
+    }
+    total
+}
+
+/// A few hundred bytes of gzip declaring a 200 GB file of holes: refused
+/// from its header, before a byte is written; nothing is left in dest.
+#[test]
+fn sparse_bomb_is_refused_before_writing() {
+    let mut bomb = RawTar::default();
+    bomb.file(b"small", b"x")
+        .sparse_hole(b"huge", 200_000_000_000);
+    let blob = gzip(&bomb.finish());
+    assert!(blob.len() < 1024, "{} bytes", blob.len());
+    let dest = tempfile::tempdir().unwrap();
+    let opts = with_limits(ExtractLimits {
+        max_size: Some(1 << 30),
+        ..ExtractLimits::default()
+    });
+    match extract_layer(&blob[..], dest.path(), &opts) {
+        Err(LayerError::Limit(l)) => {
+            assert_eq!((l.kind, l.limit), (LimitKind::Size, 1 << 30));
+            assert_eq!(l.entry.as_deref(), Some("huge"));
+        }
+        other => panic!("expected a size limit, got {other:?}"),
+    }
+    assert!(!dest.path().join("huge").exists());
+    assert!(disk_use(dest.path()) < 1 << 20);
+    // The default cap refuses it too.
+    let dest = tempfile::tempdir().unwrap();
+    let err = extract_layer(&blob[..], dest.path(), &hostile_opts_default_caps()).unwrap_err();
+    assert!(matches!(err, LayerError::Limit(_)), "{err}");
+}
+
+fn hostile_opts_default_caps() -> ExtractOptions {
+    with_limits(ExtractLimits::default())
+}
+
+/// Sparse files under the cap still extract, holes read as zeros.
+#[test]
+fn small_sparse_file_extracts() {
+    let mut t = RawTar::default();
+    t.sparse_hole(b"holes", 4096);
+    let dest = tempfile::tempdir().unwrap();
+    extract_layer(&t.finish()[..], dest.path(), &hostile_opts()).unwrap();
+    assert_eq!(
+        std::fs::read(dest.path().join("holes")).unwrap(),
+        vec![0u8; 4096]
+    );
+}
+
+#[test]
+fn entry_count_cap() {
+    let mut t = RawTar::default();
+    for i in 0..20 {
+        t.file(format!("f{i}").as_bytes(), b"x");
+    }
+    let blob = t.finish();
+    let dest = tempfile::tempdir().unwrap();
+    let opts = with_limits(ExtractLimits {
+        max_entries: Some(10),
+        ..ExtractLimits::default()
+    });
+    match extract_layer(&blob[..], dest.path(), &opts) {
+        Err(LayerError::Limit(l)) => {
+            assert_eq!((l.kind, l.limit), (LimitKind::Entries, 10));
+            assert_eq!(l.entry.as_deref(), Some("f10"));
+        }
+        other => panic!("expected an entry limit, got {other:?}"),
+    }
+    // At the cap exactly: fine.
+    let dest = tempfile::tempdir().unwrap();
+    let opts = with_limits(ExtractLimits {
+        max_entries: Some(20),
+        ..ExtractLimits::default()
+    });
+    extract_layer(&blob[..], dest.path(), &opts).unwrap();
+}
+
+/// A PAX header (or GNU long name) bigger than the cap is refused while the
+/// tar reader would still be holding it in memory.
+#[test]
+fn header_size_cap() {
+    let long = vec![b'a'; 64 * 1024];
+    let mut t = RawTar::default();
+    t.pax(&[("comment", &long[..])]).file(b"after", b"x");
+    let blob = t.finish();
+    let dest = tempfile::tempdir().unwrap();
+    let opts = with_limits(ExtractLimits {
+        max_header_size: Some(16 * 1024),
+        ..ExtractLimits::default()
+    });
+    match extract_layer(&blob[..], dest.path(), &opts) {
+        Err(LayerError::Limit(l)) => {
+            assert_eq!((l.kind, l.limit), (LimitKind::HeaderSize, 16 * 1024))
+        }
+        other => panic!("expected a header limit, got {other:?}"),
+    }
+    // The same under the default cap (1 MiB) is fine, and so is a 200-byte
+    // name through PAX with a small cap.
+    extract_layer(
+        &blob[..],
+        tempfile::tempdir().unwrap().path(),
+        &hostile_opts(),
+    )
+    .unwrap();
+    let mut t = RawTar::default();
+    t.file(&[b'n'; 200], b"x");
+    let opts = with_limits(ExtractLimits {
+        max_header_size: Some(1024),
+        ..ExtractLimits::default()
+    });
+    extract_layer(&t.finish()[..], tempfile::tempdir().unwrap().path(), &opts).unwrap();
+}
+
+/// A data entry larger than its stream (more declared than delivered) and
+/// many small files adding up past the cap are both refused.
+#[test]
+fn declared_sizes_add_up() {
+    let mut t = RawTar::default();
+    for i in 0..8 {
+        t.file(format!("f{i}").as_bytes(), &vec![7u8; 4096]);
+    }
+    let dest = tempfile::tempdir().unwrap();
+    let opts = with_limits(ExtractLimits {
+        max_size: Some(5 * 4096),
+        ..ExtractLimits::default()
+    });
+    // The stream is 8 * (512 + 4096) + 1024 bytes, over the cap too; what
+    // matters is that it stops at the sixth file, not later.
+    let err = extract_layer(&t.finish()[..], dest.path(), &opts).unwrap_err();
+    assert!(matches!(err, LayerError::Limit(_)), "{err}");
+    assert!(!dest.path().join("f6").exists());
 }

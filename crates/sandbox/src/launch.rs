@@ -78,6 +78,40 @@ pub struct RunStdio {
     pub stderr: Option<Stdio>,
 }
 
+/// What [`Launcher::extract_layer`] read.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// sha256 of the uncompressed stream, as text.
+    pub diff_id: String,
+    /// The extracted dir's tree digest, when asked for.
+    pub tree: Option<cairn_layer::Digest>,
+}
+
+/// Removes trees through [`Task::RemoveTree`] in a user namespace with
+/// `mapping`: the store's [`cairn_store::layer_dirs::TreeRemover`] for
+/// dirs holding subordinate-owned files (GC, failed extractions).
+pub struct TaskRemover<'a> {
+    pub launcher: &'a Launcher,
+    pub mapping: &'a IdMapping,
+}
+
+impl cairn_store::layer_dirs::TreeRemover for TaskRemover<'_> {
+    fn remove_tree(&self, path: &std::path::Path) -> Result<(), String> {
+        match std::fs::symlink_metadata(path) {
+            Err(_) => return Ok(()),
+            Ok(m) if !m.is_dir() => {
+                return std::fs::remove_file(path)
+                    .map_err(|e| format!("removing {}: {e}", path.display()))
+            }
+            Ok(_) => {}
+        }
+        self.launcher
+            .run_task(self.mapping, Task::RemoveTree(path.to_path_buf()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Runs specs in sandboxes by re-executing a helper binary.
 #[derive(Debug, Clone)]
 pub struct Launcher {
@@ -165,6 +199,57 @@ impl Launcher {
         task: Task,
     ) -> Result<serde_json::Value, SandboxError> {
         self.run_task_to(mapping, task, &mut std::io::sink())
+    }
+
+    /// Extract the layer blob or tar archive `blob` into `dest` by a task in
+    /// the user namespace. Breaking one of `limits` is
+    /// [`SandboxError::ExtractLimit`] naming `what` (the layer or archive);
+    /// `dest` then holds a partial tree, which the caller removes.
+    pub fn extract_layer(
+        &self,
+        mapping: &IdMapping,
+        blob: &std::path::Path,
+        dest: &std::path::Path,
+        limits: cairn_layer::ExtractLimits,
+        what: &str,
+        tree_digest: bool,
+    ) -> Result<Extracted, SandboxError> {
+        let task = Task::ExtractLayer {
+            blob: blob.to_path_buf(),
+            dest: dest.to_path_buf(),
+            limits,
+            tree_digest,
+        };
+        let mut reply = self.run_task(mapping, task)?;
+        if let Some(v) = reply.get_mut("limit_exceeded") {
+            let exceeded = serde_json::from_value(v.take()).map_err(|e| {
+                SandboxError::TaskFailed(format!("malformed limit report for {what}: {e}"))
+            })?;
+            return Err(SandboxError::ExtractLimit {
+                archive: what.to_string(),
+                exceeded,
+            });
+        }
+        Ok(Extracted {
+            diff_id: reply["diff_id"].as_str().unwrap_or_default().to_string(),
+            tree: reply["tree"].as_str().and_then(|t| t.parse().ok()),
+        })
+    }
+
+    /// The digest of a layer dir's deterministic tar, read in the user
+    /// namespace (its files may belong to subordinate IDs).
+    pub fn tree_digest(
+        &self,
+        mapping: &IdMapping,
+        dir: &std::path::Path,
+    ) -> Result<cairn_layer::Digest, SandboxError> {
+        let reply = self.run_task(mapping, Task::TreeDigest(dir.to_path_buf()))?;
+        reply["tree"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| {
+                SandboxError::TaskFailed(format!("malformed tree digest reply: {reply}"))
+            })
     }
 
     /// Do `task`, copying what it writes on its stdout (a layer blob, say) to

@@ -18,7 +18,7 @@ mod tasks;
 pub mod users;
 
 pub use helper::init_hook;
-pub use launch::{CancelToken, Launcher, RunControl, RunOutcome, RunStdio};
+pub use launch::{CancelToken, Extracted, Launcher, RunControl, RunOutcome, RunStdio, TaskRemover};
 pub use protocol::Task;
 pub use spec::{
     BindFile, ExtraMount, MountSource, Network, Ownership, ProcessSpec, RootfsSpec, RunSpec,
@@ -51,6 +51,25 @@ pub enum SandboxError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// An archive or layer broke an extraction limit; nothing of it is kept.
+    #[error("{archive}: {exceeded}")]
+    ExtractLimit {
+        archive: String,
+        exceeded: cairn_layer::LimitExceeded,
+    },
+    /// `CAIRN_MAX_EXTRACT_SIZE` or `CAIRN_MAX_EXTRACT_ENTRIES` does not parse.
+    #[error(transparent)]
+    BadLimit(#[from] cairn_layer::limits::BadLimit),
+}
+
+impl SandboxError {
+    /// True when the input is at fault (a bomb, a bad limit): exit code 2.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            SandboxError::ExtractLimit { .. } | SandboxError::BadLimit(_)
+        )
+    }
 }
 
 impl SandboxError {

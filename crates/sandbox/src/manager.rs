@@ -62,6 +62,7 @@ impl ManagerError {
             | ManagerError::BadImage { .. }
             | ManagerError::BadResources(_) => true,
             ManagerError::Store(e) => e.is_bad_input(),
+            ManagerError::Sandbox(e) => e.is_bad_input(),
             _ => false,
         }
     }
@@ -227,6 +228,8 @@ pub struct SandboxManager<'s> {
     mapping: IdMapping,
     /// Where sandbox cgroups go; detected at the first create with limits.
     cgroup_parent: Option<CgroupParent>,
+    /// Caps for extracting layers; `None`: defaults plus the environment.
+    extract_limits: Option<cairn_layer::ExtractLimits>,
 }
 
 impl<'s> SandboxManager<'s> {
@@ -236,6 +239,7 @@ impl<'s> SandboxManager<'s> {
             launcher,
             mapping: IdMapping::for_current_user(),
             cgroup_parent: None,
+            extract_limits: None,
         }
     }
 
@@ -383,30 +387,42 @@ impl<'s> SandboxManager<'s> {
     }
 
     /// Extract the layer blobs `(blob digest, diff id)` that have no extracted
-    /// dir yet, each once, in a user namespace with the sandboxes' mapping.
+    /// dir yet, each once, in a user namespace with the sandboxes' mapping,
+    /// under the extraction limits (`CAIRN_MAX_EXTRACT_SIZE`, or
+    /// [`SandboxManager::with_extract_limits`]). A refused or failed layer
+    /// leaves nothing behind: its temp dir is removed in the namespace too.
     pub fn extract_layers(&self, pairs: &[(Digest, Digest)]) -> Result<(), ManagerError> {
+        let limits = match self.extract_limits {
+            Some(l) => l,
+            None => cairn_layer::ExtractLimits::from_env().map_err(SandboxError::from)?,
+        };
+        let remover = crate::TaskRemover {
+            launcher: &self.launcher,
+            mapping: &self.mapping,
+        };
         for (blob_digest, diff_id) in pairs {
             if self.store.has_layer_dir(diff_id) {
                 continue;
             }
             let blob_path = self.store.blob_path(blob_digest);
+            let what = format!("layer {blob_digest}");
             self.store
-                .ensure_layer_dir(diff_id, |tmp| {
-                    let task = Task::ExtractLayer {
-                        blob: blob_path.clone(),
-                        dest: tmp.to_path_buf(),
-                    };
-                    let reply = self.launcher.run_task(&self.mapping, task)?;
-                    let got = reply["diff_id"].as_str().unwrap_or_default();
-                    if got != diff_id.to_string() {
-                        let _ = self
-                            .launcher
-                            .run_task(&self.mapping, Task::RemoveTree(tmp.to_path_buf()));
+                .ensure_layer_dir_with(diff_id, &remover, |tmp| {
+                    let got = self.launcher.extract_layer(
+                        &self.mapping,
+                        &blob_path,
+                        tmp,
+                        limits,
+                        &what,
+                        true,
+                    )?;
+                    if got.diff_id != diff_id.to_string() {
                         return Err(SandboxError::TaskFailed(format!(
-                            "layer {blob_digest} has diff id {got}, the config says {diff_id}"
+                            "layer {blob_digest} has diff id {}, the config says {diff_id}",
+                            got.diff_id
                         )));
                     }
-                    Ok(())
+                    Ok(got.tree)
                 })
                 .map_err(|e| match e {
                     cairn_store::layer_dirs::EnsureLayerError::Store(s) => ManagerError::Store(s),
@@ -414,6 +430,13 @@ impl<'s> SandboxManager<'s> {
                 })?;
         }
         Ok(())
+    }
+
+    /// Extraction limits for the layers this manager extracts, instead of
+    /// the defaults with `CAIRN_MAX_EXTRACT_SIZE`/`_ENTRIES` applied.
+    pub fn with_extract_limits(mut self, limits: cairn_layer::ExtractLimits) -> Self {
+        self.extract_limits = Some(limits);
+        self
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -683,9 +706,9 @@ impl<'s> SandboxManager<'s> {
         let manifest = self.write_committed_image(&record, diff_id, digest, size, compression)?;
         self.store.tag(&tag, &manifest)?;
 
-        // The upper dir is the new layer in overlay form: adopt it.
-        let layer_dir = self.store.layer_dir(&diff_id);
-        if layer_dir.exists() || std::fs::rename(&upper, &layer_dir).is_err() {
+        // The upper dir is the new layer in overlay form: adopt it (its
+        // tar, with no timestamp clamp, is exactly the layer: tree = diff id).
+        if !self.store.adopt_layer_dir(&diff_id, &upper, None)? {
             self.launcher
                 .run_task(&self.mapping, Task::RemoveTree(upper.clone()))?;
         }

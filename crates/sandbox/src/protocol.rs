@@ -77,8 +77,21 @@ pub enum Task {
     RemoveEmpty(Vec<PathBuf>),
     /// Extract a layer blob into `dest` in overlay form (a lowerdir), owners
     /// as the namespace sees them: container IDs land on the mapped host IDs.
-    /// Replies with the diff id read from the stream.
-    ExtractLayer { blob: PathBuf, dest: PathBuf },
+    /// Replies with the diff id read from the stream, or with
+    /// `limit_exceeded` when the blob breaks one of `limits`.
+    ExtractLayer {
+        blob: PathBuf,
+        dest: PathBuf,
+        #[serde(default)]
+        limits: cairn_layer::ExtractLimits,
+        /// Also reply with `tree`, the digest of the extracted dir's
+        /// deterministic tar (what `fsck --full` compares with later).
+        #[serde(default)]
+        tree_digest: bool,
+    },
+    /// Reply with `tree`: the digest of the deterministic, uncompressed tar
+    /// of a layer dir in overlay form (`fsck --full`).
+    TreeDigest(PathBuf),
     /// Write the diff in an overlay upper dir as a layer to the helper's
     /// stdout. Replies with the layer's digests and sizes.
     WriteLayer {

@@ -9,8 +9,8 @@
 
 use crate::protocol::Task;
 use cairn_layer::{
-    extract_layer, write_layer, Compression, DiffSource, ExtractOptions, IdMap, LayerOptions,
-    OverlayFlavour, WhiteoutMode,
+    extract_layer, write_layer, Compression, DiffSource, ExtractOptions, IdMap, LayerError,
+    LayerOptions, OverlayFlavour, WhiteoutMode,
 };
 use serde_json::json;
 use std::path::Path;
@@ -22,7 +22,13 @@ pub fn perform(task: Task) -> Result<serde_json::Value, String> {
         Task::RemoveEmpty(paths) => remove_empty(&paths)
             .map(|()| serde_json::Value::Null)
             .map_err(|(path, e)| format!("removing {}: {e}", path.display())),
-        Task::ExtractLayer { blob, dest } => {
+        Task::TreeDigest(dir) => tree_digest(&dir).map(|tree| json!({ "tree": tree })),
+        Task::ExtractLayer {
+            blob,
+            dest,
+            limits,
+            tree_digest: want_tree,
+        } => {
             let file = std::fs::File::open(&blob)
                 .map_err(|e| format!("opening layer blob {}: {e}", blob.display()))?;
             let opts = ExtractOptions {
@@ -30,15 +36,26 @@ pub fn perform(task: Task) -> Result<serde_json::Value, String> {
                 id_map: IdMap::identity(),
                 // No CAP_MKNOD for real devices inside a user namespace.
                 unprivileged: true,
-                max_uncompressed_size: None,
+                limits,
             };
-            let stats = extract_layer(
+            let stats = match extract_layer(
                 std::io::BufReader::with_capacity(1 << 20, file),
                 &dest,
                 &opts,
-            )
-            .map_err(|e| format!("extracting {}: {e}", blob.display()))?;
-            Ok(json!({ "diff_id": stats.diff_id, "notes": stats.notes }))
+            ) {
+                Ok(stats) => stats,
+                // A refused blob is an answer, typed, not a task failure.
+                Err(LayerError::Limit(exceeded)) => {
+                    return Ok(json!({ "limit_exceeded": exceeded }))
+                }
+                Err(e) => return Err(format!("extracting {}: {e}", blob.display())),
+            };
+            let tree = if want_tree {
+                Some(tree_digest(&dest)?)
+            } else {
+                None
+            };
+            Ok(json!({ "diff_id": stats.diff_id, "notes": stats.notes, "tree": tree }))
         }
         Task::CopyFromLayers {
             layers,
@@ -92,6 +109,24 @@ pub fn perform(task: Task) -> Result<serde_json::Value, String> {
             }))
         }
     }
+}
+
+/// The digest of the deterministic, uncompressed tar of a layer dir in
+/// overlay form, read as the namespace sees it (owners as container IDs).
+fn tree_digest(dir: &Path) -> Result<cairn_layer::Digest, String> {
+    let opts = LayerOptions {
+        compression: Compression::None,
+        timestamp: None,
+        id_map: IdMap::identity(),
+        ..LayerOptions::default()
+    };
+    let source = DiffSource::OverlayUpper {
+        upper: dir,
+        flavour: OverlayFlavour::UserXattr,
+    };
+    write_layer(source, &opts, std::io::sink())
+        .map(|info| info.diff_id)
+        .map_err(|e| format!("re-reading layer dir {}: {e}", dir.display()))
 }
 
 /// See [`Task::CopyFromLayers`].

@@ -264,8 +264,17 @@ impl<'s> SnapshotService<'s> {
         )?;
         let log_path = self.logs_dir().join(format!("{}.log", snap.id));
         std::fs::create_dir_all(self.logs_dir()).map_err(io("create the snapshot log dir"))?;
-        let mut log_file = std::fs::File::create(&log_path)
-            .map_err(io(format!("create {}", log_path.display())))?;
+        // 0600: a build log can hold what a tenant's build printed.
+        let mut log_file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&log_path)
+                .map_err(io(format!("create {}", log_path.display())))?
+        };
         let mut tee = |line: &str| {
             let _ = writeln!(log_file, "{line}");
             log(line);

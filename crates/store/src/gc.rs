@@ -2,7 +2,9 @@
 //! every invariant of the store format).
 
 use crate::error::{Result, StoreError};
+use crate::fsutil::sync_dir;
 use crate::index_json::{self, REF_NAME};
+use crate::layer_dirs::{PlainRemover, TreeRemover, MARKER_SUFFIX};
 use crate::lock::LockMode;
 use crate::{Digest, Store};
 use std::collections::HashSet;
@@ -17,6 +19,31 @@ pub struct GcReport {
     pub blob_bytes_freed: u64,
     pub layer_dirs_removed: usize,
     pub tmp_entries_removed: usize,
+}
+
+/// Re-reads a layer dir into the digest of its deterministic tar (the CLI
+/// supplies one that runs in a user namespace, for subordinate-owned files).
+pub trait LayerVerifier {
+    fn tree_digest(&self, dir: &std::path::Path) -> std::result::Result<Digest, String>;
+}
+
+/// Re-reads with the caller's own rights, in this process.
+pub struct PlainVerifier;
+
+impl LayerVerifier for PlainVerifier {
+    fn tree_digest(&self, dir: &std::path::Path) -> std::result::Result<Digest, String> {
+        let opts = cairn_layer::LayerOptions {
+            compression: cairn_layer::Compression::None,
+            ..cairn_layer::LayerOptions::default()
+        };
+        let source = cairn_layer::DiffSource::OverlayUpper {
+            upper: dir,
+            flavour: cairn_layer::OverlayFlavour::UserXattr,
+        };
+        cairn_layer::write_layer(source, &opts, std::io::sink())
+            .map(|info| info.diff_id)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Everything reachable from the roots.
@@ -98,6 +125,18 @@ impl Store {
     /// With `cache_budget`, build-cache entries beyond it (LRU first) are
     /// dropped before marking.
     pub fn gc(&self, cache_budget: Option<u64>) -> Result<GcReport> {
+        self.gc_with(cache_budget, &PlainRemover)
+    }
+
+    /// [`Store::gc`], removing trees through `remover` (a user-namespace
+    /// task, for dirs holding subordinate-owned files). Unreachable layer
+    /// dirs are first renamed into `tmp/`, then `tmp/` is cleared: an
+    /// interrupted or failed run leaves only garbage the next run removes.
+    pub fn gc_with(
+        &self,
+        cache_budget: Option<u64>,
+        remover: &dyn TreeRemover,
+    ) -> Result<GcReport> {
         if self.lock_mode() != LockMode::Exclusive {
             return Err(StoreError::NotExclusive);
         }
@@ -157,24 +196,85 @@ impl Store {
             report.blob_bytes_freed += size;
         }
 
+        report.layer_dirs_removed = self.doom_layer_dirs(&marked.diff_ids)?;
+        // Doomed layer dirs are in tmp/ now; count them once, as layer dirs.
+        report.tmp_entries_removed = self
+            .clear_tmp(remover)?
+            .saturating_sub(report.layer_dirs_removed);
+        Ok(report)
+    }
+
+    /// Move every layer dir that is unreachable or not marked complete into
+    /// `tmp/` (its marker removed first), and drop markers without a dir.
+    /// Renames only: a crash or an error leaves dirs in `tmp/`, which the
+    /// next GC clears, or unmarked dirs, which it moves again.
+    fn doom_layer_dirs(&self, reachable: &HashSet<String>) -> Result<usize> {
         let layers_dir = self.layout().layers();
+        let tmp = self.layout().tmp();
+        let mut doomed = 0;
         for entry in fs::read_dir(&layers_dir).map_err(StoreError::io("list", &layers_dir))? {
             let entry = entry.map_err(StoreError::io("list", &layers_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if marked.diff_ids.contains(&format!("sha256:{name}")) {
+            if let Some(hex) = name.strip_suffix(MARKER_SUFFIX) {
+                let keep =
+                    reachable.contains(&format!("sha256:{hex}")) && layers_dir.join(hex).is_dir();
+                if !keep {
+                    match fs::remove_file(entry.path()) {
+                        // Already gone with its dir, earlier in this listing.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        r => r.map_err(StoreError::io("remove", entry.path()))?,
+                    }
+                }
                 continue;
             }
-            remove_any(&entry.path())?;
-            report.layer_dirs_removed += 1;
+            let marker = layers_dir.join(format!("{name}{MARKER_SUFFIX}"));
+            if reachable.contains(&format!("sha256:{name}")) && marker.is_file() {
+                continue;
+            }
+            match fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("remove", &marker)(e)),
+            }
+            let aside = tmp.join(format!("doomed-layer-{name}"));
+            fs::rename(entry.path(), &aside)
+                .map_err(StoreError::io("move to tmp", entry.path()))?;
+            doomed += 1;
         }
+        sync_dir(&layers_dir)?;
+        Ok(doomed)
+    }
 
+    /// Remove everything in `tmp/` (under the exclusive lock no writer is
+    /// active, so all of it is garbage: temp files of killed processes,
+    /// doomed layer dirs, partial extractions). Trees go through `remover`,
+    /// since their files may belong to subordinate IDs. Every entry is tried;
+    /// the first failure is returned after the rest were attempted.
+    fn clear_tmp(&self, remover: &dyn TreeRemover) -> Result<usize> {
         let tmp_dir = self.layout().tmp();
+        let mut removed = 0;
+        let mut first_error = None;
         for entry in fs::read_dir(&tmp_dir).map_err(StoreError::io("list", &tmp_dir))? {
-            let entry = entry.map_err(StoreError::io("list", &tmp_dir))?;
-            remove_any(&entry.path())?;
-            report.tmp_entries_removed += 1;
+            let path = entry.map_err(StoreError::io("list", &tmp_dir))?.path();
+            let result = match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => remover
+                    .remove_tree(&path)
+                    .map_err(|msg| StoreError::io("remove", &path)(std::io::Error::other(msg))),
+                Ok(_) => fs::remove_file(&path).map_err(StoreError::io("remove", &path)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => Err(StoreError::io("stat", &path)(e)),
+            };
+            match result {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(report)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     /// Check every invariant of the store format; returns the violations
@@ -264,20 +364,65 @@ impl Store {
         }
         bad.extend(self.check_index_json()?);
 
+        bad.extend(self.check_layer_dirs(None)?);
+        Ok(bad)
+    }
+
+    /// [`Store::fsck`], and every complete layer dir re-read: `verifier`
+    /// gives the digest of its deterministic tar, which must equal what its
+    /// marker recorded when it was adopted (a truncated or changed file
+    /// shows). Linear in the size of all extracted layers.
+    pub fn fsck_full(&self, verifier: &dyn LayerVerifier) -> Result<Vec<String>> {
+        let mut bad = self.fsck()?;
+        bad.retain(|b| !b.starts_with("layer dir "));
+        bad.extend(self.check_layer_dirs(Some(verifier))?);
+        Ok(bad)
+    }
+
+    /// Names under `layers/` and, with a verifier, the content of each
+    /// complete dir. Unmarked dirs and lone markers are garbage, not
+    /// violations (GC removes them; a crash can leave a lone marker).
+    fn check_layer_dirs(&self, verifier: Option<&dyn LayerVerifier>) -> Result<Vec<String>> {
+        let mut bad = Vec::new();
         let layers_dir = self.layout().layers();
         for entry in fs::read_dir(&layers_dir).map_err(StoreError::io("list", &layers_dir))? {
             let entry = entry.map_err(StoreError::io("list", &layers_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if Digest::from_hex(&name).is_err() {
+            let path = entry.path();
+            let hex = name.strip_suffix(MARKER_SUFFIX).unwrap_or(&name);
+            let Ok(diff_id) = Digest::from_hex(hex) else {
                 bad.push(format!(
                     "layer dir {} is not named by a diff id (64 lowercase hex digits)",
-                    entry.path().display()
+                    path.display()
                 ));
-            } else if !entry.path().is_dir() {
+                continue;
+            };
+            if name.ends_with(MARKER_SUFFIX) {
+                continue;
+            }
+            if !path.is_dir() {
+                bad.push(format!("layer dir {} is not a directory", path.display()));
+                continue;
+            }
+            if !self.layer_marker_path(&diff_id).is_file() {
+                continue; // never completed: garbage
+            }
+            let Some(marker) = self.layer_marker(&diff_id).filter(|m| m.diff_id == diff_id) else {
                 bad.push(format!(
-                    "layer dir {} is not a directory",
-                    entry.path().display()
+                    "layer dir {}: its completion marker is unreadable or names another layer",
+                    path.display()
                 ));
+                continue;
+            };
+            let Some(verifier) = verifier else { continue };
+            match verifier.tree_digest(&path) {
+                Ok(tree) if tree == marker.tree => {}
+                Ok(tree) => bad.push(format!(
+                    "layer dir {}: content changed since it was extracted (its tar now has digest {tree}, {} when adopted)",
+                    path.display(),
+                    marker.tree
+                )),
+                Err(e) => bad.push(format!("layer dir {}: cannot re-read it: {e}", path.display())),
             }
         }
         Ok(bad)
@@ -322,14 +467,4 @@ impl Store {
         drop(tx);
         Ok(bad)
     }
-}
-
-fn remove_any(path: &std::path::Path) -> Result<()> {
-    let meta = fs::symlink_metadata(path).map_err(StoreError::io("stat", path))?;
-    let r = if meta.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
-    r.map_err(StoreError::io("remove", path))
 }

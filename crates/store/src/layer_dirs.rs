@@ -1,11 +1,58 @@
-//! Extracted layer dirs: `layers/<diff-id hex>/`, each filled under `tmp/`
-//! and renamed into place whole, so a named dir is always complete.
+//! Extracted layer dirs: `layers/<diff-id hex>/`, each entering the store
+//! through one function, [`Store::adopt_layer_dir`], which makes its content
+//! durable and then marks it complete with `layers/<hex>.complete`. Only a
+//! dir with its marker counts as present; anything else under `layers/` is
+//! garbage for GC (or, on use, replaced).
+//!
+//! Order, so that a crash anywhere leaves either nothing or a complete layer:
+//! content synced (`syncfs` of the store's filesystem: the files of a layer
+//! may belong to subordinate IDs we cannot open) -> marker written and
+//! fsynced -> dir renamed into `layers/` -> `layers/` fsynced. A marker
+//! without its dir is harmless (the layer is absent); a dir without a marker
+//! is never trusted.
 
-use crate::error::StoreError;
+use crate::error::{Result, StoreError};
 use crate::fsutil::sync_dir;
 use crate::{Digest, Store};
+use serde::{Deserialize, Serialize};
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// Suffix of the completion marker beside each layer dir.
+pub const MARKER_SUFFIX: &str = ".complete";
+
+/// Removes a directory tree whose files may belong to subordinate IDs (the
+/// CLI and the facade supply one that runs a task in a user namespace; the
+/// store cannot depend on the sandbox crate). Must succeed when the path is
+/// already gone.
+pub trait TreeRemover {
+    fn remove_tree(&self, path: &Path) -> std::result::Result<(), String>;
+}
+
+/// Removal with the caller's own rights: enough for trees it owns (as root,
+/// or rootless without subordinate-owned files).
+pub struct PlainRemover;
+
+impl TreeRemover for PlainRemover {
+    fn remove_tree(&self, path: &Path) -> std::result::Result<(), String> {
+        match fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", path.display())),
+        }
+    }
+}
+
+/// What the completion marker says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerMarker {
+    pub diff_id: Digest,
+    /// Digest of the deterministic tar of the dir as adopted (uncompressed,
+    /// no timestamp clamp): what `fsck --full` compares a fresh re-tar with.
+    /// Equal to `diff_id` for a dir that is exactly its layer's tar.
+    pub tree: Digest,
+}
 
 impl Store {
     /// Where the extracted copy of the layer with this diff id lives.
@@ -13,23 +60,118 @@ impl Store {
         self.layout().layers().join(diff_id.hex())
     }
 
-    /// One stat: is the layer extracted?
-    pub fn has_layer_dir(&self, diff_id: &Digest) -> bool {
-        self.layer_dir(diff_id).is_dir()
+    pub(crate) fn layer_marker_path(&self, diff_id: &Digest) -> PathBuf {
+        self.layout()
+            .layers()
+            .join(format!("{}{MARKER_SUFFIX}", diff_id.hex()))
     }
 
-    /// Return the layer dir, creating it with `fill` if it does not exist.
-    /// `fill` gets an empty temp dir on the same filesystem; when it succeeds
-    /// the dir is renamed to `layers/<hex>`. If another process finished the
-    /// same layer first, ours is removed and theirs is used (same diff id,
-    /// same content). If `fill` fails, nothing is named and its error returned.
+    /// Is the layer extracted and complete? (Two stats: marker and dir.)
+    pub fn has_layer_dir(&self, diff_id: &Digest) -> bool {
+        self.layer_marker_path(diff_id).is_file() && self.layer_dir(diff_id).is_dir()
+    }
+
+    /// The marker of a complete layer dir, if it has a readable one.
+    pub fn layer_marker(&self, diff_id: &Digest) -> Option<LayerMarker> {
+        let bytes = fs::read(self.layer_marker_path(diff_id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Make `src` (a filled dir on the store's filesystem: under `tmp/`, or
+    /// an upper dir) the layer dir of `diff_id`: sync, mark complete, rename.
+    /// Returns false when a complete copy was already there; `src` is then
+    /// left where it is, for the caller to remove. `tree` is the digest of
+    /// the dir's deterministic tar when it differs from `diff_id`.
+    pub fn adopt_layer_dir(
+        &self,
+        diff_id: &Digest,
+        src: &Path,
+        tree: Option<Digest>,
+    ) -> Result<bool> {
+        if self.has_layer_dir(diff_id) {
+            return Ok(false);
+        }
+        let layers = self.layout().layers();
+        let dir = fs::File::open(&layers).map_err(StoreError::io("open", &layers))?;
+        rustix::fs::syncfs(&dir)
+            .map_err(|e| StoreError::io("syncfs", &layers)(std::io::Error::from(e)))?;
+        let marker = LayerMarker {
+            diff_id: *diff_id,
+            tree: tree.unwrap_or(*diff_id),
+        };
+        let was_marked = self.write_marker(&marker)?;
+        let dest = self.layer_dir(diff_id);
+        if let Err(e) = fs::rename(src, &dest) {
+            if !dest.is_dir() {
+                return Err(StoreError::io("rename layer dir into", &dest)(e));
+            }
+            if was_marked {
+                // Another process completed it (same diff id, same content).
+                return Ok(false);
+            }
+            // We made the marker, so the dir there was named without one
+            // (an older store) or by someone who saw ours (a complete copy
+            // like ours). Either way ours replaces it; it goes to tmp/.
+            let aside = tempfile::Builder::new()
+                .prefix(&format!("unmarked-{}-", diff_id.hex()))
+                .tempdir_in(self.layout().tmp())
+                .map_err(StoreError::io("create temp dir in", self.layout().tmp()))?
+                .keep();
+            fs::rename(&dest, aside.join("dir")).map_err(StoreError::io("move aside", &dest))?;
+            fs::rename(src, &dest).map_err(StoreError::io("rename layer dir into", &dest))?;
+        }
+        sync_dir(&layers)?;
+        Ok(true)
+    }
+
+    /// Write the marker (fsynced); true when one was already there.
+    fn write_marker(&self, marker: &LayerMarker) -> Result<bool> {
+        let path = self.layer_marker_path(&marker.diff_id);
+        if path.is_file() {
+            return Ok(true);
+        }
+        let body = serde_json::to_vec(marker).map_err(|source| StoreError::Json {
+            what: "layer marker".into(),
+            source,
+        })?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.layout().tmp())
+            .map_err(StoreError::io("create temp file in", self.layout().tmp()))?;
+        tmp.write_all(&body)
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(StoreError::io("write", tmp.path().to_path_buf()))?;
+        // No clobbering: exactly one adopter learns it made the marker.
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => Ok(false),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+            Err(e) => Err(StoreError::io("link into", &path)(e.error)),
+        }
+    }
+
+    /// [`Store::ensure_layer_dir_with`] for a filler that writes the layer's
+    /// own tar content (tree digest = diff id) and files the caller owns.
     pub fn ensure_layer_dir<E>(
         &self,
         diff_id: &Digest,
         fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
     ) -> std::result::Result<PathBuf, EnsureLayerError<E>> {
+        self.ensure_layer_dir_with(diff_id, &PlainRemover, |dir| fill(dir).map(|()| None))
+    }
+
+    /// Return the layer dir, creating it with `fill` if it is not complete.
+    /// `fill` gets an empty temp dir under `tmp/` and returns the digest of
+    /// the dir's deterministic tar when it differs from the diff id (see
+    /// [`LayerMarker::tree`]); its result is adopted through
+    /// [`Store::adopt_layer_dir`]. If `fill` fails, nothing is named, the
+    /// temp dir is removed through `remover` (what it cannot remove stays in
+    /// `tmp/` for GC) and the error is returned.
+    pub fn ensure_layer_dir_with<E>(
+        &self,
+        diff_id: &Digest,
+        remover: &dyn TreeRemover,
+        fill: impl FnOnce(&Path) -> std::result::Result<Option<Digest>, E>,
+    ) -> std::result::Result<PathBuf, EnsureLayerError<E>> {
         let dest = self.layer_dir(diff_id);
-        if dest.is_dir() {
+        if self.has_layer_dir(diff_id) {
             return Ok(dest);
         }
         let tmp_root = self.layout().tmp();
@@ -38,28 +180,19 @@ impl Store {
             .tempdir_in(&tmp_root)
             .map_err(|e| {
                 EnsureLayerError::Store(StoreError::io("create temp dir in", &tmp_root)(e))
-            })?;
-        fill(tmp.path()).map_err(EnsureLayerError::Fill)?;
-        // fs::rename of a dir onto an existing non-empty dir fails: that is
-        // the "someone else won" case, and their dir is as good as ours.
-        let tmp_path = tmp.keep();
-        match fs::rename(&tmp_path, &dest) {
-            Ok(()) => {
-                sync_dir(&self.layout().layers()).map_err(EnsureLayerError::Store)?;
-                Ok(dest)
-            }
-            Err(_) if dest.is_dir() => {
-                let _ = fs::remove_dir_all(&tmp_path);
-                Ok(dest)
-            }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp_path);
-                Err(EnsureLayerError::Store(StoreError::io(
-                    "rename layer dir into",
-                    &dest,
-                )(e)))
-            }
+            })?
+            .keep();
+        let adopted = match fill(&tmp) {
+            Ok(tree) => self
+                .adopt_layer_dir(diff_id, &tmp, tree)
+                .map_err(EnsureLayerError::Store),
+            Err(e) => Err(EnsureLayerError::Fill(e)),
+        };
+        if adopted.as_ref().map_or(true, |moved| !moved) {
+            // Best effort: what stays behind is in tmp/, garbage for GC.
+            let _ = remover.remove_tree(&tmp);
         }
+        adopted.map(|_| dest)
     }
 }
 

@@ -69,6 +69,10 @@ impl Layout {
     }
 
     /// Create whatever is missing; check what exists is what we expect.
+    /// The root and the dirs that hold tenants' files (`layers/`,
+    /// `sandboxes/`, `tmp/` where RUN upper dirs live) are 0700: as root,
+    /// other local users must not reach a tenant's files (a setuid binary
+    /// built into a layer, say).
     pub fn create(&self) -> Result<()> {
         for dir in [
             self.root.clone(),
@@ -78,6 +82,14 @@ impl Layout {
             self.sandboxes(),
         ] {
             fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
+        }
+        for dir in [
+            self.root.clone(),
+            self.layers(),
+            self.tmp(),
+            self.sandboxes(),
+        ] {
+            make_private(&dir)?;
         }
         let layout = self.oci_layout();
         match fs::read(&layout) {
@@ -100,5 +112,21 @@ impl Layout {
             Err(e) => return Err(StoreError::io("read", layout)(e)),
         }
         Ok(())
+    }
+}
+
+/// Mode 0700 on `dir` unless it already has no group/other bits. A dir we do
+/// not own (EPERM: a store another user prepared for us) keeps its mode: the
+/// store still works, and tightening it is its owner's call.
+pub(crate) fn make_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(dir).map_err(StoreError::io("stat", dir))?;
+    if meta.permissions().mode() & 0o077 == 0 {
+        return Ok(());
+    }
+    match fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+        Err(e) => Err(StoreError::io("chmod 0700", dir)(e)),
     }
 }

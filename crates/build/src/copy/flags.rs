@@ -348,6 +348,9 @@ pub(crate) fn write_mask(
         Task::ExtractLayer {
             blob: tar_path,
             dest: mask.clone(),
+            // Our own tar of whiteouts: no caps needed.
+            limits: cairn_layer::ExtractLimits::unlimited(),
+            tree_digest: false,
         },
     )?;
     Ok(mask)

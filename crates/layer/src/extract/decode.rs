@@ -61,7 +61,11 @@ pub(crate) fn run_decoder<R: Read>(
         if let Some(limit) = limit {
             if hasher.written() + n as u64 > limit {
                 let _ = tx.send(Err(io::Error::other("layer exceeds the size limit")));
-                return Err(LayerError::TooLarge { limit });
+                return Err(LayerError::Limit(crate::limits::LimitExceeded {
+                    kind: crate::limits::LimitKind::Size,
+                    limit,
+                    entry: None,
+                }));
             }
         }
         // Hashing into io::sink cannot fail.

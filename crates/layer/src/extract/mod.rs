@@ -1,6 +1,7 @@
 //! Safe extraction of a layer blob into a directory.
 
 mod decode;
+mod meter;
 mod name;
 mod root;
 
@@ -9,6 +10,7 @@ use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::error::LayerError;
 use crate::idmap::IdMap;
+use crate::limits::{ExtractLimits, LimitExceeded, LimitKind};
 use crate::sys;
 use crate::OverlayFlavour;
 use root::{clear_dir, remove_all_at, Root};
@@ -38,9 +40,10 @@ pub struct ExtractOptions {
     /// Not real root: device nodes are skipped and failures to chown or to set
     /// privileged xattrs are recorded as notes instead of failing.
     pub unprivileged: bool,
-    /// Stop with `LayerError::TooLarge` once the uncompressed stream exceeds
-    /// this many bytes (bounds disk use, and memory for oversized headers).
-    pub max_uncompressed_size: Option<u64>,
+    /// Caps on size (sparse holes included), entries and header sizes; a
+    /// cap hit stops with `LayerError::Limit` before the bytes are written.
+    /// The default caps hold for untrusted blobs ([`ExtractLimits`]).
+    pub limits: ExtractLimits,
 }
 
 impl Default for ExtractOptions {
@@ -49,7 +52,7 @@ impl Default for ExtractOptions {
             whiteout_mode: WhiteoutMode::Apply,
             id_map: IdMap::identity(),
             unprivileged: !is_real_root(),
-            max_uncompressed_size: None,
+            limits: ExtractLimits::default(),
         }
     }
 }
@@ -94,7 +97,7 @@ pub fn extract_layer<R: Read + Send>(
     let root = Root::open(dest)?;
     let (tx, rx) = decode::channel();
     std::thread::scope(|s| {
-        let decoder = s.spawn(move || decode::run_decoder(blob, opts.max_uncompressed_size, tx));
+        let decoder = s.spawn(move || decode::run_decoder(blob, opts.limits.max_size, tx));
         let mut reader = decode::BlockReader::new(rx);
         let mut ex = Extractor::new(root, opts);
         let result = ex
@@ -147,6 +150,10 @@ struct Extractor<'o> {
     created: HashSet<Vec<u8>>,
     dirs: Vec<PendingDir>,
     entries: u64,
+    /// Bytes the entries declare so far (a sparse file with its real size).
+    declared: u64,
+    /// Bytes of file content written so far.
+    written: u64,
     skipped_devices: u64,
     notes: Vec<String>,
     buf: Vec<u8>,
@@ -160,6 +167,8 @@ impl<'o> Extractor<'o> {
             created: HashSet::new(),
             dirs: Vec::new(),
             entries: 0,
+            declared: 0,
+            written: 0,
             skipped_devices: 0,
             notes: Vec::new(),
             buf: vec![0u8; 256 * 1024],
@@ -175,14 +184,44 @@ impl<'o> Extractor<'o> {
     }
 
     fn run(&mut self, reader: &mut dyn Read) -> Result<(), LayerError> {
-        let mut archive = tar::Archive::new(reader);
-        let entries = archive.entries().map_err(LayerError::Stream)?;
-        for entry in entries {
-            let mut entry = entry.map_err(LayerError::Stream)?;
+        let meter = meter::Meter::default();
+        let mut metered = meter.reader(reader);
+        let mut archive = tar::Archive::new(&mut metered as &mut dyn Read);
+        let mut entries = archive.entries().map_err(LayerError::Stream)?;
+        let limits = self.opts.limits;
+        loop {
+            // What the tar reader consumes now is headers: bounded (see meter.rs).
+            meter.arm(limits.max_header_size);
+            let next = entries.next();
+            meter.disarm();
+            let Some(entry) = next else { break };
+            let mut entry = entry.map_err(|e| match limits.max_header_size {
+                Some(limit) if meter.tripped() => limit_hit(LimitKind::HeaderSize, limit, None),
+                _ => LayerError::Stream(e),
+            })?;
             self.entries += 1;
+            if let Some(limit) = limits.max_entries.filter(|l| self.entries > *l) {
+                let raw = entry.path_bytes().into_owned();
+                return Err(limit_hit(LimitKind::Entries, limit, Some(&raw)));
+            }
             self.entry(&mut entry)?;
+            // Data the entry's handler did not read (a skipped type, a
+            // directory with a body) is read here, outside the header budget.
+            io::copy(&mut entry, &mut io::sink()).map_err(LayerError::Stream)?;
         }
         Ok(())
+    }
+
+    /// Count an entry's declared size against the size cap, before any of
+    /// its bytes are written. A sparse entry declares its real size.
+    fn declare(&mut self, raw: &[u8], size: u64) -> Result<(), LayerError> {
+        self.declared = self.declared.saturating_add(size);
+        match self.opts.limits.max_size {
+            Some(limit) if self.declared > limit => {
+                Err(limit_hit(LimitKind::Size, limit, Some(raw)))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn mark_created(&mut self, rel: &[u8]) {
@@ -439,6 +478,8 @@ impl<'o> Extractor<'o> {
         base: &[u8],
         meta: &Meta,
     ) -> Result<(), LayerError> {
+        let size = entry.size();
+        self.declare(raw, size)?;
         let fd = self.create_replacing(raw, pfd, base, "create", || {
             sys::openat(
                 pfd,
@@ -448,6 +489,7 @@ impl<'o> Extractor<'o> {
             )
         })?;
         let mut file = std::fs::File::from(fd);
+        let mut written: u64 = 0;
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -455,6 +497,19 @@ impl<'o> Extractor<'o> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(LayerError::Stream(e)),
             };
+            // The running counts: never more than the header declared, and
+            // never past the cap, whatever the header said.
+            written += n as u64;
+            if written > size {
+                return Err(LayerError::bad_entry(
+                    raw,
+                    "more data than its header declares",
+                ));
+            }
+            self.written = self.written.saturating_add(n as u64);
+            if let Some(limit) = self.opts.limits.max_size.filter(|l| self.written > *l) {
+                return Err(limit_hit(LimitKind::Size, limit, Some(raw)));
+            }
             file.write_all(&self.buf[..n])
                 .map_err(|e| LayerError::extract(raw, "write", e))?;
         }
@@ -679,6 +734,14 @@ impl<'o> Extractor<'o> {
         }
         Ok(())
     }
+}
+
+fn limit_hit(kind: LimitKind, limit: u64, entry: Option<&[u8]>) -> LayerError {
+    LayerError::Limit(LimitExceeded {
+        kind,
+        limit,
+        entry: entry.map(|e| String::from_utf8_lossy(e).into_owned()),
+    })
 }
 
 #[derive(Clone, Copy)]

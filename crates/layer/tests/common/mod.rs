@@ -507,6 +507,33 @@ impl RawTar {
         self
     }
 
+    /// A GNU sparse entry (`S`) of `real_size` bytes that are all hole: the
+    /// map says "nothing stored, the file ends at real_size". One header
+    /// block, however large the file claims to be.
+    pub fn sparse_hole(&mut self, name: &[u8], real_size: u64) -> &mut Self {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        // Base-256 (GNU's form for values past 11 octal digits).
+        let octal = |field: &mut [u8; 12], v: u64| {
+            *field = [0; 12];
+            field[0] = 0x80;
+            field[4..].copy_from_slice(&v.to_be_bytes());
+        };
+        let gnu = h.as_gnu_mut().expect("a GNU header");
+        octal(&mut gnu.sparse[0].offset, real_size);
+        octal(&mut gnu.sparse[0].numbytes, 0);
+        octal(&mut gnu.realsize, real_size);
+        h.set_cksum();
+        self.push(&h, b"");
+        self
+    }
+
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = std::mem::take(&mut self.out);
         out.extend(std::iter::repeat_n(0u8, 1024));

@@ -15,6 +15,7 @@ pub mod error;
 mod extract;
 pub mod idmap;
 pub mod limits;
+pub mod meter;
 mod pgzip;
 mod sys;
 mod tar_writer;

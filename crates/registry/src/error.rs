@@ -83,6 +83,10 @@ pub enum RegistryError {
     #[error("{reference}: {reason}")]
     BadManifest { reference: String, reason: String },
 
+    /// A manifest, index or config over the in-memory cap.
+    #[error("{target}: larger than the limit of {limit} bytes for a manifest, index or config")]
+    TooLarge { target: Target, limit: u64 },
+
     #[error("unknown region {region:?} (regions file {file}: {known})")]
     UnknownRegion {
         region: String,
@@ -118,6 +122,7 @@ impl RegistryError {
             RegistryError::BadReference { .. }
             | RegistryError::NotFound { .. }
             | RegistryError::NoPlatform { .. }
+            | RegistryError::TooLarge { .. }
             | RegistryError::UnknownRegion { .. }
             | RegistryError::BadRegions { .. } => true,
             RegistryError::GaveUp { last, .. } => last.is_bad_input(),

@@ -13,6 +13,7 @@ pub mod auth;
 mod blob_transfer;
 pub mod error;
 mod login;
+pub mod manifest_fetch;
 mod pull;
 mod push;
 pub mod regions;

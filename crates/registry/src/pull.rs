@@ -50,12 +50,8 @@ pub(crate) async fn fetch_manifest(sess: &Session, oref: &Reference) -> Result<(
     let target = sess.target(oref.repository(), what);
     let bytes = sess
         .retrier
-        .run(&target, |_| async {
-            sess.client
-                .pull_manifest_raw(oref, &sess.auth, MANIFEST_TYPES)
-                .await
-                .map(|(b, _)| b.to_vec())
-                .map_err(|e| crate::retry::from_oci(e, &target, &sess.auth_hint))
+        .run(&target, |_| {
+            crate::manifest_fetch::get_manifest(sess, oref, MANIFEST_TYPES, &target)
         })
         .await?;
     let digest = Digest::of(&bytes);
@@ -181,6 +177,13 @@ pub(crate) async fn pull(
         }
     };
     // The config first: it names the diff ids the layer dirs are named by.
+    // It is read into memory later, so it gets the manifests' cap.
+    if config.size > crate::manifest_fetch::MAX_MANIFEST_SIZE {
+        return Err(RegistryError::TooLarge {
+            target: sess.target(oref.repository(), format!("config {}", config.digest)),
+            limit: crate::manifest_fetch::MAX_MANIFEST_SIZE,
+        });
+    }
     fetch(config.clone()).await?;
     let diff_ids = diff_ids(store, &config.digest, parsed.children.len());
     let layers = parsed.children.clone();

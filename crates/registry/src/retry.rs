@@ -147,7 +147,12 @@ pub(crate) fn from_oci(
     }
 }
 
-fn status_error(code: u16, message: String, target: Target, auth_hint: &str) -> RegistryError {
+pub(crate) fn status_error(
+    code: u16,
+    message: String,
+    target: Target,
+    auth_hint: &str,
+) -> RegistryError {
     match code {
         404 => RegistryError::NotFound { target },
         401 | 403 => RegistryError::Denied {
@@ -165,7 +170,7 @@ fn status_error(code: u16, message: String, target: Target, auth_hint: &str) -> 
 
 /// reqwest's Display hides the cause ("error sending request"); the chain
 /// says what happened (connection reset, timed out, ...).
-fn describe_reqwest(e: &reqwest::Error) -> String {
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -173,6 +173,8 @@ pub(crate) struct Session {
     /// Monolithic uploads.
     pub mono: oci_client::Client,
     pub auth: RegistryAuth,
+    /// Requests oci-client cannot bound (manifests): same TLS and timeouts.
+    pub http: reqwest::Client,
     /// Says which credentials were used, for 401/403 messages.
     pub auth_hint: String,
     pub retrier: Retrier,
@@ -214,6 +216,9 @@ impl Session {
             .to_string();
         client.store_auth_if_needed(&key, &auth).await;
         mono.store_auth_if_needed(&key, &auth).await;
+        let http = http_client(opts, insecure, &extra_roots).map_err(|e| {
+            RegistryError::Other(format!("cannot set up a client for {registry}: {e}"))
+        })?;
         let probe = reqwest::Client::builder()
             .danger_accept_invalid_certs(insecure)
             .connect_timeout(opts.connect_timeout)
@@ -226,6 +231,7 @@ impl Session {
             registry: registry.to_string(),
             client,
             mono,
+            http,
             auth,
             auth_hint,
             retrier: Retrier {
@@ -250,6 +256,23 @@ impl Session {
             .retries
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// A reqwest client set up as oci-client sets up its own.
+fn http_client(
+    opts: &RegistryOptions,
+    insecure: bool,
+    extra_roots: &[Certificate],
+) -> std::result::Result<reqwest::Client, reqwest::Error> {
+    let mut b = reqwest::Client::builder()
+        .danger_accept_invalid_certs(insecure)
+        .connect_timeout(opts.connect_timeout)
+        .read_timeout(opts.read_timeout)
+        .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")));
+    for cert in extra_roots {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&cert.data)?);
+    }
+    b.build()
 }
 
 fn credentials(opts: &RegistryOptions, registry: &str) -> Result<(RegistryAuth, String)> {

@@ -57,6 +57,12 @@ pub enum StoreError {
     BadTransport { input: String, reason: String },
     #[error("{source_name}: {reason}")]
     BadSource { source_name: String, reason: String },
+    /// An archive broke an import limit (`CAIRN_MAX_EXTRACT_SIZE`, ...).
+    #[error("{source_name}: archive has {exceeded}")]
+    ArchiveLimit {
+        source_name: String,
+        exceeded: cairn_layer::LimitExceeded,
+    },
     #[error("invalid layer diff id {0:?}")]
     BadDiffId(String),
     #[error("garbage collection needs the store lock held exclusively (open the store with Store::open_exclusive)")]
@@ -93,6 +99,7 @@ impl StoreError {
                 | StoreError::BadSize { .. }
                 | StoreError::BadTransport { .. }
                 | StoreError::BadSource { .. }
+                | StoreError::ArchiveLimit { .. }
                 | StoreError::DigestMismatch { .. }
                 | StoreError::BadManifest { .. }
                 | StoreError::ManifestChildMissing { .. }

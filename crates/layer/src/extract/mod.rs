@@ -1,7 +1,6 @@
 //! Safe extraction of a layer blob into a directory.
 
 mod decode;
-mod meter;
 mod name;
 mod root;
 
@@ -184,7 +183,7 @@ impl<'o> Extractor<'o> {
     }
 
     fn run(&mut self, reader: &mut dyn Read) -> Result<(), LayerError> {
-        let meter = meter::Meter::default();
+        let meter = crate::meter::Meter::default();
         let mut metered = meter.reader(reader);
         let mut archive = tar::Archive::new(&mut metered as &mut dyn Read);
         let mut entries = archive.entries().map_err(LayerError::Stream)?;

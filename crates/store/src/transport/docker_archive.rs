@@ -15,12 +15,13 @@
 //! blob's hex, plus `repositories` when the image has a name.
 
 use super::oci_archive::{append_bytes, append_dir, append_reader, write_tar_atomic};
-use super::tar_entry::{clean, ingest_entry, read_small};
+use super::tar_entry::{clean, for_each_entry, ingest_entry, read_small};
 use crate::blob::BlobInfo;
 use crate::error::{Result, StoreError};
 use crate::image::{ManifestKind, DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST};
 use crate::reference::ImageRef;
 use crate::{Digest, Store};
+use cairn_layer::ExtractLimits;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,7 @@ pub(crate) fn import(
     store: &Store,
     path: &Path,
     reference: Option<&str>,
+    limits: &ExtractLimits,
 ) -> Result<Vec<(Digest, Vec<ImageRef>)>> {
     let source_name = format!("docker-archive:{}", path.display());
     let bad = |reason: String| StoreError::BadSource {
@@ -48,16 +50,12 @@ pub(crate) fn import(
         reason,
     };
     let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
     let mut manifest_json = None;
     // entry name -> blob; symlinked layer.tar files -> their targets.
     let mut blobs: HashMap<String, BlobInfo> = HashMap::new();
     let mut links: HashMap<String, String> = HashMap::new();
-    let entries = archive
-        .entries()
-        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("reading the archive: {e}")))?;
+    let reader = BufReader::with_capacity(1 << 20, file);
+    for_each_entry(reader, limits, &source_name, |entry| {
         let raw = entry
             .path()
             .map_err(|e| bad(format!("bad entry name: {e}")))?
@@ -65,7 +63,7 @@ pub(crate) fn import(
         let name = clean(&raw).ok_or_else(|| bad(format!("entry {raw:?} escapes the archive")))?;
         let kind = entry.header().entry_type();
         if kind.is_dir() {
-            continue;
+            return Ok(());
         }
         let parts: Vec<&str> = name.split('/').collect();
         if kind.is_symlink() {
@@ -83,29 +81,29 @@ pub(crate) fn import(
                 return Err(bad(format!("unexpected symlink {name:?}")));
             }
             links.insert(name, resolved);
-            continue;
+            return Ok(());
         }
         if !kind.is_file() {
             return Err(bad(format!("entry {name:?} is not a regular file")));
         }
         match parts.as_slice() {
-            ["manifest.json"] => manifest_json = Some(read_small(&mut entry, &source_name, &name)?),
+            ["manifest.json"] => manifest_json = Some(read_small(entry, &source_name, &name)?),
             ["repositories"] | ["oci-layout"] | ["index.json"] | [_, "json"] | [_, "VERSION"] => {}
             ["blobs", "sha256", hex] => {
                 let d =
                     Digest::from_hex(hex).map_err(|_| bad(format!("bad blob name {name:?}")))?;
-                let info = ingest_entry(store, &mut entry, Some(d), &source_name, &name)?;
+                let info = ingest_entry(store, entry, Some(d), &source_name, &name)?;
                 blobs.insert(name, info);
             }
             [file] if file.ends_with(".json") => {
                 let hex = &file[..file.len() - 5];
                 let d =
                     Digest::from_hex(hex).map_err(|_| bad(format!("unexpected entry {name:?}")))?;
-                let info = ingest_entry(store, &mut entry, Some(d), &source_name, &name)?;
+                let info = ingest_entry(store, entry, Some(d), &source_name, &name)?;
                 blobs.insert(name, info);
             }
             [_, "layer.tar"] => {
-                let info = ingest_entry(store, &mut entry, None, &source_name, &name)?;
+                let info = ingest_entry(store, entry, None, &source_name, &name)?;
                 blobs.insert(name, info);
             }
             _ => {
@@ -114,7 +112,8 @@ pub(crate) fn import(
                 )))
             }
         }
-    }
+        Ok(())
+    })?;
     let manifest_json = manifest_json
         .ok_or_else(|| bad("no manifest.json: not a docker archive, or truncated".into()))?;
     let images: Vec<ArchiveManifest> = serde_json::from_slice(&manifest_json).map_err(|e| {

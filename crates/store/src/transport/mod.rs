@@ -11,6 +11,7 @@ mod tar_entry;
 use crate::error::{Result, StoreError};
 use crate::reference::ImageRef;
 use crate::{Digest, Store};
+use cairn_layer::ExtractLimits;
 use std::path::PathBuf;
 
 /// Where images come from or go to.
@@ -83,15 +84,31 @@ impl Store {
     /// images are recorded and tagged only at the end, so a failed import
     /// leaves no name behind (verified blobs may stay, unnamed, for GC).
     pub fn import(&self, source: &Transport, name: Option<&ImageRef>) -> Result<Vec<Imported>> {
+        let limits = ExtractLimits::from_env().map_err(|e| StoreError::BadSize {
+            input: e.value.clone(),
+            reason: format!("{}: {}", e.variable, e.reason),
+        })?;
+        self.import_with_limits(source, name, &limits)
+    }
+
+    /// [`Store::import`] with explicit caps on archive sources (size as the
+    /// sum of entry sizes, entries, extension headers) instead of the
+    /// defaults with `CAIRN_MAX_EXTRACT_SIZE`/`_ENTRIES` applied.
+    pub fn import_with_limits(
+        &self,
+        source: &Transport,
+        name: Option<&ImageRef>,
+        limits: &ExtractLimits,
+    ) -> Result<Vec<Imported>> {
         let found = match source {
             Transport::OciDir { path, reference } => {
                 oci_dir::import(self, path, reference.as_deref())?
             }
             Transport::OciArchive { path, reference } => {
-                oci_archive::import(self, path, reference.as_deref())?
+                oci_archive::import(self, path, reference.as_deref(), limits)?
             }
             Transport::DockerArchive { path, reference } => {
-                docker_archive::import(self, path, reference.as_deref())?
+                docker_archive::import(self, path, reference.as_deref(), limits)?
             }
         };
         let source_name = format!("{source:?}");

@@ -3,11 +3,12 @@
 
 use super::copy::{closure, AlreadyIngested};
 use super::oci_dir::{check_oci_layout, import_entries, parse_index, select, top_descriptor};
-use super::tar_entry::{clean, ingest_entry, read_small};
+use super::tar_entry::{clean, for_each_entry, ingest_entry, read_small};
 use crate::error::{Result, StoreError};
 use crate::layout::OCI_LAYOUT;
 use crate::reference::ImageRef;
 use crate::{Digest, Store};
+use cairn_layer::ExtractLimits;
 use serde_json::json;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -17,6 +18,7 @@ pub(crate) fn import(
     store: &Store,
     path: &Path,
     reference: Option<&str>,
+    limits: &ExtractLimits,
 ) -> Result<Vec<(Digest, Vec<ImageRef>)>> {
     let source_name = format!("oci-archive:{}", path.display());
     let bad = |reason: String| StoreError::BadSource {
@@ -24,14 +26,10 @@ pub(crate) fn import(
         reason,
     };
     let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
     let mut index = None;
     let mut saw_layout = false;
-    let entries = archive
-        .entries()
-        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("reading the archive: {e}")))?;
+    let reader = BufReader::with_capacity(1 << 20, file);
+    for_each_entry(reader, limits, &source_name, |entry| {
         let raw = entry
             .path()
             .map_err(|e| bad(format!("bad entry name: {e}")))?
@@ -41,7 +39,7 @@ pub(crate) fn import(
         let kind = entry.header().entry_type();
         if kind.is_dir() {
             if name.is_empty() || name == "blobs" || name == "blobs/sha256" {
-                continue;
+                return Ok(());
             }
             return Err(bad(format!(
                 "unexpected directory {name:?} in an OCI archive"
@@ -52,19 +50,20 @@ pub(crate) fn import(
         }
         match name.as_str() {
             "oci-layout" => {
-                check_oci_layout(&read_small(&mut entry, &source_name, &name)?, &source_name)?;
+                check_oci_layout(&read_small(entry, &source_name, &name)?, &source_name)?;
                 saw_layout = true;
             }
-            "index.json" => index = Some(read_small(&mut entry, &source_name, &name)?),
+            "index.json" => index = Some(read_small(entry, &source_name, &name)?),
             _ => {
                 let digest = name
                     .strip_prefix("blobs/sha256/")
                     .and_then(|hex| Digest::from_hex(hex).ok())
                     .ok_or_else(|| bad(format!("unexpected entry {name:?} in an OCI archive")))?;
-                ingest_entry(store, &mut entry, Some(digest), &source_name, &name)?;
+                ingest_entry(store, entry, Some(digest), &source_name, &name)?;
             }
         }
-    }
+        Ok(())
+    })?;
     if !saw_layout {
         return Err(bad(
             "no oci-layout file: not an OCI archive, or truncated".into()

@@ -3,8 +3,83 @@
 use crate::blob::BlobInfo;
 use crate::error::{Result, StoreError};
 use crate::{Digest, Store};
+use cairn_layer::limits::{ExtractLimits, LimitKind};
+use cairn_layer::meter::Meter;
 use std::io::Read;
 use std::path::{Component, Path};
+
+/// Walk the entries of an archive from outside under `limits`: extension
+/// headers bounded while the tar reader looks for the next entry, the entry
+/// count and the sum of entry sizes checked before an entry is handled,
+/// each entry's unread data drained outside the header budget.
+pub(crate) fn for_each_entry<R: Read>(
+    reader: R,
+    limits: &ExtractLimits,
+    source_name: &str,
+    mut handle: impl FnMut(&mut tar::Entry<'_, crate::transport::tar_entry::Metered<R>>) -> Result<()>,
+) -> Result<()> {
+    let bad = |reason: String| StoreError::BadSource {
+        source_name: source_name.to_string(),
+        reason,
+    };
+    let meter = Meter::default();
+    let mut archive = tar::Archive::new(Metered {
+        inner: reader,
+        meter: meter.clone(),
+    });
+    let mut entries = archive
+        .entries()
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+    let (mut count, mut total) = (0u64, 0u64);
+    loop {
+        meter.arm(limits.max_header_size);
+        let next = entries.next();
+        meter.disarm();
+        let Some(entry) = next else { break };
+        let mut entry = entry.map_err(|e| match limits.max_header_size {
+            Some(limit) if meter.tripped() => {
+                limit_error(source_name, LimitKind::HeaderSize, limit)
+            }
+            _ => bad(format!("reading the archive: {e}")),
+        })?;
+        count += 1;
+        total = total.saturating_add(entry.size());
+        if let Some(limit) = limits.max_entries.filter(|l| count > *l) {
+            return Err(limit_error(source_name, LimitKind::Entries, limit));
+        }
+        if let Some(limit) = limits.max_size.filter(|l| total > *l) {
+            return Err(limit_error(source_name, LimitKind::Size, limit));
+        }
+        handle(&mut entry)?;
+        std::io::copy(&mut entry, &mut std::io::sink())
+            .map_err(|e| bad(format!("reading the archive: {e}")))?;
+    }
+    Ok(())
+}
+
+fn limit_error(source_name: &str, kind: LimitKind, limit: u64) -> StoreError {
+    StoreError::ArchiveLimit {
+        source_name: source_name.to_string(),
+        exceeded: cairn_layer::LimitExceeded {
+            kind,
+            limit,
+            entry: None,
+        },
+    }
+}
+
+/// An archive reader whose reads draw on a [`Meter`] (owned, unlike the
+/// layer crate's borrowed one, so the archive can own it).
+pub(crate) struct Metered<R> {
+    inner: R,
+    meter: Meter,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.meter.reader(&mut self.inner).read(buf)
+    }
+}
 
 /// The entry's path as a clean relative `a/b/c` string (`""` for the archive
 /// root, `./`), or `None` if it is absolute or climbs out with `..`.

@@ -1,4 +1,5 @@
-//! A budget on what the tar reader may consume between two entries.
+//! A budget on what the tar reader may consume between two entries
+//! (extraction here, archive import in the store).
 //!
 //! The extractor reads every entry's data itself, so whatever the tar reader
 //! pulls from the stream while it looks for the next entry is headers: the
@@ -16,7 +17,7 @@ const SLACK: u64 = 2 * 512;
 
 /// The shared state: remaining budget while armed, and whether it tripped.
 #[derive(Clone, Default)]
-pub(crate) struct Meter {
+pub struct Meter {
     remaining: Rc<Cell<Option<u64>>>,
     tripped: Rc<Cell<bool>>,
 }
@@ -45,7 +46,7 @@ impl Meter {
     }
 }
 
-pub(crate) struct MeteredReader<'r> {
+pub struct MeteredReader<'r> {
     inner: &'r mut dyn Read,
     meter: Meter,
 }

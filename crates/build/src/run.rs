@@ -172,6 +172,7 @@ impl Builder<'_> {
             mounts: mounts.mounts.clone(),
             id_mapping: self.mapping.clone(),
             pids_limit: None,
+            security: Default::default(),
         };
         let outcome = self.run_captured(&spec, step)?;
         if outcome.cancelled {

@@ -132,7 +132,12 @@ impl Launcher {
                 cancelled: true,
             });
         }
-        let request = Request::Run(Box::new(spec.clone()));
+        let mut spec = spec.clone();
+        if spec.security.seccomp && spec.security.programs.is_empty() {
+            let programs = crate::seccomp::default_programs().map_err(SandboxError::Seccomp)?;
+            spec.security.programs = programs.to_vec();
+        }
+        let request = Request::Run(Box::new(spec));
         let mut helper = self.start(&request, stdio, control.cgroup.as_deref())?;
         let result = (|| {
             // The up pipe stays open until the command is exec'd or a failure
@@ -175,12 +180,29 @@ impl Launcher {
         task: Task,
         out: &mut dyn Write,
     ) -> Result<serde_json::Value, SandboxError> {
+        if nix::unistd::geteuid().is_root() && matches!(task, Task::RemoveTree(_)) {
+            // Real root may delete anything, and must: the tree may mix host
+            // root's files (the generated /etc files) with container root's
+            // under a shifted mapping, where neither side can remove both.
+            return crate::tasks::perform(task).map_err(SandboxError::TaskFailed);
+        }
+        prepare_task_dirs(mapping, &task)?;
+        // A layer blob is opened here and handed over as stdin: under real
+        // root's shifted mapping, container root may not read the store's blobs.
+        let stdin = match &task {
+            Task::ExtractLayer { blob, .. } => {
+                std::fs::File::open(blob).map(Stdio::from).map_err(|e| {
+                    SandboxError::io(format!("opening layer blob {}", blob.display()), e)
+                })?
+            }
+            _ => Stdio::null(),
+        };
         let request = Request::Task {
             id_mapping: mapping.clone(),
             task,
         };
         let stdio = RunStdio {
-            stdin: Some(Stdio::null()),
+            stdin: Some(stdin),
             stdout: Some(Stdio::piped()),
             stderr: None,
         };
@@ -326,6 +348,24 @@ impl Helper {
         }
         result
     }
+}
+
+/// Under real root's shifted mapping, hand the dirs a task writes into to
+/// container root (the caller made them as host root).
+fn prepare_task_dirs(mapping: &IdMapping, task: &Task) -> Result<(), SandboxError> {
+    let dirs: Vec<&Path> = match task {
+        Task::ExtractLayer { dest, .. } => vec![dest],
+        Task::CopyFromLayers {
+            mountpoint, dest, ..
+        } => vec![mountpoint, dest],
+        _ => vec![],
+    };
+    for dir in dirs.into_iter().filter(|d| d.exists()) {
+        crate::owners::give_to_container_root(mapping, dir).map_err(|e| {
+            SandboxError::io(format!("giving {} to container root", dir.display()), e)
+        })?;
+    }
+    Ok(())
 }
 
 fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {

@@ -13,7 +13,7 @@ use crate::cgroup::{self, CgroupParent, Limits};
 use crate::idmap::IdMapping;
 use crate::launch::{CancelToken, Launcher, RunControl, RunOutcome, RunStdio};
 use crate::protocol::Task;
-use crate::spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec};
+use crate::spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec, Security};
 use crate::SandboxError;
 use cairn_layer::{Compression, Digest};
 use cairn_store::image::{BlobRef, ManifestKind};
@@ -139,6 +139,10 @@ pub struct SandboxRecord {
     /// The sandbox's cgroup v2 directory, when limits are applied through one.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
+    /// Capabilities, seccomp and no_new_privs of every exec (records of
+    /// older versions get the defaults).
+    #[serde(default)]
+    pub security: Security,
 }
 
 /// A process identity that survives PID reuse: pid plus its start time.
@@ -178,6 +182,8 @@ pub struct CreateOptions {
     pub resources: Resources,
     /// Remove the sandbox once the creating process is gone.
     pub ephemeral: bool,
+    /// Capabilities, seccomp, no_new_privs (Docker's defaults by default).
+    pub security: Security,
 }
 
 /// Which command an exec runs.
@@ -252,6 +258,13 @@ impl<'s> SandboxManager<'s> {
         self.write_etc_files(dir, hostname)
     }
 
+    /// Use `mapping` instead of the caller's default (e.g.
+    /// [`IdMapping::host_identity`] for `--userns=host`).
+    pub fn with_id_mapping(mut self, mapping: IdMapping) -> Self {
+        self.mapping = mapping;
+        self
+    }
+
     /// The ID mapping sandboxes get (a single ID when the user has no range).
     pub fn id_mapping(&self) -> &IdMapping {
         &self.mapping
@@ -267,14 +280,15 @@ impl<'s> SandboxManager<'s> {
         opts.resources.check()?;
         let manifest = self.store.resolve(image)?;
         let (config_doc, layers) = self.image_parts(image, &manifest)?;
+        crate::owners::adopt_layer_dirs(self.store, &self.mapping)
+            .map_err(io("checking the owners of the store's layer dirs"))?;
         self.ensure_layers_extracted(&manifest, &layers)?;
 
         let id = new_id()?;
         let dir = self.dir(&id);
-        for sub in ["upper", "work", "merged"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(io(format!("creating {}", dir.display())))?;
-        }
+        std::fs::create_dir_all(dir.join("merged"))
+            .map_err(io(format!("creating {}", dir.display())))?;
+        self.make_overlay_dirs(&dir)?;
         let mut resources = opts.resources;
         let limits = resources.limits();
         let applied = if limits.is_empty() {
@@ -313,6 +327,7 @@ impl<'s> SandboxManager<'s> {
                 None
             },
             cgroup: applied.dir,
+            security: opts.security,
         };
         let saved = self
             .store
@@ -412,6 +427,17 @@ impl<'s> SandboxManager<'s> {
                     cairn_store::layer_dirs::EnsureLayerError::Store(s) => ManagerError::Store(s),
                     cairn_store::layer_dirs::EnsureLayerError::Fill(f) => ManagerError::Sandbox(f),
                 })?;
+        }
+        Ok(())
+    }
+
+    /// The sandbox's empty upper and work dirs, container root's.
+    fn make_overlay_dirs(&self, dir: &Path) -> Result<(), ManagerError> {
+        for sub in ["upper", "work"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
+            crate::owners::give_to_container_root(&self.mapping, &path)
+                .map_err(io(format!("giving {} to container root", path.display())))?;
         }
         Ok(())
     }
@@ -613,6 +639,7 @@ impl<'s> SandboxManager<'s> {
             mounts: vec![],
             id_mapping: self.mapping.clone(),
             pids_limit: record.resources.pids,
+            security: record.security.clone(),
         })
     }
 
@@ -691,10 +718,7 @@ impl<'s> SandboxManager<'s> {
         }
         self.launcher
             .run_task(&self.mapping, Task::RemoveTree(dir.join("work")))?;
-        for sub in ["upper", "work"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(io(format!("creating {}", dir.display())))?;
-        }
+        self.make_overlay_dirs(&dir)?;
         self.store.remove_roots(ROOT_KIND, &record.id)?;
         self.store.add_root(ROOT_KIND, &record.id, &manifest)?;
         record.layers.push(diff_id);

@@ -77,7 +77,8 @@ pub enum Task {
     RemoveEmpty(Vec<PathBuf>),
     /// Extract a layer blob into `dest` in overlay form (a lowerdir), owners
     /// as the namespace sees them: container IDs land on the mapped host IDs.
-    /// Replies with the diff id read from the stream.
+    /// Replies with the diff id read from the stream. The launcher opens
+    /// `blob` and hands it to the helper as stdin.
     ExtractLayer { blob: PathBuf, dest: PathBuf },
     /// Write the diff in an overlay upper dir as a layer to the helper's
     /// stdout. Replies with the layer's digests and sizes.

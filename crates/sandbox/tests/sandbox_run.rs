@@ -69,6 +69,7 @@ impl Fixture {
             mounts: vec![],
             id_mapping: IdMapping::for_current_user(),
             pids_limit: None,
+            security: Default::default(),
         }
     }
 }

@@ -27,6 +27,10 @@ use std::time::Duration;
 
 const ROOT_KIND: &str = "sandbox";
 
+/// Processes a sandbox or RUN step may have unless told otherwise (podman's
+/// default): enough for any build, too few for a fork bomb to hurt the host.
+pub const DEFAULT_PIDS_LIMIT: u64 = 2048;
+
 /// Errors of sandbox management.
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -143,6 +147,9 @@ pub struct SandboxRecord {
     /// older versions get the defaults).
     #[serde(default)]
     pub security: Security,
+    /// cgroup v1 dirs (root on hybrid or legacy hosts), one per controller.
+    #[serde(default)]
+    pub v1_cgroups: Vec<PathBuf>,
 }
 
 /// A process identity that survives PID reuse: pid plus its start time.
@@ -290,7 +297,11 @@ impl<'s> SandboxManager<'s> {
             .map_err(io(format!("creating {}", dir.display())))?;
         self.make_overlay_dirs(&dir)?;
         let mut resources = opts.resources;
-        let limits = resources.limits();
+        let mut limits = resources.limits();
+        // The default pids limit goes into a cgroup where one can be had; a
+        // default nobody asked for is not reported when it cannot be.
+        let default_pids = limits.pids.is_none();
+        limits.pids = limits.pids.or(Some(DEFAULT_PIDS_LIMIT));
         let applied = if limits.is_empty() {
             cgroup::Applied::default()
         } else {
@@ -303,6 +314,7 @@ impl<'s> SandboxManager<'s> {
         resources.not_applied = applied
             .not_applied
             .into_iter()
+            .filter(|note| !(default_pids && note.starts_with("pids=")))
             .map(|note| match note.starts_with("pids=") {
                 true => format!("{note} (RLIMIT_NPROC still caps each user of the sandbox)"),
                 false => note,
@@ -328,6 +340,7 @@ impl<'s> SandboxManager<'s> {
             },
             cgroup: applied.dir,
             security: opts.security,
+            v1_cgroups: applied.v1_dirs,
         };
         let saved = self
             .store
@@ -335,7 +348,7 @@ impl<'s> SandboxManager<'s> {
             .map_err(ManagerError::from)
             .and_then(|()| self.write_record(&record));
         if let Err(e) = saved {
-            if let Some(dir) = &record.cgroup {
+            for dir in record.cgroup.iter().chain(&record.v1_cgroups) {
                 let _ = cgroup::remove(dir);
             }
             let _ = self.remove(&id);
@@ -550,6 +563,7 @@ impl<'s> SandboxManager<'s> {
             timeout: opts.timeout,
             cancel: opts.cancel,
             cgroup: self.live_cgroup(&record)?,
+            v1_cgroups: self.live_v1_cgroups(&record),
         };
         Ok(self.launcher.run_with(&spec, opts.stdio, &control)?)
     }
@@ -582,6 +596,17 @@ impl<'s> SandboxManager<'s> {
                 ),
             }),
         }
+    }
+
+    /// The sandbox's v1 cgroups, made again if they are gone (after a reboot).
+    fn live_v1_cgroups(&self, record: &SandboxRecord) -> Vec<PathBuf> {
+        if record.v1_cgroups.iter().all(|d| d.is_dir()) {
+            return record.v1_cgroups.clone();
+        }
+        let mut limits = record.resources.limits();
+        limits.pids = limits.pids.or(Some(DEFAULT_PIDS_LIMIT));
+        let parent = CgroupParent::Unavailable("v1 only".into());
+        cgroup::create(&parent, &cgroup_name(&record.id), &limits).v1_dirs
     }
 
     fn run_spec(
@@ -638,7 +663,7 @@ impl<'s> SandboxManager<'s> {
             bind_files,
             mounts: vec![],
             id_mapping: self.mapping.clone(),
-            pids_limit: record.resources.pids,
+            pids_limit: record.resources.pids.or(Some(DEFAULT_PIDS_LIMIT)),
             security: record.security.clone(),
         })
     }
@@ -772,18 +797,21 @@ impl<'s> SandboxManager<'s> {
     /// Remove a sandbox: its directory (through a task, since files in it may
     /// belong to subordinate IDs) and its GC root.
     pub fn remove(&self, id_or_name: &str) -> Result<(), ManagerError> {
-        let (id, cgroup_dir) = match self.get(id_or_name) {
-            Ok(r) => (r.id, r.cgroup),
+        let (id, cgroup_dirs) = match self.get(id_or_name) {
+            Ok(r) => {
+                let dirs: Vec<PathBuf> = r.cgroup.iter().chain(&r.v1_cgroups).cloned().collect();
+                (r.id, dirs)
+            }
             // A directory without a readable record (a create that died) goes too.
             Err(ManagerError::UnknownSandbox(_)) if self.dir(id_or_name).is_dir() => {
-                (id_or_name.to_string(), None)
+                (id_or_name.to_string(), vec![])
             }
             Err(e) => return Err(e),
         };
         let dir = self.dir(&id);
         {
             let _lock = self.lock(&id)?;
-            if let Some(cg) = &cgroup_dir {
+            for cg in &cgroup_dirs {
                 // Kills anything left inside, then removes it. Kept before the
                 // record goes, so a failure here can be retried.
                 cgroup::remove(cg).map_err(io(format!("removing cgroup {}", cg.display())))?;

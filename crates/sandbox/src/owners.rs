@@ -12,16 +12,22 @@ use crate::idmap::IdMapping;
 use cairn_store::Store;
 use std::path::Path;
 
-/// Make `path` container root's when the caller is real root and the
-/// mapping is not the identity (otherwise it already is).
+/// Make `path` container root's when the caller is real root, the mapping
+/// is not the identity (otherwise it already is) and `path` is still host
+/// root's, i.e. made by the caller and given no container owner yet (host
+/// root is nobody in the sandbox, so nothing owned by it is meant for it).
 pub fn give_to_container_root(mapping: &IdMapping, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     if mapping.is_identity() || !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
     let (Some(uid), Some(gid)) = (mapping.host_uid(0), mapping.host_gid(0)) else {
         return Ok(());
     };
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+    if std::fs::symlink_metadata(path)?.uid() != 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
 }
 
 /// Name of the marker, at the store's root, that says which mapping the

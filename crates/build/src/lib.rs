@@ -27,7 +27,7 @@ pub use cairn_sandbox::CancelToken;
 pub use events::{BuildEvent, OutputStream};
 pub use fetch::FetchError;
 pub use mount_setup::{remove_cache_mounts, Secret};
-pub use stage::{BuildRequest, BuildResult, Builder, StepOutcome, StepReport};
+pub use stage::{BuildRequest, BuildResult, Builder, RunPolicy, StepOutcome, StepReport};
 
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,8 @@ use crate::mounts::RunMount;
 use crate::stage::{history_text, BuildRequest, Builder, LayerRef, StageState, StepOutcome};
 use crate::BuildError;
 use cairn_dockerfile::{Dockerfile, Form, Instruction};
-use cairn_sandbox::manager::{remove_mount_stubs, SandboxManager};
+use cairn_sandbox::cgroup::{self, CgroupParent, Limits};
+use cairn_sandbox::manager::{remove_mount_stubs, SandboxManager, DEFAULT_PIDS_LIMIT};
 use cairn_sandbox::{
     Network, ProcessSpec, RootfsSpec, RunControl, RunOutcome, RunSpec, RunStdio, Task,
 };
@@ -81,6 +82,12 @@ impl Builder<'_> {
         for sub in ["upper", "work", "merged"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(BuildError::io(&dir))?;
         }
+        // Under real root's shifted mapping the sandbox's root must reach
+        // and write these (see cairn_sandbox::owners).
+        for path in [dir.clone(), dir.join("upper"), dir.join("work")] {
+            cairn_sandbox::owners::give_to_container_root(&self.mapping, &path)
+                .map_err(BuildError::io(&path))?;
+        }
         Ok(dir)
     }
 
@@ -126,7 +133,18 @@ impl Builder<'_> {
         {
             None | Some("default") => req.network,
             Some("none") => Network::None,
-            Some("host") => Network::Host,
+            Some("host") => {
+                let policy = &req.run_policy;
+                if req.network == Network::None && !policy.allow_network_host {
+                    return Err(BuildError::input(format!(
+                        "{}:{}: RUN --network=host is not allowed: the build's network is none \
+                         and the network.host entitlement was not granted (--allow network.host)",
+                        req.dockerfile_path.display(),
+                        inst.line
+                    )));
+                }
+                Network::Host
+            }
             Some(other) => {
                 return Err(BuildError::input(format!(
                     "RUN --network={other}: expected default, none or host"
@@ -171,9 +189,18 @@ impl Builder<'_> {
             bind_files,
             mounts: mounts.mounts.clone(),
             id_mapping: self.mapping.clone(),
-            pids_limit: None,
+            pids_limit: Some(req.run_policy.pids.unwrap_or(DEFAULT_PIDS_LIMIT)),
+            security: Default::default(),
         };
-        let outcome = self.run_captured(&spec, step)?;
+        let outcome = self.run_limited(req, &spec, step)?;
+        if outcome.timed_out {
+            return Err(BuildError::input(format!(
+                "{}:{}: RUN timed out after {:?} (--timeout); every process of the step was killed",
+                req.dockerfile_path.display(),
+                inst.line,
+                req.run_policy.timeout.unwrap_or_default()
+            )));
+        }
         if outcome.cancelled {
             return Err(BuildError::Cancelled);
         }
@@ -220,7 +247,50 @@ impl Builder<'_> {
 
     /// Run `spec` with its stdout and stderr through pipes, each line sent
     /// as an output event; killed when the step's token is cancelled.
-    fn run_captured(&self, spec: &RunSpec, step: &StepCtx) -> Result<RunOutcome, BuildError> {
+    /// Run `spec` in a cgroup with the build's limits (and the default pids
+    /// limit); limits that cannot be applied are reported as warnings.
+    fn run_limited(
+        &self,
+        req: &BuildRequest,
+        spec: &RunSpec,
+        step: &StepCtx,
+    ) -> Result<RunOutcome, BuildError> {
+        let policy = &req.run_policy;
+        let limits = Limits {
+            cpu: policy.cpus,
+            memory_bytes: policy.memory_bytes,
+            pids: Some(policy.pids.unwrap_or(DEFAULT_PIDS_LIMIT)),
+        };
+        let name = format!("cairn-build-{}-{}", std::process::id(), step_serial());
+        let applied = cgroup::create(&CgroupParent::detect(), &name, &limits);
+        for note in &applied.not_applied {
+            // The default pids limit still holds through RLIMIT_NPROC.
+            if note.starts_with("pids=") && policy.pids.is_none() {
+                continue;
+            }
+            step.emit(crate::events::BuildEvent::Warning {
+                message: format!("RUN limit not applied: {note}"),
+            });
+        }
+        let control = RunControl {
+            cancel: Some(step.cancel.clone()),
+            timeout: policy.timeout,
+            cgroup: applied.dir.clone(),
+            v1_cgroups: applied.v1_dirs.clone(),
+        };
+        let result = self.run_captured(spec, step, &control);
+        for dir in applied.dirs() {
+            let _ = cgroup::remove(&dir);
+        }
+        result
+    }
+
+    fn run_captured(
+        &self,
+        spec: &RunSpec,
+        step: &StepCtx,
+        control: &RunControl,
+    ) -> Result<RunOutcome, BuildError> {
         // Close-on-exec: helpers of other stages, spawned meanwhile, must
         // not hold these pipes open.
         let pipe = || {
@@ -236,16 +306,12 @@ impl Builder<'_> {
             stdout: Some(Stdio::from(out_w)),
             stderr: Some(Stdio::from(err_w)),
         };
-        let control = RunControl {
-            cancel: Some(step.cancel.clone()),
-            ..RunControl::default()
-        };
         std::thread::scope(|scope| {
             // The write ends live in the helper's Command, closed once it is
             // spawned: the readers end when the sandbox's processes are gone.
             scope.spawn(|| forward_lines(out_r, OutputStream::Stdout, step));
             scope.spawn(|| forward_lines(err_r, OutputStream::Stderr, step));
-            Ok(self.launcher.run_with(spec, stdio, &control)?)
+            Ok(self.launcher.run_with(spec, stdio, control)?)
         })
     }
 
@@ -363,4 +429,10 @@ fn run_history(inst: &Instruction, state: &StageState) -> String {
             format!("RUN {shell} {}", inst.args.join(" "))
         }
     }
+}
+
+/// A number no other RUN of this process has, for cgroup names.
+fn step_serial() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -44,6 +44,44 @@ pub struct BuildRequest {
     /// Clamp file mtimes and set every created time to this (SOURCE_DATE_EPOCH).
     pub timestamp: Option<i64>,
     pub network: Network,
+    /// Entitlements and limits of the RUN steps.
+    pub run_policy: RunPolicy,
+}
+
+/// What the caller lets the Dockerfile's RUN steps have: a Dockerfile can
+/// never widen it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunPolicy {
+    /// `--allow network.host`: `RUN --network=host` may reach the host's
+    /// network even when the build's network is `none` (BuildKit's entitlement).
+    pub allow_network_host: bool,
+    /// Memory of each RUN step in bytes (cgroup).
+    pub memory_bytes: Option<u64>,
+    /// CPUs of each RUN step (cgroup).
+    pub cpus: Option<f64>,
+    /// Processes of each RUN step; [`cairn_sandbox::manager::DEFAULT_PIDS_LIMIT`] when None.
+    pub pids: Option<u64>,
+    /// Kill a RUN step (and fail the build) after this long.
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl RunPolicy {
+    /// The entitlements BuildKit names, as `--allow` takes them.
+    pub fn allow(&mut self, entitlement: &str) -> Result<(), String> {
+        match entitlement {
+            "network.host" => self.allow_network_host = true,
+            "security.insecure" => return Err(
+                "--allow security.insecure: not supported (sandboxes never get host privileges)"
+                    .into(),
+            ),
+            other => {
+                return Err(format!(
+                    "--allow {other:?}: unknown entitlement (expected network.host)"
+                ))
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a step was done.
@@ -190,6 +228,11 @@ impl<'s> Builder<'s> {
         events: &mut dyn FnMut(&BuildEvent),
     ) -> Result<BuildResult, BuildError> {
         let started = Instant::now();
+        // Extracted layer dirs of another ID mapping (an older store as
+        // root) must not be reused: see cairn_sandbox::owners.
+        let layers = self.store.layout().layers();
+        cairn_sandbox::owners::adopt_layer_dirs(self.store, &self.mapping)
+            .map_err(BuildError::io(&layers))?;
         let memo = Arc::new(HashMemo::load(
             self.store.layout().root().join("context-hashes.json"),
             self.store.layout().tmp(),

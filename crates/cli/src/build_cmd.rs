@@ -54,6 +54,8 @@ pub struct BuildArgs {
     progress: ProgressMode,
     #[command(flatten)]
     registry: crate::registry_cmds::RegistryFlags,
+    #[command(flatten)]
+    run_limits: RunLimitArgs,
     /// The build context directory
     context: PathBuf,
 }
@@ -115,6 +117,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         compression: args.compression,
         timestamp: args.timestamp,
         network: args.network,
+        run_policy: args.run_limits.policy()?,
     };
     let started = Instant::now();
     // SIGINT/SIGTERM cancel the build: the running RUN is killed, nothing is tagged.
@@ -185,4 +188,77 @@ fn parse_secret(value: &str) -> Result<(String, Secret), CliError> {
         }
     }
     Ok((id, secret))
+}
+
+/// `--allow`, `--memory`, `--cpus`, `--timeout`, `--pids-limit` of `cairn build`.
+#[derive(clap::Args)]
+struct RunLimitArgs {
+    /// Grant an entitlement to RUN steps: network.host (RUN --network=host
+    /// under --network none), repeatable
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
+    /// Memory limit of each RUN step (bytes, or with k, m, g suffix)
+    #[arg(long = "memory", short = 'm', value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPUs of each RUN step (e.g. 1.5)
+    #[arg(long = "cpus")]
+    cpus: Option<f64>,
+    /// Fail a RUN step that runs longer than this many seconds
+    #[arg(long = "timeout", value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Maximum processes of each RUN step (default 2048)
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<u64>,
+}
+
+impl RunLimitArgs {
+    fn policy(&self) -> Result<cairn::build::RunPolicy, CliError> {
+        let mut policy = cairn::build::RunPolicy::default();
+        for a in &self.allow {
+            policy.allow(a).map_err(CliError::bad_input)?;
+        }
+        policy.memory_bytes = self.memory.as_deref().map(parse_size).transpose()?;
+        policy.cpus = match self.cpus {
+            Some(c) if !(c.is_finite() && c > 0.0) => {
+                return Err(CliError::bad_input(format!(
+                    "--cpus {c}: expected a positive number"
+                )))
+            }
+            c => c,
+        };
+        policy.timeout = match self.timeout {
+            Some(t) if t.is_finite() && t > 0.0 => Some(std::time::Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(CliError::bad_input(format!(
+                    "--timeout {t}: expected a positive number of seconds"
+                )))
+            }
+            None => None,
+        };
+        if self.pids_limit == Some(0) {
+            return Err(CliError::bad_input("--pids-limit 0: expected at least 1"));
+        }
+        policy.pids = self.pids_limit;
+        Ok(policy)
+    }
+}
+
+/// `512m`, `2g`, `1048576`, as Docker's --memory takes them.
+fn parse_size(text: &str) -> Result<u64, CliError> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 => n
+            .checked_mul(mult)
+            .ok_or_else(|| CliError::bad_input(format!("--memory {text:?}: too large"))),
+        _ => Err(CliError::bad_input(format!(
+            "--memory {text:?}: expected a size such as 512m or 2g"
+        ))),
+    }
 }

@@ -9,6 +9,7 @@ mod exit;
 mod parse;
 mod registry_cmds;
 mod sandbox_cmds;
+mod security_args;
 mod snapshot_cmds;
 mod store_cmds;
 

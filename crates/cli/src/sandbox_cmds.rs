@@ -1,6 +1,7 @@
 //! `cairn run` and `cairn sandbox create|exec|commit|ls|rm`.
 
 use crate::exit::{classify, open_store, CliError};
+use crate::security_args::SecurityArgs;
 use cairn::layer::Compression;
 use cairn::sandbox::manager::{Argv, CreateOptions, ExecOptions, Resources, SandboxManager};
 use cairn::sandbox::{Launcher, Network, RunOutcome};
@@ -26,6 +27,17 @@ fn warn_single_id(manager: &SandboxManager) {
     if let Some(w) = manager.id_mapping().single_id_warning() {
         eprintln!("cairn: warning: {w}");
     }
+}
+
+/// The manager with the ID mapping `--userns` asks for.
+fn with_userns<'s>(
+    manager: SandboxManager<'s>,
+    security: &SecurityArgs,
+) -> Result<SandboxManager<'s>, CliError> {
+    Ok(match security.id_mapping()? {
+        Some(mapping) => manager.with_id_mapping(mapping),
+        None => manager,
+    })
 }
 
 /// Options shared by `run` and `sandbox exec`.
@@ -84,6 +96,8 @@ pub struct RunArgs {
     network: Network,
     #[command(flatten)]
     process: ProcessArgs,
+    #[command(flatten)]
+    security: SecurityArgs,
     /// Image to run
     image: String,
     /// Command (replaces the image's CMD; ENTRYPOINT still applies)
@@ -93,10 +107,11 @@ pub struct RunArgs {
 
 pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
     let store = open_store(root)?;
-    let manager = SandboxManager::new(&store, launcher()?);
+    let manager = with_userns(SandboxManager::new(&store, launcher()?), &args.security)?;
     let create = CreateOptions {
         network: args.network,
         ephemeral: args.rm,
+        security: args.security.security()?,
         ..CreateOptions::default()
     };
     let record = manager.create(&args.image, create).map_err(classify)?;
@@ -165,6 +180,8 @@ pub struct CreateArgs {
     pids: Option<u64>,
     #[arg(long, default_value = "host")]
     network: Network,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 #[derive(Args)]
@@ -221,7 +238,9 @@ pub fn sandbox(root: Option<&Path>, cmd: SandboxCommand) -> Result<(), CliError>
                 network: a.network,
                 resources,
                 ephemeral: false,
+                security: a.security.security()?,
             };
+            let manager = with_userns(manager, &a.security)?;
             let record = manager.create(&a.image, opts).map_err(classify)?;
             for note in &record.resources.not_applied {
                 eprintln!("cairn: warning: limit not applied: {note}");

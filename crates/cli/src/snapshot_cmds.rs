@@ -313,6 +313,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
                     ..SandboxResources::default()
                 },
                 ephemeral: false,
+                security: Default::default(),
             };
             let (snap, sandbox) = svc
                 .start_sandbox(org, &snap.id, region.as_deref(), opts)

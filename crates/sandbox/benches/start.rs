@@ -49,6 +49,7 @@ fn main() {
                     mounts: vec![],
                     id_mapping: mapping.clone(),
                     pids_limit: None,
+                    security: Default::default(),
                 };
                 let stdio = RunStdio {
                     stdin: Some(Stdio::null()),

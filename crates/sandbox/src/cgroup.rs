@@ -194,6 +194,62 @@ pub struct Applied {
     pub dir: Option<PathBuf>,
     /// `LIMIT: reason` for each limit that is not applied.
     pub not_applied: Vec<String>,
+    /// cgroup v1 dirs (one per controller) holding the limits whose
+    /// controllers are bound to v1 hierarchies; root only. See [`create_v1`].
+    #[doc(hidden)]
+    pub v1_dirs: Vec<PathBuf>,
+}
+
+impl Applied {
+    /// Every cgroup dir a sandbox's helper must join.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.dir.iter().chain(&self.v1_dirs).cloned().collect()
+    }
+}
+
+/// Where root's v1 sandbox cgroups go: `/sys/fs/cgroup/<controller>/cairn/<name>`.
+pub const V1_ROOT: &str = "/sys/fs/cgroup";
+
+/// Apply `settings` through cgroup v1 controllers, as root on hybrid or
+/// legacy hosts: a cgroup `cairn/<name>` in each controller's hierarchy,
+/// with the v1 form of each limit.
+fn create_v1(name: &str, settings: &[Setting], applied: &mut Applied) {
+    for (ctrl, _, value, label) in settings {
+        let dir = Path::new(V1_ROOT).join(ctrl).join("cairn").join(name);
+        let files: Vec<(&str, String)> = match *ctrl {
+            "cpu" => {
+                let quota = value.split(' ').next().unwrap_or("max").to_string();
+                vec![
+                    ("cpu.cfs_period_us", CPU_PERIOD_US.to_string()),
+                    ("cpu.cfs_quota_us", quota),
+                ]
+            }
+            "memory" => vec![("memory.limit_in_bytes", value.clone())],
+            _ => vec![("pids.max", value.clone())],
+        };
+        let result = std::fs::create_dir_all(&dir).and_then(|()| {
+            files
+                .iter()
+                .try_for_each(|(file, v)| std::fs::write(dir.join(file), v))
+        });
+        match result {
+            Ok(()) => {
+                if *ctrl == "memory" {
+                    // Swap too, where the kernel accounts it: a hog must not
+                    // escape the limit into swap.
+                    let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), value);
+                }
+                applied.v1_dirs.push(dir)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                applied.not_applied.push(format!(
+                    "{label}: cgroup v1 {ctrl} at {}: {e}",
+                    dir.display()
+                ));
+            }
+        }
+    }
 }
 
 /// Make cgroup `name` under `parent` with `limits`. Never fails: what cannot
@@ -204,29 +260,34 @@ pub fn create(parent: &CgroupParent, name: &str, limits: &Limits) -> Applied {
     if settings.is_empty() {
         return applied;
     }
+    let v1 = std::fs::read_to_string("/proc/self/cgroup")
+        .map(|t| v1_controllers(&t))
+        .unwrap_or_default();
     let dir = match parent {
         CgroupParent::Dir(d) => d,
         CgroupParent::Unavailable(reason) => {
-            applied.not_applied = settings
-                .iter()
-                .map(|(_, _, _, label)| format!("{label}: {reason}"))
-                .collect();
+            let (on_v1, rest): (Vec<Setting>, Vec<Setting>) = settings
+                .into_iter()
+                .partition(|s| nix::unistd::geteuid().is_root() && v1.iter().any(|c| c == s.0));
+            create_v1(name, &on_v1, &mut applied);
+            fail_all(&mut applied, &rest, reason);
             return applied;
         }
     };
     let available = read_words(&dir.join("cgroup.controllers"));
-    let v1 = std::fs::read_to_string("/proc/self/cgroup")
-        .map(|t| v1_controllers(&t))
-        .unwrap_or_default();
     let mut wanted = Vec::new();
+    let mut on_v1 = Vec::new();
+    let root = nix::unistd::geteuid().is_root();
     for s in settings {
         let ctrl = s.0;
         if available.iter().any(|c| c == ctrl) {
             wanted.push(s);
+        } else if root && v1.iter().any(|c| c == ctrl) {
+            on_v1.push(s);
         } else if v1.iter().any(|c| c == ctrl) {
             applied.not_applied.push(format!(
                 "{}: the {ctrl} controller is bound to a cgroup v1 hierarchy on this host \
-                 (hybrid or legacy cgroups), and Cairn applies limits through cgroup v2 only",
+                 (hybrid or legacy cgroups), which only root may use",
                 s.3
             ));
         } else {
@@ -238,6 +299,7 @@ pub fn create(parent: &CgroupParent, name: &str, limits: &Limits) -> Applied {
             ));
         }
     }
+    create_v1(name, &on_v1, &mut applied);
     if wanted.is_empty() {
         return applied;
     }

@@ -88,6 +88,9 @@ fn helper_main(fds: &str) -> i32 {
         return 125; // the caller gave up; it reports why
     }
     drop(down);
+    if let Err(message) = become_container_root() {
+        return report(&mut up, Failure::Setup(message));
+    }
     let spec = match request {
         Request::Run(spec) => spec,
         Request::Task { task, .. } => {
@@ -113,6 +116,21 @@ fn helper_main(fds: &str) -> i32 {
             wait_exit_code(child)
         }
     }
+}
+
+/// Take on container root's IDs. Rootless, the caller already is the host
+/// ID of container root; real root under a shifted mapping is not (its host
+/// uid 0 is unmapped in the namespace) and must switch, and must shed host
+/// root's supplementary groups, or files it makes would be host root's.
+fn become_container_root() -> Result<(), String> {
+    // Denied (and unneeded) when only the caller's own ID is mapped.
+    let _ = nix::unistd::setgroups(&[]);
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(|e| format!("becoming container root (setgid 0): {e}"))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .map_err(|e| format!("becoming container root (setuid 0): {e}"))
 }
 
 fn read_request(down: &mut File) -> Result<Request, String> {
@@ -296,8 +314,21 @@ fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
             return Failure::Setup(format!("setting the process limit: {e}"));
         }
     }
+    if let Err(message) = restrict_kernel(spec) {
+        return Failure::Setup(message);
+    }
     if let Err(e) = nix::unistd::setresuid(user.uid.into(), user.uid.into(), user.uid.into()) {
         return Failure::Setup(format!("setuid {}: {e}{}", user.uid, single_id_hint(spec)));
+    }
+    // Container root keeps the set; any other user gets none (exec would
+    // clear them anyway, as Docker's do), and nothing inheritable.
+    let caps = if user.uid == 0 {
+        spec.security.capabilities
+    } else {
+        0
+    };
+    if let Err(message) = crate::caps::set_process_caps(caps) {
+        return Failure::Setup(message);
     }
     let cwd = if spec.process.cwd.is_empty() {
         "/"
@@ -340,6 +371,31 @@ fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
         Some(e) => Failure::CannotExec(format!("exec: {name}: {e}")),
         None => Failure::CannotExec(format!("exec: {name}: returned")),
     }
+}
+
+/// Bounding set, no_new_privs and the seccomp filter, while we are still
+/// root of the namespace (installing a filter without no_new_privs needs
+/// CAP_SYS_ADMIN there). Every later call (setresuid, capset, execve) is
+/// one the filter allows.
+fn restrict_kernel(spec: &RunSpec) -> Result<(), String> {
+    let security = &spec.security;
+    crate::caps::limit_bounding(security.capabilities)?;
+    if security.no_new_privileges {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("setting no_new_privs: {e}"));
+        }
+    }
+    if security.seccomp {
+        if security.programs.is_empty() {
+            return Err("seccomp asked for but no filter was handed over".into());
+        }
+        for program in &security.programs {
+            crate::seccomp::install(program)?;
+        }
+    }
+    Ok(())
 }
 
 fn single_id_hint(spec: &RunSpec) -> String {

@@ -4,8 +4,10 @@
 //! root is the caller itself and container IDs 1..=N come from the caller's
 //! subordinate range. Files container root creates (the overlay upper dir, the
 //! layers it extracts) then belong to the caller, who can read, commit and
-//! delete them without entering a namespace. As real root the mapping is the
-//! identity, through the same code path. The ranges themselves are the layer
+//! delete them without entering a namespace. As real root, container
+//! 0..=65535 is a dedicated subordinate range ([`crate::subid`]), so that
+//! container root is nobody on the host; the identity only on explicit
+//! request ([`IdMapping::host_identity`], `--userns=host`). The ranges themselves are the layer
 //! crate's [`IdMap`]: one mapping type for the whole project.
 
 pub use cairn_layer::idmap::{IdMap, IdRange};
@@ -31,10 +33,7 @@ impl IdMapping {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         if uid == 0 {
-            return IdMapping {
-                map: IdMap::identity(),
-                single_id: false,
-            };
+            return root_mapping();
         }
         let name = user_name(uid);
         let sub_u = read_sub_range(Path::new("/etc/subuid"), uid, name.as_deref());
@@ -81,6 +80,51 @@ impl IdMapping {
         }
     }
 
+    /// Container IDs are the same host IDs: as root, container root is host
+    /// root (`--userns=host`). Unsafe for untrusted code: see docs/security.md.
+    pub fn host_identity() -> IdMapping {
+        IdMapping {
+            map: IdMap::identity(),
+            single_id: false,
+        }
+    }
+
+    /// Real root's mapping onto the subordinate range of `owner` in
+    /// /etc/subuid and /etc/subgid, added to both files when missing.
+    pub fn for_root_range(owner: &str) -> Result<IdMapping, String> {
+        let uid = crate::subid::ensure_range(Path::new("/etc/subuid"), owner)?;
+        let gid = crate::subid::ensure_range(Path::new("/etc/subgid"), owner)?;
+        let range = |host| {
+            vec![IdRange {
+                container: 0,
+                host,
+                len: WANTED_IDS,
+            }]
+        };
+        Ok(IdMapping {
+            map: IdMap {
+                uids: range(uid),
+                gids: range(gid),
+            },
+            single_id: false,
+        })
+    }
+
+    /// A short stable name of the mapping, for markers on disk.
+    pub fn key(&self) -> String {
+        if self.is_identity() {
+            return "identity".into();
+        }
+        let part = |ranges: &[IdRange]| {
+            ranges
+                .iter()
+                .map(|r| format!("{}:{}:{}", r.container, r.host, r.len))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!("uid={} gid={}", part(&self.map.uids), part(&self.map.gids))
+    }
+
     /// The host uid that container uid `id` is, if mapped.
     pub fn host_uid(&self, id: u32) -> Option<u32> {
         self.map.uid_to_host(id)
@@ -121,6 +165,23 @@ impl IdMapping {
             add_range_hint(&user)
         ))
     }
+}
+
+/// Real root's default mapping, worked out once per process: the range of
+/// [`crate::subid::root_range_owner`]. Should /etc refuse the new entry, the
+/// identity is used and an error logged: there is no other mapping to give.
+fn root_mapping() -> IdMapping {
+    static ROOT: std::sync::OnceLock<IdMapping> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let owner = crate::subid::root_range_owner();
+        IdMapping::for_root_range(&owner).unwrap_or_else(|e| {
+            tracing::error!(
+                "no subordinate ID range for root's sandboxes ({e}): container root is host root"
+            );
+            IdMapping::host_identity()
+        })
+    })
+    .clone()
 }
 
 /// How to give `user` a subordinate range.

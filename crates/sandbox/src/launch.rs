@@ -68,6 +68,8 @@ pub struct RunControl {
     /// A cgroup v2 directory to put the sandbox in (its limits apply to
     /// every process of the sandbox): see [`crate::cgroup`].
     pub cgroup: Option<PathBuf>,
+    /// cgroup v1 directories (one per controller) to put it in as well.
+    pub v1_cgroups: Vec<PathBuf>,
 }
 
 /// Standard streams for the sandboxed command (inherited by default).
@@ -166,8 +168,20 @@ impl Launcher {
                 cancelled: true,
             });
         }
-        let request = Request::Run(Box::new(spec.clone()));
-        let mut helper = self.start(&request, stdio, control.cgroup.as_deref())?;
+        prepare_run_dirs(spec)?;
+        let mut spec = spec.clone();
+        if spec.security.seccomp && spec.security.programs.is_empty() {
+            let programs = crate::seccomp::default_programs().map_err(SandboxError::Seccomp)?;
+            spec.security.programs = programs.to_vec();
+        }
+        let request = Request::Run(Box::new(spec));
+        let cgroups: Vec<&Path> = control
+            .cgroup
+            .iter()
+            .chain(&control.v1_cgroups)
+            .map(PathBuf::as_path)
+            .collect();
+        let mut helper = self.start(&request, stdio, &cgroups)?;
         let result = (|| {
             // The up pipe stays open until the command is exec'd or a failure
             // report is written.
@@ -260,16 +274,33 @@ impl Launcher {
         task: Task,
         out: &mut dyn Write,
     ) -> Result<serde_json::Value, SandboxError> {
+        if nix::unistd::geteuid().is_root() && matches!(task, Task::RemoveTree(_)) {
+            // Real root may delete anything, and must: the tree may mix host
+            // root's files (the generated /etc files) with container root's
+            // under a shifted mapping, where neither side can remove both.
+            return crate::tasks::perform(task).map_err(SandboxError::TaskFailed);
+        }
+        prepare_task_dirs(mapping, &task)?;
+        // A layer blob is opened here and handed over as stdin: under real
+        // root's shifted mapping, container root may not read the store's blobs.
+        let stdin = match &task {
+            Task::ExtractLayer { blob, .. } => {
+                std::fs::File::open(blob).map(Stdio::from).map_err(|e| {
+                    SandboxError::io(format!("opening layer blob {}", blob.display()), e)
+                })?
+            }
+            _ => Stdio::null(),
+        };
         let request = Request::Task {
             id_mapping: mapping.clone(),
             task,
         };
         let stdio = RunStdio {
-            stdin: Some(Stdio::null()),
+            stdin: Some(stdin),
             stdout: Some(Stdio::piped()),
             stderr: None,
         };
-        let mut helper = self.start(&request, stdio, None)?;
+        let mut helper = self.start(&request, stdio, &[])?;
         let result = (|| {
             if let Some(mut stdout) = helper.child.stdout.take() {
                 copy_task_output(&mut stdout, out)
@@ -300,7 +331,7 @@ impl Launcher {
         &self,
         request: &Request,
         stdio: RunStdio,
-        cgroup: Option<&Path>,
+        cgroups: &[&Path],
     ) -> Result<Helper, SandboxError> {
         let (down_r, down_w) = cloexec_pipe()?;
         let (up_r, up_w) = cloexec_pipe()?;
@@ -346,7 +377,7 @@ impl Launcher {
             down: down_w.into(),
             up: up_r.into(),
         };
-        let handshake = helper.handshake(request, cgroup);
+        let handshake = helper.handshake(request, cgroups);
         helper.finish_on_error(handshake).map(|()| helper)
     }
 }
@@ -359,7 +390,7 @@ struct Helper {
 }
 
 impl Helper {
-    fn handshake(&mut self, request: &Request, cgroup: Option<&Path>) -> Result<(), SandboxError> {
+    fn handshake(&mut self, request: &Request, cgroups: &[&Path]) -> Result<(), SandboxError> {
         let body = serde_json::to_vec(request).map_err(SandboxError::Spec)?;
         let mut msg = (body.len() as u64).to_le_bytes().to_vec();
         msg.extend_from_slice(&body);
@@ -388,7 +419,7 @@ impl Helper {
             }
         }
         write_id_maps(self.child.id(), request.id_mapping())?;
-        if let Some(dir) = cgroup {
+        for dir in cgroups {
             // The helper waits for MAPPED before it forks PID 1, so the whole
             // sandbox is born inside the cgroup.
             crate::cgroup::add_process(dir, self.child.id()).map_err(|source| {
@@ -411,6 +442,55 @@ impl Helper {
         }
         result
     }
+}
+
+/// Under real root's shifted mapping, hand what the sandbox writes (its
+/// run dir, upper and work dirs, overlay mounts' dirs, host paths it must
+/// give an owner) to container root; the caller made them as host root.
+fn prepare_run_dirs(spec: &crate::spec::RunSpec) -> Result<(), SandboxError> {
+    let m = &spec.id_mapping;
+    if m.is_identity() || !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let r = &spec.rootfs;
+    let mut paths: Vec<&Path> = r.upper.parent().into_iter().collect();
+    paths.extend([r.upper.as_path(), r.work.as_path()]);
+    for mount in &spec.mounts {
+        match &mount.source {
+            crate::spec::MountSource::Host {
+                path,
+                owner: Some(_),
+            } => paths.push(path),
+            crate::spec::MountSource::Overlay {
+                upper, work, at, ..
+            } => paths.extend([upper.as_path(), work.as_path(), at.as_path()]),
+            _ => {}
+        }
+    }
+    for path in paths {
+        crate::owners::give_to_container_root(m, path).map_err(|e| {
+            SandboxError::io(format!("giving {} to container root", path.display()), e)
+        })?;
+    }
+    Ok(())
+}
+
+/// Under real root's shifted mapping, hand the dirs a task writes into to
+/// container root (the caller made them as host root).
+fn prepare_task_dirs(mapping: &IdMapping, task: &Task) -> Result<(), SandboxError> {
+    let dirs: Vec<&Path> = match task {
+        Task::ExtractLayer { dest, .. } => vec![dest],
+        Task::CopyFromLayers {
+            mountpoint, dest, ..
+        } => vec![mountpoint, dest],
+        _ => vec![],
+    };
+    for dir in dirs.into_iter().filter(|d| d.exists()) {
+        crate::owners::give_to_container_root(mapping, dir).map_err(|e| {
+            SandboxError::io(format!("giving {} to container root", dir.display()), e)
+        })?;
+    }
+    Ok(())
 }
 
 fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {

@@ -4,16 +4,21 @@
 //! Binaries that use this crate must call [`init_hook`] first thing in
 //! `main`: sandboxes are entered by re-executing the binary as a helper.
 
+pub mod caps;
 pub mod cgroup;
 pub mod fscopy;
 pub mod helper;
 pub mod idmap;
 pub mod launch;
 pub mod manager;
+mod masks;
 mod netns;
+pub mod owners;
 pub mod protocol;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
+pub mod subid;
 mod tasks;
 pub mod users;
 
@@ -22,6 +27,7 @@ pub use launch::{CancelToken, Extracted, Launcher, RunControl, RunOutcome, RunSt
 pub use protocol::Task;
 pub use spec::{
     BindFile, ExtraMount, MountSource, Network, Ownership, ProcessSpec, RootfsSpec, RunSpec,
+    Security,
 };
 pub use tasks::remove_empty;
 
@@ -42,6 +48,8 @@ pub enum SandboxError {
     Spec(serde_json::Error),
     #[error("{tool} refused the ID mapping: {message} (check /etc/subuid and /etc/subgid)")]
     IdMap { tool: String, message: String },
+    #[error("compiling the seccomp filter: {0}")]
+    Seccomp(String),
     #[error("sandbox task failed: {0}")]
     TaskFailed(String),
     #[error("sandbox helper failed ({status}): {message}")]

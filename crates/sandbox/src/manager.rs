@@ -13,7 +13,7 @@ use crate::cgroup::{self, CgroupParent, Limits};
 use crate::idmap::IdMapping;
 use crate::launch::{CancelToken, Launcher, RunControl, RunOutcome, RunStdio};
 use crate::protocol::Task;
-use crate::spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec};
+use crate::spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec, Security};
 use crate::SandboxError;
 use cairn_layer::{Compression, Digest};
 use cairn_store::image::{BlobRef, ManifestKind};
@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const ROOT_KIND: &str = "sandbox";
+
+/// Processes a sandbox or RUN step may have unless told otherwise (podman's
+/// default): enough for any build, too few for a fork bomb to hurt the host.
+pub const DEFAULT_PIDS_LIMIT: u64 = 2048;
 
 /// Errors of sandbox management.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +144,13 @@ pub struct SandboxRecord {
     /// The sandbox's cgroup v2 directory, when limits are applied through one.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
+    /// Capabilities, seccomp and no_new_privs of every exec (records of
+    /// older versions get the defaults).
+    #[serde(default)]
+    pub security: Security,
+    /// cgroup v1 dirs (root on hybrid or legacy hosts), one per controller.
+    #[serde(default)]
+    pub v1_cgroups: Vec<PathBuf>,
 }
 
 /// A process identity that survives PID reuse: pid plus its start time.
@@ -179,6 +190,8 @@ pub struct CreateOptions {
     pub resources: Resources,
     /// Remove the sandbox once the creating process is gone.
     pub ephemeral: bool,
+    /// Capabilities, seccomp, no_new_privs (Docker's defaults by default).
+    pub security: Security,
 }
 
 /// Which command an exec runs.
@@ -256,6 +269,13 @@ impl<'s> SandboxManager<'s> {
         self.write_etc_files(dir, hostname)
     }
 
+    /// Use `mapping` instead of the caller's default (e.g.
+    /// [`IdMapping::host_identity`] for `--userns=host`).
+    pub fn with_id_mapping(mut self, mapping: IdMapping) -> Self {
+        self.mapping = mapping;
+        self
+    }
+
     /// The ID mapping sandboxes get (a single ID when the user has no range).
     pub fn id_mapping(&self) -> &IdMapping {
         &self.mapping
@@ -271,16 +291,21 @@ impl<'s> SandboxManager<'s> {
         opts.resources.check()?;
         let manifest = self.store.resolve(image)?;
         let (config_doc, layers) = self.image_parts(image, &manifest)?;
+        crate::owners::adopt_layer_dirs(self.store, &self.mapping)
+            .map_err(io("checking the owners of the store's layer dirs"))?;
         self.ensure_layers_extracted(&manifest, &layers)?;
 
         let id = new_id()?;
         let dir = self.dir(&id);
-        for sub in ["upper", "work", "merged"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(io(format!("creating {}", dir.display())))?;
-        }
+        std::fs::create_dir_all(dir.join("merged"))
+            .map_err(io(format!("creating {}", dir.display())))?;
+        self.make_overlay_dirs(&dir)?;
         let mut resources = opts.resources;
-        let limits = resources.limits();
+        let mut limits = resources.limits();
+        // The default pids limit goes into a cgroup where one can be had; a
+        // default nobody asked for is not reported when it cannot be.
+        let default_pids = limits.pids.is_none();
+        limits.pids = limits.pids.or(Some(DEFAULT_PIDS_LIMIT));
         let applied = if limits.is_empty() {
             cgroup::Applied::default()
         } else {
@@ -293,6 +318,7 @@ impl<'s> SandboxManager<'s> {
         resources.not_applied = applied
             .not_applied
             .into_iter()
+            .filter(|note| !(default_pids && note.starts_with("pids=")))
             .map(|note| match note.starts_with("pids=") {
                 true => format!("{note} (RLIMIT_NPROC still caps each user of the sandbox)"),
                 false => note,
@@ -317,6 +343,8 @@ impl<'s> SandboxManager<'s> {
                 None
             },
             cgroup: applied.dir,
+            security: opts.security,
+            v1_cgroups: applied.v1_dirs,
         };
         let saved = self
             .store
@@ -324,7 +352,7 @@ impl<'s> SandboxManager<'s> {
             .map_err(ManagerError::from)
             .and_then(|()| self.write_record(&record));
         if let Err(e) = saved {
-            if let Some(dir) = &record.cgroup {
+            for dir in record.cgroup.iter().chain(&record.v1_cgroups) {
                 let _ = cgroup::remove(dir);
             }
             let _ = self.remove(&id);
@@ -439,6 +467,17 @@ impl<'s> SandboxManager<'s> {
         self
     }
 
+    /// The sandbox's empty upper and work dirs, container root's.
+    fn make_overlay_dirs(&self, dir: &Path) -> Result<(), ManagerError> {
+        for sub in ["upper", "work"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
+            crate::owners::give_to_container_root(&self.mapping, &path)
+                .map_err(io(format!("giving {} to container root", path.display())))?;
+        }
+        Ok(())
+    }
+
     fn record_path(&self, id: &str) -> PathBuf {
         self.dir(id).join("sandbox.json")
     }
@@ -547,6 +586,7 @@ impl<'s> SandboxManager<'s> {
             timeout: opts.timeout,
             cancel: opts.cancel,
             cgroup: self.live_cgroup(&record)?,
+            v1_cgroups: self.live_v1_cgroups(&record),
         };
         Ok(self.launcher.run_with(&spec, opts.stdio, &control)?)
     }
@@ -579,6 +619,17 @@ impl<'s> SandboxManager<'s> {
                 ),
             }),
         }
+    }
+
+    /// The sandbox's v1 cgroups, made again if they are gone (after a reboot).
+    fn live_v1_cgroups(&self, record: &SandboxRecord) -> Vec<PathBuf> {
+        if record.v1_cgroups.iter().all(|d| d.is_dir()) {
+            return record.v1_cgroups.clone();
+        }
+        let mut limits = record.resources.limits();
+        limits.pids = limits.pids.or(Some(DEFAULT_PIDS_LIMIT));
+        let parent = CgroupParent::Unavailable("v1 only".into());
+        cgroup::create(&parent, &cgroup_name(&record.id), &limits).v1_dirs
     }
 
     fn run_spec(
@@ -635,7 +686,8 @@ impl<'s> SandboxManager<'s> {
             bind_files,
             mounts: vec![],
             id_mapping: self.mapping.clone(),
-            pids_limit: record.resources.pids,
+            pids_limit: record.resources.pids.or(Some(DEFAULT_PIDS_LIMIT)),
+            security: record.security.clone(),
         })
     }
 
@@ -714,10 +766,7 @@ impl<'s> SandboxManager<'s> {
         }
         self.launcher
             .run_task(&self.mapping, Task::RemoveTree(dir.join("work")))?;
-        for sub in ["upper", "work"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(io(format!("creating {}", dir.display())))?;
-        }
+        self.make_overlay_dirs(&dir)?;
         self.store.remove_roots(ROOT_KIND, &record.id)?;
         self.store.add_root(ROOT_KIND, &record.id, &manifest)?;
         record.layers.push(diff_id);
@@ -771,18 +820,21 @@ impl<'s> SandboxManager<'s> {
     /// Remove a sandbox: its directory (through a task, since files in it may
     /// belong to subordinate IDs) and its GC root.
     pub fn remove(&self, id_or_name: &str) -> Result<(), ManagerError> {
-        let (id, cgroup_dir) = match self.get(id_or_name) {
-            Ok(r) => (r.id, r.cgroup),
+        let (id, cgroup_dirs) = match self.get(id_or_name) {
+            Ok(r) => {
+                let dirs: Vec<PathBuf> = r.cgroup.iter().chain(&r.v1_cgroups).cloned().collect();
+                (r.id, dirs)
+            }
             // A directory without a readable record (a create that died) goes too.
             Err(ManagerError::UnknownSandbox(_)) if self.dir(id_or_name).is_dir() => {
-                (id_or_name.to_string(), None)
+                (id_or_name.to_string(), vec![])
             }
             Err(e) => return Err(e),
         };
         let dir = self.dir(&id);
         {
             let _lock = self.lock(&id)?;
-            if let Some(cg) = &cgroup_dir {
+            for cg in &cgroup_dirs {
                 // Kills anything left inside, then removes it. Kept before the
                 // record goes, so a failure here can be retried.
                 cgroup::remove(cg).map_err(io(format!("removing cgroup {}", cg.display())))?;

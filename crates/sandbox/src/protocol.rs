@@ -78,7 +78,8 @@ pub enum Task {
     /// Extract a layer blob into `dest` in overlay form (a lowerdir), owners
     /// as the namespace sees them: container IDs land on the mapped host IDs.
     /// Replies with the diff id read from the stream, or with
-    /// `limit_exceeded` when the blob breaks one of `limits`.
+    /// `limit_exceeded` when the blob breaks one of `limits`. The launcher
+    /// opens `blob` and hands it to the helper as stdin.
     ExtractLayer {
         blob: PathBuf,
         dest: PathBuf,

@@ -66,6 +66,14 @@ pub fn enter(spec: &RunSpec) -> Result<(), RootfsError> {
     mount(Some("proc"), &proc_dir, Some("proc"), nosuid, None::<&str>)
         .map_err(err("mounting proc at", &proc_dir))?;
 
+    crate::masks::apply(merged, spec.network == Network::None).map_err(|(what, source)| {
+        RootfsError {
+            what: "while",
+            path: PathBuf::from(what),
+            source,
+        }
+    })?;
+
     mount_dev(merged)?;
 
     for bind in &spec.bind_files {

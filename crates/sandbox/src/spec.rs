@@ -74,6 +74,70 @@ pub struct RunSpec {
     pub id_mapping: IdMapping,
     /// Cap on processes in the sandbox (RLIMIT_NPROC of the sandbox's users).
     pub pids_limit: Option<u64>,
+    /// Capabilities, syscall filter and no_new_privs of the command.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// What the command may do to the kernel: see docs/security.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// Capability bit mask of the command (bounding set; permitted and
+    /// effective for container root). Docker's default 14 unless changed:
+    /// [`Security::with_caps`].
+    pub capabilities: u64,
+    /// Install the default seccomp filter (`--security-opt
+    /// seccomp=unconfined` turns it off).
+    pub seccomp: bool,
+    /// Set no_new_privs, so setuid binaries and file capabilities grant
+    /// nothing (`--security-opt no-new-privileges`). Off by default, as in Docker.
+    pub no_new_privileges: bool,
+    /// The compiled filter, filled in by the launcher (compiled once per
+    /// process); never set by callers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) programs: Vec<crate::seccomp::Program>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            capabilities: crate::caps::default_mask(),
+            seccomp: true,
+            no_new_privileges: false,
+            programs: Vec::new(),
+        }
+    }
+}
+
+impl Security {
+    /// Docker's default capabilities with `add` and `drop` applied
+    /// (`NET_ADMIN`, `CAP_NET_ADMIN`, `ALL`).
+    pub fn with_caps(mut self, add: &[String], drop: &[String]) -> Result<Self, String> {
+        self.capabilities = crate::caps::resolve(add, drop)?;
+        Ok(self)
+    }
+
+    /// Apply one `--security-opt` value: `seccomp=unconfined`,
+    /// `no-new-privileges[=true|false]`.
+    pub fn apply_opt(&mut self, opt: &str) -> Result<(), String> {
+        let (key, value) = opt.split_once(['=', ':']).unwrap_or((opt, ""));
+        match (key, value) {
+            ("seccomp", "unconfined") => self.seccomp = false,
+            ("seccomp", other) => {
+                return Err(format!(
+                    "--security-opt seccomp={other}: only `unconfined` is supported (custom profiles are not)"
+                ))
+            }
+            ("no-new-privileges", "" | "true") => self.no_new_privileges = true,
+            ("no-new-privileges", "false") => self.no_new_privileges = false,
+            _ => {
+                return Err(format!(
+                    "unsupported --security-opt {opt:?} (expected seccomp=unconfined or no-new-privileges)"
+                ))
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A host file mounted over a path in the container.

@@ -29,8 +29,12 @@ pub fn perform(task: Task) -> Result<serde_json::Value, String> {
             limits,
             tree_digest: want_tree,
         } => {
-            let file = std::fs::File::open(&blob)
-                .map_err(|e| format!("opening layer blob {}: {e}", blob.display()))?;
+            // The caller opened the blob and handed it over as stdin.
+            let file = std::fs::File::from(
+                std::os::fd::AsFd::as_fd(&std::io::stdin())
+                    .try_clone_to_owned()
+                    .map_err(|e| format!("reading layer blob {}: {e}", blob.display()))?,
+            );
             let opts = ExtractOptions {
                 whiteout_mode: WhiteoutMode::Overlay(OverlayFlavour::UserXattr),
                 id_map: IdMap::identity(),

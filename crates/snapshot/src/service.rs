@@ -388,6 +388,7 @@ impl<'s> SnapshotService<'s> {
                     compression: Compression::Gzip,
                     timestamp: None,
                     network: Network::Host,
+                    run_policy: Default::default(),
                 };
                 let result = builder.build_with_events(&request, &mut |event| match event {
                     BuildEvent::StepStarted { text, .. } => {

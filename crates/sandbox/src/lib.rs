@@ -10,6 +10,7 @@ pub mod helper;
 pub mod idmap;
 pub mod launch;
 pub mod manager;
+pub mod names;
 mod netns;
 pub mod protocol;
 pub mod rootfs;

@@ -79,23 +79,10 @@ impl Builder<'_> {
         Ok(key)
     }
 
-    /// The context path a bind mount names, checked to be offered.
+    /// The context path a bind mount's source reaches (resolved inside the
+    /// context root, so the mount never leaves it), checked to be offered.
     fn context_source(&self, context: &Context, m: &RunMount) -> Result<String, BuildError> {
-        let rel = clean(&m.source);
-        if rel.starts_with("..") {
-            return Err(BuildError::input(format!(
-                "RUN --mount: source {:?} is outside the build context",
-                m.source
-            )));
-        }
-        if std::fs::symlink_metadata(context.root.join(&rel)).is_err() || !context.includes(&rel) {
-            return Err(BuildError::input(format!(
-                "RUN --mount: source {:?} not found in the build context {}",
-                m.source,
-                context.root.display()
-            )));
-        }
-        Ok(rel)
+        context.resolve_offered(&m.source, "RUN --mount: source")
     }
 
     /// Prepare every mount of a run whose scratch dir is `dir`.

@@ -157,7 +157,7 @@ pub(crate) fn plan(
         match inst.flags.get("from").and_then(|v| v.last()) {
             Some(from) => {
                 let from = expand(from)?;
-                let state = builder.source_stage(doc, &from, done)?;
+                let state = builder.source_stage(doc, &from, done, context)?;
                 builder.ensure_extracted(&state)?;
                 let from_view = LayerView::new(builder, &state);
                 let words: Vec<String> = source_words
@@ -557,10 +557,12 @@ impl Builder<'_> {
         doc: &Dockerfile,
         name: &str,
         done: &[Option<StageState>],
+        context: &Context,
     ) -> Result<StageState, BuildError> {
         if let Some(Some(state)) = crate::stage::stage_index(doc, name).and_then(|i| done.get(i)) {
             return Ok(state.clone());
         }
+        crate::tenancy::check_readable(context.organization.as_deref(), name, "--from")?;
         let manifest = self.store.resolve(name)?;
         self.load_image(name, &manifest)
     }

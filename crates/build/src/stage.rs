@@ -44,6 +44,12 @@ pub struct BuildRequest {
     /// Clamp file mtimes and set every created time to this (SOURCE_DATE_EPOCH).
     pub timestamp: Option<i64>,
     pub network: Network,
+    /// The organization the build is for (a platform's tenant), or None for
+    /// the operator. With one, FROM / COPY --from / --mount from= cannot
+    /// name another organization's snapshot images, cache mounts are the
+    /// organization's own, and a step that used a secret is cached for it
+    /// alone (see `tenancy`).
+    pub organization: Option<String>,
 }
 
 /// How a step was done.
@@ -218,8 +224,12 @@ impl<'s> Builder<'s> {
         let file = req.dockerfile_path.display().to_string();
         let doc = cairn_dockerfile::parse(&req.dockerfile)
             .map_err(|e| BuildError::input(format!("{file}:{e}")))?;
-        let context =
+        if let Some(org) = &req.organization {
+            crate::tenancy::check_org(org)?;
+        }
+        let mut context =
             Context::open(&req.context, Some(&req.dockerfile_path))?.with_memo(memo.clone());
+        context.organization = req.organization.clone();
         let target = match &req.target {
             Some(t) => stage_index(&doc, t)
                 .ok_or_else(|| BuildError::input(format!("target stage {t:?} not found")))?,
@@ -442,6 +452,7 @@ impl<'s> Builder<'s> {
         };
         let from_step = ctx(stage.line);
         self.step(&from_step, &stage.original, &mut state, |state| {
+            crate::tenancy::check_readable(req.organization.as_deref(), &base, "FROM")?;
             *state = self.resolve_base(&base, doc, done, &from_step)?;
             if let Some(platform) = &platform {
                 record_platform(state, platform, &base, &from_step);
@@ -558,6 +569,14 @@ impl<'s> Builder<'s> {
                 let mount_key = self.mount_key(&mounts, doc, context, done)?;
                 if !mount_key.is_empty() {
                     key = key.field(mount_key.as_bytes());
+                }
+                // What a secret let a step make is its organization's alone.
+                if mounts
+                    .iter()
+                    .any(|m| m.kind == crate::mounts::MountType::Secret)
+                {
+                    let scope = req.organization.as_deref().map(crate::tenancy::namespace);
+                    key = key.field(format!("secret-scope:{scope:?}").as_bytes());
                 }
                 let key = key.finish();
                 let inputs = crate::run::RunInputs {

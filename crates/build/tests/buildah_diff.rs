@@ -399,6 +399,7 @@ impl Fixture {
             compression: Compression::Gzip,
             timestamp: None,
             network: Network::Host,
+            organization: None,
         };
         let builder = Builder::new(&self.store, Launcher::current_exe().expect("launcher"));
         builder

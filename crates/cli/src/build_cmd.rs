@@ -115,6 +115,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         compression: args.compression,
         timestamp: args.timestamp,
         network: args.network,
+        organization: None,
     };
     let started = Instant::now();
     // SIGINT/SIGTERM cancel the build: the running RUN is killed, nothing is tagged.

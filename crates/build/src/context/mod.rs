@@ -22,6 +22,8 @@ pub struct Context {
     ignore: DockerIgnore,
     /// Memoised content hashes, keyed by the canonical path of each file.
     memo: Option<(PathBuf, Arc<HashMemo>)>,
+    /// The organization the build is for (`BuildRequest::organization`).
+    pub(crate) organization: Option<String>,
 }
 
 impl Context {
@@ -48,6 +50,7 @@ impl Context {
             root: root.to_path_buf(),
             ignore,
             memo: None,
+            organization: None,
         })
     }
 
@@ -85,7 +88,7 @@ impl Context {
         let offered = self.includes(&found.rel) && found.links.iter().all(|l| self.includes(l));
         if !exists || !offered {
             return Err(BuildError::input(format!(
-                "{what} {path:?}: not found in the build context {}{}",
+                "{what} {path:?} not found in the build context {}{}",
                 self.root.display(),
                 if exists {
                     " (excluded by .dockerignore)"

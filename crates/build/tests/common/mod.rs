@@ -44,6 +44,7 @@ pub fn request(context: &Path, tag: &str) -> BuildRequest {
         compression: Compression::Gzip,
         timestamp: None,
         network: Network::Host,
+        organization: None,
     }
 }
 

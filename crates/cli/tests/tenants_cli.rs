@@ -85,6 +85,13 @@ fn acme_and_upper_acme_never_share_a_snapshot() {
         // Deleting one leaves the other whole.
         ok(&as_org(&env, "acme", &["delete", "web"]), "delete");
         assert_eq!(who(&env, "ACME", "web").0, "ACME-upper");
+        // Keys that no snapshot can have are refused, never used as paths.
+        for key in ["", "a b", "web\n", &"w".repeat(300)] {
+            for cmd in ["get", "log", "delete"] {
+                let out = as_org(&env, "ACME", &[cmd, key]);
+                bad(&out, "cannot name a snapshot", cmd);
+            }
+        }
         // Ids that are not names are refused.
         for bad_org in ["../x", "", "a/b", "acme corp"] {
             let out = as_org(&env, bad_org, &["list"]);

@@ -225,6 +225,7 @@ impl<'s> SnapshotService<'s> {
     /// A snapshot `org` can see: its own, else a general one of that name.
     pub fn get(&self, org: &str, key: &str) -> Result<Snapshot> {
         tenancy::check_org(org)?;
+        check_key(key)?;
         let mut repo = self.repo.borrow_mut();
         repo.mark_idle(self.idle_after)?;
         Ok(repo.get(org, key)?)
@@ -624,6 +625,7 @@ impl<'s> SnapshotService<'s> {
     /// Delete general snapshot `key` (by id or name): the operator's call,
     /// the only way a general snapshot goes.
     pub fn delete_general(&self, key: &str) -> Result<Snapshot> {
+        check_key(key)?;
         let mut repo = self.repo.borrow_mut();
         let snap = repo.get_general(key)?;
         let removing = repo.begin_delete_as_operator(&snap.id)?;
@@ -693,6 +695,19 @@ impl<'s> SnapshotService<'s> {
         }
         Ok(gone)
     }
+}
+
+/// A snapshot key (id, `name` or `name:version`) is looked up in the
+/// records, never used as a path; still, refuse what no snapshot can be
+/// called: empty, over 256 bytes, or outside `[A-Za-z0-9_.:/-]`.
+fn check_key(key: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-');
+    if key.is_empty() || key.len() > 256 || !key.chars().all(ok_char) {
+        return Err(ServiceError::Invalid(format!(
+            "{key:?} cannot name a snapshot (1 to 256 of letters, digits and _ . : / -)"
+        )));
+    }
+    Ok(())
 }
 
 fn unix_now() -> u64 {

@@ -562,8 +562,10 @@ impl Builder<'_> {
         if let Some(Some(state)) = crate::stage::stage_index(doc, name).and_then(|i| done.get(i)) {
             return Ok(state.clone());
         }
-        crate::tenancy::check_readable(context.organization.as_deref(), name, "--from")?;
+        let org = context.organization.as_deref();
+        crate::tenancy::check_readable(org, name, "--from")?;
         let manifest = self.store.resolve(name)?;
+        crate::tenancy::check_pinned(self.store, org, name, &manifest, "--from")?;
         self.load_image(name, &manifest)
     }
 

@@ -453,7 +453,8 @@ impl<'s> Builder<'s> {
         let from_step = ctx(stage.line);
         self.step(&from_step, &stage.original, &mut state, |state| {
             crate::tenancy::check_readable(req.organization.as_deref(), &base, "FROM")?;
-            *state = self.resolve_base(&base, doc, done, &from_step)?;
+            *state =
+                self.resolve_base(&base, doc, done, &from_step, req.organization.as_deref())?;
             if let Some(platform) = &platform {
                 record_platform(state, platform, &base, &from_step);
             }
@@ -622,6 +623,7 @@ impl<'s> Builder<'s> {
         doc: &Dockerfile,
         done: &[Option<StageState>],
         step: &StepCtx,
+        org: Option<&str>,
     ) -> Result<StageState, BuildError> {
         if base.eq_ignore_ascii_case("scratch") {
             return Ok(StageState {
@@ -660,6 +662,7 @@ impl<'s> Builder<'s> {
                 (Err(e), _) => return Err(e.into()),
             }
         };
+        crate::tenancy::check_pinned(self.store, org, base, &manifest, "FROM")?;
         self.load_image(base, &manifest)
     }
 

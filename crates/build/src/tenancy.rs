@@ -92,6 +92,37 @@ pub fn check_readable(org: Option<&str>, reference: &str, what: &str) -> Result<
     )))
 }
 
+/// For a reference pinned by digest (`sha256:...`, `name@sha256:...`) that
+/// resolved to `manifest` in `store`: refuse it when every name the store
+/// holds for that manifest is another organization's snapshot image, so
+/// knowing a digest does not open another organization's image. (An
+/// untagged manifest, or one also under a name `org` may read, is fine.)
+pub fn check_pinned(
+    store: &cairn_store::Store,
+    org: Option<&str>,
+    reference: &str,
+    manifest: &cairn_store::Digest,
+    what: &str,
+) -> Result<(), BuildError> {
+    let pinned = reference.parse::<cairn_store::Digest>().is_ok() || reference.contains('@');
+    let Some(org) = org.filter(|_| pinned) else {
+        return Ok(());
+    };
+    let names: Vec<String> = store
+        .images()?
+        .into_iter()
+        .filter(|r| r.digest == *manifest)
+        .flat_map(|r| r.names)
+        .collect();
+    let foreign = |n: &String| check_readable(Some(org), n, what).is_err();
+    if !names.is_empty() && names.iter().all(foreign) {
+        return Err(BuildError::input(format!(
+            "{what} {reference}: the image of another organization's snapshot; organization {org:?} can use only its own and general snapshots"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,6 +133,34 @@ fn another_organizations_images_are_refused() {
             let log = text(&out.stderr);
             assert!(log.contains("another organization"), "{df}: {log}");
         }
+        // Knowing the digest does not open it either.
+        let images: serde_json::Value =
+            serde_json::from_str(&ok(&env.cairn(&["images", "--format", "json"]), "images"))
+                .unwrap();
+        let digest = images
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i.to_string().contains("localhost/snapshots/acme/web"))
+            .and_then(|i| i["digest"].as_str())
+            .expect("acme's image listed")
+            .to_string();
+        let pinned = format!("busybox@{digest}");
+        for image in [digest.as_str(), pinned.as_str()] {
+            let out = as_org(&env, "evil", &["push", image, "--name", "d"]);
+            bad(&out, "another organization", "push by digest");
+            let df = project(&env, "evil-pinned", &format!("FROM {image}\n"));
+            let out = as_org(&env, "evil", &["create", "pinned", "-f", &df]);
+            assert!(
+                text(&out.stderr).contains("another organization"),
+                "{}",
+                text(&out.stderr)
+            );
+            ok(
+                &as_org(&env, "evil", &["delete", "pinned"]),
+                "delete failed",
+            );
+        }
         // The organization's own image is fine as a source and a base.
         ok(
             &as_org(&env, "acme", &["create", "copy", "-i", theirs[0]]),

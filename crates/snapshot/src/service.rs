@@ -261,6 +261,11 @@ impl<'s> SnapshotService<'s> {
         // Refused before any record is made: nothing is left behind.
         if let Source::Image(image) | Source::LocalImage(image) = &source {
             self.check_readable(org, image)?;
+            // A local image named by digest: not one only another
+            // organization's snapshots hold (a remote one is the registry's).
+            if let Ok(manifest) = self.store.resolve(image) {
+                tenancy::check_pinned(self.store, Some(org), image, &manifest, "snapshot source")?;
+            }
         }
         let regions = self.regions_for(&req.regions)?;
         let local = match req.general {

@@ -157,7 +157,7 @@ pub(crate) fn plan(
         match inst.flags.get("from").and_then(|v| v.last()) {
             Some(from) => {
                 let from = expand(from)?;
-                let state = builder.source_stage(doc, &from, done)?;
+                let state = builder.source_stage(doc, &from, done, context)?;
                 builder.ensure_extracted(&state)?;
                 let from_view = LayerView::new(builder, &state);
                 let words: Vec<String> = source_words
@@ -414,7 +414,7 @@ fn context_sources(
                 })?),
                 false => None,
             };
-            let rel = follow_context_link(context, &named)?;
+            let rel = context.resolve_offered(&named, "COPY source")?;
             let name = Path::new(&named)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -440,24 +440,6 @@ fn context_sources(
         !flags.excludes(&flags::relative(base, rel))
     })?;
     Ok((sources, format!("{digest}:{inline_digest}")))
-}
-
-/// A source that is a symlink: the path it leads to inside the context.
-fn follow_context_link(context: &Context, rel: &str) -> Result<String, BuildError> {
-    let path = context.root.join(rel);
-    let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-    if !is_link {
-        return Ok(rel.to_string());
-    }
-    let target = cairn_sandbox::fscopy::resolve_all_in_root(&context.root, rel)
-        .map_err(BuildError::io(&path))?;
-    let target_rel = crate::context::rel_of(&context.root, &target);
-    if std::fs::symlink_metadata(&target).is_err() || !context.includes(&target_rel) {
-        return Err(BuildError::input(format!(
-            "COPY source {rel:?} is a symlink to {target_rel:?}, which is not in the build context"
-        )));
-    }
-    Ok(target_rel)
 }
 
 /// `--chown`, resolved in the image's passwd and group files.
@@ -575,11 +557,15 @@ impl Builder<'_> {
         doc: &Dockerfile,
         name: &str,
         done: &[Option<StageState>],
+        context: &Context,
     ) -> Result<StageState, BuildError> {
         if let Some(Some(state)) = crate::stage::stage_index(doc, name).and_then(|i| done.get(i)) {
             return Ok(state.clone());
         }
+        let org = context.organization.as_deref();
+        crate::tenancy::check_readable(org, name, "--from")?;
         let manifest = self.store.resolve(name)?;
+        crate::tenancy::check_pinned(self.store, org, name, &manifest, "--from")?;
         self.load_image(name, &manifest)
     }
 
@@ -860,7 +846,10 @@ fn make_context_dirs(
         if path.is_dir() {
             continue;
         }
-        let src = plan.context_root.join(flags::join(pivot, &partial));
+        let written = flags::join(pivot, &partial);
+        let reached = crate::context::resolve::resolve(&plan.context_root, &written, true)
+            .map_err(|e| BuildError::input(format!("COPY --parents {written:?}: {e}")))?;
+        let src = plan.context_root.join(reached.rel);
         let meta = std::fs::metadata(&src).map_err(BuildError::io(&src))?;
         std::fs::create_dir(&path).map_err(BuildError::io(&path))?;
         if let Some(owner) = plan.owner {

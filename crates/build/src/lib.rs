@@ -20,6 +20,7 @@ mod mount_setup;
 mod mounts;
 mod run;
 mod stage;
+pub mod tenancy;
 mod view;
 mod workdir;
 

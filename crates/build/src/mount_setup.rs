@@ -62,7 +62,7 @@ impl Builder<'_> {
         for m in mounts.iter().filter(|m| m.kind == MountType::Bind) {
             let part = match &m.from {
                 Some(from) => {
-                    let state = self.source_stage(doc, from, done)?;
+                    let state = self.source_stage(doc, from, done, context)?;
                     format!("from:{}:{}", state.key, clean(&m.source))
                 }
                 None => {
@@ -79,23 +79,10 @@ impl Builder<'_> {
         Ok(key)
     }
 
-    /// The context path a bind mount names, checked to be offered.
+    /// The context path a bind mount's source reaches (resolved inside the
+    /// context root, so the mount never leaves it), checked to be offered.
     fn context_source(&self, context: &Context, m: &RunMount) -> Result<String, BuildError> {
-        let rel = clean(&m.source);
-        if rel.starts_with("..") {
-            return Err(BuildError::input(format!(
-                "RUN --mount: source {:?} is outside the build context",
-                m.source
-            )));
-        }
-        if std::fs::symlink_metadata(context.root.join(&rel)).is_err() || !context.includes(&rel) {
-            return Err(BuildError::input(format!(
-                "RUN --mount: source {:?} not found in the build context {}",
-                m.source,
-                context.root.display()
-            )));
-        }
-        Ok(rel)
+        context.resolve_offered(&m.source, "RUN --mount: source")
     }
 
     /// Prepare every mount of a run whose scratch dir is `dir`.
@@ -118,7 +105,7 @@ impl Builder<'_> {
             let scratch = dir.join("mounts").join(i.to_string());
             let source = match m.kind {
                 MountType::Bind => Some(self.bind_source(m, doc, context, done, &scratch)?),
-                MountType::Cache => Some(self.cache_source(m, &scratch, &mut setup)?),
+                MountType::Cache => Some(self.cache_source(m, context, &scratch, &mut setup)?),
                 MountType::Tmpfs => Some(MountSource::Tmpfs {
                     size: m.size.clone(),
                 }),
@@ -151,7 +138,7 @@ impl Builder<'_> {
     ) -> Result<MountSource, BuildError> {
         let (lowers, subpath) = match &m.from {
             Some(from) => {
-                let state = self.source_stage(doc, from, done)?;
+                let state = self.source_stage(doc, from, done, context)?;
                 self.ensure_extracted(&state)?;
                 let view = LayerView::new(self, &state);
                 let rel = view.resolve(&m.source, true);
@@ -200,6 +187,7 @@ impl Builder<'_> {
     fn cache_source(
         &self,
         m: &RunMount,
+        context: &Context,
         scratch: &Path,
         setup: &mut MountSetup,
     ) -> Result<MountSource, BuildError> {
@@ -210,7 +198,12 @@ impl Builder<'_> {
         }
         let root = cache_mounts_dir(self.store);
         std::fs::create_dir_all(&root).map_err(BuildError::io(&root))?;
-        let name = hex::encode(&Sha256::digest(m.id.as_bytes())[..16]);
+        // Cache mounts are per organization: its namespace is in the name.
+        let scoped = match &context.organization {
+            Some(org) => format!("{}\0{}", crate::tenancy::namespace(org), m.id),
+            None => m.id.clone(),
+        };
+        let name = hex::encode(&Sha256::digest(scoped.as_bytes())[..16]);
         let mut path = root.join(&name);
         if m.sharing != Sharing::Shared {
             let lock_path = root.join(format!("{name}.lock"));

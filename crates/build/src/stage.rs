@@ -44,6 +44,12 @@ pub struct BuildRequest {
     /// Clamp file mtimes and set every created time to this (SOURCE_DATE_EPOCH).
     pub timestamp: Option<i64>,
     pub network: Network,
+    /// The organization the build is for (a platform's tenant), or None for
+    /// the operator. With one, FROM / COPY --from / --mount from= cannot
+    /// name another organization's snapshot images, cache mounts are the
+    /// organization's own, and a step that used a secret is cached for it
+    /// alone (see `tenancy`).
+    pub organization: Option<String>,
     /// Entitlements and limits of the RUN steps.
     pub run_policy: RunPolicy,
 }
@@ -261,8 +267,12 @@ impl<'s> Builder<'s> {
         let file = req.dockerfile_path.display().to_string();
         let doc = cairn_dockerfile::parse(&req.dockerfile)
             .map_err(|e| BuildError::input(format!("{file}:{e}")))?;
-        let context =
+        if let Some(org) = &req.organization {
+            crate::tenancy::check_org(org)?;
+        }
+        let mut context =
             Context::open(&req.context, Some(&req.dockerfile_path))?.with_memo(memo.clone());
+        context.organization = req.organization.clone();
         let target = match &req.target {
             Some(t) => stage_index(&doc, t)
                 .ok_or_else(|| BuildError::input(format!("target stage {t:?} not found")))?,
@@ -485,7 +495,9 @@ impl<'s> Builder<'s> {
         };
         let from_step = ctx(stage.line);
         self.step(&from_step, &stage.original, &mut state, |state| {
-            *state = self.resolve_base(&base, doc, done, &from_step)?;
+            crate::tenancy::check_readable(req.organization.as_deref(), &base, "FROM")?;
+            *state =
+                self.resolve_base(&base, doc, done, &from_step, req.organization.as_deref())?;
             if let Some(platform) = &platform {
                 record_platform(state, platform, &base, &from_step);
             }
@@ -602,6 +614,14 @@ impl<'s> Builder<'s> {
                 if !mount_key.is_empty() {
                     key = key.field(mount_key.as_bytes());
                 }
+                // What a secret let a step make is its organization's alone.
+                if mounts
+                    .iter()
+                    .any(|m| m.kind == crate::mounts::MountType::Secret)
+                {
+                    let scope = req.organization.as_deref().map(crate::tenancy::namespace);
+                    key = key.field(format!("secret-scope:{scope:?}").as_bytes());
+                }
                 let key = key.finish();
                 let inputs = crate::run::RunInputs {
                     context,
@@ -646,6 +666,7 @@ impl<'s> Builder<'s> {
         doc: &Dockerfile,
         done: &[Option<StageState>],
         step: &StepCtx,
+        org: Option<&str>,
     ) -> Result<StageState, BuildError> {
         if base.eq_ignore_ascii_case("scratch") {
             return Ok(StageState {
@@ -684,6 +705,7 @@ impl<'s> Builder<'s> {
                 (Err(e), _) => return Err(e.into()),
             }
         };
+        crate::tenancy::check_pinned(self.store, org, base, &manifest, "FROM")?;
         self.load_image(base, &manifest)
     }
 

@@ -400,6 +400,7 @@ impl Fixture {
             timestamp: None,
             network: Network::Host,
             run_policy: Default::default(),
+            organization: None,
         };
         let builder = Builder::new(&self.store, Launcher::current_exe().expect("launcher"));
         builder

@@ -118,6 +118,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         timestamp: args.timestamp,
         network: args.network,
         run_policy: args.run_limits.policy()?,
+        organization: None,
     };
     let started = Instant::now();
     // SIGINT/SIGTERM cancel the build: the running RUN is killed, nothing is tagged.

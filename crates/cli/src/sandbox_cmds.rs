@@ -291,6 +291,14 @@ pub fn sandbox(root: Option<&Path>, cmd: SandboxCommand) -> Result<(), CliError>
             Ok(())
         }
         SandboxCommand::Rm(a) => {
+            // Every argument must be able to name a sandbox before any goes.
+            for id in &a.ids {
+                if let Some(reason) = cairn::sandbox::names::problem(id) {
+                    return Err(CliError::bad_input(format!(
+                        "{id:?} cannot name a sandbox: {reason}"
+                    )));
+                }
+            }
             for id in &a.ids {
                 manager.remove(id).map_err(classify)?;
                 println!("{id}");

@@ -111,6 +111,9 @@ pub enum SnapshotCommand {
         /// Build argument KEY=VALUE (repeatable)
         #[arg(long = "build-arg", value_name = "KEY=VALUE")]
         build_args: Vec<String>,
+        /// Operator: make a general snapshot (every organization sees and uses it, none changes it)
+        #[arg(long)]
+        general: bool,
         #[command(flatten)]
         resources: ResourceArgs,
     },
@@ -163,6 +166,9 @@ pub enum SnapshotCommand {
         /// Delete all of the organization's snapshots
         #[arg(short = 'a', long, conflicts_with = "keys")]
         all: bool,
+        /// Operator: delete these general snapshots
+        #[arg(long, conflicts_with = "all")]
+        general: bool,
     },
     /// Start a long-lived sandbox from a snapshot; prints its id last
     Sandbox {
@@ -202,6 +208,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             image,
             entrypoint,
             build_args,
+            general,
             resources,
         } => {
             let source = match (dockerfile, image) {
@@ -217,7 +224,8 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
                     ))
                 }
             };
-            let req = resources.request(name, entrypoint.as_deref())?;
+            let mut req = resources.request(name, entrypoint.as_deref())?;
+            req.general = general;
             let snap = svc.create(org, source, req, &mut log).map_err(classify)?;
             print_one(&snap, Format::Table)
         }
@@ -283,9 +291,15 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             let snap = svc.get(org, &key).map_err(classify)?;
             print_one(&snap, format)
         }
-        SnapshotCommand::Delete { keys, all } => {
+        SnapshotCommand::Delete { keys, all, general } => {
             let gone = if all {
                 svc.delete_all(org).map_err(classify)?
+            } else if general {
+                let mut gone = Vec::new();
+                for k in &keys {
+                    gone.push(svc.delete_general(k).map_err(classify)?);
+                }
+                gone
             } else {
                 let mut gone = Vec::new();
                 for k in &keys {

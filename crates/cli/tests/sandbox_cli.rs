@@ -323,3 +323,59 @@ fn single_id_fallback_warns_and_explains_a_failed_chown() {
     let out = env.cairn(&["sandbox", "rm", "solo"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `sandbox rm` takes names, never paths: an absolute path, `..` or a path
+/// below the sandboxes dir is refused with exit 2 and nothing is deleted.
+#[test]
+fn sandbox_rm_of_a_path_deletes_nothing() {
+    for user in users() {
+        let env = Env::new(user);
+        let victim = env.dir().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("keep"), "x").unwrap();
+        let out = env.cairn(&["sandbox", "create", "busybox:fixture", "--name", "dev"]);
+        let id = ok(&out, "create").trim().to_string();
+        let sandboxes = env.store.join("sandboxes");
+        for arg in [
+            victim.to_str().unwrap(),
+            "..",
+            ".",
+            "../layers",
+            "/",
+            &format!("{id}/upper"),
+            "",
+        ] {
+            let out = env.cairn(&["sandbox", "rm", arg]);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "rm {arg:?}: {}",
+                text(&out.stderr)
+            );
+            assert!(
+                text(&out.stderr).contains("cannot name a sandbox"),
+                "rm {arg:?}: {}",
+                text(&out.stderr)
+            );
+            let out = env.cairn(&["sandbox", "exec", arg, "--", "true"]);
+            assert_eq!(out.status.code(), Some(2), "exec {arg:?}");
+        }
+        assert!(
+            victim.join("keep").is_file(),
+            "sandbox rm deleted a host dir"
+        );
+        assert!(sandboxes.join(&id).join("sandbox.json").is_file());
+        assert!(env.store.join("meta.db").is_file(), "the store was wiped");
+        let out = env.cairn(&["sandbox", "ls", "--format", "json"]);
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(listed.as_array().map(Vec::len), Some(1));
+        // An unknown name is bad input too, and a second sandbox may not take
+        // a name already in use.
+        let out = env.cairn(&["sandbox", "rm", "nosuch"]);
+        assert_eq!(out.status.code(), Some(2));
+        let out = env.cairn(&["sandbox", "create", "busybox:fixture", "--name", "dev"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        ok(&env.cairn(&["sandbox", "rm", "dev"]), "rm dev");
+        ok(&env.cairn(&["fsck"]), "fsck");
+    }
+}

@@ -12,6 +12,7 @@ pub mod idmap;
 pub mod launch;
 pub mod manager;
 mod masks;
+pub mod names;
 mod netns;
 pub mod owners;
 pub mod protocol;

@@ -12,6 +12,7 @@
 use crate::cgroup::{self, CgroupParent, Limits};
 use crate::idmap::IdMapping;
 use crate::launch::{CancelToken, Launcher, RunControl, RunOutcome, RunStdio};
+use crate::names;
 use crate::protocol::Task;
 use crate::spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec, Security};
 use crate::SandboxError;
@@ -56,6 +57,10 @@ pub enum ManagerError {
     Cgroup { id: String, message: String },
     #[error("resources: {0}")]
     BadResources(String),
+    #[error("{value:?} cannot name a sandbox: {reason}")]
+    BadName { value: String, reason: &'static str },
+    #[error("sandbox {id} belongs to another organization")]
+    OtherOrganization { id: String },
 }
 
 impl ManagerError {
@@ -64,7 +69,9 @@ impl ManagerError {
         match self {
             ManagerError::UnknownSandbox(_)
             | ManagerError::BadImage { .. }
-            | ManagerError::BadResources(_) => true,
+            | ManagerError::BadResources(_)
+            | ManagerError::BadName { .. }
+            | ManagerError::OtherOrganization { .. } => true,
             ManagerError::Store(e) => e.is_bad_input(),
             ManagerError::Sandbox(e) => e.is_bad_input(),
             _ => false,
@@ -151,6 +158,11 @@ pub struct SandboxRecord {
     /// cgroup v1 dirs (root on hybrid or legacy hosts), one per controller.
     #[serde(default)]
     pub v1_cgroups: Vec<PathBuf>,
+    /// The organization that created the sandbox through a scoped manager
+    /// ([`SandboxManager::for_organization`]); only such a manager of the
+    /// same organization (or an unscoped, operator one) can use it.
+    #[serde(default)]
+    pub organization: Option<String>,
 }
 
 /// A process identity that survives PID reuse: pid plus its start time.
@@ -243,6 +255,9 @@ pub struct SandboxManager<'s> {
     cgroup_parent: Option<CgroupParent>,
     /// Caps for extracting layers; `None`: defaults plus the environment.
     extract_limits: Option<cairn_layer::ExtractLimits>,
+    /// The organization this manager acts for: it creates sandboxes owned by
+    /// it and sees no other organization's. None: the operator, who sees all.
+    organization: Option<String>,
 }
 
 impl<'s> SandboxManager<'s> {
@@ -253,7 +268,16 @@ impl<'s> SandboxManager<'s> {
             mapping: IdMapping::for_current_user(),
             cgroup_parent: None,
             extract_limits: None,
+            organization: None,
         }
+    }
+
+    /// Act for organization `org`: sandboxes it creates record `org`, and
+    /// get/exec/commit/remove refuse those of any other organization (and
+    /// those made by an unscoped manager). The caller validates `org`.
+    pub fn for_organization(mut self, org: &str) -> Self {
+        self.organization = Some(org.to_string());
+        self
     }
 
     /// Make sandbox cgroups under `parent` instead of the detected one
@@ -281,14 +305,46 @@ impl<'s> SandboxManager<'s> {
         &self.mapping
     }
 
+    /// The directory of sandbox `id`; callers pass only ids taken from a
+    /// record or checked by [`names::is_id`].
     fn dir(&self, id: &str) -> PathBuf {
         self.store.layout().sandboxes().join(id)
+    }
+
+    /// Refuse what cannot name a sandbox (`..`, `/tmp/x`, ...).
+    fn check_name(value: &str) -> Result<(), ManagerError> {
+        match names::problem(value) {
+            Some(reason) => Err(ManagerError::BadName {
+                value: value.to_string(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this manager may use `record` (its organization's, or any for
+    /// an unscoped manager).
+    fn may_use(&self, record: &SandboxRecord) -> bool {
+        self.organization.is_none() || self.organization == record.organization
     }
 
     /// Create a sandbox from an image in the store. Its layers are extracted
     /// once into the store's layer dirs (reused by every later sandbox).
     pub fn create(&self, image: &str, opts: CreateOptions) -> Result<SandboxRecord, ManagerError> {
         opts.resources.check()?;
+        if let Some(name) = &opts.name {
+            Self::check_name(name)?;
+            let taken = self
+                .list_records()?
+                .into_iter()
+                .any(|r| r.name.as_ref() == Some(name) && r.organization == self.organization);
+            if taken {
+                return Err(ManagerError::BadName {
+                    value: name.clone(),
+                    reason: "a sandbox of that name exists",
+                });
+            }
+        }
         let manifest = self.store.resolve(image)?;
         let (config_doc, layers) = self.image_parts(image, &manifest)?;
         crate::owners::adopt_layer_dirs(self.store, &self.mapping)
@@ -345,6 +401,7 @@ impl<'s> SandboxManager<'s> {
             cgroup: applied.dir,
             security: opts.security,
             v1_cgroups: applied.v1_dirs,
+            organization: self.organization.clone(),
         };
         let saved = self
             .store
@@ -493,19 +550,24 @@ impl<'s> SandboxManager<'s> {
         std::fs::rename(&tmp, &path).map_err(io(format!("renaming {}", path.display())))
     }
 
-    /// The record of a sandbox, by id, unique id prefix, or name.
+    /// The record of a sandbox, by id, unique id prefix, or name: looked up
+    /// in the records, never used as a path. A sandbox of another
+    /// organization than this manager's is refused.
     pub fn get(&self, id_or_name: &str) -> Result<SandboxRecord, ManagerError> {
-        let exact = self.record_path(id_or_name);
-        if !id_or_name.is_empty() && !id_or_name.contains('/') && exact.is_file() {
-            return self.read_record(&exact);
+        Self::check_name(id_or_name)?;
+        let records = self.list_records()?;
+        if let Some(r) = records.iter().find(|r| r.id == id_or_name) {
+            return match self.may_use(r) {
+                true => Ok(r.clone()),
+                false => Err(ManagerError::OtherOrganization { id: r.id.clone() }),
+            };
         }
-        let matches: Vec<SandboxRecord> = self
-            .list_records()?
-            .into_iter()
-            .filter(|r| r.id.starts_with(id_or_name) || r.name.as_deref() == Some(id_or_name))
-            .collect();
-        match matches.len() {
-            1 => Ok(matches.into_iter().next().expect("one element")),
+        // Names and id prefixes select among the sandboxes this manager sees.
+        let visible = || records.iter().filter(|r| self.may_use(r));
+        let mut named = visible().filter(|r| r.name.as_deref() == Some(id_or_name));
+        let mut prefixed = visible().filter(|r| r.id.starts_with(id_or_name));
+        match (named.next(), named.next(), prefixed.next(), prefixed.next()) {
+            (Some(r), None, _, _) | (None, None, Some(r), None) => Ok(r.clone()),
             _ => Err(ManagerError::UnknownSandbox(id_or_name.to_string())),
         }
     }
@@ -528,8 +590,12 @@ impl<'s> SandboxManager<'s> {
         let mut records = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path().join("sandbox.json");
-            if let Ok(record) = self.read_record(&path) {
-                records.push(record);
+            match self.read_record(&path) {
+                // A record is believed only in the directory of its own id.
+                Ok(record) if entry.file_name().to_str() == Some(record.id.as_str()) => {
+                    records.push(record)
+                }
+                _ => {}
             }
         }
         records.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
@@ -539,7 +605,9 @@ impl<'s> SandboxManager<'s> {
     /// Every sandbox, oldest first. Ephemeral sandboxes whose owner died are
     /// removed on the way ([`Self::remove_dead`]).
     pub fn list(&self) -> Result<Vec<SandboxRecord>, ManagerError> {
-        Ok(self.sweep()?.0)
+        let mut alive = self.sweep()?.0;
+        alive.retain(|r| self.may_use(r));
+        Ok(alive)
     }
 
     /// Remove the ephemeral sandboxes whose owner process is gone (`cairn
@@ -554,7 +622,7 @@ impl<'s> SandboxManager<'s> {
         let mut dead = Vec::new();
         for record in self.list_records()? {
             match record.owner {
-                Some(owner) if !owner.is_alive() => {
+                Some(owner) if !owner.is_alive() && self.may_use(&record) => {
                     tracing::info!(sandbox = %record.id, "removing sandbox whose owner is gone");
                     self.remove(&record.id)?;
                     dead.push(record.id);
@@ -825,8 +893,14 @@ impl<'s> SandboxManager<'s> {
                 let dirs: Vec<PathBuf> = r.cgroup.iter().chain(&r.v1_cgroups).cloned().collect();
                 (r.id, dirs)
             }
-            // A directory without a readable record (a create that died) goes too.
-            Err(ManagerError::UnknownSandbox(_)) if self.dir(id_or_name).is_dir() => {
+            // The directory of a create that died before its record was
+            // written goes too; only an operator can name it, and only by
+            // its full generated id.
+            Err(ManagerError::UnknownSandbox(_))
+                if self.organization.is_none()
+                    && names::is_id(id_or_name)
+                    && self.dir(id_or_name).is_dir() =>
+            {
                 (id_or_name.to_string(), vec![])
             }
             Err(e) => return Err(e),

@@ -358,6 +358,69 @@ fn dead_owners_sandboxes_are_removed(_: &()) {
     manager.remove(&mine.id).unwrap();
 }
 
+/// A sandbox of one organization is not another's: get, exec, commit and
+/// remove refuse it, listings hide it; names and ids are never paths.
+fn organizations_and_names_are_boundaries(_: &()) {
+    use cairn_sandbox::manager::ManagerError;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cairn_testsupport::store_with_busybox(tmp.path());
+    let launcher = Launcher::current_exe().unwrap();
+    let acme = SandboxManager::new(&store, launcher.clone()).for_organization("acme");
+    let evil = SandboxManager::new(&store, launcher.clone()).for_organization("evil");
+    let upper = SandboxManager::new(&store, launcher.clone()).for_organization("ACME");
+    let opts = CreateOptions {
+        name: Some("dev".into()),
+        ..CreateOptions::default()
+    };
+    let sb = acme.create("busybox:fixture", opts).unwrap();
+    assert_eq!(sb.organization.as_deref(), Some("acme"));
+    for other in [&evil, &upper] {
+        assert!(matches!(
+            other.get(&sb.id),
+            Err(ManagerError::OtherOrganization { .. })
+        ));
+        assert!(
+            other.get("dev").is_err(),
+            "a name reached another org's sandbox"
+        );
+        assert!(other.get(&sb.id[..6]).is_err());
+        match other.exec(&sb.id, ExecOptions::default()) {
+            Err(err) => assert!(err.is_bad_input(), "{err}"),
+            Ok(_) => panic!("exec across organizations"),
+        }
+        assert!(other
+            .commit(&sb.id, "localhost/stolen:1", Compression::Gzip)
+            .is_err());
+        assert!(matches!(
+            other.remove(&sb.id),
+            Err(ManagerError::OtherOrganization { .. })
+        ));
+        assert!(other.list().unwrap().is_empty());
+    }
+    // Another organization may use the same sandbox name for its own.
+    let opts = CreateOptions {
+        name: Some("dev".into()),
+        ..CreateOptions::default()
+    };
+    let theirs = evil.create("busybox:fixture", opts).unwrap();
+    assert_eq!(capture(&acme, "dev", &["true"]).0, 0);
+    for bad in ["..", "/tmp", ".", "", "../layers"] {
+        assert!(
+            matches!(acme.remove(bad), Err(ManagerError::BadName { .. })),
+            "{bad:?}"
+        );
+    }
+    assert!(store
+        .layout()
+        .sandboxes()
+        .join(&sb.id)
+        .join("sandbox.json")
+        .is_file());
+    acme.remove("dev").unwrap();
+    evil.remove("dev").unwrap();
+    assert!(!store.layout().sandboxes().join(&theirs.id).exists());
+}
+
 fn main() {
     init_hook();
     cairn_testsupport::run_suite(
@@ -367,6 +430,7 @@ fn main() {
             limits_apply_or_say_why_not,
             limits_land_in_a_delegated_cgroup,
             dead_owners_sandboxes_are_removed,
+            organizations_and_names_are_boundaries,
         ],
     )
 }

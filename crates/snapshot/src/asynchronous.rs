@@ -95,6 +95,12 @@ impl AsyncSnapshots {
         self.run(move |svc| svc.delete(&org, &key)).await
     }
 
+    /// [`SnapshotService::delete_general`]: the operator's call.
+    pub async fn delete_general(&self, key: &str) -> Result<Snapshot> {
+        let key = key.to_string();
+        self.run(move |svc| svc.delete_general(&key)).await
+    }
+
     pub async fn start_sandbox(
         &self,
         org: &str,

@@ -64,16 +64,15 @@ pub fn assemble(
     let root = root
         .canonicalize()
         .map_err(|e| invalid(format!("{}: {e}", root.display())))?;
-    let sources: Vec<PathBuf> = if contexts.is_empty() {
-        copy_sources(text, &dockerfile.display().to_string())?
-            .into_iter()
-            .map(|s| root.join(s.trim_start_matches('/')))
-            .collect()
-    } else {
-        contexts.to_vec()
-    };
     let mut taken = Vec::new();
-    for src in sources {
+    if contexts.is_empty() {
+        // The Dockerfile's own sources are tenant input: each resolves inside
+        // the Dockerfile's dir exactly as the build will resolve it.
+        for src in copy_sources(text, &dockerfile.display().to_string())? {
+            taken.push(take_derived(&root, &src, dest)?);
+        }
+    }
+    for src in contexts {
         let abs = src
             .canonicalize()
             .map_err(|e| invalid(format!("build context {}: {e}", src.display())))?;
@@ -100,6 +99,38 @@ pub fn assemble(
     Ok(taken)
 }
 
+/// Copy derived source `src` (as the Dockerfile writes it) from `root` into
+/// `dest`: the path it reaches inside `root` (the context resolver's rule:
+/// `..` clamps, symlinks resolve in the root), and the symlinks crossed on
+/// the way, as links, so the build resolves the same path the same way.
+fn take_derived(root: &Path, src: &str, dest: &Path) -> Result<PathBuf> {
+    use cairn_build::context::resolve;
+    let found = resolve::resolve(root, src, true)
+        .map_err(|e| invalid(format!("build context {src:?}: {e}")))?;
+    let reached = root.join(&found.rel);
+    if std::fs::symlink_metadata(&reached).is_err() {
+        return Err(invalid(format!(
+            "build context {src:?}: not found in {}",
+            root.display()
+        )));
+    }
+    for link in &found.links {
+        let to = dest.join(link);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| invalid(format!("copying build context {link}: {e}")))?;
+        }
+        let target = std::fs::read_link(root.join(link))
+            .map_err(|e| invalid(format!("reading build context link {link}: {e}")))?;
+        if std::fs::symlink_metadata(&to).is_err() {
+            std::os::unix::fs::symlink(target, &to)
+                .map_err(|e| invalid(format!("copying build context {link}: {e}")))?;
+        }
+    }
+    copy_tree(&reached, &dest.join(&found.rel))?;
+    Ok(reached)
+}
+
 /// `cp -a` of a file or a tree (modes and symlinks kept; owners are the
 /// caller's, as for any build context).
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
@@ -107,7 +138,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         let p = p.to_path_buf();
         move |e: std::io::Error| invalid(format!("copying build context {}: {e}", p.display()))
     };
-    for entry in walkdir::WalkDir::new(from).follow_links(false) {
+    let walk = walkdir::WalkDir::new(from)
+        .follow_links(false)
+        .follow_root_links(false);
+    for entry in walk {
         let entry =
             entry.map_err(|e| invalid(format!("reading build context {}: {e}", from.display())))?;
         let rel = entry.path().strip_prefix(from).unwrap_or(Path::new(""));
@@ -183,5 +217,41 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn derived_sources_resolve_inside_the_dockerfile_dir() {
+        let t = tempfile::tempdir().unwrap();
+        let host = t.path().join("host-only");
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("secret.txt"), "HOST").unwrap();
+        let proj = t.path().join("proj");
+        std::fs::create_dir_all(&proj).unwrap();
+        std::os::unix::fs::symlink("/", proj.join("h")).unwrap();
+        let host_rel = host.to_str().unwrap().trim_start_matches('/').to_string();
+        let text = format!("FROM x\nCOPY h/{host_rel}/secret.txt /p\n");
+        std::fs::write(proj.join("Dockerfile"), &text).unwrap();
+        // Not in the Dockerfile's dir: refused, the host file is not taken.
+        let err = assemble(&proj.join("Dockerfile"), &text, &[], &t.path().join("a"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not found"), "{err}");
+        assert!(!t.path().join("a/secret.txt").exists());
+        // In it: that copy is taken, with the link, as the build will read it.
+        let inside = proj.join(&host_rel);
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("secret.txt"), "CONTEXT").unwrap();
+        let dest = t.path().join("b");
+        assemble(&proj.join("Dockerfile"), &text, &[], &dest).unwrap();
+        let got = std::fs::read_to_string(dest.join(&host_rel).join("secret.txt")).unwrap();
+        assert_eq!(got, "CONTEXT");
+        assert_eq!(std::fs::read_link(dest.join("h")).unwrap(), Path::new("/"));
+        let base = walkdir::WalkDir::new(&dest).follow_links(false);
+        for e in base {
+            let e = e.unwrap();
+            if e.file_type().is_file() {
+                assert_ne!(std::fs::read_to_string(e.path()).unwrap(), "HOST");
+            }
+        }
     }
 }

@@ -238,6 +238,22 @@ impl SnapshotRepo {
             tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM snapshots", [], |r| {
                 r.get(0)
             })?;
+        // General snapshots share one namespace, whoever made them.
+        let general_taken = snap.general
+            && tx
+                .query_row(
+                    "SELECT 1 FROM snapshots WHERE general = 1 AND base_name = ?1 AND version = ?2",
+                    params![base, ver],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+        if general_taken {
+            return Err(SnapshotError::Duplicate {
+                name: snap.name,
+                org: "general".into(),
+            });
+        }
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO snapshots(id, seq, org, general, base_name, version, state, worker_pid, worker_start, record)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -310,7 +326,18 @@ impl SnapshotRepo {
 
     /// Move a snapshot of `org` to `to`, if the state graph allows it.
     pub fn transition(&mut self, org: &str, id: &str, to: SnapshotState) -> Result<Snapshot> {
-        self.update(org, id, |snap| {
+        self.transition_as(Some(org), id, to)
+    }
+
+    /// [`Self::transition`] for `org`, or for the operator (None), who may
+    /// move any snapshot, general ones included.
+    pub fn transition_as(
+        &mut self,
+        org: Option<&str>,
+        id: &str,
+        to: SnapshotState,
+    ) -> Result<Snapshot> {
+        self.update_as(org, id, |snap| {
             if !snap.state.can_become(to) {
                 return Err(SnapshotError::BadTransition {
                     id: snap.id.clone(),
@@ -330,16 +357,30 @@ impl SnapshotRepo {
         id: &str,
         change: impl FnOnce(&mut Snapshot) -> Result<()>,
     ) -> Result<Snapshot> {
+        self.update_as(Some(org), id, change)
+    }
+
+    /// [`Self::update`] for `org`, or for the operator (None): the one
+    /// caller that may change a general snapshot (its creation and deletion
+    /// are operator calls).
+    pub fn update_as(
+        &mut self,
+        org: Option<&str>,
+        id: &str,
+        change: impl FnOnce(&mut Snapshot) -> Result<()>,
+    ) -> Result<Snapshot> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let record = load_record(&tx, id)?;
         let mut snap = Self::decode(id, &record)?;
-        if snap.general {
-            return Err(SnapshotError::General(snap.name));
-        }
-        if snap.organization_id != org {
-            return Err(SnapshotError::NotFound(id.to_string()));
+        if let Some(org) = org {
+            if snap.general {
+                return Err(SnapshotError::General(snap.name));
+            }
+            if snap.organization_id != org {
+                return Err(SnapshotError::NotFound(id.to_string()));
+            }
         }
         let before = snap.state;
         change(&mut snap)?;
@@ -379,18 +420,47 @@ impl SnapshotRepo {
         }
         let (base, ver) = version::split_name(key);
         let mut stmt = self.conn.prepare(
-            "SELECT id, version, record FROM snapshots WHERE base_name = ?1 AND (org = ?2 OR general = 1)
+            "SELECT id, version, record, CASE WHEN general = 0 THEN org ELSE '' END FROM snapshots
+             WHERE base_name = ?1 AND ((org = ?2 AND general = 0) OR general = 1)
              ORDER BY general, seq",
         )?;
-        let rows: Vec<(String, String, String)> = stmt
+        let rows: Vec<(String, String, String, String)> = stmt
             .query_map(params![base, org], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<std::result::Result<_, _>>()?;
+        // The organization's own snapshots of that name win over general
+        // ones (rows are ordered own first); general ones only when it has none.
+        let own: Vec<_> = rows.iter().filter(|r| r.3 == org).cloned().collect();
+        let rows = if own.is_empty() { rows } else { own };
+        let chosen = match ver {
+            Some(v) => rows.into_iter().find(|(_, rv, _, _)| rv == v),
+            None => rows.into_iter().max_by(|a, b| version::compare(&a.1, &b.1)),
+        };
+        match chosen {
+            Some((id, _, record, _)) => Self::decode(&id, &record),
+            None => Err(SnapshotError::NotFound(key.to_string())),
+        }
+    }
+
+    /// A general snapshot by id, `name:version` or name (highest version):
+    /// what the operator names to delete one.
+    pub fn get_general(&mut self, key: &str) -> Result<Snapshot> {
+        let (base, ver) = version::split_name(key);
+        let mut stmt = self.conn.prepare(
+            "SELECT id, version, record FROM snapshots
+             WHERE general = 1 AND (id = ?1 OR base_name = ?2) ORDER BY seq",
+        )?;
+        let rows: Vec<(String, String, String)> = stmt
+            .query_map(params![key, base], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<std::result::Result<_, _>>()?;
-        let chosen = match ver {
-            Some(v) => rows.into_iter().find(|(_, rv, _)| rv == v),
+        let by_id = rows.iter().find(|r| r.0 == key).cloned();
+        let chosen = by_id.or_else(|| match ver {
+            Some(v) => rows.into_iter().find(|r| r.1 == v),
             None => rows.into_iter().max_by(|a, b| version::compare(&a.1, &b.1)),
-        };
+        });
         match chosen {
             Some((id, _, record)) => Self::decode(&id, &record),
             None => Err(SnapshotError::NotFound(key.to_string())),
@@ -448,6 +518,11 @@ impl SnapshotRepo {
     /// caller drops the image's GC root between the two (`remove_record`).
     pub fn begin_delete(&mut self, org: &str, id: &str) -> Result<Snapshot> {
         self.transition(org, id, SnapshotState::Removing)
+    }
+
+    /// [`Self::begin_delete`] by the operator (general snapshots too).
+    pub fn begin_delete_as_operator(&mut self, id: &str) -> Result<Snapshot> {
+        self.transition_as(None, id, SnapshotState::Removing)
     }
 
     /// Drop the record of a snapshot in `removing`.

@@ -12,7 +12,7 @@ use crate::record::{BuildInfo, Resources, Snapshot};
 use crate::repo::{ListQuery, NewSnapshot, Page, SnapshotError, SnapshotRepo};
 use crate::state::SnapshotState;
 use crate::version;
-use cairn_build::{BuildError, BuildEvent, BuildRequest, Builder};
+use cairn_build::{tenancy, BuildError, BuildEvent, BuildRequest, Builder};
 use cairn_layer::Compression;
 use cairn_registry::{LayerSink, Regions, Registry, RegistryError};
 use cairn_sandbox::manager::{
@@ -148,32 +148,30 @@ impl LayerSink for Extractor<'_> {
     }
 }
 
-/// `org` made safe for an image path component.
-fn org_component(org: &str) -> String {
-    let s: String = org
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let s = s.trim_matches('-').to_string();
-    if s.is_empty() {
-        "org".into()
-    } else {
-        s
+/// The store name of snapshot `name:version` of `org` (its namespace is
+/// the injective encoding of the id: `acme` and `ACME` never share it).
+pub fn local_name(org: &str, name: &str) -> Result<ImageRef> {
+    name_in(&tenancy::namespace(org), name)
+}
+
+/// The store name of general snapshot `name:version`.
+pub fn general_local_name(name: &str) -> Result<ImageRef> {
+    name_in(tenancy::GENERAL, name)
+}
+
+/// The namespace component of a snapshot's images (general or its org's).
+fn namespace_of(snap: &Snapshot) -> String {
+    match snap.general {
+        true => tenancy::GENERAL.to_string(),
+        false => tenancy::namespace(&snap.organization_id),
     }
 }
 
-/// The store name of snapshot `name:version` of `org`.
-pub fn local_name(org: &str, name: &str) -> Result<ImageRef> {
+fn name_in(namespace: &str, name: &str) -> Result<ImageRef> {
     let (base, ver) = version::split_name(name);
     let full = format!(
-        "localhost/snapshots/{}/{}:{}",
-        org_component(org),
+        "{}/{namespace}/{}:{}",
+        tenancy::SNAPSHOT_PREFIX,
         base,
         ver.unwrap_or("latest")
     );
@@ -182,6 +180,11 @@ pub fn local_name(org: &str, name: &str) -> Result<ImageRef> {
             "snapshot name {name:?}: {e} (names are lowercase letters, digits and . _ -, versions up to 128 of [A-Za-z0-9_.-])"
         ))
     })
+}
+
+/// The store name of `snap`'s image.
+fn snapshot_local_name(snap: &Snapshot) -> Result<ImageRef> {
+    name_in(&namespace_of(snap), &snap.name)
 }
 
 impl<'s> SnapshotService<'s> {
@@ -219,7 +222,10 @@ impl<'s> SnapshotService<'s> {
         std::fs::read_to_string(&path).map_err(io(format!("read build log {}", path.display())))
     }
 
+    /// A snapshot `org` can see: its own, else a general one of that name.
     pub fn get(&self, org: &str, key: &str) -> Result<Snapshot> {
+        tenancy::check_org(org)?;
+        check_key(key)?;
         let mut repo = self.repo.borrow_mut();
         repo.mark_idle(self.idle_after)?;
         Ok(repo.get(org, key)?)
@@ -227,6 +233,7 @@ impl<'s> SnapshotService<'s> {
 
     /// One page; snapshots idle past the threshold are shown inactive.
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
+        tenancy::check_org(&q.organization_id)?;
         let mut repo = self.repo.borrow_mut();
         repo.mark_idle(self.idle_after)?;
         Ok(repo.list(q)?)
@@ -235,6 +242,9 @@ impl<'s> SnapshotService<'s> {
     /// Create a snapshot and make its image; returns it active, or the
     /// error after recording the snapshot as `build_failed`/`error` (with
     /// its log kept). `log` hears every line of progress as it happens.
+    /// With `req.general` this is the operator's call: the snapshot is
+    /// general (every organization sees and uses it, none changes it), made
+    /// with `org`'s rights and named in the general namespace.
     pub fn create(
         &self,
         org: &str,
@@ -247,8 +257,23 @@ impl<'s> SnapshotService<'s> {
                 "--entrypoint cannot be used with --dockerfile or --context: put ENTRYPOINT in the Dockerfile".into(),
             ));
         }
+        tenancy::check_org(org)?;
+        // Refused before any record is made: nothing is left behind.
+        if let Source::Image(image) | Source::LocalImage(image) = &source {
+            self.check_readable(org, image)?;
+            // A local image named by digest: not one only another
+            // organization's snapshots hold (a remote one is the registry's).
+            if let Ok(manifest) = self.store.resolve(image) {
+                tenancy::check_pinned(self.store, Some(org), image, &manifest, "snapshot source")?;
+            }
+        }
         let regions = self.regions_for(&req.regions)?;
-        let local = local_name(org, &req.name)?;
+        let local = match req.general {
+            true => general_local_name(&req.name)?,
+            false => local_name(org, &req.name)?,
+        };
+        // The operator finishes what it started, general snapshots included.
+        let actor = (!req.general).then_some(org);
         let snap = self.repo.borrow_mut().create(
             NewSnapshot {
                 name: req.name.clone(),
@@ -284,7 +309,7 @@ impl<'s> SnapshotService<'s> {
                 let size = self.compressed_size(&manifest)?;
                 let entrypoint = self.image_entrypoint(&manifest)?;
                 self.store.add_root(ROOT_KIND, &snap.id, &manifest)?;
-                let done = self.repo.borrow_mut().update(org, &snap.id, |s| {
+                let done = self.repo.borrow_mut().update_as(actor, &snap.id, |s| {
                     s.state = SnapshotState::Active;
                     s.size = size;
                     s.entrypoint = entrypoint;
@@ -302,7 +327,7 @@ impl<'s> SnapshotService<'s> {
                     _ => SnapshotState::Error,
                 };
                 let _ = self.store.untag(&local);
-                let _ = self.repo.borrow_mut().update(org, &snap.id, |s| {
+                let _ = self.repo.borrow_mut().update_as(actor, &snap.id, |s| {
                     s.state = failed;
                     s.build_info = Some(BuildInfo {
                         source_kind: source.kind().into(),
@@ -389,6 +414,7 @@ impl<'s> SnapshotService<'s> {
                     timestamp: None,
                     network: Network::Host,
                     run_policy: Default::default(),
+                    organization: Some(org.to_string()),
                 };
                 let result = builder.build_with_events(&request, &mut |event| match event {
                     BuildEvent::StepStarted { text, .. } => {
@@ -433,7 +459,8 @@ impl<'s> SnapshotService<'s> {
             Source::Sandbox(id) => {
                 info.source = Some(id.clone());
                 log(&format!("committing sandbox {id}"));
-                let mgr = SandboxManager::new(self.store, self.launcher.clone());
+                let mgr =
+                    SandboxManager::new(self.store, self.launcher.clone()).for_organization(org);
                 mgr.commit(id, &local.to_string(), Compression::Gzip)?
             }
         };
@@ -450,7 +477,11 @@ impl<'s> SnapshotService<'s> {
                 Source::LocalImage(_) => format!("{ver}-{}", unix_now()),
                 _ => ver.to_string(),
             };
-            let name = format!("{}/{base}:{tag}", org_component(org));
+            let namespace = match req.general {
+                true => tenancy::GENERAL.to_string(),
+                false => tenancy::namespace(org),
+            };
+            let name = format!("{namespace}/{base}:{tag}");
             let dests = regions
                 .iter()
                 .map(|r| self.regions.destination(r, &name))
@@ -555,7 +586,7 @@ impl<'s> SnapshotService<'s> {
             ))
             .into());
         }
-        let local = local_name(&snap.organization_id, &snap.name)?;
+        let local = snapshot_local_name(&snap)?;
         if self.store.lookup_tag(&local)?.is_none() {
             // Not on this machine: fetch it from where it lives.
             let report = self.registry.pull(
@@ -574,11 +605,7 @@ impl<'s> SnapshotService<'s> {
                 let (base, ver) = version::split_name(&snap.name);
                 let dest = self.regions.destination(
                     region,
-                    &format!(
-                        "{}/{base}:{}",
-                        org_component(&snap.organization_id),
-                        ver.unwrap_or("latest")
-                    ),
+                    &format!("{}/{base}:{}", namespace_of(&snap), ver.unwrap_or("latest")),
                 )?;
                 let r = self
                     .registry
@@ -595,7 +622,7 @@ impl<'s> SnapshotService<'s> {
                 })?;
             }
         }
-        let mgr = SandboxManager::new(self.store, self.launcher.clone());
+        let mgr = SandboxManager::new(self.store, self.launcher.clone()).for_organization(org);
         let sandbox = mgr.create(&local.to_string(), opts)?;
         let snap = self.repo.borrow_mut().touch(org, &snap.id)?;
         Ok((snap, sandbox))
@@ -606,7 +633,25 @@ impl<'s> SnapshotService<'s> {
     pub fn delete(&self, org: &str, key: &str) -> Result<Snapshot> {
         let snap = self.get(org, key)?;
         let removing = self.repo.borrow_mut().begin_delete(org, &snap.id)?;
-        if let Ok(local) = local_name(&snap.organization_id, &snap.name) {
+        self.finish_delete(&snap)?;
+        Ok(removing)
+    }
+
+    /// Delete general snapshot `key` (by id or name): the operator's call,
+    /// the only way a general snapshot goes.
+    pub fn delete_general(&self, key: &str) -> Result<Snapshot> {
+        check_key(key)?;
+        let mut repo = self.repo.borrow_mut();
+        let snap = repo.get_general(key)?;
+        let removing = repo.begin_delete_as_operator(&snap.id)?;
+        drop(repo);
+        self.finish_delete(&snap)?;
+        Ok(removing)
+    }
+
+    /// Untag, drop the GC root, the record and the log of a snapshot in `removing`.
+    fn finish_delete(&self, snap: &Snapshot) -> Result<()> {
+        if let Ok(local) = snapshot_local_name(snap) {
             match self.store.untag(&local) {
                 Ok(_) | Err(StoreError::UnknownImage(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -614,8 +659,34 @@ impl<'s> SnapshotService<'s> {
         }
         self.store.remove_roots(ROOT_KIND, &snap.id)?;
         self.repo.borrow_mut().remove_record(&snap.id)?;
+        // The log may never have been written: nothing to remove then.
         let _ = std::fs::remove_file(self.logs_dir().join(format!("{}.log", snap.id)));
-        Ok(removing)
+        Ok(())
+    }
+
+    /// Refuse a source image of another organization's snapshots, in the
+    /// store or in a region's registry.
+    fn check_readable(&self, org: &str, reference: &str) -> Result<()> {
+        tenancy::check_readable(Some(org), reference, "snapshot source")?;
+        let named = ImageRef::parse(reference).ok().map(|r| r.name());
+        for id in self.regions.ids() {
+            let Ok(prefix) = self.regions.prefix(id) else {
+                continue;
+            };
+            let rest = named
+                .as_deref()
+                .and_then(|n| n.strip_prefix(prefix.trim_end_matches('/')))
+                .and_then(|r| r.strip_prefix('/'));
+            let ns = rest.and_then(|r| r.split('/').next());
+            if let Some(ns) = ns.filter(|n| rest.is_some_and(|r| r.len() > n.len())) {
+                if ns != tenancy::GENERAL && ns != tenancy::namespace(org) {
+                    return Err(ServiceError::Invalid(format!(
+                        "snapshot source {reference}: a snapshot image of another organization in region {id}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Delete every snapshot `org` owns (general ones are not its to delete).
@@ -639,6 +710,19 @@ impl<'s> SnapshotService<'s> {
         }
         Ok(gone)
     }
+}
+
+/// A snapshot key (id, `name` or `name:version`) is looked up in the
+/// records, never used as a path; still, refuse what no snapshot can be
+/// called: empty, over 256 bytes, or outside `[A-Za-z0-9_.:/-]`.
+fn check_key(key: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-');
+    if key.is_empty() || key.len() > 256 || !key.chars().all(ok_char) {
+        return Err(ServiceError::Invalid(format!(
+            "{key:?} cannot name a snapshot (1 to 256 of letters, digits and _ . : / -)"
+        )));
+    }
+    Ok(())
 }
 
 fn unix_now() -> u64 {

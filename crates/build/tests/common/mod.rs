@@ -45,6 +45,7 @@ pub fn request(context: &Path, tag: &str) -> BuildRequest {
         timestamp: None,
         network: Network::Host,
         run_policy: Default::default(),
+        organization: None,
     }
 }
 

@@ -1,5 +1,10 @@
 //! The build context: which files COPY may read (after .dockerignore), and
-//! the content digest of a set of sources for the cache key.
+//! the content digest of a set of sources for the cache key. Every path is
+//! resolved inside the root by [`resolve`] (`..` clamps, symlinks resolve in
+//! the root), and `.dockerignore` applies to the path reached and to every
+//! symlink crossed on the way.
+
+pub mod resolve;
 
 use crate::memo::HashMemo;
 use crate::BuildError;
@@ -17,6 +22,8 @@ pub struct Context {
     ignore: DockerIgnore,
     /// Memoised content hashes, keyed by the canonical path of each file.
     memo: Option<(PathBuf, Arc<HashMemo>)>,
+    /// The organization the build is for (`BuildRequest::organization`).
+    pub(crate) organization: Option<String>,
 }
 
 impl Context {
@@ -26,7 +33,10 @@ impl Context {
         if let Some(df) = dockerfile_path {
             candidates.push(PathBuf::from(format!("{}.dockerignore", df.display())));
         }
-        candidates.push(root.join(".dockerignore"));
+        // The context's own .dockerignore is itself a context path.
+        if let Ok(r) = resolve::resolve(root, ".dockerignore", true) {
+            candidates.push(root.join(r.rel));
+        }
         let mut ignore = DockerIgnore::parse("")
             .map_err(|e| BuildError::input(format!(".dockerignore: {e}")))?;
         for c in candidates {
@@ -40,6 +50,7 @@ impl Context {
             root: root.to_path_buf(),
             ignore,
             memo: None,
+            organization: None,
         })
     }
 
@@ -66,41 +77,69 @@ impl Context {
         !rel.is_empty() && self.ignore.can_skip_dir(rel)
     }
 
-    /// Resolve one COPY source (a path or a wildcard pattern) to the context
-    /// paths it names, relative to the root. Errors name the source.
-    pub fn resolve_source(&self, source: &str) -> Result<Vec<String>, BuildError> {
-        let cleaned = clean(source);
-        if cleaned.starts_with("..") {
+    /// The context path that `path` (as a Dockerfile writes it) reaches:
+    /// resolved inside the root, following symlinks (the last one too, as
+    /// BuildKit's COPY does). It must exist and be offered by .dockerignore,
+    /// as must every symlink crossed. `what` names the path in errors.
+    pub fn resolve_offered(&self, path: &str, what: &str) -> Result<String, BuildError> {
+        let found = resolve::resolve(&self.root, path, true)
+            .map_err(|e| BuildError::input(format!("{what} {path:?}: {e}")))?;
+        let exists = std::fs::symlink_metadata(self.root.join(&found.rel)).is_ok();
+        let offered = self.includes(&found.rel) && found.links.iter().all(|l| self.includes(l));
+        if !exists || !offered {
             return Err(BuildError::input(format!(
-                "COPY source {source:?} is outside the build context"
+                "{what} {path:?} not found in the build context {}{}",
+                self.root.display(),
+                if exists {
+                    " (excluded by .dockerignore)"
+                } else {
+                    ""
+                }
             )));
         }
-        let has_wildcard = cleaned.contains(['*', '?', '[']);
-        if !has_wildcard {
-            let path = self.root.join(&cleaned);
-            if std::fs::symlink_metadata(&path).is_err() || !self.includes(&cleaned) {
-                return Err(BuildError::input(format!(
-                    "COPY source {source:?}: not found in the build context {}",
-                    self.root.display()
-                )));
-            }
+        Ok(found.rel)
+    }
+
+    /// Resolve one COPY source (a path or a wildcard pattern) to the context
+    /// paths it names, relative to the root and clamped in it (`..` stops
+    /// at the root), as written: [`Context::resolve_offered`] then gives
+    /// the path each reaches. Errors name the source.
+    pub fn resolve_source(&self, source: &str) -> Result<Vec<String>, BuildError> {
+        let cleaned = resolve::clamp(source);
+        let parts: Vec<&str> = cleaned.split('/').filter(|p| !p.is_empty()).collect();
+        let fixed = parts
+            .iter()
+            .take_while(|p| !p.contains(['*', '?', '[']))
+            .count();
+        if fixed == parts.len() {
+            self.resolve_offered(&cleaned, "COPY source")?;
             return Ok(vec![cleaned]);
         }
-        let matcher = DockerIgnore::from_patterns([cleaned.as_str()])
+        // A wildcard: walk only the dir its fixed part reaches, as deep as
+        // the pattern goes.
+        let prefix = parts[..fixed].join("/");
+        let rest = parts[fixed..].join("/");
+        let base = self.resolve_offered(&prefix, "COPY source")?;
+        let matcher = DockerIgnore::from_patterns([rest.as_str()])
             .map_err(|e| BuildError::input(format!("COPY source {source:?}: {e}")))?;
-        let mut found = Vec::new();
-        for entry in walkdir::WalkDir::new(&self.root)
+        let depth = match rest.contains("**") {
+            true => usize::MAX,
+            false => parts.len() - fixed,
+        };
+        let top = self.root.join(&base);
+        let mut found: Vec<String> = Vec::new();
+        for entry in walkdir::WalkDir::new(&top)
             .min_depth(1)
+            .max_depth(depth)
             .sort_by_file_name()
         {
             let entry =
                 entry.map_err(|e| BuildError::input(format!("reading the build context: {e}")))?;
-            let rel = rel_of(&self.root, entry.path());
-            let parent_matched = found
-                .iter()
-                .any(|f: &String| rel.starts_with(&format!("{f}/")));
-            if !parent_matched && matcher.is_excluded(&rel) && self.includes(&rel) {
-                found.push(rel);
+            let under = rel_of(&top, entry.path());
+            let parent_matched = found.iter().any(|f| under.starts_with(&format!("{}/", f)));
+            if !parent_matched && matcher.is_excluded(&under) && self.includes(&join(&base, &under))
+            {
+                found.push(under);
             }
         }
         if found.is_empty() {
@@ -108,7 +147,7 @@ impl Context {
                 "COPY source {source:?}: no file in the build context matches"
             )));
         }
-        Ok(found)
+        Ok(found.into_iter().map(|u| join(&prefix, &u)).collect())
     }
 
     /// Digest of sources by (relative path, type, mode, size, content sha256,
@@ -173,6 +212,15 @@ fn file_sha256(path: &Path) -> Result<[u8; 32], BuildError> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().into())
+}
+
+/// `a/b` of two slash paths, either possibly empty.
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
 }
 
 pub fn rel_of(root: &Path, path: &Path) -> String {

@@ -5,6 +5,7 @@
 //! `main`: sandboxes are entered by re-executing the binary as a helper.
 
 pub mod cgroup;
+pub mod chmod;
 pub mod fscopy;
 pub mod helper;
 pub mod idmap;

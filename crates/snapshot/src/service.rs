@@ -14,7 +14,7 @@ use crate::state::SnapshotState;
 use crate::version;
 use cairn_build::{BuildError, BuildEvent, BuildRequest, Builder};
 use cairn_layer::Compression;
-use cairn_registry::{LayerSink, Regions, Registry, RegistryError};
+use cairn_registry::{LayerSink, Platform, Regions, Registry, RegistryError};
 use cairn_sandbox::manager::{
     CreateOptions as SandboxOptions, ManagerError, SandboxManager, SandboxRecord,
 };
@@ -363,8 +363,10 @@ impl<'s> SnapshotService<'s> {
                 info.context_digest = Some(tree_digest(ctx.path())?);
                 info.dockerfile = Some(text.clone());
                 info.build_args = build_args.clone();
-                let builder =
-                    Builder::new(self.store, self.launcher.clone()).with_registry(self.registry);
+                // Snapshots are linux/amd64 whatever this machine is (the seed's rule).
+                let builder = Builder::new(self.store, self.launcher.clone())
+                    .with_registry(self.registry)
+                    .with_platform(Platform::linux_amd64());
                 let request = BuildRequest {
                     dockerfile: text,
                     dockerfile_path: path.clone(),
@@ -400,7 +402,13 @@ impl<'s> SnapshotService<'s> {
                         log(&format!("pulling {reference}"));
                         let sink =
                             Extractor(SandboxManager::new(self.store, self.launcher.clone()));
-                        let report = self.registry.pull(self.store, reference, Some(&sink))?;
+                        let report = self.registry.pull_platform(
+                            self.store,
+                            reference,
+                            &Platform::linux_amd64(),
+                            Some(&sink),
+                            None,
+                        )?;
                         log(&format!(
                             "pulled {} ({} blobs fetched)",
                             report.manifest, report.blobs_fetched

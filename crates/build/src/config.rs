@@ -5,6 +5,7 @@
 //! images too; a `serde_json::Value` keeps every field a base image carries
 //! and lets us write exactly the ones Docker writes.
 
+use cairn_registry::Platform;
 use serde_json::{json, Map, Value};
 
 /// An image config document (`architecture`, `os`, `config`, `rootfs`, `history`, ...).
@@ -12,15 +13,22 @@ use serde_json::{json, Map, Value};
 pub struct ImageConfig(pub Value);
 
 impl ImageConfig {
-    /// The config of `FROM scratch`.
-    pub fn scratch() -> Self {
-        ImageConfig(json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
+    /// The config of `FROM scratch` for `platform`: BuildKit's empty image
+    /// has the default PATH in its Env.
+    pub fn scratch(platform: &Platform) -> Self {
+        let mut doc = json!({
+            "architecture": platform.architecture,
+            "os": platform.os,
+            "config": {
+                "Env": [format!("PATH={}", cairn_dockerfile::scope::DEFAULT_PATH)],
+            },
             "rootfs": { "type": "layers", "diff_ids": [] },
             "history": [],
-        }))
+        });
+        if let (Some(v), Some(obj)) = (&platform.variant, doc.as_object_mut()) {
+            obj.insert("variant".into(), json!(v));
+        }
+        ImageConfig(doc)
     }
 
     /// The `config` object (Env, Cmd, ...), created when missing.
@@ -167,7 +175,7 @@ mod tests {
 
     #[test]
     fn history_and_diff_ids_accumulate() {
-        let mut c = ImageConfig::scratch();
+        let mut c = ImageConfig::scratch(&Platform::linux_amd64());
         c.push_diff_id("sha256:aa");
         c.push_history("1970-01-01T00:00:00Z", "RUN x", false);
         c.push_history("1970-01-01T00:00:00Z", "ENV a=b", true);

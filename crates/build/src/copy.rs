@@ -8,6 +8,7 @@ use crate::view::LayerView;
 use crate::BuildError;
 use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::{Dockerfile, Instruction};
+use cairn_sandbox::chmod::Chmod;
 use cairn_sandbox::fscopy::{Copier, CopyOptions, Owners};
 use cairn_sandbox::Task;
 use flags::{CopyFlags, StageTree};
@@ -59,7 +60,7 @@ pub(crate) struct CopyPlan {
     dest: String,
     dest_is_dir: bool,
     owner: Option<(u32, u32)>,
-    chmod: Option<u32>,
+    chmod: Option<Chmod>,
     /// Content digest of every source, for the cache key.
     pub sources_digest: String,
     context_root: PathBuf,
@@ -81,6 +82,11 @@ impl CopyPlan {
 
     fn ignore_skips(&self, rel: &str) -> bool {
         self.context.as_ref().is_some_and(|c| c.can_skip_dir(rel))
+    }
+
+    /// The mode `--chmod` gives an entry whose mode is `mode` (None: no --chmod).
+    fn mode_of(&self, mode: u32, is_dir: bool) -> Option<u32> {
+        self.chmod.as_ref().map(|c| c.apply(mode, is_dir))
     }
 
     /// Context path `rel` is copied: offered by .dockerignore and not
@@ -201,15 +207,19 @@ pub(crate) fn plan(
     // --parents always copies below the destination, as a dir.
     let dest_is_dir = trailing_slash || !single_file || dest_exists_as_dir || flags.parents;
     let owner = chown_of(&view, inst, &expand, &at)?;
-    let chmod = chmod_of(inst, &at)?;
+    let chmod = chmod_of(inst, &expand, &at)?;
     Ok(CopyPlan {
         sources,
         from,
         dest,
         dest_is_dir,
         owner,
+        sources_digest: format!(
+            "{content_digest}:{owner:?}:{}:{}",
+            chmod_key(&chmod),
+            flags.key_part()
+        ),
         chmod,
-        sources_digest: format!("{content_digest}:{owner:?}:{chmod:?}:{}", flags.key_part()),
         context_root: context.root.clone(),
         context: context.has_ignore_rules().then(|| context.clone()),
         filter_context: context.has_ignore_rules() || flags.has_exclude(),
@@ -453,6 +463,11 @@ fn chown_of(
         return Ok(None);
     };
     let spec = expand(spec)?;
+    // BuildKit: a numeric user without a group gets gid = uid (only a
+    // user name takes its passwd group).
+    if let Ok(uid) = spec.parse::<u32>() {
+        return Ok(Some((uid, uid)));
+    }
     let passwd = view.read_to_string("etc/passwd");
     let group = view.read_to_string("etc/group");
     let user = cairn_sandbox::users::resolve_user(&spec, &passwd, &group)
@@ -460,19 +475,27 @@ fn chown_of(
     Ok(Some((user.uid, user.gid)))
 }
 
-/// `--chmod`, an octal mode.
+/// `--chmod` in the cache key (an octal mode as keys always had it).
+fn chmod_key(chmod: &Option<Chmod>) -> String {
+    match chmod {
+        Some(Chmod::Octal(m)) => format!("Some({m})"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// `--chmod`, octal or symbolic, after variable expansion (BuildKit v0.16+).
 fn chmod_of(
     inst: &Instruction,
+    expand: &dyn Fn(&str) -> Result<String, BuildError>,
     at: &dyn Fn(String) -> BuildError,
-) -> Result<Option<u32>, BuildError> {
+) -> Result<Option<Chmod>, BuildError> {
     let Some(m) = inst.flags.get("chmod").and_then(|v| v.last()) else {
         return Ok(None);
     };
-    u32::from_str_radix(m, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
+    let m = expand(m)?;
+    Chmod::parse(&m)
         .map(Some)
-        .ok_or_else(|| at(format!("--chmod={m}: expected an octal mode")))
+        .map_err(|e| at(format!("--chmod={m}: {e}")))
 }
 
 impl Builder<'_> {
@@ -592,7 +615,7 @@ impl Builder<'_> {
                 dest_is_dir: plan.dest_is_dir,
                 // Inside the task's user namespace, IDs are container IDs.
                 owner: plan.owner,
-                chmod: plan.chmod,
+                chmod: plan.chmod.clone(),
             };
             self.launcher.run_task(&self.mapping, task)?;
         }
@@ -750,7 +773,7 @@ fn write_copy(
         // BuildKit copies each source on its own.
         let mut copier = Copier::new(CopyOptions {
             owners: writer.copier_owners(plan.owner),
-            chmod: plan.chmod,
+            chmod: plan.chmod.clone(),
             skip_whiteouts: false,
         });
         match source {
@@ -761,7 +784,7 @@ fn write_copy(
                 } else {
                     plan.dest.clone()
                 };
-                url.write_to(&root.join(&to), plan.chmod)?;
+                url.write_to(&root.join(&to), plan.mode_of(0o600, false))?;
                 if let Some(owner) = plan.owner {
                     writer.set_owner(&to, owner)?;
                 }
@@ -774,7 +797,7 @@ fn write_copy(
                 };
                 let path = root.join(&to);
                 std::fs::write(&path, body).map_err(BuildError::io(&path))?;
-                set_perm(&path, plan.chmod.unwrap_or(0o644))?;
+                set_perm(&path, plan.mode_of(0o644, false).unwrap_or(0o644))?;
                 if let Some(owner) = plan.owner {
                     writer.set_owner(&to, owner)?;
                 }
@@ -908,7 +931,8 @@ fn copy_dir_filtered(
                 let dst_rel = writer.rel_of(&dst);
                 writer.set_owner(&dst_rel, owner)?;
             }
-            set_perm(&dst, plan.chmod.unwrap_or(meta.mode() & 0o7777))?;
+            let mode = meta.mode() & 0o7777;
+            set_perm(&dst, plan.mode_of(mode, true).unwrap_or(mode))?;
             set_times(&dst, meta.mtime(), meta.mtime_nsec())?;
         } else if plan.keeps(base, &child_rel) {
             copier.copy(&src, &dst).map_err(BuildError::io(&dst))?;

@@ -155,6 +155,8 @@ pub struct Builder<'s> {
     parallelism: usize,
     /// Secrets `RUN --mount=type=secret` may use, by id.
     pub(crate) secrets: BTreeMap<String, crate::Secret>,
+    /// `--platform`: the target platform (None: this machine's).
+    platform: Option<Platform>,
 }
 
 impl<'s> Builder<'s> {
@@ -169,7 +171,23 @@ impl<'s> Builder<'s> {
                 .map(|n| n.get())
                 .unwrap_or(1),
             secrets: BTreeMap::new(),
+            platform: None,
         }
+    }
+
+    /// Build for `platform` (`cairn build --platform`, BuildKit's
+    /// TARGETPLATFORM): registry bases are pulled for it, scratch stages and
+    /// the image say they are for it, and the TARGET* ARGs name it. A stage's
+    /// `FROM --platform` still wins for that stage. Nothing emulates another
+    /// architecture: a RUN there fails as the kernel decides.
+    pub fn with_platform(mut self, platform: Platform) -> Self {
+        self.platform = Some(platform);
+        self
+    }
+
+    /// The platform stages are built for unless FROM says otherwise.
+    fn target_platform(&self) -> Platform {
+        self.platform.clone().unwrap_or_else(Platform::host)
     }
 
     /// Give RUNs these secrets (`RUN --mount=type=secret,id=ID`). They reach
@@ -265,7 +283,8 @@ impl<'s> Builder<'s> {
         events: &mut dyn FnMut(&BuildEvent),
     ) -> Result<BuildResult, BuildError> {
         let file = req.dockerfile_path.display().to_string();
-        let doc = cairn_dockerfile::parse(&req.dockerfile)
+        // Quoting errors wait until their stage is built, as in BuildKit.
+        let doc = cairn_dockerfile::parse_deferring_quotes(&req.dockerfile)
             .map_err(|e| BuildError::input(format!("{file}:{e}")))?;
         if let Some(org) = &req.organization {
             crate::tenancy::check_org(org)?;
@@ -280,7 +299,7 @@ impl<'s> Builder<'s> {
         };
         let scope_input = ScopeInput {
             build_args: req.build_args.clone(),
-            platform: platform_args(),
+            platform: platform_args(&self.target_platform()),
             ..ScopeInput::default()
         };
         let globals = global_scope(&doc, &scope_input)
@@ -474,7 +493,7 @@ impl<'s> Builder<'s> {
             BuildError::input(format!("{file}:{}: FROM {}: {e}", stage.line, stage.base))
         })?;
         let mut state = StageState {
-            config: ImageConfig::scratch(),
+            config: ImageConfig::scratch(&self.target_platform()),
             layers: vec![],
             key: String::new(),
             created: EPOCH.into(),
@@ -493,11 +512,20 @@ impl<'s> Builder<'s> {
             ),
             None => None,
         };
+        // FROM --platform, else the build's --platform (None: the host's).
+        let platform = platform.or_else(|| self.platform.clone());
         let from_step = ctx(stage.line);
         self.step(&from_step, &stage.original, &mut state, |state| {
             crate::tenancy::check_readable(req.organization.as_deref(), &base, "FROM")?;
-            *state =
-                self.resolve_base(&base, doc, done, &from_step, req.organization.as_deref())?;
+            let for_platform = platform.clone().unwrap_or_else(Platform::host);
+            *state = self.resolve_base(
+                &base,
+                doc,
+                done,
+                &from_step,
+                req.organization.as_deref(),
+                &for_platform,
+            )?;
             if let Some(platform) = &platform {
                 record_platform(state, platform, &base, &from_step);
             }
@@ -545,12 +573,18 @@ impl<'s> Builder<'s> {
             }
         }
 
+        // The scope replays the stage's ENV and ARG lines over the env the
+        // stage started with (after its base's triggers); replaying them over
+        // the current env would expand each ENV again with later values.
+        let scope_input = ScopeInput {
+            build_args: req.build_args.clone(),
+            base_env: state.config.env(),
+            platform: platform_args(&self.target_platform()),
+        };
         for (i, inst) in stage.instructions.iter().enumerate() {
-            let scope_input = ScopeInput {
-                build_args: req.build_args.clone(),
-                base_env: state.config.env(),
-                platform: platform_args(),
-            };
+            if let Some(e) = &inst.deferred {
+                return Err(BuildError::input(format!("{file}:{e}")));
+            }
             let scope = scope_at(doc, &scope_input, index, i)
                 .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
             let step = ctx(inst.line);
@@ -659,7 +693,8 @@ impl<'s> Builder<'s> {
         Ok(outcome)
     }
 
-    /// The state a stage starts from.
+    /// The state a stage starts from; `platform` picks a registry base's
+    /// image from its index and is what a scratch stage says it is for.
     fn resolve_base(
         &self,
         base: &str,
@@ -667,10 +702,11 @@ impl<'s> Builder<'s> {
         done: &[Option<StageState>],
         step: &StepCtx,
         org: Option<&str>,
+        platform: &Platform,
     ) -> Result<StageState, BuildError> {
         if base.eq_ignore_ascii_case("scratch") {
             return Ok(StageState {
-                config: ImageConfig::scratch(),
+                config: ImageConfig::scratch(platform),
                 layers: vec![],
                 key: "scratch".into(),
                 created: EPOCH.into(),
@@ -699,7 +735,7 @@ impl<'s> Builder<'s> {
                 (Err(cairn_store::StoreError::UnknownImage(_)), Some(registry)) => {
                     tracing::info!("FROM {base}: not in the store, pulling");
                     registry
-                        .pull_with_progress(self.store, base, None, Some(step))?
+                        .pull_platform(self.store, base, platform, None, Some(step))?
                         .manifest
                 }
                 (Err(e), _) => return Err(e.into()),
@@ -751,7 +787,7 @@ impl<'s> Builder<'s> {
             .collect();
         let key = KeyBuilder::after("from")
             .field(manifest.to_string().as_bytes())
-            .field(b"linux/amd64")
+            .field(image_platform(&config).as_bytes())
             .finish();
         Ok(StageState {
             config,
@@ -951,10 +987,9 @@ fn needed_stages(
 
 /// The platform ARGs BuildKit predefines: builds run for this machine
 /// (linux/amd64; there is no `--platform` for a whole build).
-fn platform_args() -> BTreeMap<String, String> {
-    let p = Platform::default();
+fn platform_args(target: &Platform) -> BTreeMap<String, String> {
     let mut args = BTreeMap::new();
-    for side in ["TARGET", "BUILD"] {
+    for (side, p) in [("TARGET", target), ("BUILD", &Platform::host())] {
         args.insert(format!("{side}PLATFORM"), p.to_string());
         args.insert(format!("{side}OS"), p.os.clone());
         args.insert(format!("{side}ARCH"), p.architecture.clone());
@@ -964,6 +999,18 @@ fn platform_args() -> BTreeMap<String, String> {
         );
     }
     args
+}
+
+/// `os/arch[/variant]` of an image config (`linux/amd64` when it says none).
+fn image_platform(config: &ImageConfig) -> String {
+    let field = |k: &str| config.0.get(k).and_then(Value::as_str).unwrap_or_default();
+    let (os, arch) = (field("os"), field("architecture"));
+    let os = if os.is_empty() { "linux" } else { os };
+    let arch = if arch.is_empty() { "amd64" } else { arch };
+    match field("variant") {
+        "" => format!("{os}/{arch}"),
+        v => format!("{os}/{arch}/{v}"),
+    }
 }
 
 /// `FROM --platform=P`: the stage's image says it is for P, and P is part

@@ -38,6 +38,10 @@ pub struct BuildArgs {
     /// Network for RUN steps
     #[arg(long, default_value = "host")]
     network: Network,
+    /// Build for this platform (os/arch[/variant]): picks registry bases'
+    /// image and sets TARGETPLATFORM (default: this machine's)
+    #[arg(long)]
+    platform: Option<String>,
     /// Give RUN --mount=type=secret a secret: id=ID plus src=FILE or env=VAR
     /// (repeatable; neither: $ID if set, else the file ID)
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
@@ -101,10 +105,16 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         .iter()
         .map(|s| parse_secret(s))
         .collect::<Result<_, _>>()?;
-    let builder = Builder::new(&store, Launcher::current_exe().map_err(CliError::failed)?)
+    let mut builder = Builder::new(&store, Launcher::current_exe().map_err(CliError::failed)?)
         .with_registry(&registry)
         .with_cancel(cancel.clone())
         .with_secrets(secrets);
+    if let Some(p) = &args.platform {
+        let platform = p
+            .parse()
+            .map_err(|e| CliError::bad_input(format!("--platform {p:?}: {e}")))?;
+        builder = builder.with_platform(platform);
+    }
     let push_to = args.push.then(|| args.tags.clone());
     let req = BuildRequest {
         dockerfile,

@@ -53,9 +53,10 @@ impl RegistryFlags {
 pub struct PullArgs {
     /// The image: [REGISTRY/]REPOSITORY[:TAG|@DIGEST]
     reference: String,
-    /// The platform to pick from a multi-platform image (os/arch[/variant])
-    #[arg(long, default_value = "linux/amd64")]
-    platform: String,
+    /// The platform to pick from a multi-platform image (os/arch[/variant];
+    /// default: this machine's)
+    #[arg(long)]
+    platform: Option<String>,
     /// Only fetch the blobs; leave layer extraction to the first sandbox
     #[arg(long)]
     no_unpack: bool,
@@ -65,7 +66,9 @@ pub struct PullArgs {
 
 pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
     let mut opts = args.registry.options()?;
-    opts.platform = args.platform.parse().map_err(classify)?;
+    if let Some(p) = &args.platform {
+        opts.platform = p.parse().map_err(classify)?;
+    }
     let registry = Registry::new(opts).map_err(classify)?;
     let store = open_store(root)?;
     let launcher = Launcher::current_exe().map_err(CliError::failed)?;

@@ -6,7 +6,8 @@ use cairn::registry::Regions;
 use cairn::sandbox::manager::{CreateOptions, Resources as SandboxResources};
 use cairn::sandbox::{Launcher, Network};
 use cairn::snapshot::{
-    CreateRequest, ListQuery, Resources, Snapshot, SnapshotService, SnapshotState, Source,
+    CreateRequest, LanguageSnapshots, ListQuery, Resources, Snapshot, SnapshotService,
+    SnapshotState, Source,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
@@ -105,8 +106,9 @@ pub enum SnapshotCommand {
         /// Image reference to pull
         #[arg(short = 'i', long)]
         image: Option<String>,
-        /// Entrypoint of the snapshot (with --image only)
-        #[arg(short = 'e', long, conflicts_with_all = ["dockerfile", "contexts"])]
+        /// Entrypoint of the snapshot (with --image only; with a Dockerfile,
+        /// put ENTRYPOINT in it)
+        #[arg(short = 'e', long)]
         entrypoint: Option<String>,
         /// Build argument KEY=VALUE (repeatable)
         #[arg(long = "build-arg", value_name = "KEY=VALUE")]
@@ -172,7 +174,13 @@ pub enum SnapshotCommand {
     },
     /// Start a long-lived sandbox from a snapshot; prints its id last
     Sandbox {
-        key: String,
+        /// Snapshot id, NAME:VERSION or NAME
+        #[arg(required_unless_present = "language", conflicts_with = "language")]
+        key: Option<String>,
+        /// Start from the general snapshot of this language (python, node, ...),
+        /// as the operator's table ($CAIRN_LANGUAGE_SNAPSHOTS) maps it
+        #[arg(long)]
+        language: Option<String>,
         /// Make the snapshot available in this region first
         #[arg(long)]
         region: Option<String>,
@@ -197,7 +205,10 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
     let registry = args.common.registry.registry()?;
     let regions = Regions::load(args.common.regions_file.as_deref()).map_err(classify)?;
     let launcher = Launcher::current_exe().map_err(CliError::failed)?;
-    let svc = SnapshotService::open(&store, launcher, &registry, regions).map_err(classify)?;
+    let languages = LanguageSnapshots::from_env().map_err(CliError::bad_input)?;
+    let svc = SnapshotService::open(&store, launcher, &registry, regions)
+        .map_err(classify)?
+        .with_languages(languages);
     let org = args.common.org.as_str();
     let mut log = |line: &str| eprintln!("{line}");
     match args.command {
@@ -211,6 +222,12 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             general,
             resources,
         } => {
+            check_create_flags(
+                dockerfile.is_some(),
+                !contexts.is_empty(),
+                image.is_some(),
+                entrypoint.is_some(),
+            )?;
             let source = match (dockerfile, image) {
                 (Some(path), None) => Source::Dockerfile {
                     path,
@@ -314,10 +331,16 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
         }
         SnapshotCommand::Sandbox {
             key,
+            language,
             region,
             sandbox_name,
         } => {
-            let snap = svc.get(org, &key).map_err(classify)?;
+            let snap = match (&key, &language) {
+                (Some(key), _) => svc.get(org, key),
+                (None, Some(language)) => svc.language_snapshot(org, language),
+                (None, None) => return Err(CliError::bad_input("give a snapshot or --language")),
+            }
+            .map_err(classify)?;
             let opts = CreateOptions {
                 name: sandbox_name,
                 network: Network::Host,
@@ -344,6 +367,27 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// What the seed CLI refuses in `snapshot create`, with exit 2: a build
+/// context without a Dockerfile, an entrypoint with one.
+fn check_create_flags(
+    dockerfile: bool,
+    contexts: bool,
+    image: bool,
+    entrypoint: bool,
+) -> Result<(), CliError> {
+    if image && contexts {
+        return Err(CliError::bad_input(
+            "--context goes with --dockerfile: an --image snapshot has no build context",
+        ));
+    }
+    if entrypoint && (dockerfile || contexts) {
+        return Err(CliError::bad_input(
+            "--entrypoint cannot be used with --dockerfile or --context: put ENTRYPOINT in the Dockerfile",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {

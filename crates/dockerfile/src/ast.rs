@@ -90,6 +90,11 @@ pub struct Instruction {
     /// The instruction an ONBUILD wraps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub onbuild: Option<Box<Instruction>>,
+    /// A quoting error [`crate::parse_deferring_quotes`] kept for later:
+    /// BuildKit reports it only when it expands this instruction, i.e. when
+    /// the build reaches its stage. Always None from [`crate::parse`].
+    #[serde(skip)]
+    pub deferred: Option<crate::ParseError>,
 }
 
 /// A key and its value as written (ARG may have no value).

@@ -12,7 +12,7 @@ pub mod scope;
 
 pub use ast::{Directives, Dockerfile, Flags, Form, GlobalArg, Heredoc, Instruction, Pair, Stage};
 pub use error::ParseError;
-pub use parser::parse;
+pub use parser::{parse, parse_deferring_quotes};
 
 /// The syntax tree as the pretty-printed JSON of the `cairn parse` contract.
 pub fn to_json(doc: &Dockerfile) -> String {

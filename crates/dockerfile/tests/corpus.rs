@@ -140,3 +140,24 @@ fn syntax_errors_come_before_instruction_errors() {
         (3, "unterminated heredoc")
     );
 }
+
+#[test]
+fn quote_errors_wait_for_the_stage_that_expands_them() {
+    // BuildKit fails on an unbalanced quote only when it expands that
+    // instruction: a build of `good` must not fail on `broken`'s line.
+    let text = "FROM busybox AS broken\nWORKDIR \"/unterminated\nCOPY 'a b /c\nFROM busybox AS good\nRUN true\n";
+    let strict = cairn_dockerfile::parse(text).unwrap_err();
+    assert_eq!((strict.line, strict.column), (2, 9), "{strict}");
+    assert!(strict.message.contains("double-quote"), "{strict}");
+    let doc = cairn_dockerfile::parse_deferring_quotes(text).unwrap();
+    let broken = &doc.stages[0].instructions;
+    let deferred = broken[0].deferred.as_ref().expect("WORKDIR error kept");
+    assert_eq!(deferred, &strict);
+    let copy = broken[1].deferred.as_ref().expect("COPY error kept");
+    assert_eq!((copy.line, copy.column), (3, 6), "{copy}");
+    assert!(copy.message.contains("single-quote"), "{copy}");
+    assert!(doc.stages[1].instructions[0].deferred.is_none());
+    // Not deferred: errors that are not quoting, and global ARGs.
+    assert!(cairn_dockerfile::parse_deferring_quotes("FROM a\nCOPY one\n").is_err());
+    assert!(cairn_dockerfile::parse_deferring_quotes("ARG A=\"x\nFROM a\n").is_err());
+}

@@ -103,6 +103,20 @@ impl Registry {
         sink: Option<&dyn LayerSink>,
         progress: Option<&dyn PullProgress>,
     ) -> Result<PullReport> {
+        self.pull_platform(store, reference, &self.opts.platform, sink, progress)
+    }
+
+    /// [`Registry::pull_with_progress`] of `platform`'s image of an index
+    /// (a build's `--platform` or `FROM --platform`), whatever the
+    /// registry's default platform is.
+    pub fn pull_platform(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: &Platform,
+        sink: Option<&dyn LayerSink>,
+        progress: Option<&dyn PullProgress>,
+    ) -> Result<PullReport> {
         let image = parse_ref(reference)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Digest, Digest)>(64);
         std::thread::scope(|scope| {
@@ -125,7 +139,7 @@ impl Registry {
                     &sess,
                     store,
                     &image,
-                    &self.opts.platform,
+                    platform,
                     self.opts.max_parallel,
                     tx.as_ref(),
                     progress,

@@ -20,12 +20,47 @@ pub struct Platform {
 }
 
 impl Default for Platform {
+    /// This machine's platform ([`Platform::host`]), as `docker pull` picks.
     fn default() -> Self {
+        Platform::host()
+    }
+}
+
+impl Platform {
+    /// The platform this process runs on, in OCI names: Rust's
+    /// `std::env::consts::ARCH` mapped as Go's GOARCH names it
+    /// (BuildKit normalises arm64 without a variant, 32-bit arm as v7).
+    pub fn host() -> Self {
+        let (architecture, variant) = oci_arch(std::env::consts::ARCH);
+        Platform {
+            os: std::env::consts::OS.into(),
+            architecture: architecture.into(),
+            variant: variant.map(String::from),
+        }
+    }
+
+    /// `linux/amd64`: what snapshots must be (the seed's platform).
+    pub fn linux_amd64() -> Self {
         Platform {
             os: "linux".into(),
             architecture: "amd64".into(),
             variant: None,
         }
+    }
+}
+
+/// Rust's architecture name to the OCI (GOARCH) one, with its variant.
+fn oci_arch(rust: &str) -> (&str, Option<&str>) {
+    match rust {
+        "x86_64" => ("amd64", None),
+        "x86" => ("386", None),
+        "aarch64" => ("arm64", None),
+        "arm" => ("arm", Some("v7")),
+        "powerpc64" if cfg!(target_endian = "little") => ("ppc64le", None),
+        "mips64" if cfg!(target_endian = "little") => ("mips64le", None),
+        "mips" if cfg!(target_endian = "little") => ("mipsle", None),
+        "loongarch64" => ("loong64", None),
+        other => (other, None),
     }
 }
 
@@ -363,6 +398,31 @@ mod tests {
         for r in ["docker.io", "10.0.0.1:5000", "quay.io", "[fe80::1]:5000"] {
             assert!(!is_loopback(r), "{r}");
         }
+    }
+
+    #[test]
+    fn host_platform_has_oci_names() {
+        assert_eq!(oci_arch("x86_64"), ("amd64", None));
+        assert_eq!(oci_arch("aarch64"), ("arm64", None));
+        assert_eq!(oci_arch("arm"), ("arm", Some("v7")));
+        assert_eq!(oci_arch("x86"), ("386", None));
+        assert_eq!(oci_arch("s390x"), ("s390x", None));
+        let host = Platform::host();
+        assert_eq!(host, Platform::default());
+        assert_eq!(host.os, "linux");
+        // What `uname -m` says, in Go's names.
+        let uname = std::process::Command::new("uname")
+            .arg("-m")
+            .output()
+            .unwrap();
+        let machine = String::from_utf8_lossy(&uname.stdout).trim().to_string();
+        let want = match machine.as_str() {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "i686" | "i386" => "386",
+            other => other,
+        };
+        assert_eq!(host.architecture, want);
     }
 
     #[test]

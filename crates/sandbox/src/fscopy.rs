@@ -22,11 +22,11 @@ pub enum Owners {
 }
 
 /// How to copy.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CopyOptions {
     pub owners: Owners,
     /// Mode for copied files and dirs (`--chmod`); their own mode otherwise.
-    pub chmod: Option<u32>,
+    pub chmod: Option<crate::chmod::Chmod>,
     /// Skip 0:0 character devices (overlay whiteouts in a raw layer dir).
     pub skip_whiteouts: bool,
 }
@@ -104,7 +104,10 @@ impl Copier {
             return Ok(()); // sockets, fifos and devices are not copied
         }
         self.set_owner(to, &meta)?;
-        let mode = self.opts.chmod.unwrap_or(meta.mode() & 0o7777);
+        let mode = match &self.opts.chmod {
+            Some(chmod) => chmod.apply(meta.mode(), ft.is_dir()),
+            None => meta.mode() & 0o7777,
+        };
         // After chown: chown clears setuid/setgid bits.
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
             .map_err(ctx("chmod", to))?;

@@ -6,6 +6,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod chmod;
 pub mod fscopy;
 pub mod helper;
 pub mod idmap;

@@ -111,7 +111,7 @@ pub enum Task {
         dest: PathBuf,
         dest_is_dir: bool,
         owner: Option<(u32, u32)>,
-        chmod: Option<u32>,
+        chmod: Option<crate::chmod::Chmod>,
     },
 }
 

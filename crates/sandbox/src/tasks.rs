@@ -142,7 +142,7 @@ fn copy_from_layers(
     dest: &Path,
     dest_is_dir: bool,
     owner: Option<(u32, u32)>,
-    chmod: Option<u32>,
+    chmod: Option<crate::chmod::Chmod>,
 ) -> Result<(), String> {
     use crate::fscopy::{resolve_in_root, Copier, CopyOptions, Owners};
     use nix::mount::{mount, MsFlags};

@@ -6,6 +6,7 @@
 
 pub mod asynchronous;
 pub mod context;
+pub mod language;
 pub mod record;
 pub mod repo;
 pub mod service;
@@ -13,6 +14,7 @@ pub mod state;
 pub mod version;
 
 pub use asynchronous::AsyncSnapshots;
+pub use language::LanguageSnapshots;
 pub use record::{BuildInfo, Limits, Resources, Snapshot};
 pub use repo::{ListQuery, NewSnapshot, Page, SnapshotError, SnapshotRepo};
 pub use service::{CreateRequest, ServiceError, SnapshotService, Source};

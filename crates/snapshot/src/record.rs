@@ -17,6 +17,10 @@ pub struct BuildInfo {
     /// Digest of the build context, for Dockerfile builds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_digest: Option<String>,
+    /// The context the build used: the directory given with the Dockerfile's
+    /// text, or the files and dirs taken for a Dockerfile path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub build_args: BTreeMap<String, String>,
     /// The image reference, for image snapshots.

@@ -8,13 +8,14 @@
 //! region's registry, and `imageName` is the first region's reference.
 
 use crate::context;
+use crate::language::LanguageSnapshots;
 use crate::record::{BuildInfo, Resources, Snapshot};
 use crate::repo::{ListQuery, NewSnapshot, Page, SnapshotError, SnapshotRepo};
 use crate::state::SnapshotState;
 use crate::version;
 use cairn_build::{tenancy, BuildError, BuildEvent, BuildRequest, Builder};
 use cairn_layer::Compression;
-use cairn_registry::{LayerSink, Regions, Registry, RegistryError};
+use cairn_registry::{LayerSink, Platform, Regions, Registry, RegistryError};
 use cairn_sandbox::manager::{
     CreateOptions as SandboxOptions, ManagerError, SandboxManager, SandboxRecord,
 };
@@ -82,6 +83,13 @@ pub enum Source {
         contexts: Vec<PathBuf>,
         build_args: BTreeMap<String, String>,
     },
+    /// Build this Dockerfile text with `context` as the build context (the
+    /// seed's `build_info={"dockerfile": TEXT, "context": PATH}`).
+    DockerfileText {
+        dockerfile: String,
+        context: PathBuf,
+        build_args: BTreeMap<String, String>,
+    },
     /// Pull this registry reference.
     Image(String),
     /// A store image (`snapshot push`): pushed to the snapshot registry.
@@ -93,7 +101,7 @@ pub enum Source {
 impl Source {
     fn kind(&self) -> &'static str {
         match self {
-            Source::Dockerfile { .. } => "dockerfile",
+            Source::Dockerfile { .. } | Source::DockerfileText { .. } => "dockerfile",
             Source::Image(_) => "image",
             Source::LocalImage(_) => "local_image",
             Source::Sandbox(_) => "sandbox",
@@ -103,7 +111,9 @@ impl Source {
     /// The state a snapshot is in while its image is being made.
     fn work_state(&self) -> SnapshotState {
         match self {
-            Source::Dockerfile { .. } | Source::Sandbox(_) => SnapshotState::Building,
+            Source::Dockerfile { .. } | Source::DockerfileText { .. } | Source::Sandbox(_) => {
+                SnapshotState::Building
+            }
             Source::Image(_) | Source::LocalImage(_) => SnapshotState::Pulling,
         }
     }
@@ -131,6 +141,8 @@ pub struct SnapshotService<'s> {
     regions: Regions,
     /// Active snapshots unused this long become inactive.
     idle_after: std::time::Duration,
+    /// Which general snapshot a sandbox asked for by language starts from.
+    languages: LanguageSnapshots,
 }
 
 /// The default idle threshold: two weeks without a sandbox.
@@ -202,7 +214,41 @@ impl<'s> SnapshotService<'s> {
             registry,
             regions,
             idle_after: DEFAULT_IDLE_AFTER,
+            languages: LanguageSnapshots::default(),
         })
+    }
+
+    /// Use `table` to map languages to general snapshots
+    /// ([`SnapshotService::start_sandbox_for_language`]).
+    pub fn with_languages(mut self, table: LanguageSnapshots) -> Self {
+        self.languages = table;
+        self
+    }
+
+    /// The general snapshot the operator's table keeps for `language`.
+    pub fn language_snapshot(&self, org: &str, language: &str) -> Result<Snapshot> {
+        let name = self.languages.snapshot_for(language)?;
+        let snap = self.get(org, name)?;
+        if !snap.general {
+            return Err(ServiceError::Invalid(format!(
+                "snapshot {} for language {language:?} is not a general snapshot",
+                snap.name
+            )));
+        }
+        Ok(snap)
+    }
+
+    /// Start a sandbox from the general snapshot of `language` (the seed's
+    /// `create(language="python")`).
+    pub fn start_sandbox_for_language(
+        &self,
+        org: &str,
+        language: &str,
+        region: Option<&str>,
+        opts: SandboxOptions,
+    ) -> Result<(Snapshot, SandboxRecord)> {
+        let snap = self.language_snapshot(org, language)?;
+        self.start_sandbox(org, &snap.id, region, opts)
     }
 
     /// Use another idle threshold than [`DEFAULT_IDLE_AFTER`].
@@ -252,7 +298,12 @@ impl<'s> SnapshotService<'s> {
         req: CreateRequest,
         log: &mut dyn FnMut(&str),
     ) -> Result<Snapshot> {
-        if req.entrypoint.is_some() && matches!(source, Source::Dockerfile { .. }) {
+        if req.entrypoint.is_some()
+            && matches!(
+                source,
+                Source::Dockerfile { .. } | Source::DockerfileText { .. }
+            )
+        {
             return Err(ServiceError::Invalid(
                 "--entrypoint cannot be used with --dockerfile or --context: put ENTRYPOINT in the Dockerfile".into(),
             ));
@@ -395,37 +446,36 @@ impl<'s> SnapshotService<'s> {
                         .join(", ")
                 ));
                 info.context_digest = Some(tree_digest(ctx.path())?);
+                info.context = taken.iter().map(|p| p.display().to_string()).collect();
                 info.dockerfile = Some(text.clone());
                 info.build_args = build_args.clone();
-                let builder =
-                    Builder::new(self.store, self.launcher.clone()).with_registry(self.registry);
-                let request = BuildRequest {
-                    dockerfile: text,
-                    dockerfile_path: path.clone(),
-                    context: ctx.path().to_path_buf(),
-                    tags: vec![local.to_string()],
-                    build_args: build_args
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect::<HashMap<_, _>>(),
-                    target: None,
-                    no_cache: false,
-                    compression: Compression::Gzip,
-                    timestamp: None,
-                    network: Network::Host,
-                    run_policy: Default::default(),
-                    organization: Some(org.to_string()),
-                };
-                let result = builder.build_with_events(&request, &mut |event| match event {
-                    BuildEvent::StepStarted { text, .. } => {
-                        log(&format!("=> {}", text.lines().next().unwrap_or_default()))
-                    }
-                    BuildEvent::StepCached { .. } => log("   (cached)"),
-                    BuildEvent::Output { text, .. } => log(&format!("   | {text}")),
-                    BuildEvent::Warning { message } => log(&format!("warning: {message}")),
-                    _ => {}
-                })?;
-                result.manifest
+                self.build_dockerfile(org, text, path, ctx.path(), build_args, local, log)?
+            }
+            Source::DockerfileText {
+                dockerfile,
+                context,
+                build_args,
+            } => {
+                let dir = std::path::absolute(context)
+                    .ok()
+                    .filter(|d| d.is_dir())
+                    .ok_or_else(|| {
+                        ServiceError::Invalid(format!(
+                            "build context {} is not a directory",
+                            context.display()
+                        ))
+                    })?;
+                log(&format!(
+                    "building {} from the given Dockerfile with context {}",
+                    snap.name,
+                    dir.display()
+                ));
+                info.context_digest = Some(tree_digest(&dir)?);
+                info.context = vec![dir.display().to_string()];
+                info.dockerfile = Some(dockerfile.clone());
+                info.build_args = build_args.clone();
+                let path = dir.join("Dockerfile");
+                self.build_dockerfile(org, dockerfile.clone(), &path, &dir, build_args, local, log)?
             }
             Source::Image(reference) => {
                 info.source = Some(reference.clone());
@@ -436,7 +486,13 @@ impl<'s> SnapshotService<'s> {
                         log(&format!("pulling {reference}"));
                         let sink =
                             Extractor(SandboxManager::new(self.store, self.launcher.clone()));
-                        let report = self.registry.pull(self.store, reference, Some(&sink))?;
+                        let report = self.registry.pull_platform(
+                            self.store,
+                            reference,
+                            &Platform::linux_amd64(),
+                            Some(&sink),
+                            None,
+                        )?;
                         log(&format!(
                             "pulled {} ({} blobs fetched)",
                             report.manifest, report.blobs_fetched
@@ -507,6 +563,51 @@ impl<'s> SnapshotService<'s> {
             image_name = dests[0].to_string();
         }
         Ok((manifest, info, image_name))
+    }
+
+    /// Build a snapshot's Dockerfile `text` in `context`, tagged `local`;
+    /// for linux/amd64 whatever this machine is (the seed's rule).
+    #[allow(clippy::too_many_arguments)]
+    fn build_dockerfile(
+        &self,
+        org: &str,
+        text: String,
+        path: &Path,
+        context: &Path,
+        build_args: &BTreeMap<String, String>,
+        local: &ImageRef,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Digest> {
+        let builder = Builder::new(self.store, self.launcher.clone())
+            .with_registry(self.registry)
+            .with_platform(Platform::linux_amd64());
+        let request = BuildRequest {
+            dockerfile: text,
+            dockerfile_path: path.to_path_buf(),
+            context: context.to_path_buf(),
+            tags: vec![local.to_string()],
+            build_args: build_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+            target: None,
+            no_cache: false,
+            compression: Compression::Gzip,
+            timestamp: None,
+            network: Network::Host,
+            run_policy: Default::default(),
+            organization: Some(org.to_string()),
+        };
+        let result = builder.build_with_events(&request, &mut |event| match event {
+            BuildEvent::StepStarted { text, .. } => {
+                log(&format!("=> {}", text.lines().next().unwrap_or_default()))
+            }
+            BuildEvent::StepCached { .. } => log("   (cached)"),
+            BuildEvent::Output { text, .. } => log(&format!("   | {text}")),
+            BuildEvent::Warning { message } => log(&format!("warning: {message}")),
+            _ => {}
+        })?;
+        Ok(result.manifest)
     }
 
     /// Snapshots run on linux/amd64 machines (the seed's rule).
@@ -589,13 +690,15 @@ impl<'s> SnapshotService<'s> {
         let local = snapshot_local_name(&snap)?;
         if self.store.lookup_tag(&local)?.is_none() {
             // Not on this machine: fetch it from where it lives.
-            let report = self.registry.pull(
+            let report = self.registry.pull_platform(
                 self.store,
                 &snap.image_name,
+                &Platform::linux_amd64(),
                 Some(&Extractor(SandboxManager::new(
                     self.store,
                     self.launcher.clone(),
                 ))),
+                None,
             )?;
             self.store.tag(&local, &report.manifest)?;
         }

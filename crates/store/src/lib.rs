@@ -62,7 +62,11 @@ impl Store {
     }
 
     fn open_with(root: impl AsRef<Path>, mode: LockMode) -> Result<Self> {
-        let layout = Layout::new(root.as_ref());
+        // Absolute: layer dirs under the root reach the sandbox helper, which
+        // does not share our working directory (`--store ./s` must work).
+        let root = std::path::absolute(root.as_ref())
+            .map_err(StoreError::io("resolve store directory", root.as_ref()))?;
+        let layout = Layout::new(root);
         // The lock comes first: a GC must not run between our mkdirs and our work.
         std::fs::create_dir_all(layout.root())
             .map_err(StoreError::io("create store directory", layout.root()))?;

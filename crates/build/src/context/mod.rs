@@ -46,8 +46,11 @@ impl Context {
                 break;
             }
         }
+        // Absolute: the root reaches the sandbox helper (bind mounts), which
+        // runs in another working directory; `cairn build .` must work.
+        let root = std::path::absolute(root).map_err(BuildError::io(root))?;
         Ok(Context {
-            root: root.to_path_buf(),
+            root,
             ignore,
             memo: None,
             organization: None,

@@ -480,6 +480,11 @@ impl<'a> Lexer<'a> {
                 let Some(op) = self.next() else {
                     return Err(err(ExpandErrorKind::MissingBrace));
                 };
+                // dockerfile 1.10+ takes `:` only before `-`, `+` and `?`:
+                // `${V:#w}` was read as `${V#w}` before, now it is refused.
+                if !matches!(op, '-' | '+' | '?') {
+                    return Err(err(ExpandErrorKind::UnsupportedModifier(format!(":{op}"))));
+                }
                 self.modify(start, &name, op, true)
             }
             '+' | '-' | '?' | '#' | '%' => self.modify(start, &name, modifier, false),

@@ -118,8 +118,6 @@ const WORD_CASES: &[(&str, &str)] = &[
     ("${KOREAN#한}", "국어"),
     ("${KOREAN%어}", "한국"),
     ("${UNSET:-.}${FOO%x}${UNSET:-.}", ".xxyy."),
-    // `${V:#p}` acts as `${V#p}` in BuildKit.
-    ("${V:#a}", ".b.c"),
     // Replacement.
     ("${V/./-}", "a-b.c"),
     ("${V//./-}", "a-b-c"),
@@ -183,6 +181,27 @@ fn expand_word_errors() {
             ExpandErrorKind::UnsupportedModifier(":1".into()),
         ),
         ("${PWD=x}", ExpandErrorKind::UnsupportedModifier("=".into())),
+        // dockerfile 1.10+ (BuildKit's lex_test): `:` goes only with + - ?.
+        (
+            "${FOO:#x}",
+            ExpandErrorKind::UnsupportedModifier(":#".into()),
+        ),
+        (
+            "${FOO:##x}",
+            ExpandErrorKind::UnsupportedModifier(":#".into()),
+        ),
+        (
+            "${FOO:%y}",
+            ExpandErrorKind::UnsupportedModifier(":%".into()),
+        ),
+        (
+            "${FOO:%%y}",
+            ExpandErrorKind::UnsupportedModifier(":%".into()),
+        ),
+        (
+            "${UNSET:#}",
+            ExpandErrorKind::UnsupportedModifier(":#".into()),
+        ),
         (
             "${FOO=:aaa}",
             ExpandErrorKind::UnsupportedModifier("=".into()),

@@ -146,6 +146,7 @@ pub(crate) fn convert(
         heredocs,
         original: node.original,
         onbuild,
+        deferred: None,
     })
 }
 
@@ -225,7 +226,7 @@ fn check_flags(node: &Node) -> Result<Flags, Reject> {
 }
 
 /// The checks of BuildKit's per-instruction parse functions, in their order.
-fn validate(node: &Node, escape: char) -> Result<Option<Flags>, Reject> {
+pub(crate) fn validate(node: &Node, escape: char) -> Result<Option<Flags>, Reject> {
     let mut checked = None;
     let upper = node.name.to_uppercase();
     let n = arg_count(&node.args);
@@ -405,11 +406,20 @@ fn quoted_ok(word: &str, at: usize, escape: char) -> Result<(), Reject> {
         Some(q) => Err((
             at,
             format!(
-                "unexpected end of statement while looking for matching {}-quote",
+                "{QUOTE_ERROR} {}-quote",
                 if q == '"' { "double" } else { "single" }
             ),
         )),
     }
+}
+
+/// How the shell lexer's unbalanced-quote error starts.
+const QUOTE_ERROR: &str = "unexpected end of statement while looking for matching";
+
+/// Is this rejection an unbalanced quote (an error of word expansion,
+/// which BuildKit raises only for instructions it expands)?
+pub(crate) fn is_quote_error(message: &str) -> bool {
+    message.starts_with(QUOTE_ERROR)
 }
 
 fn validate_healthcheck(node: &Node) -> Result<Option<Flags>, Reject> {

@@ -98,7 +98,6 @@ impl<'a> Scanner<'a> {
 
     /// The next instruction line, or None at the end of the input.
     pub fn next_logical(&mut self) -> Result<Option<LogicalLine>, ParseError> {
-        let escape = self.directives.escape;
         loop {
             let Some(raw) = self.take_line()? else {
                 return Ok(None);
@@ -108,6 +107,9 @@ impl<'a> Scanner<'a> {
             let lead = content.trim_start_matches(is_space);
             let lead_at = content.len() - lead.len();
             self.directives.check(lead, line_no)?;
+            // Read after the directive check: the first instruction line
+            // ends the directives and is continued with the escape they set.
+            let escape = self.directives.escape;
             // A comment line (after leading whitespace) is dropped whole.
             let body = if lead.starts_with('#') { "" } else { lead };
             let (piece, mut ended) = trim_continuation(body, escape);

@@ -28,8 +28,23 @@ struct Parsed {
     bodies: Vec<String>,
 }
 
-/// Parse a Dockerfile.
+/// Parse a Dockerfile, strictly: every error anywhere in the file fails it
+/// (what `cairn parse` and linters want).
 pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
+    parse_with(text, false)
+}
+
+/// Parse a Dockerfile for a build: an unbalanced quote in the words of an
+/// instruction inside a stage is kept in [`Instruction::deferred`] instead
+/// of failing the parse, because BuildKit reports it only when it expands
+/// that instruction, so `--target` may skip a stage with such a line.
+///
+/// [`Instruction::deferred`]: crate::Instruction::deferred
+pub fn parse_deferring_quotes(text: &str) -> Result<Dockerfile, ParseError> {
+    parse_with(text, true)
+}
+
+fn parse_with(text: &str, defer_quotes: bool) -> Result<Dockerfile, ParseError> {
     // BuildKit refuses an empty file before parsing it.
     if text.is_empty() {
         return Err(ParseError::new(1, 1, "the Dockerfile cannot be empty"));
@@ -100,7 +115,19 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             continue;
         }
         let node_at = p.node.at;
-        let inst = instruction::convert(p.node, p.bodies, &ctx, true).map_err(reject)?;
+        let deferred = match instruction::validate(&p.node, escape) {
+            Err((offset, message))
+                if defer_quotes
+                    && !doc.stages.is_empty()
+                    && instruction::is_quote_error(&message) =>
+            {
+                Some(reject((offset, message)))
+            }
+            _ => None,
+        };
+        let check = deferred.is_none();
+        let mut inst = instruction::convert(p.node, p.bodies, &ctx, check).map_err(reject)?;
+        inst.deferred = deferred;
         match doc.stages.last_mut() {
             Some(stage) => stage.instructions.push(inst),
             None if inst.name == "arg" => {

@@ -160,8 +160,23 @@ fn parse_node_at_depth(
     };
     if node.can_contain_heredoc() && line.contains("<<") {
         node.heredocs = heredocs_in(line, base);
+        if let Args::Words(words) = &mut node.args {
+            join_spaced_heredoc_sources(words);
+        }
     }
     Ok(node)
+}
+
+/// COPY/ADD `<<  FILE /dest`: the operator and its name are one source.
+fn join_spaced_heredoc_sources(words: &mut Vec<Word>) {
+    let mut i = 0;
+    while i + 1 < words.len() {
+        if is_bare_heredoc_operator(&words[i].text) {
+            let next = words.remove(i + 1);
+            words[i].text.push_str(&next.text);
+        }
+        i += 1;
+    }
 }
 
 /// BuildKit's `extractBuilderFlags`: leading words that start with `--`,
@@ -399,15 +414,32 @@ fn heredocs_in(line: &str, base: usize) -> Vec<HeredocSpec> {
     let Some(words) = raw_shell_words(line) else {
         return Vec::new();
     };
-    words
-        .into_iter()
-        .filter_map(|w| {
-            parse_heredoc_word(&w.text).map(|mut h| {
-                h.offset = base + w.offset;
-                h
-            })
-        })
-        .collect()
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        // dockerfile 1.16+: `<<  EOF` (blanks after the operator) names
+        // the heredoc with the next word, as a shell does.
+        let spec = match (is_bare_heredoc_operator(&w.text), words.get(i + 1)) {
+            (true, Some(next)) => {
+                i += 1;
+                parse_heredoc_word(&format!("{}{}", w.text, next.text))
+            }
+            _ => parse_heredoc_word(&w.text),
+        };
+        if let Some(mut h) = spec {
+            h.offset = base + w.offset;
+            found.push(h);
+        }
+        i += 1;
+    }
+    found
+}
+
+/// A word that is only a heredoc operator: `<<`, `<<-`, `3<<`.
+fn is_bare_heredoc_operator(word: &str) -> bool {
+    let rest = word.trim_start_matches(|c: char| c.is_ascii_digit());
+    rest == "<<" || rest == "<<-"
 }
 
 /// Recognise one heredoc word such as `<<EOF`, `<<-"EOF"` or `3<<EOF`.
@@ -487,6 +519,13 @@ mod tests {
         assert_eq!((h.name.as_str(), h.fd), ("EOT", 3));
         assert!(parse_heredoc_word("<<<EOF").is_none());
         assert!(parse_heredoc_word("<<").is_none());
+        let specs = heredocs_in("cat <<  EOF 2<<- \"Q\" << <x", 0);
+        let names: Vec<_> = specs
+            .iter()
+            .map(|h| (h.name.as_str(), h.chomp, h.fd))
+            .collect();
+        assert_eq!(names, vec![("EOF", false, 0), ("Q", true, 2)]);
+        assert_eq!(specs[0].offset, 4);
         assert!(parse_heredoc_word("a<<EOF").is_none());
     }
 }

@@ -173,7 +173,9 @@ impl Builder<'_> {
             id_mapping: self.mapping.clone(),
             pids_limit: None,
         };
+        let run_span = cairn_layer::timing::span("build.run_sandbox_and_command");
         let outcome = self.run_captured(&spec, step)?;
+        drop(run_span);
         if outcome.cancelled {
             return Err(BuildError::Cancelled);
         }
@@ -256,6 +258,8 @@ impl Builder<'_> {
         req: &BuildRequest,
         upper: &Path,
     ) -> Result<LayerRef, BuildError> {
+        use cairn_layer::timing::span;
+        let task_span = span("build.commit_write_layer_task");
         let mut writer = self.store.blob_writer()?;
         let task = Task::WriteLayer {
             upper: upper.to_path_buf(),
@@ -273,7 +277,11 @@ impl Builder<'_> {
                 cairn_sandbox::SandboxError::TaskFailed(format!("malformed layer report: {reply}")),
             ));
         };
+        drop(task_span);
+        let blob_span = span("build.commit_blob_fsync_rename");
         writer.commit(Some((digest, size)))?;
+        drop(blob_span);
+        let _adopt = span("build.commit_adopt_layer_dir");
         let layer_dir = self.store.layer_dir(&diff_id);
         if !layer_dir.exists() && std::fs::rename(upper, &layer_dir).is_ok() {
             std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;

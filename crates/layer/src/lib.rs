@@ -17,6 +17,7 @@ pub mod idmap;
 mod pgzip;
 mod sys;
 mod tar_writer;
+pub mod timing;
 mod write;
 
 pub use compression::Compression;

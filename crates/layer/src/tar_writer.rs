@@ -7,6 +7,7 @@ use crate::error::LayerError;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use tar::{EntryType, Header};
 
 /// The largest value an 8-byte octal ustar field holds.
@@ -16,16 +17,76 @@ const MAX_OCTAL_SIZE: u64 = 0o77777777777;
 const COPY_BUFFER: usize = 256 * 1024;
 
 /// Write all entries and the end-of-archive blocks; returns the inner writer.
+///
+/// Small files are read ahead by a second thread (see [`prefetch`]), so
+/// their open/read/close overlaps the hashing and compression of the tar;
+/// the bytes written are the same as reading each file in turn.
 pub(crate) fn write_tar<W: Write>(
     entries: &[Entry],
     timestamp: Option<i64>,
     out: W,
 ) -> Result<W, LayerError> {
-    let mut builder = tar::Builder::new(out);
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel(PREFETCH_DEPTH);
+        let reader = std::thread::Builder::new()
+            .name("cairn-tar-read".into())
+            .spawn_scoped(scope, move || prefetch(entries, &tx));
+        // Without the thread, every file is read in turn below.
+        let rx = reader.is_ok().then_some(rx);
+        let mut builder = tar::Builder::new(out);
+        for entry in entries {
+            let ahead = match (&rx, &entry.kind) {
+                (Some(rx), Kind::File { size, .. }) if is_prefetched(*size) => Some(
+                    rx.recv()
+                        .map_err(|_| sink_bug("small-file reader stopped"))?,
+                ),
+                _ => None,
+            };
+            write_entry(&mut builder, entry, timestamp, ahead)?;
+        }
+        builder.into_inner().map_err(LayerError::Sink)
+    })
+}
+
+/// Regular files of at most this many bytes (and not empty) are read ahead.
+const PREFETCH_MAX: u64 = 64 * 1024;
+/// Files read ahead and not yet written: at most 16 MiB held.
+const PREFETCH_DEPTH: usize = 256;
+
+fn is_prefetched(size: u64) -> bool {
+    size > 0 && size <= PREFETCH_MAX
+}
+
+/// Read every small regular file of `entries`, in order, and send its
+/// content (or the error) to the tar writer. Stops when the writer does.
+fn prefetch(entries: &[Entry], tx: &SyncSender<io::Result<Vec<u8>>>) {
     for entry in entries {
-        write_entry(&mut builder, entry, timestamp)?;
+        let Kind::File { source, size } = &entry.kind else {
+            continue;
+        };
+        if !is_prefetched(*size) {
+            continue;
+        }
+        let content = read_small(source, *size);
+        if tx.send(content).is_err() {
+            return;
+        }
     }
-    builder.into_inner().map_err(LayerError::Sink)
+}
+
+/// Up to `size` bytes of the file (fewer if it shrank: the writer checks).
+fn read_small(source: &std::path::Path, size: u64) -> io::Result<Vec<u8>> {
+    let file = open_source(source)?;
+    let mut content = Vec::with_capacity(size as usize);
+    file.take(size).read_to_end(&mut content)?;
+    Ok(content)
+}
+
+fn open_source(source: &std::path::Path) -> io::Result<File> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(source)
 }
 
 /// Split a path into ustar (prefix, name), if it fits.
@@ -43,10 +104,12 @@ fn ustar_split(path: &[u8]) -> Option<(&[u8], &[u8])> {
         .map(|(i, _)| (&path[..i], &path[i + 1..]))
 }
 
+/// `ahead`: the file's content when it was read ahead.
 fn write_entry<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: &Entry,
     timestamp: Option<i64>,
+    ahead: Option<io::Result<Vec<u8>>>,
 ) -> Result<(), LayerError> {
     let mut name = entry.path.clone();
     if entry.kind == Kind::Dir {
@@ -132,12 +195,38 @@ fn write_entry<W: Write>(
             .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
             .map_err(LayerError::Sink)?;
     }
-    match &entry.kind {
-        Kind::File { source, size } if *size > 0 => append_file(builder, &header, source, *size),
+    match (&entry.kind, ahead) {
+        (Kind::File { source, size }, Some(content)) => {
+            append_read_ahead(builder, &header, source, *size, content)
+        }
+        (Kind::File { source, size }, None) if *size > 0 => {
+            append_file(builder, &header, source, *size)
+        }
         _ => builder
             .append(&header, io::empty())
             .map_err(LayerError::Sink),
     }
+}
+
+/// A file read ahead: the same checks as [`append_file`].
+fn append_read_ahead<W: Write>(
+    builder: &mut tar::Builder<W>,
+    header: &Header,
+    source: &std::path::Path,
+    size: u64,
+    content: io::Result<Vec<u8>>,
+) -> Result<(), LayerError> {
+    let content = content.map_err(|e| LayerError::source_io(source, e))?;
+    if content.len() as u64 != size {
+        return Err(LayerError::ChangedDuringCapture {
+            path: source.to_path_buf(),
+            expected: size,
+            read: content.len() as u64,
+        });
+    }
+    builder
+        .append(header, content.as_slice())
+        .map_err(LayerError::Sink)
 }
 
 fn append_file<W: Write>(
@@ -146,11 +235,7 @@ fn append_file<W: Write>(
     source: &std::path::Path,
     size: u64,
 ) -> Result<(), LayerError> {
-    let file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
-        .open(source)
-        .map_err(|e| LayerError::source_io(source, e))?;
+    let file = open_source(source).map_err(|e| LayerError::source_io(source, e))?;
     let mut reader = BufReader::with_capacity(
         COPY_BUFFER.min(size as usize + 1),
         ReadErr {
@@ -199,6 +284,62 @@ fn sink_bug(what: &str) -> LayerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file_entry(path: &str, source: std::path::PathBuf, size: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: Kind::File { source, size },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+            xattrs: Vec::new(),
+            link_id: None,
+        }
+    }
+
+    /// The tar as written before read-ahead: every file read in turn.
+    fn write_tar_in_turn(entries: &[Entry]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for entry in entries {
+            write_entry(&mut builder, entry, None, None).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn read_ahead_writes_the_same_bytes_as_reading_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries = Vec::new();
+        // Many small files, an empty one, one at the read-ahead limit, one
+        // over it: the reader and the writer must stay in step.
+        for (i, size) in (0..3000u64).map(|i| (i, i % 1500 + 1)).chain([
+            (3000, 0),
+            (3001, PREFETCH_MAX),
+            (3002, PREFETCH_MAX + 1),
+        ]) {
+            let source = dir.path().join(format!("f{i:05}"));
+            let content: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+            std::fs::write(&source, &content).unwrap();
+            entries.push(file_entry(&format!("f{i:05}"), source, size));
+        }
+        let ahead = write_tar(&entries, None, Vec::new()).unwrap();
+        assert!(ahead == write_tar_in_turn(&entries));
+    }
+
+    #[test]
+    fn a_small_file_that_shrank_fails_the_read_ahead_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("f");
+        std::fs::write(&source, b"short").unwrap();
+        let entries = vec![file_entry("f", source, 100)];
+        match write_tar(&entries, None, Vec::new()) {
+            Err(LayerError::ChangedDuringCapture { expected, read, .. }) => {
+                assert_eq!((expected, read), (100, 5))
+            }
+            other => panic!("expected ChangedDuringCapture, got {other:?}"),
+        }
+    }
 
     #[test]
     fn ustar_split_rules() {

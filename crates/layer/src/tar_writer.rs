@@ -4,6 +4,7 @@
 
 use crate::capture::{Entry, Kind};
 use crate::error::LayerError;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -33,13 +34,19 @@ pub(crate) fn write_tar<W: Write>(
             .spawn_scoped(scope, move || prefetch(entries, &tx));
         // Without the thread, every file is read in turn below.
         let rx = reader.is_ok().then_some(rx);
+        let mut ready: VecDeque<io::Result<Vec<u8>>> = VecDeque::new();
         let mut builder = tar::Builder::new(out);
         for entry in entries {
             let ahead = match (&rx, &entry.kind) {
-                (Some(rx), Kind::File { size, .. }) if is_prefetched(*size) => Some(
-                    rx.recv()
-                        .map_err(|_| sink_bug("small-file reader stopped"))?,
-                ),
+                (Some(rx), Kind::File { size, .. }) if is_prefetched(*size) => {
+                    if ready.is_empty() {
+                        ready = rx
+                            .recv()
+                            .map_err(|_| sink_bug("small-file reader stopped"))?
+                            .into();
+                    }
+                    ready.pop_front()
+                }
                 _ => None,
             };
             write_entry(&mut builder, entry, timestamp, ahead)?;
@@ -50,16 +57,25 @@ pub(crate) fn write_tar<W: Write>(
 
 /// Regular files of at most this many bytes (and not empty) are read ahead.
 const PREFETCH_MAX: u64 = 64 * 1024;
-/// Files read ahead and not yet written: at most 16 MiB held.
-const PREFETCH_DEPTH: usize = 256;
+/// Files are handed over in batches of at most this many files or bytes
+/// (one channel operation per batch, not per file)...
+const BATCH_FILES: usize = 128;
+const BATCH_BYTES: usize = 1 << 20;
+/// ...with at most this many batches waiting: a few MiB held.
+const PREFETCH_DEPTH: usize = 4;
+
+type Batch = Vec<io::Result<Vec<u8>>>;
 
 fn is_prefetched(size: u64) -> bool {
     size > 0 && size <= PREFETCH_MAX
 }
 
-/// Read every small regular file of `entries`, in order, and send its
-/// content (or the error) to the tar writer. Stops when the writer does.
-fn prefetch(entries: &[Entry], tx: &SyncSender<io::Result<Vec<u8>>>) {
+/// Read every small regular file of `entries`, in order, and send the
+/// contents (or errors) to the tar writer in batches. Stops when the
+/// writer does.
+fn prefetch(entries: &[Entry], tx: &SyncSender<Batch>) {
+    let mut batch = Vec::with_capacity(BATCH_FILES);
+    let mut bytes = 0;
     for entry in entries {
         let Kind::File { source, size } = &entry.kind else {
             continue;
@@ -68,9 +84,18 @@ fn prefetch(entries: &[Entry], tx: &SyncSender<io::Result<Vec<u8>>>) {
             continue;
         }
         let content = read_small(source, *size);
-        if tx.send(content).is_err() {
-            return;
+        bytes += content.as_ref().map_or(0, Vec::len);
+        batch.push(content);
+        if batch.len() == BATCH_FILES || bytes >= BATCH_BYTES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_FILES));
+            bytes = 0;
+            if tx.send(full).is_err() {
+                return;
+            }
         }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
     }
 }
 

@@ -192,7 +192,9 @@ impl Builder<'_> {
             pids_limit: Some(req.run_policy.pids.unwrap_or(DEFAULT_PIDS_LIMIT)),
             security: Default::default(),
         };
+        let run_span = cairn_layer::timing::span("build.run_sandbox_and_command");
         let outcome = self.run_limited(req, &spec, step)?;
+        drop(run_span);
         if outcome.timed_out {
             return Err(BuildError::input(format!(
                 "{}:{}: RUN timed out after {:?} (--timeout); every process of the step was killed",
@@ -322,6 +324,8 @@ impl Builder<'_> {
         req: &BuildRequest,
         upper: &Path,
     ) -> Result<LayerRef, BuildError> {
+        use cairn_layer::timing::span;
+        let task_span = span("build.commit_write_layer_task");
         let mut writer = self.store.blob_writer()?;
         let task = Task::WriteLayer {
             upper: upper.to_path_buf(),
@@ -339,7 +343,11 @@ impl Builder<'_> {
                 cairn_sandbox::SandboxError::TaskFailed(format!("malformed layer report: {reply}")),
             ));
         };
+        drop(task_span);
+        let blob_span = span("build.commit_blob_fsync_rename");
         writer.commit(Some((digest, size)))?;
+        drop(blob_span);
+        let _adopt = span("build.commit_adopt_layer_dir");
         if !self.store.has_layer_dir(&diff_id) {
             // Clamped mtimes make the layer's tar differ from the dir's own.
             let tree = match req.timestamp {

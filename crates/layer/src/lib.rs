@@ -19,6 +19,7 @@ pub mod meter;
 mod pgzip;
 mod sys;
 mod tar_writer;
+pub mod timing;
 mod write;
 
 pub use compression::Compression;

@@ -4,9 +4,11 @@
 
 use crate::capture::{Entry, Kind};
 use crate::error::LayerError;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use tar::{EntryType, Header};
 
 /// The largest value an 8-byte octal ustar field holds.
@@ -16,16 +18,100 @@ const MAX_OCTAL_SIZE: u64 = 0o77777777777;
 const COPY_BUFFER: usize = 256 * 1024;
 
 /// Write all entries and the end-of-archive blocks; returns the inner writer.
+///
+/// Small files are read ahead by a second thread (see [`prefetch`]), so
+/// their open/read/close overlaps the hashing and compression of the tar;
+/// the bytes written are the same as reading each file in turn.
 pub(crate) fn write_tar<W: Write>(
     entries: &[Entry],
     timestamp: Option<i64>,
     out: W,
 ) -> Result<W, LayerError> {
-    let mut builder = tar::Builder::new(out);
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel(PREFETCH_DEPTH);
+        let reader = std::thread::Builder::new()
+            .name("cairn-tar-read".into())
+            .spawn_scoped(scope, move || prefetch(entries, &tx));
+        // Without the thread, every file is read in turn below.
+        let rx = reader.is_ok().then_some(rx);
+        let mut ready: VecDeque<io::Result<Vec<u8>>> = VecDeque::new();
+        let mut builder = tar::Builder::new(out);
+        for entry in entries {
+            let ahead = match (&rx, &entry.kind) {
+                (Some(rx), Kind::File { size, .. }) if is_prefetched(*size) => {
+                    if ready.is_empty() {
+                        ready = rx
+                            .recv()
+                            .map_err(|_| sink_bug("small-file reader stopped"))?
+                            .into();
+                    }
+                    ready.pop_front()
+                }
+                _ => None,
+            };
+            write_entry(&mut builder, entry, timestamp, ahead)?;
+        }
+        builder.into_inner().map_err(LayerError::Sink)
+    })
+}
+
+/// Regular files of at most this many bytes (and not empty) are read ahead.
+const PREFETCH_MAX: u64 = 64 * 1024;
+/// Files are handed over in batches of at most this many files or bytes
+/// (one channel operation per batch, not per file)...
+const BATCH_FILES: usize = 128;
+const BATCH_BYTES: usize = 1 << 20;
+/// ...with at most this many batches waiting: a few MiB held.
+const PREFETCH_DEPTH: usize = 4;
+
+type Batch = Vec<io::Result<Vec<u8>>>;
+
+fn is_prefetched(size: u64) -> bool {
+    size > 0 && size <= PREFETCH_MAX
+}
+
+/// Read every small regular file of `entries`, in order, and send the
+/// contents (or errors) to the tar writer in batches. Stops when the
+/// writer does.
+fn prefetch(entries: &[Entry], tx: &SyncSender<Batch>) {
+    let mut batch = Vec::with_capacity(BATCH_FILES);
+    let mut bytes = 0;
     for entry in entries {
-        write_entry(&mut builder, entry, timestamp)?;
+        let Kind::File { source, size } = &entry.kind else {
+            continue;
+        };
+        if !is_prefetched(*size) {
+            continue;
+        }
+        let content = read_small(source, *size);
+        bytes += content.as_ref().map_or(0, Vec::len);
+        batch.push(content);
+        if batch.len() == BATCH_FILES || bytes >= BATCH_BYTES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_FILES));
+            bytes = 0;
+            if tx.send(full).is_err() {
+                return;
+            }
+        }
     }
-    builder.into_inner().map_err(LayerError::Sink)
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+}
+
+/// Up to `size` bytes of the file (fewer if it shrank: the writer checks).
+fn read_small(source: &std::path::Path, size: u64) -> io::Result<Vec<u8>> {
+    let file = open_source(source)?;
+    let mut content = Vec::with_capacity(size as usize);
+    file.take(size).read_to_end(&mut content)?;
+    Ok(content)
+}
+
+fn open_source(source: &std::path::Path) -> io::Result<File> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(source)
 }
 
 /// Split a path into ustar (prefix, name), if it fits.
@@ -43,10 +129,12 @@ fn ustar_split(path: &[u8]) -> Option<(&[u8], &[u8])> {
         .map(|(i, _)| (&path[..i], &path[i + 1..]))
 }
 
+/// `ahead`: the file's content when it was read ahead.
 fn write_entry<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: &Entry,
     timestamp: Option<i64>,
+    ahead: Option<io::Result<Vec<u8>>>,
 ) -> Result<(), LayerError> {
     let mut name = entry.path.clone();
     if entry.kind == Kind::Dir {
@@ -132,12 +220,38 @@ fn write_entry<W: Write>(
             .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
             .map_err(LayerError::Sink)?;
     }
-    match &entry.kind {
-        Kind::File { source, size } if *size > 0 => append_file(builder, &header, source, *size),
+    match (&entry.kind, ahead) {
+        (Kind::File { source, size }, Some(content)) => {
+            append_read_ahead(builder, &header, source, *size, content)
+        }
+        (Kind::File { source, size }, None) if *size > 0 => {
+            append_file(builder, &header, source, *size)
+        }
         _ => builder
             .append(&header, io::empty())
             .map_err(LayerError::Sink),
     }
+}
+
+/// A file read ahead: the same checks as [`append_file`].
+fn append_read_ahead<W: Write>(
+    builder: &mut tar::Builder<W>,
+    header: &Header,
+    source: &std::path::Path,
+    size: u64,
+    content: io::Result<Vec<u8>>,
+) -> Result<(), LayerError> {
+    let content = content.map_err(|e| LayerError::source_io(source, e))?;
+    if content.len() as u64 != size {
+        return Err(LayerError::ChangedDuringCapture {
+            path: source.to_path_buf(),
+            expected: size,
+            read: content.len() as u64,
+        });
+    }
+    builder
+        .append(header, content.as_slice())
+        .map_err(LayerError::Sink)
 }
 
 fn append_file<W: Write>(
@@ -146,11 +260,7 @@ fn append_file<W: Write>(
     source: &std::path::Path,
     size: u64,
 ) -> Result<(), LayerError> {
-    let file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
-        .open(source)
-        .map_err(|e| LayerError::source_io(source, e))?;
+    let file = open_source(source).map_err(|e| LayerError::source_io(source, e))?;
     let mut reader = BufReader::with_capacity(
         COPY_BUFFER.min(size as usize + 1),
         ReadErr {
@@ -199,6 +309,62 @@ fn sink_bug(what: &str) -> LayerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file_entry(path: &str, source: std::path::PathBuf, size: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: Kind::File { source, size },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+            xattrs: Vec::new(),
+            link_id: None,
+        }
+    }
+
+    /// The tar as written before read-ahead: every file read in turn.
+    fn write_tar_in_turn(entries: &[Entry]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for entry in entries {
+            write_entry(&mut builder, entry, None, None).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn read_ahead_writes_the_same_bytes_as_reading_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries = Vec::new();
+        // Many small files, an empty one, one at the read-ahead limit, one
+        // over it: the reader and the writer must stay in step.
+        for (i, size) in (0..3000u64).map(|i| (i, i % 1500 + 1)).chain([
+            (3000, 0),
+            (3001, PREFETCH_MAX),
+            (3002, PREFETCH_MAX + 1),
+        ]) {
+            let source = dir.path().join(format!("f{i:05}"));
+            let content: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+            std::fs::write(&source, &content).unwrap();
+            entries.push(file_entry(&format!("f{i:05}"), source, size));
+        }
+        let ahead = write_tar(&entries, None, Vec::new()).unwrap();
+        assert!(ahead == write_tar_in_turn(&entries));
+    }
+
+    #[test]
+    fn a_small_file_that_shrank_fails_the_read_ahead_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("f");
+        std::fs::write(&source, b"short").unwrap();
+        let entries = vec![file_entry("f", source, 100)];
+        match write_tar(&entries, None, Vec::new()) {
+            Err(LayerError::ChangedDuringCapture { expected, read, .. }) => {
+                assert_eq!((expected, read), (100, 5))
+            }
+            other => panic!("expected ChangedDuringCapture, got {other:?}"),
+        }
+    }
 
     #[test]
     fn ustar_split_rules() {

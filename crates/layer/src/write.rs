@@ -99,7 +99,10 @@ pub fn write_layer<W: Write>(
     opts: &LayerOptions,
     sink: W,
 ) -> Result<LayerInfo, LayerError> {
+    let walk = crate::timing::span("layer.capture_walk");
     let entries = capture::collect(&source, opts)?;
+    drop(walk);
+    let stream = crate::timing::span("layer.tar_hash_compress");
     let blob = HashingWriter::new(sink);
     let compressor = Compressor::new(opts, blob).map_err(LayerError::Sink)?;
     // The tar writer makes many small writes (512-byte headers, small files);
@@ -109,6 +112,8 @@ pub fn write_layer<W: Write>(
     let tar = HashingWriter::new(buffered);
     let tar = write_tar(&entries, opts.timestamp, tar)?;
     let (buffered, diff_id, uncompressed_size) = tar.finish();
+    drop(stream);
+    let _finish = crate::timing::span("layer.compressor_finish");
     let compressor = buffered
         .into_inner()
         .map_err(|e| LayerError::Sink(e.into_error()))?;

@@ -54,6 +54,7 @@ pub(crate) async fn download_blob(
     blob: &BlobRef,
     progress: Option<&dyn crate::PullProgress>,
 ) -> Result<BlobInfo> {
+    let _span = cairn_layer::timing::span("registry.download_blob");
     let target = sess.target(oref.repository(), format!("blob {}", blob.digest));
     let mut reported: u64 = 0;
     let expected = (blob.digest, blob.size);
@@ -223,6 +224,7 @@ pub(crate) async fn upload_blob(
     blob: &BlobRef,
     monolithic_max: u64,
 ) -> Result<()> {
+    let _span = cairn_layer::timing::span("registry.upload_blob");
     let target = sess.target(oref.repository(), format!("upload of blob {}", blob.digest));
     let digest = blob.digest.to_string();
     sess.retrier

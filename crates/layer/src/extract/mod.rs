@@ -93,6 +93,7 @@ pub fn extract_layer<R: Read + Send>(
     dest: &Path,
     opts: &ExtractOptions,
 ) -> Result<ExtractStats, LayerError> {
+    let _span = crate::timing::span("layer.extract");
     let root = Root::open(dest)?;
     let (tx, rx) = decode::channel();
     std::thread::scope(|s| {

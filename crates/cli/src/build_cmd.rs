@@ -2,6 +2,8 @@
 
 use crate::exit::CliError;
 mod progress;
+mod relabel;
+mod source;
 
 use cairn::build::{BuildError, BuildRequest, Builder, CancelToken, Secret};
 use cairn::layer::Compression;
@@ -10,44 +12,54 @@ use clap::Args;
 use progress::{install_signal_handlers, signalled, ProgressMode, Renderer};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `--pull`: when FROM images are fetched from their registry.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull every FROM image, even one already in the store
+    Always,
+    /// Pull only the FROM images the store does not have (the default)
+    Missing,
+    /// Never pull: a FROM image missing from the store is an error
+    Never,
+}
 
 #[derive(Args)]
 pub struct BuildArgs {
-    /// The Dockerfile (default: CONTEXT/Dockerfile)
-    #[arg(short = 'f', long = "file")]
+    /// The Dockerfile ("-" for standard input; default: CONTEXT/Dockerfile,
+    /// else CONTEXT/Containerfile)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
     /// Name the result NAME[:TAG] (repeatable)
-    #[arg(short = 't', long = "tag")]
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     tags: Vec<String>,
     /// Set a build argument (repeatable)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     build_args: Vec<String>,
     /// Build only up to this stage
-    #[arg(long)]
+    #[arg(long, value_name = "STAGE")]
     target: Option<String>,
     /// Run every step, ignoring the build cache
     #[arg(long)]
     no_cache: bool,
     /// Layer compression
-    #[arg(long, default_value = "gzip")]
-    compression: Compression,
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression: String,
     /// Set every timestamp to this Unix time (default: $SOURCE_DATE_EPOCH)
-    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "EPOCH")]
     timestamp: Option<i64>,
-    /// Network for RUN steps
-    #[arg(long, default_value = "host")]
-    network: Network,
-    /// Build for this platform (os/arch[/variant]): picks registry bases'
-    /// image and sets TARGETPLATFORM (default: this machine's)
-    #[arg(long)]
-    platform: Option<String>,
+    /// Network for RUN steps: host (share the host's) or none (loopback only)
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    network: String,
     /// Give RUN --mount=type=secret a secret: id=ID plus src=FILE or env=VAR
     /// (repeatable; neither: $ID if set, else the file ID)
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
     secrets: Vec<String>,
     /// Export the result too: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG]
-    #[arg(long)]
+    #[arg(long, value_name = "TRANSPORT:PATH")]
     output: Option<String>,
     /// Push the result to every -t name once built
     #[arg(long)]
@@ -56,11 +68,33 @@ pub struct BuildArgs {
     /// view on a terminal and plain lines otherwise
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
+    /// Print only the image digest (no progress; same as --progress quiet)
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Write the image digest to this file too
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Set a label in the image config (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Set an annotation in the image manifest (repeatable)
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// When to pull FROM images; `--pull` alone means always
+    #[arg(long, value_enum, num_args = 0..=1, default_value = "missing", default_missing_value = "always", require_equals = true)]
+    pull: PullPolicy,
+    /// The platform whose image a FROM pull picks (os/arch[/variant])
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+    /// Result format on stdout: the digest (text) or a JSON report
+    #[arg(long, value_enum, default_value = "text")]
+    format: crate::registry_cmds::ResultFormat,
     #[command(flatten)]
     registry: crate::registry_cmds::RegistryFlags,
     #[command(flatten)]
     run_limits: RunLimitArgs,
     /// The build context directory
+    #[arg(default_value = ".")]
     context: PathBuf,
 }
 
@@ -82,12 +116,16 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
             args.context.display()
         )));
     }
-    let dockerfile_path = args
-        .file
-        .clone()
-        .unwrap_or_else(|| args.context.join("Dockerfile"));
-    let dockerfile = std::fs::read_to_string(&dockerfile_path)
-        .map_err(|e| CliError::bad_input(format!("{}: {e}", dockerfile_path.display())))?;
+    let (dockerfile, dockerfile_path) = source::dockerfile(args.file.as_deref(), &args.context)?;
+    let labels = relabel::parse_pairs("--label", &args.labels)?;
+    let annotations = relabel::parse_pairs("--annotation", &args.annotations)?;
+    let compression: Compression = args.compression.parse().map_err(CliError::bad_input)?;
+    let network: Network = args.network.parse().map_err(CliError::bad_input)?;
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    };
     let output = match &args.output {
         Some(o) => Some(cairn::store::transport::Transport::parse(o).map_err(CliError::bad_input)?),
         None => None,
@@ -98,45 +136,68 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
             "--push needs at least one -t NAME to push to",
         ));
     }
-    let registry = args.registry.registry()?;
+    let mut reg_opts = args.registry.options()?;
+    if let Some(p) = &args.platform {
+        reg_opts.platform = p.parse().map_err(crate::exit::classify)?;
+    }
+    let registry = cairn::registry::Registry::new(reg_opts).map_err(crate::exit::classify)?;
+    if args.pull == PullPolicy::Always {
+        pull_bases(&registry, &store, &dockerfile, mode)?;
+    }
     let cancel = CancelToken::new();
     let secrets = args
         .secrets
         .iter()
         .map(|s| parse_secret(s))
         .collect::<Result<_, _>>()?;
-    let mut builder = Builder::new(&store, Launcher::current_exe().map_err(CliError::failed)?)
-        .with_registry(&registry)
-        .with_cancel(cancel.clone())
-        .with_secrets(secrets);
-    if let Some(p) = &args.platform {
-        let platform = p
-            .parse()
-            .map_err(|e| CliError::bad_input(format!("--platform {p:?}: {e}")))?;
-        builder = builder.with_platform(platform);
+    let mut builder = Builder::new(&store, Launcher::current_exe().map_err(CliError::failed)?);
+    if args.pull != PullPolicy::Never {
+        builder = builder.with_registry(&registry);
     }
+    let builder = builder.with_cancel(cancel.clone()).with_secrets(secrets);
+    let builder = match &args.platform {
+        Some(p) => builder.with_platform(
+            p.parse()
+                .map_err(|e| CliError::bad_input(format!("--platform {p:?}: {e}")))?,
+        ),
+        None => builder,
+    };
     let push_to = args.push.then(|| args.tags.clone());
+    // With labels or annotations the image is tagged once they are on it.
+    let relabelled = !(labels.is_empty() && annotations.is_empty());
     let req = BuildRequest {
         dockerfile,
         dockerfile_path,
         context: args.context,
-        tags: args.tags,
+        tags: if relabelled {
+            vec![]
+        } else {
+            args.tags.clone()
+        },
         build_args,
         target: args.target,
         no_cache: args.no_cache,
-        compression: args.compression,
+        compression,
         timestamp: args.timestamp,
-        network: args.network,
+        network,
         run_policy: args.run_limits.policy()?,
         organization: None,
     };
     let started = Instant::now();
     // SIGINT/SIGTERM cancel the build: the running RUN is killed, nothing is tagged.
     let signals = install_signal_handlers(cancel);
-    let mut renderer = Renderer::new(args.progress);
-    let result = builder.build_with_events(&req, &mut |event| renderer.event(event));
+    let renderer = Arc::new(Mutex::new(Renderer::new(mode)));
+    let ticker = Ticker::start(&renderer);
+    let result = builder.build_with_events(&req, &mut |event| {
+        if let Ok(mut r) = renderer.lock() {
+            r.event(event)
+        }
+    });
+    drop(ticker);
     drop(signals);
-    renderer.finish();
+    if let Ok(mut r) = renderer.lock() {
+        r.finish();
+    }
     // A Ctrl-C on the terminal also reaches the RUN's processes, which may
     // die of it before the build sees its token: a failure then is the cancel.
     if matches!(result, Err(BuildError::Cancelled)) || result.is_err() && signalled() {
@@ -150,17 +211,120 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
             CliError::failed(e)
         }
     })?;
+    let digest = if relabelled {
+        let d = relabel::relabel(&store, &result.manifest, &labels, &annotations)?;
+        let tags = args
+            .tags
+            .iter()
+            .map(|t| cairn::store::ImageRef::parse(t).map(|r| (r, d)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(crate::exit::classify)?;
+        store.tag_many(&tags).map_err(crate::exit::classify)?;
+        d
+    } else {
+        result.manifest
+    };
     if let Some(out) = output {
         store
-            .export(&result.manifest.to_string(), &out)
+            .export(&digest.to_string(), &out)
             .map_err(CliError::failed)?;
     }
-    if args.progress != ProgressMode::Json {
-        eprintln!("built in {:.2}s", started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    if !matches!(mode, ProgressMode::Json | ProgressMode::Quiet) {
+        eprintln!("built in {seconds:.2}s");
     }
-    println!("{}", result.manifest);
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, digest.to_string())
+            .map_err(|e| CliError::io(format!("writing the --iidfile {}", f.display()), e))?;
+    }
+    match args.format {
+        crate::registry_cmds::ResultFormat::Text => println!("{digest}"),
+        crate::registry_cmds::ResultFormat::Json => {
+            let size = store
+                .images()
+                .ok()
+                .and_then(|all| all.into_iter().find(|i| i.digest == digest))
+                .map(|i| i.size);
+            let steps: Vec<_> = result
+                .steps
+                .iter()
+                .map(|s| serde_json::json!({"stage": s.stage, "line": s.line, "text": s.text, "outcome": s.outcome}))
+                .collect();
+            let v = serde_json::json!({
+                "digest": digest.to_string(),
+                "tags": args.tags,
+                "size": size,
+                "seconds": seconds,
+                "steps": steps,
+            });
+            println!("{v}");
+        }
+    }
     if let Some(dests) = push_to {
-        crate::registry_cmds::push_to(&registry, &store, &result.manifest.to_string(), &dests)?;
+        let output = crate::registry_cmds::OutputFlags::quiet_text(args.quiet);
+        crate::registry_cmds::push_to(&registry, &store, &digest.to_string(), &dests, output)?;
+    }
+    Ok(())
+}
+
+/// Moves the live view's clocks forward every 200 ms while a build runs.
+struct Ticker(Arc<AtomicBool>);
+
+impl Ticker {
+    fn start(renderer: &Arc<Mutex<Renderer>>) -> Option<Ticker> {
+        if !renderer.lock().is_ok_and(|r| r.is_live()) {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stopped, renderer) = (stop.clone(), renderer.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(mut r) = renderer.lock() {
+                    r.tick();
+                }
+            }
+        });
+        Some(Ticker(stop))
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `--pull=always`: fetch every FROM base that names a registry image
+/// (not scratch, a stage, an oci: path, or one built from ARGs).
+fn pull_bases(
+    registry: &cairn::registry::Registry,
+    store: &cairn::store::Store,
+    dockerfile: &str,
+    mode: ProgressMode,
+) -> Result<(), CliError> {
+    let doc = cairn::dockerfile::parse(dockerfile)
+        .map_err(|e| CliError::bad_input(format!("Dockerfile:{e}")))?;
+    let stages: Vec<String> = doc.stages.iter().filter_map(|s| s.name.clone()).collect();
+    for stage in &doc.stages {
+        let base = stage.base.as_str();
+        let skip = base.eq_ignore_ascii_case("scratch")
+            || base.contains('$')
+            || base.starts_with("oci:")
+            || base.starts_with("oci-archive:")
+            || stages.iter().any(|s| s.eq_ignore_ascii_case(base));
+        if skip {
+            continue;
+        }
+        let report = registry
+            .pull(store, base, None)
+            .map_err(crate::exit::classify)?;
+        if !matches!(mode, ProgressMode::Quiet | ProgressMode::Json) {
+            eprintln!("pulled {base}: {}", report.manifest);
+        }
     }
     Ok(())
 }

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 pub struct CliError {
     code: u8,
     message: String,
+    /// Cairn's own failure (not a sandboxed command's exit code passed through).
+    own: bool,
 }
 
 impl CliError {
@@ -17,6 +19,7 @@ impl CliError {
         CliError {
             code: 2,
             message: message.to_string(),
+            own: true,
         }
     }
 
@@ -25,6 +28,7 @@ impl CliError {
         CliError {
             code: 1,
             message: message.to_string(),
+            own: true,
         }
     }
 
@@ -34,7 +38,32 @@ impl CliError {
         CliError {
             code: code.clamp(0, 255) as u8,
             message: String::new(),
+            own: false,
         }
+    }
+
+    /// `cairn run`'s contract, as `docker run`'s: Cairn's own failures exit
+    /// 125 so that a script can tell them from the command's own codes.
+    pub fn into_run_error(mut self) -> Self {
+        if self.own {
+            self.code = 125;
+        }
+        self
+    }
+
+    /// Wrap an io error with what Cairn was doing.
+    pub fn io(doing: impl fmt::Display, e: std::io::Error) -> Self {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => "not found",
+            std::io::ErrorKind::PermissionDenied => "permission denied",
+            _ => "",
+        };
+        let text = if hint.is_empty() {
+            e.to_string()
+        } else {
+            hint.to_string()
+        };
+        CliError::bad_input(format!("{doing}: {text}"))
     }
 
     /// Print the message to stderr and give the exit code.

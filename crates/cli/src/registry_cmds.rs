@@ -61,7 +61,39 @@ pub struct PullArgs {
     #[arg(long)]
     no_unpack: bool,
     #[command(flatten)]
+    output: OutputFlags,
+    #[command(flatten)]
     registry: RegistryFlags,
+}
+
+/// What pull and push print: a summary (text) or one JSON object on stdout,
+/// and progress on stderr when it is a terminal.
+#[derive(Args, Clone, Copy)]
+pub struct OutputFlags {
+    /// Result format on stdout: the digest (text) or a JSON report
+    #[arg(long, value_enum, default_value = "text")]
+    format: ResultFormat,
+    /// No progress and no summary on stderr
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+impl OutputFlags {
+    /// Text results, quiet or not (for pushes that another command starts).
+    pub fn quiet_text(quiet: bool) -> OutputFlags {
+        OutputFlags {
+            format: ResultFormat::Text,
+            quiet,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultFormat {
+    /// The manifest digest alone
+    Text,
+    /// A JSON object: digest, sizes, counts, seconds
+    Json,
 }
 
 pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
@@ -79,19 +111,33 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
     } else {
         Some(&extractor)
     };
-    let report = registry
-        .pull(&store, &args.reference, sink)
-        .map_err(classify)?;
-    eprintln!(
-        "pulled {}: {} blobs fetched ({}), {} already here, {} retries, {:.2}s",
-        report.reference,
-        report.blobs_fetched,
-        cairn::store::size::format_size(report.bytes_fetched),
-        report.blobs_present,
-        report.retries,
-        started.elapsed().as_secs_f64()
-    );
-    println!("{}", report.manifest);
+    let view = crate::pull_progress::TransferView::new(args.output.quiet);
+    let progress: Option<&dyn cairn::registry::PullProgress> = view.as_ref().map(|v| v as _);
+    let result = registry.pull_with_progress(&store, &args.reference, sink, progress);
+    if let Some(v) = &view {
+        v.finish();
+    }
+    let report = result.map_err(classify)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !args.output.quiet {
+        eprintln!(
+            "pulled {}: {} blobs fetched ({}), {} already here, {} retries, {seconds:.2}s",
+            report.reference,
+            report.blobs_fetched,
+            cairn::store::size::format_size(report.bytes_fetched),
+            report.blobs_present,
+            report.retries,
+        );
+    }
+    match args.output.format {
+        ResultFormat::Text => println!("{}", report.manifest),
+        ResultFormat::Json => {
+            let mut v = serde_json::to_value(&report).map_err(CliError::failed)?;
+            v["digest"] = serde_json::json!(report.manifest.to_string());
+            v["seconds"] = serde_json::json!(seconds);
+            println!("{v}");
+        }
+    }
     Ok(())
 }
 
@@ -108,6 +154,8 @@ pub struct PushArgs {
     #[arg(long, value_name = "FILE")]
     regions_file: Option<PathBuf>,
     #[command(flatten)]
+    output: OutputFlags,
+    #[command(flatten)]
     registry: RegistryFlags,
 }
 
@@ -116,7 +164,7 @@ pub fn push(root: Option<&Path>, args: PushArgs) -> Result<(), CliError> {
     let store = open_store(root)?;
     if args.regions.is_empty() {
         let dest = args.dest.clone().unwrap_or_else(|| args.image.clone());
-        return push_to(&registry, &store, &args.image, &[dest]);
+        return push_to(&registry, &store, &args.image, &[dest], args.output);
     }
     let regions = Regions::load(args.regions_file.as_deref()).map_err(classify)?;
     let name = match &args.dest {
@@ -129,7 +177,7 @@ pub fn push(root: Option<&Path>, args: PushArgs) -> Result<(), CliError> {
         .map(|r| regions.destination(r, &name).map(|d| d.to_string()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(classify)?;
-    push_to(&registry, &store, &args.image, &dests)
+    push_to(&registry, &store, &args.image, &dests, args.output)
 }
 
 /// `docker.io/library/app:1` -> `app:1`; `host/team/app:1` -> `team/app:1`.
@@ -152,6 +200,7 @@ pub fn push_to(
     store: &Store,
     image: &str,
     dests: &[String],
+    output: OutputFlags,
 ) -> Result<(), CliError> {
     let parsed = dests
         .iter()
@@ -165,6 +214,13 @@ pub fn push_to(
     let mut failures = Vec::new();
     for (dest, result) in dests.iter().zip(results) {
         match result {
+            Ok(r) if output.format == ResultFormat::Json => {
+                let mut v = serde_json::to_value(&r).map_err(CliError::failed)?;
+                v["digest"] = serde_json::json!(r.manifest.to_string());
+                v["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+                println!("{v}");
+            }
+            Ok(r) if output.quiet => println!("{}", r.manifest),
             Ok(r) => {
                 eprintln!(
                     "pushed {dest}: {} blobs uploaded ({}), {} mounted, {} already there, {} retries, {:.2}s",
@@ -198,8 +254,10 @@ pub fn push_to(
 pub struct LoginArgs {
     /// The registry host[:port]
     registry: String,
+    /// User name (asked for when not given)
     #[arg(short = 'u', long)]
     username: Option<String>,
+    /// Password (visible in the process list: prefer --password-stdin)
     #[arg(short = 'p', long)]
     password: Option<String>,
     /// Read the password from standard input
@@ -265,20 +323,56 @@ pub fn login(args: LoginArgs) -> Result<(), CliError> {
 #[derive(Args)]
 pub struct LogoutArgs {
     /// The registry host[:port]
-    registry: String,
+    #[arg(required_unless_present = "all")]
+    registry: Option<String>,
+    /// Remove the credentials of every registry in the credential files
+    #[arg(short = 'a', long, conflicts_with = "registry")]
+    all: bool,
     #[command(flatten)]
     registry_flags: RegistryFlags,
 }
 
 pub fn logout(args: LogoutArgs) -> Result<(), CliError> {
-    let host = registry_host(&args.registry)?;
     let opts = args.registry_flags.options()?;
+    let Some(registry) = &args.registry else {
+        return logout_all(&opts.auth);
+    };
+    let host = registry_host(registry)?;
     if opts.auth.logout(&host).map_err(CliError::failed)? {
         eprintln!("Removed login credentials for {host}");
         Ok(())
     } else {
         Err(CliError::bad_input(format!("not logged in to {host}")))
     }
+}
+
+/// `logout --all`: every `auths` entry of every credential file Cairn
+/// reads, through the same removal as one registry (helpers included).
+fn logout_all(auth: &AuthFiles) -> Result<(), CliError> {
+    let mut hosts = std::collections::BTreeSet::new();
+    for file in auth.search_order() {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(CliError::io(format!("reading {}", file.display()), e)),
+        };
+        let doc: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CliError::bad_input(format!("{}: not JSON: {e}", file.display())))?;
+        if let Some(auths) = doc["auths"].as_object() {
+            hosts.extend(auths.keys().cloned());
+        }
+    }
+    for key in &hosts {
+        let host = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or(key);
+        auth.logout(host).map_err(CliError::failed)?;
+        eprintln!("Removed login credentials for {host}");
+    }
+    Ok(())
 }
 
 /// `https://host:5000/` or `host:5000` -> `host:5000`.

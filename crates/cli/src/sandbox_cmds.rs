@@ -1,4 +1,4 @@
-//! `cairn run` and `cairn sandbox create|exec|commit|ls|rm`.
+//! `cairn sandbox create|exec|commit|ls|rm` (and what `run` shares with them).
 
 use crate::exit::{classify, open_store, CliError};
 use crate::security_args::SecurityArgs;
@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use std::path::Path;
 use std::time::Duration;
 
-fn launcher() -> Result<Launcher, CliError> {
+pub fn launcher() -> Result<Launcher, CliError> {
     Launcher::current_exe().map_err(CliError::failed)
 }
 
@@ -23,14 +23,14 @@ pub fn remove_dead(store: &Store) -> Result<Vec<String>, CliError> {
 }
 
 /// Say so when only the caller's own ID is mapped.
-fn warn_single_id(manager: &SandboxManager) {
+pub fn warn_single_id(manager: &SandboxManager) {
     if let Some(w) = manager.id_mapping().single_id_warning() {
         eprintln!("cairn: warning: {w}");
     }
 }
 
 /// The manager with the ID mapping `--userns` asks for.
-fn with_userns<'s>(
+pub fn with_userns<'s>(
     manager: SandboxManager<'s>,
     security: &SecurityArgs,
 ) -> Result<SandboxManager<'s>, CliError> {
@@ -45,7 +45,7 @@ fn with_userns<'s>(
 pub struct ProcessArgs {
     /// Set an environment variable (KEY=VALUE), repeatable
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
+    pub env: Vec<String>,
     /// User (name or uid, with optional :group) to run as
     #[arg(short = 'u', long)]
     user: Option<String>,
@@ -58,7 +58,7 @@ pub struct ProcessArgs {
 }
 
 impl ProcessArgs {
-    fn exec_options(self, argv: Argv) -> Result<ExecOptions, CliError> {
+    pub fn exec_options(self, argv: Argv) -> Result<ExecOptions, CliError> {
         for e in &self.env {
             if !e.contains('=') || e.starts_with('=') {
                 return Err(CliError::bad_input(format!(
@@ -86,53 +86,8 @@ impl ProcessArgs {
     }
 }
 
-#[derive(Args)]
-pub struct RunArgs {
-    /// Remove the sandbox when the command exits
-    #[arg(long)]
-    rm: bool,
-    /// Network: host (share the host's) or none (loopback only)
-    #[arg(long, default_value = "host")]
-    network: Network,
-    #[command(flatten)]
-    process: ProcessArgs,
-    #[command(flatten)]
-    security: SecurityArgs,
-    /// Image to run
-    image: String,
-    /// Command (replaces the image's CMD; ENTRYPOINT still applies)
-    #[arg(last = true)]
-    command: Vec<String>,
-}
-
-pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
-    let store = open_store(root)?;
-    let manager = with_userns(SandboxManager::new(&store, launcher()?), &args.security)?;
-    let create = CreateOptions {
-        network: args.network,
-        ephemeral: args.rm,
-        security: args.security.security()?,
-        ..CreateOptions::default()
-    };
-    let record = manager.create(&args.image, create).map_err(classify)?;
-    warn_single_id(&manager);
-    let argv = if args.command.is_empty() {
-        Argv::ImageDefault
-    } else {
-        Argv::ReplaceCmd(args.command)
-    };
-    let result = args
-        .process
-        .exec_options(argv)
-        .and_then(|opts| manager.exec(&record.id, opts).map_err(classify));
-    if args.rm {
-        manager.remove(&record.id).map_err(classify)?;
-    }
-    finish(&manager, result?)
-}
-
 /// Pass the command's exit code through, as Docker does.
-fn finish(manager: &SandboxManager, outcome: RunOutcome) -> Result<(), CliError> {
+pub fn finish(manager: &SandboxManager, outcome: RunOutcome) -> Result<(), CliError> {
     if let Some(failure) = &outcome.failure {
         eprintln!("cairn: {}", failure.message());
     }
@@ -166,7 +121,9 @@ pub enum SandboxCommand {
 
 #[derive(Args)]
 pub struct CreateArgs {
+    /// Image to start from (name, digest, or id prefix in the store)
     image: String,
+    /// Name the sandbox (usable wherever an id is)
     #[arg(long)]
     name: Option<String>,
     /// CPU cores (cgroup v2 cpu.max; a warning says why when it cannot be applied)
@@ -178,8 +135,9 @@ pub struct CreateArgs {
     /// Maximum number of processes in the sandbox (cgroup v2 pids.max, and RLIMIT_NPROC)
     #[arg(long)]
     pids: Option<u64>,
-    #[arg(long, default_value = "host")]
-    network: Network,
+    /// Network: host (share the host's) or none (loopback only)
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    network: String,
     #[command(flatten)]
     security: SecurityArgs,
 }
@@ -196,21 +154,28 @@ pub struct ExecArgs {
 
 #[derive(Args)]
 pub struct CommitArgs {
+    /// Sandbox id, id prefix or name
     id: String,
     /// NAME[:TAG] for the new image
     name: String,
-    #[arg(long, default_value = "gzip")]
-    compression: Compression,
+    /// Layer compression
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression: String,
 }
 
 #[derive(Args)]
 pub struct LsArgs {
-    #[arg(long, default_value = "table")]
+    /// Output format
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
+    /// Print only the ids
+    #[arg(short = 'q', long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
 pub struct RmArgs {
+    /// Sandbox ids, id prefixes or names
     #[arg(required = true)]
     ids: Vec<String>,
 }
@@ -235,16 +200,13 @@ pub fn sandbox(root: Option<&Path>, cmd: SandboxCommand) -> Result<(), CliError>
             };
             let opts = CreateOptions {
                 name: a.name,
-                network: a.network,
+                network: a.network.parse::<Network>().map_err(CliError::bad_input)?,
                 resources,
                 ephemeral: false,
                 security: a.security.security()?,
             };
             let manager = with_userns(manager, &a.security)?;
             let record = manager.create(&a.image, opts).map_err(classify)?;
-            for note in &record.resources.not_applied {
-                eprintln!("cairn: warning: limit not applied: {note}");
-            }
             warn_single_id(&manager);
             println!("{}", record.id);
             Ok(())
@@ -255,13 +217,23 @@ pub fn sandbox(root: Option<&Path>, cmd: SandboxCommand) -> Result<(), CliError>
         }
         SandboxCommand::Commit(a) => {
             let digest = manager
-                .commit(&a.id, &a.name, a.compression)
+                .commit(
+                    &a.id,
+                    &a.name,
+                    a.compression
+                        .parse::<Compression>()
+                        .map_err(CliError::bad_input)?,
+                )
                 .map_err(classify)?;
             println!("{digest}");
             Ok(())
         }
         SandboxCommand::Ls(a) => {
             let records = manager.list().map_err(classify)?;
+            if a.quiet {
+                records.iter().for_each(|r| println!("{}", r.id));
+                return Ok(());
+            }
             match a.format.as_str() {
                 "json" => {
                     let text = serde_json::to_string_pretty(&records).map_err(CliError::failed)?;

@@ -107,7 +107,8 @@ pub enum SnapshotCommand {
         #[arg(short = 'i', long)]
         image: Option<String>,
         /// Entrypoint of the snapshot (with --image only; with a Dockerfile,
-        /// put ENTRYPOINT in it)
+        /// put ENTRYPOINT in it). `-e` here, as in the platform's snapshot
+        /// CLI, not `--env`
         #[arg(short = 'e', long)]
         entrypoint: Option<String>,
         /// Build argument KEY=VALUE (repeatable)
@@ -126,6 +127,7 @@ pub enum SnapshotCommand {
         /// NAME or NAME:VERSION (required)
         #[arg(short = 'n', long)]
         name: String,
+        /// Entrypoint of the snapshot (JSON array or words)
         #[arg(short = 'e', long)]
         entrypoint: Option<String>,
         #[command(flatten)]
@@ -135,6 +137,7 @@ pub enum SnapshotCommand {
     Commit {
         /// Sandbox id or name
         sandbox: String,
+        /// NAME or NAME:VERSION of the new snapshot (required)
         #[arg(short = 'n', long)]
         name: String,
         #[command(flatten)]
@@ -142,8 +145,10 @@ pub enum SnapshotCommand {
     },
     /// List snapshots
     List {
+        /// Page number, from 1
         #[arg(short = 'p', long, default_value_t = 1)]
         page: u32,
+        /// Snapshots per page
         #[arg(short = 'l', long, default_value_t = 100)]
         limit: u32,
         /// Only this state (pending, building, pulling, active, inactive, error, build_failed, removing)
@@ -152,17 +157,21 @@ pub enum SnapshotCommand {
         /// Only names starting with this
         #[arg(long = "name")]
         name_prefix: Option<String>,
+        /// Output format
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
     /// Show one snapshot (by id, NAME:VERSION, or NAME for the latest version)
     Get {
+        /// Snapshot id, NAME:VERSION or NAME
         key: String,
+        /// Output format
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
     /// Delete snapshots
     Delete {
+        /// Snapshot ids, NAME:VERSION or NAME
         #[arg(required_unless_present = "all")]
         keys: Vec<String>,
         /// Delete all of the organization's snapshots
@@ -189,7 +198,10 @@ pub enum SnapshotCommand {
         sandbox_name: Option<String>,
     },
     /// Print the kept creation (build) log of a snapshot
-    Log { key: String },
+    Log {
+        /// Snapshot id, NAME:VERSION or NAME
+        key: String,
+    },
 }
 
 #[derive(Args)]

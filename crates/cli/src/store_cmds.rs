@@ -16,11 +16,23 @@ pub struct ImagesArgs {
     /// Output format
     #[arg(long, value_enum, default_value = "table")]
     pub format: ImagesFormat,
+    /// Print only the image digests, one per image
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 pub fn images(root: Option<&Path>, args: ImagesArgs) -> Result<(), CliError> {
     let store = open_store(root)?;
     let images = store.images().map_err(classify)?;
+    if args.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for i in &images {
+            if seen.insert(i.digest) {
+                println!("{}", i.digest);
+            }
+        }
+        return Ok(());
+    }
     match args.format {
         ImagesFormat::Json => {
             let text = serde_json::to_string_pretty(&images)
@@ -71,6 +83,9 @@ pub struct RmiArgs {
     /// Names to remove (a digest removes every name of that image); the blobs go at the next prune
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Do not fail on names that are not in the store
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 pub fn rmi(root: Option<&Path>, args: RmiArgs) -> Result<(), CliError> {
@@ -89,7 +104,7 @@ pub fn rmi(root: Option<&Path>, args: RmiArgs) -> Result<(), CliError> {
             Err(e) => return Err(classify(e)),
         }
     }
-    if !unknown.is_empty() {
+    if !unknown.is_empty() && !args.force {
         return Err(CliError::bad_input(format!(
             "no such image: {}",
             unknown.join(", ")

@@ -143,8 +143,9 @@ fn exit_codes_follow_docker() {
             ]),
             Some(125)
         );
+        // Cairn's own errors in `run` exit 125, as docker's (issue 20).
         let out = env.cairn(&["run", "--rm", "no-such-image:1"]);
-        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(out.status.code(), Some(125));
         assert!(
             text(&out.stderr).contains("no-such-image"),
             "{}",
@@ -152,7 +153,7 @@ fn exit_codes_follow_docker() {
         );
         assert_eq!(
             code(&["run", "--rm", "--network", "bogus", "busybox:fixture"]),
-            Some(2)
+            Some(125)
         );
         assert_eq!(code(&["sandbox", "exec", "nope", "--", "true"]), Some(2));
     }

@@ -230,6 +230,8 @@ pub struct ExecOptions {
     /// Kill the command and everything it started when this is cancelled
     /// (from any thread).
     pub cancel: Option<CancelToken>,
+    /// Host paths bound into the sandbox for this command only (`run -v`).
+    pub mounts: Vec<crate::spec::ExtraMount>,
 }
 
 impl Default for ExecOptions {
@@ -242,6 +244,7 @@ impl Default for ExecOptions {
             stdio: RunStdio::default(),
             timeout: None,
             cancel: None,
+            mounts: Vec::new(),
         }
     }
 }
@@ -752,7 +755,7 @@ impl<'s> SandboxManager<'s> {
             network: record.network,
             hostname,
             bind_files,
-            mounts: vec![],
+            mounts: opts.mounts.clone(),
             id_mapping: self.mapping.clone(),
             pids_limit: record.resources.pids.or(Some(DEFAULT_PIDS_LIMIT)),
             security: record.security.clone(),

@@ -17,6 +17,8 @@ pub enum ProgressMode {
     Plain,
     /// One JSON object per event and line.
     Json,
+    /// Nothing (as `-q`): only the image digest on stdout.
+    Quiet,
 }
 
 /// RUN output lines the live view keeps on screen.
@@ -99,6 +101,20 @@ impl Renderer {
             }
             ProgressMode::Plain => self.plain(event),
             ProgressMode::Auto => self.live(event),
+            ProgressMode::Quiet => {}
+        }
+    }
+
+    /// Whether the live view is on (and so wants a clock ticking).
+    pub fn is_live(&self) -> bool {
+        self.mode == ProgressMode::Auto
+    }
+
+    /// Redraw the live view so that the running steps' clocks move while
+    /// they are silent.
+    pub fn tick(&mut self) {
+        if self.mode == ProgressMode::Auto && !self.running.is_empty() {
+            self.redraw(&[]);
         }
     }
 

@@ -82,6 +82,58 @@ impl Env {
     pub fn cairn(&self, args: &[&str]) -> Output {
         self.command(env!("CARGO_BIN_EXE_cairn"), args)
     }
+
+    /// `cairn ARGS` run in `cwd` with `input` on its stdin.
+    pub fn cairn_at(&self, cwd: &Path, input: &[u8], args: &[&str]) -> Output {
+        self.program_at(env!("CARGO_BIN_EXE_cairn"), cwd, input, args)
+    }
+
+    /// `PROGRAM ARGS` in the test dir with `input` on its stdin.
+    pub fn cairn_at_cmd(&self, program: &str, input: &[u8], args: &[&str]) -> Output {
+        self.program_at(program, self.dir(), input, args)
+    }
+
+    fn program_at(&self, program: &str, cwd: &Path, input: &[u8], args: &[&str]) -> Output {
+        use std::io::Write;
+        let mut cmd = match self.user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--", program]);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.args(args)
+            .env("CAIRN_STORE", &self.store)
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+
+    /// A directory in the test dir that the test user may use.
+    pub fn subdir(&self, name: &str) -> PathBuf {
+        let d = self.dir().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        if let Some(u) = self.user {
+            assert!(Command::new("chown")
+                .args(["-R", u])
+                .arg(&d)
+                .status()
+                .unwrap()
+                .success());
+        }
+        d
+    }
 }
 
 pub fn text(b: &[u8]) -> String {

@@ -1,0 +1,147 @@
+//! Documents made from the clap definitions themselves, so they cannot
+//! drift: shell completions (`cairn completion SHELL`), man pages and the
+//! Markdown reference `docs/cli.md` (`cairn __docs`, checked by a test).
+
+use crate::exit::CliError;
+use clap::{Arg, Args, Command, CommandFactory};
+use clap_complete::Shell;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct CompletionArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    shell: Shell,
+}
+
+/// Print the completion script; e.g. `cairn completion bash > /etc/bash_completion.d/cairn`.
+pub fn completion(args: CompletionArgs) -> Result<(), CliError> {
+    let mut cmd = crate::Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "cairn", &mut script);
+    write_stdout(&script, "writing the completion script")
+}
+
+/// Write to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8], doing: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::io(doing, e)),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Args)]
+pub struct DocsArgs {
+    /// Write man pages (cairn.1, cairn-build.1, ...) into this directory
+    #[arg(long, value_name = "DIR")]
+    man: Option<PathBuf>,
+}
+
+/// Man pages into `--man DIR`, else the Markdown reference on stdout.
+pub fn docs(args: DocsArgs) -> Result<(), CliError> {
+    let cmd = crate::Cli::command();
+    match args.man {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .map_err(|e| CliError::io(format!("writing man pages into {}", dir.display()), e))
+        }
+        None => write_stdout(markdown(cmd).as_bytes(), "writing the reference"),
+    }
+}
+
+/// The whole reference: one section per visible command, depth first.
+pub fn markdown(mut cmd: Command) -> String {
+    cmd.build();
+    let mut out = String::from(
+        "# cairn command reference\n\n\
+         Generated from the CLI's definitions by `cairn __docs > docs/cli.md`; \
+         `crates/cli/tests/docs_cli.rs` fails when this file is stale.\n",
+    );
+    section(&cmd, "cairn", &mut out);
+    out
+}
+
+fn section(cmd: &Command, path: &str, out: &mut String) {
+    let _ = write!(out, "\n## `{path}`\n\n");
+    if let Some(about) = cmd.get_long_about().or(cmd.get_about()) {
+        let _ = writeln!(out, "{about}\n");
+    }
+    let usage = cmd.clone().render_usage().to_string();
+    let _ = writeln!(out, "```\n{}\n```\n", usage.trim_start_matches("Usage: "));
+    let args: Vec<&Arg> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && a.get_id() != "help" && a.get_id() != "version")
+        .collect();
+    if !args.is_empty() {
+        out.push_str("| Argument | Meaning |\n|---|---|\n");
+        for a in args {
+            let _ = writeln!(out, "| {} | {} |", arg_name(a), arg_help(a));
+        }
+    }
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        section(sub, &format!("{path} {}", sub.get_name()), out);
+    }
+}
+
+fn arg_name(a: &Arg) -> String {
+    let value = a
+        .get_value_names()
+        .map(|v| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| a.get_id().to_string().to_uppercase());
+    let takes_value = a.get_num_args().is_some_and(|n| n.takes_values());
+    let mut names = Vec::new();
+    if let Some(s) = a.get_short() {
+        names.push(format!("-{s}"));
+    }
+    if let Some(l) = a.get_long() {
+        names.push(format!("--{l}"));
+    }
+    let shown = match (names.is_empty(), takes_value) {
+        (true, _) => value,
+        (false, true) => format!("{} {value}", names.join(", ")),
+        (false, false) => names.join(", "),
+    };
+    format!("`{shown}`")
+}
+
+fn arg_help(a: &Arg) -> String {
+    let mut text = a
+        .get_long_help()
+        .or(a.get_help())
+        .map(|h| h.to_string().replace('\n', " "))
+        .unwrap_or_default();
+    let values: Vec<String> = a
+        .get_possible_values()
+        .iter()
+        .filter(|v| !v.is_hide_set())
+        .map(|v| format!("`{}`", v.get_name()))
+        .collect();
+    if !values.is_empty() && a.get_num_args().is_some_and(|n| n.takes_values()) {
+        let _ = write!(text, " Values: {}.", values.join(", "));
+    }
+    let defaults: Vec<String> = a
+        .get_default_values()
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect();
+    if !defaults.is_empty() && a.get_num_args().is_some_and(|n| n.takes_values()) {
+        let _ = write!(text, " Default: `{}`.", defaults.join(","));
+    }
+    if let Some(env) = a.get_env() {
+        let _ = write!(text, " Env: `{}`.", env.to_string_lossy());
+    }
+    text.replace('|', "\\|")
+}

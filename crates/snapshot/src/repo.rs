@@ -429,13 +429,17 @@ impl SnapshotRepo {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect::<std::result::Result<_, _>>()?;
-        // The organization's own snapshots of that name win over general
-        // ones (rows are ordered own first); general ones only when it has none.
-        let own: Vec<_> = rows.iter().filter(|r| r.3 == org).cloned().collect();
-        let rows = if own.is_empty() { rows } else { own };
+        // The organization's own snapshots win over general ones: an exact
+        // `name:version` is its own if it has one (rows come own first); a
+        // bare name is its highest own version, general ones only when it
+        // has none of that name.
         let chosen = match ver {
             Some(v) => rows.into_iter().find(|(_, rv, _, _)| rv == v),
-            None => rows.into_iter().max_by(|a, b| version::compare(&a.1, &b.1)),
+            None => {
+                let own: Vec<_> = rows.iter().filter(|r| r.3 == org).cloned().collect();
+                let rows = if own.is_empty() { rows } else { own };
+                rows.into_iter().max_by(|a, b| version::compare(&a.1, &b.1))
+            }
         };
         match chosen {
             Some((id, _, record, _)) => Self::decode(&id, &record),

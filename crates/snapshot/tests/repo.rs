@@ -202,3 +202,47 @@ fn json_and_yaml_round_trip() {
     let back: Snapshot = serde_norway::from_str(&yaml).unwrap();
     assert_eq!(back, page.items[0]);
 }
+
+#[test]
+fn own_snapshots_win_over_general_ones_and_the_operator_finishes_general() {
+    let (_d, mut repo) = repo();
+    let mut general = new("py:3.12", "platform");
+    general.general = true;
+    let general = repo.create(general, SnapshotState::Building).unwrap();
+    // Only the operator moves a general snapshot: its creation can finish.
+    assert!(matches!(
+        repo.update("platform", &general.id, |_| Ok(())),
+        Err(SnapshotError::General(_))
+    ));
+    let done = repo
+        .update_as(None, &general.id, |s| {
+            s.state = SnapshotState::Active;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(done.state, SnapshotState::Active);
+    // Another general `py:3.12` is a duplicate, whoever makes it.
+    let mut again = new("py:3.12", "other-operator-org");
+    again.general = true;
+    assert!(matches!(
+        repo.create(again, SnapshotState::Pending),
+        Err(SnapshotError::Duplicate { .. })
+    ));
+    let own = repo
+        .create(new("py:3.11", "acme"), SnapshotState::Pending)
+        .unwrap();
+    // By name alone the organization's own wins, though the general one's
+    // version is higher; by the general one's full name it is still found.
+    assert_eq!(repo.get("acme", "py").unwrap().id, own.id);
+    assert_eq!(repo.get("acme", "py:3.12").unwrap().id, general.id);
+    assert_eq!(repo.get("ACME", "py").unwrap().id, general.id);
+    let mut same = new("py:3.12", "acme");
+    same.image_name = "x".into();
+    let same = repo.create(same, SnapshotState::Pending).unwrap();
+    assert_eq!(repo.get("acme", "py:3.12").unwrap().id, same.id);
+    assert_eq!(repo.get("acme", "py").unwrap().id, same.id);
+    assert_eq!(repo.get_general("py:3.12").unwrap().id, general.id);
+    repo.begin_delete_as_operator(&general.id).unwrap();
+    repo.remove_record(&general.id).unwrap();
+    assert!(repo.get("other", "py").is_err());
+}

@@ -42,6 +42,9 @@ pub struct ResourceArgs {
     /// Region where the snapshot will be available (repeatable; default: the regions file's default)
     #[arg(long = "region", value_name = "ID")]
     regions: Vec<String>,
+    /// Network of the build's RUN steps: host or none
+    #[arg(long, default_value = "host")]
+    network: Network,
 }
 
 impl ResourceArgs {
@@ -57,6 +60,7 @@ impl ResourceArgs {
             },
             regions: self.regions.clone(),
             general: false,
+            network: self.network,
         })
     }
 }
@@ -173,6 +177,9 @@ pub enum SnapshotCommand {
         /// Name for the sandbox
         #[arg(long = "sandbox-name")]
         sandbox_name: Option<String>,
+        /// Network of the sandbox: host or none (loopback only)
+        #[arg(long, default_value = "host")]
+        network: Network,
     },
     /// Print the kept creation (build) log of a snapshot
     Log { key: String },
@@ -302,16 +309,14 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             key,
             region,
             sandbox_name,
+            network,
         } => {
             let snap = svc.get(org, &key).map_err(classify)?;
+            // The snapshot's cpu and mem apply (the library's default).
             let opts = CreateOptions {
                 name: sandbox_name,
-                network: Network::Host,
-                resources: SandboxResources {
-                    cpu: Some(f64::from(snap.cpu)),
-                    memory_gb: Some(f64::from(snap.mem)),
-                    ..SandboxResources::default()
-                },
+                network,
+                resources: SandboxResources::default(),
                 ephemeral: false,
                 security: Default::default(),
             };

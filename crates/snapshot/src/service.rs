@@ -120,6 +120,10 @@ pub struct CreateRequest {
     /// Region ids; empty: the regions file's default region, if any.
     pub regions: Vec<String>,
     pub general: bool,
+    /// Network of the build's RUN steps (a Dockerfile source). Default:
+    /// `Network::Host`, as Docker's RUN; `None` isolates, and a Dockerfile's
+    /// `RUN --network=host` cannot widen it.
+    pub network: Network,
 }
 
 /// The snapshot operations over one store.
@@ -378,7 +382,7 @@ impl<'s> SnapshotService<'s> {
                     no_cache: false,
                     compression: Compression::Gzip,
                     timestamp: None,
-                    network: Network::Host,
+                    network: req.network,
                     run_policy: Default::default(),
                 };
                 let result = builder.build_with_events(&request, &mut |event| match event {
@@ -585,6 +589,16 @@ impl<'s> SnapshotService<'s> {
                     Ok(())
                 })?;
             }
+        }
+        let mut opts = opts;
+        // The snapshot's cpu and mem are the sandbox's limits unless the
+        // caller set its own; the network is the caller's (opts.network).
+        let r = &mut opts.resources;
+        if r.cpu.is_none() && snap.cpu > 0 {
+            r.cpu = Some(f64::from(snap.cpu));
+        }
+        if r.memory_gb.is_none() && snap.mem > 0 {
+            r.memory_gb = Some(f64::from(snap.mem));
         }
         let mgr = SandboxManager::new(self.store, self.launcher.clone());
         let sandbox = mgr.create(&local.to_string(), opts)?;

@@ -40,6 +40,12 @@ for f in /etc/subuid /etc/subgid; do
   grep -q "^$TEST_USER:" "$f" || echo "$TEST_USER:200000:65536" >> "$f"
 done
 
+# Root's sandboxes map container IDs onto the `cairn` range (Cairn adds it
+# itself when missing; made here so a test machine has it from the start).
+for f in /etc/subuid /etc/subgid; do
+  grep -q "^cairn:" "$f" || echo "cairn:300000:65536" >> "$f"
+done
+
 # A second user with no subordinate range: the single-ID fallback's tests.
 NORANGE_USER=${CAIRN_TEST_NORANGE_USER:-cairnnorange}
 if ! id "$NORANGE_USER" >/dev/null 2>&1; then

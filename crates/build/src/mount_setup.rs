@@ -165,6 +165,7 @@ impl Builder<'_> {
                 }
             }
         };
+        let lowers = self.writable_lowers(m, lowers, scratch)?;
         let (upper, work, at) = (
             scratch.join("upper"),
             scratch.join("work"),
@@ -180,6 +181,50 @@ impl Builder<'_> {
             at,
             subpath,
         })
+    }
+
+    /// A read-write bind under real root's shifted mapping: overlay cannot
+    /// copy up a file of host root (unmapped in the sandbox), so the lower
+    /// dirs are copied first and given to container root, as BuildKit's
+    /// context snapshot shows them (0:0). Otherwise `lowers` as they are.
+    /// (Only a rw bind of the context copies; it costs the source's size.)
+    fn writable_lowers(
+        &self,
+        m: &RunMount,
+        lowers: Vec<PathBuf>,
+        scratch: &Path,
+    ) -> Result<Vec<PathBuf>, BuildError> {
+        // A stage's layer dirs already belong to the mapping.
+        let from_context = m.from.is_none();
+        if m.read_only || !from_context || self.mapping.is_identity() {
+            return Ok(lowers);
+        }
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(lowers);
+        }
+        let copy = scratch.join("rw-lower");
+        std::fs::create_dir_all(&copy).map_err(BuildError::io(&copy))?;
+        let owner = (
+            self.mapping.host_uid(0).unwrap_or(0),
+            self.mapping.host_gid(0).unwrap_or(0),
+        );
+        let mut copier = cairn_sandbox::fscopy::Copier::new(cairn_sandbox::fscopy::CopyOptions {
+            owners: cairn_sandbox::fscopy::Owners::Set(owner.0, owner.1),
+            chmod: None,
+            skip_whiteouts: true,
+        });
+        // Lowest first: upper layers overwrite what is below them.
+        for lower in &lowers {
+            copier
+                .copy_contents(lower, &copy)
+                .map_err(|e| BuildError::Io {
+                    path: lower.clone(),
+                    source: e,
+                })?;
+        }
+        std::os::unix::fs::lchown(&copy, Some(owner.0), Some(owner.1))
+            .map_err(BuildError::io(&copy))?;
+        Ok(vec![copy])
     }
 
     /// A cache mount: a directory of the store's `cache-mounts/`, named by

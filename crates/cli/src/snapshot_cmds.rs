@@ -43,6 +43,9 @@ pub struct ResourceArgs {
     /// Region where the snapshot will be available (repeatable; default: the regions file's default)
     #[arg(long = "region", value_name = "ID")]
     regions: Vec<String>,
+    /// Network of the build's RUN steps: host or none
+    #[arg(long, default_value = "host")]
+    network: Network,
 }
 
 impl ResourceArgs {
@@ -58,6 +61,7 @@ impl ResourceArgs {
             },
             regions: self.regions.clone(),
             general: false,
+            network: self.network,
         })
     }
 }
@@ -196,6 +200,9 @@ pub enum SnapshotCommand {
         /// Name for the sandbox
         #[arg(long = "sandbox-name")]
         sandbox_name: Option<String>,
+        /// Network of the sandbox: host or none (loopback only)
+        #[arg(long, default_value = "host")]
+        network: Network,
     },
     /// Print the kept creation (build) log of a snapshot
     Log {
@@ -346,6 +353,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             language,
             region,
             sandbox_name,
+            network,
         } => {
             let snap = match (&key, &language) {
                 (Some(key), _) => svc.get(org, key),
@@ -353,14 +361,11 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
                 (None, None) => return Err(CliError::bad_input("give a snapshot or --language")),
             }
             .map_err(classify)?;
+            // The snapshot's cpu and mem apply (the library's default).
             let opts = CreateOptions {
                 name: sandbox_name,
-                network: Network::Host,
-                resources: SandboxResources {
-                    cpu: Some(f64::from(snap.cpu)),
-                    memory_gb: Some(f64::from(snap.mem)),
-                    ..SandboxResources::default()
-                },
+                network,
+                resources: SandboxResources::default(),
                 ephemeral: false,
                 security: Default::default(),
             };

@@ -129,8 +129,17 @@ fn become_container_root() -> Result<(), String> {
     let root_uid = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresgid(root_gid, root_gid, root_gid)
         .map_err(|e| format!("becoming container root (setgid 0): {e}"))?;
+    let parent = nix::unistd::getppid();
     nix::unistd::setresuid(root_uid, root_uid, root_uid)
-        .map_err(|e| format!("becoming container root (setuid 0): {e}"))
+        .map_err(|e| format!("becoming container root (setuid 0): {e}"))?;
+    // A change of credentials clears the parent-death signal: set it again,
+    // or a caller killed now would leave the sandbox running.
+    // SAFETY: prctl with an integer signal argument.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if nix::unistd::getppid() != parent {
+        return Err("the caller is gone".into());
+    }
+    Ok(())
 }
 
 fn read_request(down: &mut File) -> Result<Request, String> {

@@ -46,8 +46,8 @@ fn lifecycle(_: &()) {
         ..CreateOptions::default()
     };
     let sb = manager.create("busybox:fixture", opts).unwrap();
-    // Applied through a cgroup, or each reported with its reason.
-    if sb.cgroup.is_none() {
+    // Applied through a cgroup (v2, or v1 as root), or each reported with its reason.
+    if sb.cgroup.is_none() && sb.v1_cgroups.is_empty() {
         assert_eq!(
             sb.resources.not_applied.len(),
             3,
@@ -188,6 +188,37 @@ fn limits_apply_or_say_why_not(_: &()) {
             f.next() != Some("0") && f.next().is_some_and(|c| c.split(',').any(|x| x == ctrl))
         })
     };
+    if !sb.v1_cgroups.is_empty() {
+        // Root on this hybrid host: the v1 memory, cpu and pids controllers.
+        assert!(
+            sb.resources.not_applied.is_empty(),
+            "{:?}",
+            sb.resources.not_applied
+        );
+        let file = |ctrl: &str, f: &str| {
+            let dir = sb
+                .v1_cgroups
+                .iter()
+                .find(|d| d.starts_with(format!("/sys/fs/cgroup/{ctrl}")));
+            std::fs::read_to_string(dir.expect(ctrl).join(f)).unwrap_or_default()
+        };
+        assert_eq!(file("cpu", "cpu.cfs_quota_us").trim(), "50000");
+        assert_eq!(file("memory", "memory.limit_in_bytes").trim(), "268435456");
+        assert_eq!(file("pids", "pids.max").trim(), "64");
+        let (code, out) = capture(&manager, &sb.id, &["cat", "/proc/self/cgroup"]);
+        assert_eq!(code, 0);
+        for ctrl in ["cpu", "memory", "pids"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.contains(ctrl) && l.contains("/cairn/cairn-")),
+                "the sandbox is not in its {ctrl} cgroup: {out}"
+            );
+        }
+        let dirs = sb.v1_cgroups.clone();
+        manager.remove(&sb.id).unwrap();
+        assert!(dirs.iter().all(|d| !d.exists()), "v1 cgroups left behind");
+        return;
+    }
     match &sb.cgroup {
         Some(dir) => {
             println!("  (limits applied in {})", dir.display());
@@ -301,12 +332,22 @@ fn limits_land_in_a_delegated_cgroup(_: &()) {
         .create("busybox:fixture", limits(1.0, 1.0, 10))
         .unwrap();
     assert_eq!(sb.cgroup, None);
-    assert_eq!(sb.resources.not_applied.len(), 3);
-    assert!(
-        sb.resources.not_applied[0].contains("is not a cgroup v2 directory"),
-        "{:?}",
-        sb.resources.not_applied
-    );
+    if sb.v1_cgroups.is_empty() {
+        assert_eq!(sb.resources.not_applied.len(), 3);
+        assert!(
+            sb.resources.not_applied[0].contains("is not a cgroup v2 directory"),
+            "{:?}",
+            sb.resources.not_applied
+        );
+    } else {
+        // Root on this hybrid host falls back to the v1 controllers.
+        assert_eq!(sb.v1_cgroups.len(), 3);
+        assert!(
+            sb.resources.not_applied.is_empty(),
+            "{:?}",
+            sb.resources.not_applied
+        );
+    }
     manager.remove(&sb.id).unwrap();
 }
 

@@ -130,6 +130,10 @@ pub struct CreateRequest {
     /// Region ids; empty: the regions file's default region, if any.
     pub regions: Vec<String>,
     pub general: bool,
+    /// Network of the build's RUN steps (a Dockerfile source). Default:
+    /// `Network::Host`, as Docker's RUN; `None` isolates, and a Dockerfile's
+    /// `RUN --network=host` cannot widen it.
+    pub network: Network,
 }
 
 /// The snapshot operations over one store.
@@ -449,7 +453,7 @@ impl<'s> SnapshotService<'s> {
                 info.context = taken.iter().map(|p| p.display().to_string()).collect();
                 info.dockerfile = Some(text.clone());
                 info.build_args = build_args.clone();
-                self.build_dockerfile(org, text, path, ctx.path(), build_args, local, log)?
+                self.build_dockerfile(org, req.network, text, path, ctx.path(), build_args, local, log)?
             }
             Source::DockerfileText {
                 dockerfile,
@@ -475,7 +479,7 @@ impl<'s> SnapshotService<'s> {
                 info.dockerfile = Some(dockerfile.clone());
                 info.build_args = build_args.clone();
                 let path = dir.join("Dockerfile");
-                self.build_dockerfile(org, dockerfile.clone(), &path, &dir, build_args, local, log)?
+                self.build_dockerfile(org, req.network, dockerfile.clone(), &path, &dir, build_args, local, log)?
             }
             Source::Image(reference) => {
                 info.source = Some(reference.clone());
@@ -571,6 +575,7 @@ impl<'s> SnapshotService<'s> {
     fn build_dockerfile(
         &self,
         org: &str,
+        network: Network,
         text: String,
         path: &Path,
         context: &Path,
@@ -594,7 +599,7 @@ impl<'s> SnapshotService<'s> {
             no_cache: false,
             compression: Compression::Gzip,
             timestamp: None,
-            network: Network::Host,
+            network,
             run_policy: Default::default(),
             organization: Some(org.to_string()),
         };
@@ -724,6 +729,16 @@ impl<'s> SnapshotService<'s> {
                     Ok(())
                 })?;
             }
+        }
+        let mut opts = opts;
+        // The snapshot's cpu and mem are the sandbox's limits unless the
+        // caller set its own; the network is the caller's (opts.network).
+        let r = &mut opts.resources;
+        if r.cpu.is_none() && snap.cpu > 0 {
+            r.cpu = Some(f64::from(snap.cpu));
+        }
+        if r.memory_gb.is_none() && snap.mem > 0 {
+            r.memory_gb = Some(f64::from(snap.mem));
         }
         let mgr = SandboxManager::new(self.store, self.launcher.clone()).for_organization(org);
         let sandbox = mgr.create(&local.to_string(), opts)?;

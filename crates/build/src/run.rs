@@ -398,12 +398,14 @@ fn run_argv(inst: &Instruction, shell: &[String]) -> Vec<String> {
     }
     let command = inst.args.join(" ");
     let script = match inst.heredocs.as_slice() {
-        // `RUN <<EOF` alone: the body is the script (BuildKit).
+        // `RUN <<EOF` alone (`<<  EOF` too, dockerfile 1.16+): the body is
+        // the script (BuildKit).
         [only]
             if command
                 .trim()
                 .trim_start_matches("<<")
                 .trim_start_matches('-')
+                .trim_start()
                 .trim_matches(['"', '\''])
                 == only.delimiter =>
         {

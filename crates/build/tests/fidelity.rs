@@ -167,6 +167,19 @@ RUN stat -c '%n %a' /octal /ux /gow /arx/plain.txt /arx/tool.sh /arxdir/sub /arx
     assert!(err.to_string().contains("--chmod=u+q"), "{err}");
 }
 
+/// Item 8: `RUN <<  EOF` (blanks after the operator) runs the heredoc as
+/// its script, as `RUN <<EOF` does (dockerfile 1.16+).
+fn heredoc_with_blanks_after_the_operator(f: &Fixture) {
+    let m = f.build_ok(
+        "heredoc-spaced",
+        "FROM busybox:fixture\nRUN <<  EOF\necho spaced > /spaced\nEOF\nRUN <<-  'EOT'\n\techo \"$0\" > /tabbed\n\tEOT\nCOPY <<  NOTE /note\nhello\nNOTE\n",
+        &[],
+    );
+    assert_eq!(f.file(&m, "/spaced"), "spaced\n");
+    assert_eq!(f.file(&m, "/tabbed"), "/bin/sh\n");
+    assert_eq!(f.file(&m, "/note"), "hello\n");
+}
+
 /// Item 9: a quoting error fails only a build that reaches its stage.
 fn quoting_errors_only_fail_stages_built(f: &Fixture) {
     let dockerfile = "FROM busybox:fixture AS broken
@@ -231,6 +244,7 @@ fn main() {
             chown_numeric_user_gets_its_own_gid,
             scratch_config_has_the_default_path,
             chmod_expands_and_takes_symbolic_modes,
+            heredoc_with_blanks_after_the_operator,
             quoting_errors_only_fail_stages_built,
             platform_args_follow_the_host_and_the_target,
         ],

@@ -16,8 +16,9 @@ fn invalid(msg: String) -> SnapshotError {
 /// The COPY/ADD sources of a Dockerfile (no `--from`, no URLs), as written,
 /// cut at the first wildcard so a glob brings in its whole parent dir.
 pub fn copy_sources(dockerfile_text: &str, file: &str) -> Result<Vec<String>> {
-    let doc =
-        cairn_dockerfile::parse(dockerfile_text).map_err(|e| invalid(format!("{file}:{e}")))?;
+    // As the build reads it: a quoting error waits for the stage built.
+    let doc = cairn_dockerfile::parse_deferring_quotes(dockerfile_text)
+        .map_err(|e| invalid(format!("{file}:{e}")))?;
     let mut out = Vec::new();
     for stage in &doc.stages {
         for ins in &stage.instructions {

@@ -54,14 +54,74 @@ pub fn docs(args: DocsArgs) -> Result<(), CliError> {
     }
 }
 
+/// The hand-written part of docs/cli.md, kept here so that the whole file
+/// is generated and a test can compare it.
+const NOTES: &str = "# cairn command reference
+
+Generated from the CLI's definitions by `cairn __docs > docs/cli.md`
+(`crates/cli/tests/habits_cli.rs::docs_cli_md_is_generated_from_clap` fails when
+it is stale; `UPDATE_GOLDEN=1` rewrites it). Man pages: `cairn __docs --man DIR`.
+Completions: `cairn completion bash|zsh|fish`. Environment variables:
+[environment.md](environment.md).
+
+## Habits and decisions
+
+- `cairn run [OPTIONS] IMAGE [COMMAND [ARG...]]`: options go before the image;
+  everything after it is the command (`--` is still accepted). `sandbox exec ID CMD...`
+  likewise.
+- Exit codes: 0 ok, 1 the command failed, 2 bad input. `run` follows `docker run`:
+  125 for Cairn's own errors (unknown image, bad flag, setup failure), 126 the command
+  cannot be executed, 127 not found, else the command's own code.
+- `run -d` creates a sandbox that outlives the call and starts the command in a
+  background runner (`cairn __detached`, a session of its own); its stdout and stderr go
+  to the sandbox's `log` file (`cairn logs ID`), its exit code to `inspect`'s
+  `exit_code`. A sandbox runs one command at a time: `sandbox exec` into a sandbox whose
+  detached command still runs waits for it.
+- `run -t` gives the command a pseudo-terminal (stdout and stderr both on it); `-i -t`
+  needs a terminal on stdin (as docker: \"the input device is not a TTY\").
+- `-v /host:/ctr[:ro]` binds host paths only (no named volumes); a missing host directory
+  is created, as `docker run -v` does. `-m` takes docker's binary units (512m, 1g).
+- Short flags mean one thing: `-e` is `--env`, `-t` is `--tag` in `build` and `--tty` in
+  `run` (docker's own split), `-f` a file (or `--format` in `inspect`, as docker's),
+  `-q` quiet. One exception: `snapshot create|push -e` is `--entrypoint` (and
+  `snapshot create -i` is `--image`), because the platform's snapshot CLI
+  (`seeds/004`) defines them so.
+- `build`: the context defaults to `.`; `Containerfile` is used when there is no
+  `Dockerfile`; `-f -` reads standard input. `--label`/`--annotation` are set on the
+  result's config and manifest (no history entry, as BuildKit); with them, tags are set
+  after they are applied. `--pull=always` pulls every FROM base naming a registry image
+  (a base built from `$ARG`s is left to the build's own pull), `--pull=never` gives the
+  build no registry. `--platform` is the platform FROM pulls pick.
+- `inspect` looks for an image, then a sandbox, then a snapshot (`--type` to choose);
+  `--format` takes Go-template actions `{{.Field.Sub}}` and `{{json .Field}}`
+  (fields match case-insensitively; a missing one prints `<no value>`).
+- `info` probes for real: a child process enters a user namespace and mounts overlay
+  in the store's tmp dir; cgroup layout (v2, hybrid, v1) comes from statfs of
+  /sys/fs/cgroup, delegation from the writability of the caller's v2 cgroup.
+- Logs: the library's `tracing` events go to stderr at `--log-level` (default `warn`);
+  `RUST_LOG`, when set, wins.
+
+## Dependencies
+
+`clap_complete` and `clap_mangen` make completions and man pages from the same clap
+definitions as the parser (nothing to drift). `tracing-subscriber` (fmt + env-filter)
+is the standard sink for the library's `tracing` events and reads `RUST_LOG`.
+
+## Missing
+
+- Global `--store`/`--log-level` still show in the help of commands that do not use a
+  store (`parse`, `login`, `logout`, `completion`, `version`).
+- `run -t`: the pty is not the command's controlling terminal (no job control; a
+  resize after start is not passed on). No `cairn stop`/`attach` for detached runs.
+- Push progress is per blob (start, done), not per byte; pull's is per MiB.
+- `inspect --format` has no `range`/`if`/`index` and no JSONPath.
+- `--pull=always` does not expand ARGs in FROM.
+";
+
 /// The whole reference: one section per visible command, depth first.
 pub fn markdown(mut cmd: Command) -> String {
     cmd.build();
-    let mut out = String::from(
-        "# cairn command reference\n\n\
-         Generated from the CLI's definitions by `cairn __docs > docs/cli.md`; \
-         `crates/cli/tests/docs_cli.rs` fails when this file is stale.\n",
-    );
+    let mut out = String::from(NOTES);
     section(&cmd, "cairn", &mut out);
     out
 }

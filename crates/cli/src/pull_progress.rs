@@ -1,4 +1,4 @@
-//! Transfer bars for `pull` on a terminal: one line per blob (bytes, bar,
+//! Transfer bars for `pull` and `push` on a terminal: one line per blob (bytes, bar,
 //! rate) redrawn in place at most ten times a second, and a total line.
 //! Not on a pipe or with `--quiet`: the summary line says it all there.
 

@@ -208,9 +208,13 @@ pub fn push_to(
         .collect::<Result<Vec<_>, _>>()
         .map_err(classify)?;
     let started = Instant::now();
-    let results = registry
-        .push_many(store, image, &parsed)
-        .map_err(classify)?;
+    let view = crate::pull_progress::TransferView::new(output.quiet);
+    let progress: Option<&dyn cairn::registry::PullProgress> = view.as_ref().map(|v| v as _);
+    let results = registry.push_many_with_progress(store, image, &parsed, progress);
+    if let Some(v) = &view {
+        v.finish();
+    }
+    let results = results.map_err(classify)?;
     let mut failures = Vec::new();
     for (dest, result) in dests.iter().zip(results) {
         match result {

@@ -148,7 +148,13 @@ pub struct ExecArgs {
     process: ProcessArgs,
     /// Sandbox id, id prefix or name
     id: String,
-    #[arg(last = true, required = true)]
+    /// Command and arguments (`--` before them is optional)
+    #[arg(
+        required = true,
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<String>,
 }
 

@@ -320,3 +320,16 @@ fn run_help_shows_the_docker_usage() {
         assert!(help.contains(flag), "{flag} missing from run --help");
     }
 }
+
+#[test]
+fn sandbox_exec_takes_the_command_without_dashes() {
+    let env = Env::new(None);
+    let out = env.cairn(&["sandbox", "create", "--name", "ex", "busybox:fixture"]);
+    ok(&out, "create");
+    let out = env.cairn(&["sandbox", "exec", "ex", "ls", "-d", "/etc"]);
+    assert_eq!(ok(&out, "exec without --"), "/etc\n");
+    let out = env.cairn(&[
+        "sandbox", "exec", "-e", "A=1", "ex", "--", "sh", "-c", "echo $A",
+    ]);
+    assert_eq!(ok(&out, "exec with --"), "1\n");
+}

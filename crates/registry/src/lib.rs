@@ -162,7 +162,7 @@ impl Registry {
     pub fn push(&self, store: &Store, image: &str, dest: &str) -> Result<PushReport> {
         let manifest = store.resolve(image)?;
         let dest = parse_ref(dest)?;
-        self.block_on(self.push_one(store, &manifest, &dest))
+        self.block_on(self.push_one(store, &manifest, &dest, None))
     }
 
     /// Push one store image to several destinations at once (regions);
@@ -173,9 +173,23 @@ impl Registry {
         image: &str,
         dests: &[ImageRef],
     ) -> Result<Vec<Result<PushReport>>> {
+        self.push_many_with_progress(store, image, dests, None)
+    }
+
+    /// [`Registry::push_many`], telling `progress` as each blob starts
+    /// (0 of its size) and as it is done (present, mounted or uploaded).
+    pub fn push_many_with_progress(
+        &self,
+        store: &Store,
+        image: &str,
+        dests: &[ImageRef],
+        progress: Option<&dyn PullProgress>,
+    ) -> Result<Vec<Result<PushReport>>> {
         let manifest = store.resolve(image)?;
         Ok(self.block_on(futures_util::future::join_all(
-            dests.iter().map(|d| self.push_one(store, &manifest, d)),
+            dests
+                .iter()
+                .map(|d| self.push_one(store, &manifest, d, progress)),
         )))
     }
 
@@ -184,6 +198,7 @@ impl Registry {
         store: &Store,
         manifest: &Digest,
         dest: &ImageRef,
+        progress: Option<&dyn PullProgress>,
     ) -> Result<PushReport> {
         let sess = Session::open(&self.opts, dest.registry()).await?;
         push::push(
@@ -193,6 +208,7 @@ impl Registry {
             dest,
             self.opts.max_parallel,
             self.opts.monolithic_max,
+            progress,
         )
         .await
     }

@@ -16,11 +16,13 @@ use oci_client::Reference;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Default)]
-struct Counters {
+struct Counters<'p> {
     uploaded: AtomicUsize,
     bytes: AtomicU64,
     mounted: AtomicUsize,
     present: AtomicUsize,
+    /// Told of each blob as it starts (0 of size) and as it is done.
+    progress: Option<&'p dyn crate::PullProgress>,
 }
 
 enum BlobOutcome {
@@ -36,8 +38,12 @@ pub(crate) async fn push(
     dest: &ImageRef,
     max_parallel: usize,
     monolithic_max: u64,
+    progress: Option<&dyn crate::PullProgress>,
 ) -> Result<PushReport> {
-    let counters = Counters::default();
+    let counters = Counters {
+        progress,
+        ..Counters::default()
+    };
     let base = oci_reference(dest);
     push_manifest_tree(
         sess,
@@ -84,7 +90,7 @@ fn push_manifest_tree<'a>(
     store: &'a Store,
     manifest: &'a Digest,
     base: &'a Reference,
-    counters: &'a Counters,
+    counters: &'a Counters<'a>,
     max_parallel: usize,
     monolithic_max: u64,
 ) -> futures_util::future::BoxFuture<'a, Result<()>> {
@@ -131,7 +137,13 @@ fn push_manifest_tree<'a>(
                 order.dedup_by(|a, b| a.digest == b.digest);
                 futures_util::stream::iter(order)
                     .map(|blob| async move {
+                        if let Some(p) = counters.progress {
+                            p.transferred(&blob.digest, 0, blob.size);
+                        }
                         let outcome = push_blob(sess, store, base, &blob, monolithic_max).await?;
+                        if let Some(p) = counters.progress {
+                            p.transferred(&blob.digest, blob.size, blob.size);
+                        }
                         match outcome {
                             BlobOutcome::Present => {
                                 counters.present.fetch_add(1, Ordering::Relaxed)

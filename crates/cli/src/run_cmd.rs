@@ -120,10 +120,8 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
         ));
     }
     let store = open_store(root)?;
-    let manager = crate::sandbox_cmds::with_userns(
-        SandboxManager::new(&store, launcher()?),
-        &args.security,
-    )?;
+    let manager =
+        crate::sandbox_cmds::with_userns(SandboxManager::new(&store, launcher()?), &args.security)?;
     if let Some(name) = &args.sandbox.name {
         if manager.get(name).is_ok() {
             return Err(CliError::bad_input(format!(

@@ -453,7 +453,16 @@ impl<'s> SnapshotService<'s> {
                 info.context = taken.iter().map(|p| p.display().to_string()).collect();
                 info.dockerfile = Some(text.clone());
                 info.build_args = build_args.clone();
-                self.build_dockerfile(org, req.network, text, path, ctx.path(), build_args, local, log)?
+                self.build_dockerfile(
+                    org,
+                    req.network,
+                    text,
+                    path,
+                    ctx.path(),
+                    build_args,
+                    local,
+                    log,
+                )?
             }
             Source::DockerfileText {
                 dockerfile,
@@ -479,7 +488,16 @@ impl<'s> SnapshotService<'s> {
                 info.dockerfile = Some(dockerfile.clone());
                 info.build_args = build_args.clone();
                 let path = dir.join("Dockerfile");
-                self.build_dockerfile(org, req.network, dockerfile.clone(), &path, &dir, build_args, local, log)?
+                self.build_dockerfile(
+                    org,
+                    req.network,
+                    dockerfile.clone(),
+                    &path,
+                    &dir,
+                    build_args,
+                    local,
+                    log,
+                )?
             }
             Source::Image(reference) => {
                 info.source = Some(reference.clone());

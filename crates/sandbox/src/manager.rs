@@ -478,6 +478,8 @@ impl<'s> SandboxManager<'s> {
     /// [`SandboxManager::with_extract_limits`]). A refused or failed layer
     /// leaves nothing behind: its temp dir is removed in the namespace too.
     pub fn extract_layers(&self, pairs: &[(Digest, Digest)]) -> Result<(), ManagerError> {
+        crate::owners::adopt_layer_dirs(self.store, &self.mapping)
+            .map_err(io("checking the owners of the store's layer dirs"))?;
         let limits = match self.extract_limits {
             Some(l) => l,
             None => cairn_layer::ExtractLimits::from_env().map_err(SandboxError::from)?,

@@ -45,6 +45,7 @@ pub fn adopt_layer_dirs(store: &Store, mapping: &IdMapping) -> std::io::Result<(
     if !nix::unistd::geteuid().is_root() {
         return Ok(()); // rootless mappings never changed
     }
+    let_container_root_through(store, mapping)?;
     let marker = store.layout().root().join(MARKER);
     let key = mapping.key();
     let recorded = match std::fs::read_to_string(&marker) {
@@ -80,4 +81,40 @@ pub fn adopt_layer_dirs(store: &Store, mapping: &IdMapping) -> std::io::Result<(
         }
     }
     std::fs::write(&marker, format!("{key}\n"))
+}
+
+/// The store dirs a shifted sandbox must walk through to reach its layer,
+/// upper, work and cache-mount dirs.
+const SHARED_DIRS: [&str; 4] = ["layers", "tmp", "sandboxes", "cache-mounts"];
+
+/// Under real root's shifted mapping, let container root search (not list,
+/// not write) the store's private dirs: group = container root's host gid,
+/// mode 0710. The store keeps them 0700 otherwise; no other local user is in
+/// that group (it is a subordinate ID), so they stay unreachable to them,
+/// while overlay's lowerdir lookups and the helper's tasks, which run with
+/// container root's credentials, can reach the dirs handed to it.
+fn let_container_root_through(store: &Store, mapping: &IdMapping) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(gid) = mapping.host_gid(0).filter(|_| !mapping.is_identity()) else {
+        return Ok(());
+    };
+    let root = store.layout().root();
+    let dirs = std::iter::once(root.to_path_buf()).chain(SHARED_DIRS.iter().map(|d| root.join(d)));
+    for dir in dirs {
+        let meta = match std::fs::metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.uid() != 0 {
+            continue; // not the caller's: whoever made it decides
+        }
+        if meta.gid() != gid {
+            std::os::unix::fs::chown(&dir, None, Some(gid))?;
+        }
+        if meta.permissions().mode() & 0o777 != 0o710 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710))?;
+        }
+    }
+    Ok(())
 }

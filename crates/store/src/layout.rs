@@ -115,13 +115,15 @@ impl Layout {
     }
 }
 
-/// Mode 0700 on `dir` unless it already has no group/other bits. A dir we do
+/// Mode 0700 on `dir` unless it already has no group/other bits but group
+/// search (0710: real root lets its sandboxes' container root, a group of
+/// one subordinate ID, walk through; see `cairn_sandbox::owners`). A dir we do
 /// not own (EPERM: a store another user prepared for us) keeps its mode: the
 /// store still works, and tightening it is its owner's call.
 pub(crate) fn make_private(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let meta = fs::metadata(dir).map_err(StoreError::io("stat", dir))?;
-    if meta.permissions().mode() & 0o077 == 0 {
+    if meta.permissions().mode() & 0o067 == 0 {
         return Ok(());
     }
     match fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {

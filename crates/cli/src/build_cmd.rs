@@ -138,7 +138,9 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
     }
     let mut reg_opts = args.registry.options()?;
     if let Some(p) = &args.platform {
-        reg_opts.platform = p.parse().map_err(crate::exit::classify)?;
+        reg_opts.platform = p
+            .parse()
+            .map_err(|e| CliError::bad_input(format!("--platform {p:?}: {e}")))?;
     }
     let registry = cairn::registry::Registry::new(reg_opts).map_err(crate::exit::classify)?;
     if args.pull == PullPolicy::Always {

@@ -135,6 +135,11 @@ fn entrypoint_env_file_and_volumes() {
 
         let vol = env.subdir("vol");
         std::fs::write(vol.join("in"), "from host\n").unwrap();
+        // As root, container root is a subordinate ID (as with Docker's
+        // userns-remap): a root-owned host dir is not its to write, so the
+        // test opens the dir to everyone, as a user of -v would have to.
+        std::fs::set_permissions(&vol, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
         let spec = format!("{}:/mnt/v", vol.display());
         let out = env.cairn(&[
             "run",

@@ -7,7 +7,7 @@
 use cairn_registry::{Regions, Registry, RegistryOptions};
 use cairn_sandbox::manager::{CreateOptions, SandboxManager};
 use cairn_sandbox::{init_hook, Launcher};
-use cairn_snapshot::service::local_name;
+use cairn_snapshot::service::{general_local_name, local_name};
 use cairn_snapshot::{
     CreateRequest, LanguageSnapshots, NewSnapshot, Resources, SnapshotRepo, SnapshotService,
     SnapshotState, Source,
@@ -105,18 +105,22 @@ fn dockerfile_text_with_a_context_dir(f: &Fixture) {
 }
 
 fn language_selects_a_general_snapshot(f: &Fixture) {
-    // The operator's general snapshot, recorded as an operator seeds one:
-    // the service refuses to change general snapshots once recorded, so it
-    // is written active, over an image already in the store.
+    // The operator's general snapshot, recorded active over an image already
+    // in the store, under the general snapshots' own image namespace.
     let manifest = f.store.resolve("busybox:fixture").unwrap();
-    let general_name = local_name("operator", "python:3.11").unwrap();
+    let general_name = general_local_name("python:3.11").unwrap();
     f.store.tag(&general_name, &manifest).unwrap();
     let mut repo = SnapshotRepo::open(&f.store.layout().meta_db()).unwrap();
     let new = |name: &str, general: bool| NewSnapshot {
         name: name.into(),
         organization_id: "operator".into(),
         general,
-        image_name: local_name("operator", name).unwrap().to_string(),
+        image_name: match general {
+            true => general_local_name(name),
+            false => local_name("operator", name),
+        }
+        .unwrap()
+        .to_string(),
         entrypoint: vec!["sleep".into(), "30".into()],
         resources: Resources::default(),
         build_info: None,

@@ -3,7 +3,7 @@
 //! Markdown reference `docs/cli.md` (`cairn __docs`, checked by a test).
 
 use crate::exit::CliError;
-use clap::{Arg, Args, Command, CommandFactory};
+use clap::{Arg, Args, Command};
 use clap_complete::Shell;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ pub struct CompletionArgs {
 
 /// Print the completion script; e.g. `cairn completion bash > /etc/bash_completion.d/cairn`.
 pub fn completion(args: CompletionArgs) -> Result<(), CliError> {
-    let mut cmd = crate::Cli::command();
+    let mut cmd = crate::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "cairn", &mut script);
     write_stdout(&script, "writing the completion script")
@@ -42,7 +42,7 @@ pub struct DocsArgs {
 
 /// Man pages into `--man DIR`, else the Markdown reference on stdout.
 pub fn docs(args: DocsArgs) -> Result<(), CliError> {
-    let cmd = crate::Cli::command();
+    let cmd = crate::command();
     match args.man {
         Some(dir) => {
             std::fs::create_dir_all(&dir)
@@ -109,8 +109,6 @@ is the standard sink for the library's `tracing` events and reads `RUST_LOG`.
 
 ## Missing
 
-- Global `--store`/`--log-level` still show in the help of commands that do not use a
-  store (`parse`, `login`, `logout`, `completion`, `version`).
 - `run -t`: the pty is not the command's controlling terminal (no job control; a
   resize after start is not passed on). No `cairn stop`/`attach` for detached runs.
 - Push progress is per blob (start, done), not per byte; pull's is per MiB.

@@ -103,10 +103,37 @@ enum Command {
     Docs(docs_cmd::DocsArgs),
 }
 
+/// Subcommands that never open a store: `--store` is accepted there (it is
+/// global) but not shown in their help.
+const STORELESS: [&str; 5] = ["parse", "login", "logout", "version", "completion"];
+
+/// The CLI's clap command, with the global `--store` hidden where unused:
+/// those subcommands get a hidden `--store` of their own, which clap's
+/// propagation of the global one then leaves in place.
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    for name in STORELESS {
+        cmd = cmd.mut_subcommand(name, |sub| {
+            sub.arg(
+                clap::Arg::new("store")
+                    .long("store")
+                    .env("CAIRN_STORE")
+                    .value_name("DIR")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .hide(true),
+            )
+        });
+    }
+    cmd
+}
+
 fn main() -> ExitCode {
     // First, before any thread: this process may be a sandbox helper.
     cairn::init();
-    let cli = match Cli::try_parse() {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             // clap prints help/version to stdout with exit 0; usage errors go to stderr with 2.

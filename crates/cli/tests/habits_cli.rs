@@ -355,3 +355,21 @@ fn every_argument_has_help_and_short_flags_mean_one_thing() {
         }
     }
 }
+
+#[test]
+fn store_flag_shows_only_where_a_store_is_used() {
+    for sub in ["parse", "login", "logout", "version", "completion"] {
+        let help = ok(&cairn_plain(&[sub, "--help"]), sub);
+        assert!(
+            !help.contains("--store"),
+            "{sub} --help shows --store:\n{help}"
+        );
+    }
+    for sub in ["build", "images", "run", "prune"] {
+        let help = ok(&cairn_plain(&[sub, "--help"]), sub);
+        assert!(
+            help.contains("--store"),
+            "{sub} --help lacks --store:\n{help}"
+        );
+    }
+}

@@ -373,20 +373,13 @@ fn archives_are_not_extracted(f: &Fixture) {
     assert!(!layer.contains_key("dl/inside.txt"), "{:?}", layer.keys());
 }
 
-fn main() {
-    init_hook();
-    let fixture = Fixture::new();
-    cairn_testsupport::run_suite(
-        &fixture,
-        cairn_testsupport::test_cases![Fixture;
-            downloads_to_a_dir_and_to_a_name,
-            chown_and_chmod,
-            checksum_pins_and_keys_the_download,
-            checksum_mismatch_adds_nothing,
-            checksum_flag_errors_are_input_errors,
-            without_checksum_the_content_keys_the_step,
-            http_errors_are_clear,
-            archives_are_not_extracted,
-        ],
-    )
-}
+cairn_testsupport::suite_main![Fixture;
+    downloads_to_a_dir_and_to_a_name,
+    chown_and_chmod,
+    checksum_pins_and_keys_the_download,
+    checksum_mismatch_adds_nothing,
+    checksum_flag_errors_are_input_errors,
+    without_checksum_the_content_keys_the_step,
+    http_errors_are_clear,
+    archives_are_not_extracted,
+];

@@ -640,23 +640,16 @@ fn from_platform_is_recorded(f: &Fixture) {
     );
 }
 
-fn main() {
-    init_hook();
-    let fixture = Fixture::new();
-    cairn_testsupport::run_suite(
-        &fixture,
-        cairn_testsupport::test_cases![Fixture;
-            filesystem_and_config,
-            cache_reruns_exactly_what_changed,
-            failures_are_clear,
-            multi_stage_from_an_earlier_stage,
-            copy_from_keeps_owners_modes_and_links,
-            events_tell_the_story,
-            cancel_kills_the_run_and_tags_nothing,
-            independent_stages_build_at_once,
-            unchanged_context_is_not_reread,
-            unused_build_args_warn,
-            from_platform_is_recorded,
-        ],
-    )
-}
+cairn_testsupport::suite_main![Fixture;
+    filesystem_and_config,
+    cache_reruns_exactly_what_changed,
+    failures_are_clear,
+    multi_stage_from_an_earlier_stage,
+    copy_from_keeps_owners_modes_and_links,
+    events_tell_the_story,
+    cancel_kills_the_run_and_tags_nothing,
+    independent_stages_build_at_once,
+    unchanged_context_is_not_reread,
+    unused_build_args_warn,
+    from_platform_is_recorded,
+];

@@ -168,17 +168,10 @@ fn bind_mount_source_stays_in_the_context(f: &Fixture) {
     assert!(err.is_bad_input(), "{err}");
 }
 
-fn main() {
-    init_hook();
-    let fixture = Fixture::new();
-    cairn_testsupport::run_suite(
-        &fixture,
-        cairn_testsupport::test_cases![Fixture;
-            symlink_in_the_middle_stays_in_the_context,
-            last_component_link_stays_in_the_context,
-            dotdot_clamps_at_the_root,
-            dockerignore_applies_through_an_alias,
-            bind_mount_source_stays_in_the_context,
-        ],
-    )
-}
+cairn_testsupport::suite_main![Fixture;
+    symlink_in_the_middle_stays_in_the_context,
+    last_component_link_stays_in_the_context,
+    dotdot_clamps_at_the_root,
+    dockerignore_applies_through_an_alias,
+    bind_mount_source_stays_in_the_context,
+];

@@ -279,20 +279,13 @@ COPY --from=src --exclude=*.log /priv /p/
     }
 }
 
-fn main() {
-    init_hook();
-    let fixture = Fixture::new();
-    cairn_testsupport::run_suite(
-        &fixture,
-        cairn_testsupport::test_cases![Fixture;
-            from_wildcards,
-            from_wildcard_without_match_fails,
-            exclude_from_context,
-            exclude_from_stage,
-            parents_from_context,
-            parents_from_stage,
-            link_does_not_follow_the_base,
-            unreadable_stage_dirs,
-        ],
-    )
-}
+cairn_testsupport::suite_main![Fixture;
+    from_wildcards,
+    from_wildcard_without_match_fails,
+    exclude_from_context,
+    exclude_from_stage,
+    parents_from_context,
+    parents_from_stage,
+    link_does_not_follow_the_base,
+    unreadable_stage_dirs,
+];

@@ -234,19 +234,12 @@ LABEL t=$TARGETPLATFORM ta=$TARGETARCH b=$BUILDPLATFORM ba=$BUILDARCH
     assert_eq!(cfg["config"]["Labels"]["ba"], host.architecture.as_str());
 }
 
-fn main() {
-    init_hook();
-    let fixture = Fixture::new();
-    cairn_testsupport::run_suite(
-        &fixture,
-        cairn_testsupport::test_cases![Fixture;
-            env_scope_keeps_expanded_values,
-            chown_numeric_user_gets_its_own_gid,
-            scratch_config_has_the_default_path,
-            chmod_expands_and_takes_symbolic_modes,
-            heredoc_with_blanks_after_the_operator,
-            quoting_errors_only_fail_stages_built,
-            platform_args_follow_the_host_and_the_target,
-        ],
-    )
-}
+cairn_testsupport::suite_main![Fixture;
+    env_scope_keeps_expanded_values,
+    chown_numeric_user_gets_its_own_gid,
+    scratch_config_has_the_default_path,
+    chmod_expands_and_takes_symbolic_modes,
+    heredoc_with_blanks_after_the_operator,
+    quoting_errors_only_fail_stages_built,
+    platform_args_follow_the_host_and_the_target,
+];

@@ -258,16 +258,9 @@ fn bad_mounts_are_clear(f: &Fixture) {
     assert!(f.store.fsck().unwrap().is_empty());
 }
 
-fn main() {
-    init_hook();
-    let fixture = Fixture::new();
-    cairn_testsupport::run_suite(
-        &fixture,
-        cairn_testsupport::test_cases![Fixture;
-            bind_mounts_see_context_and_stages_and_write_nothing,
-            cache_mounts_persist_between_builds,
-            tmpfs_and_secret_mounts,
-            bad_mounts_are_clear,
-        ],
-    )
-}
+cairn_testsupport::suite_main![Fixture;
+    bind_mounts_see_context_and_stages_and_write_nothing,
+    cache_mounts_persist_between_builds,
+    tmpfs_and_secret_mounts,
+    bad_mounts_are_clear,
+];

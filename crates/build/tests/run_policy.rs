@@ -148,17 +148,10 @@ fn run_steps_get_the_sandbox_defences(f: &Fixture) {
     }
 }
 
-fn main() {
-    init_hook();
-    let fixture = Fixture::new();
-    cairn_testsupport::run_suite(
-        &fixture,
-        cairn_testsupport::test_cases![Fixture;
-            network_host_needs_the_entitlement,
-            fork_bomb_meets_the_default_pids_limit,
-            memory_hog_is_killed_by_the_memory_limit,
-            timeout_stops_a_step,
-            run_steps_get_the_sandbox_defences,
-        ],
-    )
-}
+cairn_testsupport::suite_main![Fixture;
+    network_host_needs_the_entitlement,
+    fork_bomb_meets_the_default_pids_limit,
+    memory_hog_is_killed_by_the_memory_limit,
+    timeout_stops_a_step,
+    run_steps_get_the_sandbox_defences,
+];

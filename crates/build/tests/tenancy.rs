@@ -116,15 +116,8 @@ fn another_organizations_base_is_refused(f: &Fixture) {
     );
 }
 
-fn main() {
-    init_hook();
-    let fixture = Fixture::new();
-    cairn_testsupport::run_suite(
-        &fixture,
-        cairn_testsupport::test_cases![Fixture;
-            secret_steps_are_cached_per_organization,
-            cache_mounts_are_per_organization,
-            another_organizations_base_is_refused,
-        ],
-    )
-}
+cairn_testsupport::suite_main![Fixture;
+    secret_steps_are_cached_per_organization,
+    cache_mounts_are_per_organization,
+    another_organizations_base_is_refused,
+];

@@ -12,18 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn context(env: &Env, name: &str, dockerfile: &str) -> PathBuf {
-    let dir = env.dir().join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    if let Some(u) = env.user {
-        assert!(Command::new("chown")
-            .args(["-R", u])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success());
-    }
-    dir
+    env.context_dir(name, &[("Dockerfile", dockerfile)])
 }
 
 fn user_ids(user: &str) -> (u32, u32) {

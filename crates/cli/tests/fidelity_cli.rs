@@ -14,21 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn context(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = env.dir().join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    for (p, body) in files {
-        std::fs::write(dir.join(p), body).unwrap();
-    }
-    if let Some(u) = env.user {
-        assert!(Command::new("chown")
-            .args(["-R", u])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success());
-    }
-    dir
+    let all: Vec<(&str, &str)> = [("Dockerfile", dockerfile)]
+        .into_iter()
+        .chain(files.iter().copied())
+        .collect();
+    env.context_dir(name, &all)
 }
 
 /// `cd dir && cairn ARGS` as the env's user.

@@ -78,14 +78,7 @@ fn cairn_env(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Output {
 }
 
 fn chown_to(env: &Env, path: &Path) {
-    if let Some(u) = env.user {
-        assert!(Command::new("chown")
-            .args(["-R", u])
-            .arg(path)
-            .status()
-            .unwrap()
-            .success());
-    }
+    env.give_to_user(path);
 }
 
 /// Bytes the store's files use on disk (holes not counted).

@@ -123,21 +123,9 @@ fn build_from_a_registry_image_and_push_the_result() {
         let base = format!("{}/{who}/base:1", reg.host());
         ok(&env.cairn(&["push", "busybox:fixture", &base]), "push base");
         // A store that has never seen the base: FROM pulls it.
-        let ctx = env.dir().join("ctx");
-        std::fs::create_dir_all(&ctx).unwrap();
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            format!("FROM {base}\nRUN echo built > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n"),
-        )
-        .unwrap();
-        if let Some(u) = user {
-            assert!(Command::new("chown")
-                .args(["-R", u])
-                .arg(&ctx)
-                .status()
-                .unwrap()
-                .success());
-        }
+        let dockerfile =
+            format!("FROM {base}\nRUN echo built > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n");
+        let ctx = env.context_dir("ctx", &[("Dockerfile", &dockerfile)]);
         let app = format!("{}/{who}/app:1", reg.host());
         let out = env.command(
             "env",

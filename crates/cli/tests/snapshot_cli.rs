@@ -11,21 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn write_ctx(env: &Env, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
-    let dir = env.dir().join(name);
-    for (path, body) in files {
-        let p = dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-    if let Some(u) = env.user {
-        assert!(Command::new("chown")
-            .args(["-R", u])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success());
-    }
-    dir
+    env.context_dir(name, files)
 }
 
 fn get_json(env: &Env, key: &str) -> serde_json::Value {

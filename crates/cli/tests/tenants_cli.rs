@@ -8,20 +8,9 @@
 mod cli_env;
 
 use cli_env::*;
-use std::process::Command;
 
 fn project(env: &Env, name: &str, dockerfile: &str) -> String {
-    let dir = env.dir().join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    if let Some(u) = env.user {
-        assert!(Command::new("chown")
-            .args(["-R", u])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success());
-    }
+    let dir = env.context_dir(name, &[("Dockerfile", dockerfile)]);
     dir.join("Dockerfile").to_str().unwrap().to_string()
 }
 

@@ -81,6 +81,20 @@ macro_rules! test_cases {
     };
 }
 
+/// The `main` of a custom-harness suite: the sandbox init hook (the caller
+/// imports `init_hook`), one `Fixture::new()`, then [`run_suite`] over the
+/// listed tests.
+#[macro_export]
+macro_rules! suite_main {
+    ($fixture:ty; $($test:ident),* $(,)?) => {
+        fn main() {
+            init_hook();
+            let fixture = <$fixture>::new();
+            $crate::run_suite(&fixture, $crate::test_cases![$fixture; $($test),*])
+        }
+    };
+}
+
 /// Run `tests` against `fixture`, then (as root, when the test user exists)
 /// this same binary again as the test user; print a `N passed, N failed`
 /// line and exit non-zero on any failure.

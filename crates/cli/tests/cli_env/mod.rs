@@ -124,15 +124,34 @@ impl Env {
     pub fn subdir(&self, name: &str) -> PathBuf {
         let d = self.dir().join(name);
         std::fs::create_dir_all(&d).unwrap();
+        self.give_to_user(&d);
+        d
+    }
+
+    /// Give `path`, recursively, to the test user (when the test runs as one).
+    pub fn give_to_user(&self, path: &Path) {
         if let Some(u) = self.user {
             assert!(Command::new("chown")
                 .args(["-R", u])
-                .arg(&d)
+                .arg(path)
                 .status()
                 .unwrap()
                 .success());
         }
-        d
+    }
+
+    /// A context dir `name` in the test dir holding `files` (relative path,
+    /// body; parents made), the test user's.
+    pub fn context_dir(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (path, body) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+        self.give_to_user(&dir);
+        dir
     }
 }
 

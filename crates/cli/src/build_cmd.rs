@@ -136,11 +136,17 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
             "--push needs at least one -t NAME to push to",
         ));
     }
+    // One platform for both: the registry's pulls and the build's stages.
+    let platform: Option<cairn::registry::Platform> = match &args.platform {
+        Some(p) => Some(
+            p.parse()
+                .map_err(|e| CliError::bad_input(format!("--platform {p:?}: {e}")))?,
+        ),
+        None => None,
+    };
     let mut reg_opts = args.registry.options()?;
-    if let Some(p) = &args.platform {
-        reg_opts.platform = p
-            .parse()
-            .map_err(|e| CliError::bad_input(format!("--platform {p:?}: {e}")))?;
+    if let Some(p) = &platform {
+        reg_opts.platform = p.clone();
     }
     let registry = cairn::registry::Registry::new(reg_opts).map_err(crate::exit::classify)?;
     if args.pull == PullPolicy::Always {
@@ -157,11 +163,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         builder = builder.with_registry(&registry);
     }
     let builder = builder.with_cancel(cancel.clone()).with_secrets(secrets);
-    let builder = match &args.platform {
-        Some(p) => builder.with_platform(
-            p.parse()
-                .map_err(|e| CliError::bad_input(format!("--platform {p:?}: {e}")))?,
-        ),
+    let builder = match platform {
+        Some(p) => builder.with_platform(p),
         None => builder,
     };
     let push_to = args.push.then(|| args.tags.clone());

@@ -203,6 +203,15 @@ fn snapshot_local_name(snap: &Snapshot) -> Result<ImageRef> {
     name_in(&namespace_of(snap), &snap.name)
 }
 
+/// What a Dockerfile snapshot is built from: its text, the path errors name,
+/// the context dir and the build args.
+struct DockerfileBuild<'a> {
+    text: String,
+    path: &'a Path,
+    context: &'a Path,
+    build_args: &'a BTreeMap<String, String>,
+}
+
 impl<'s> SnapshotService<'s> {
     pub fn open(
         store: &'s Store,
@@ -453,16 +462,13 @@ impl<'s> SnapshotService<'s> {
                 info.context = taken.iter().map(|p| p.display().to_string()).collect();
                 info.dockerfile = Some(text.clone());
                 info.build_args = build_args.clone();
-                self.build_dockerfile(
-                    org,
-                    req.network,
+                let input = DockerfileBuild {
                     text,
                     path,
-                    ctx.path(),
+                    context: ctx.path(),
                     build_args,
-                    local,
-                    log,
-                )?
+                };
+                self.build_dockerfile(org, req.network, input, local, log)?
             }
             Source::DockerfileText {
                 dockerfile,
@@ -488,16 +494,13 @@ impl<'s> SnapshotService<'s> {
                 info.dockerfile = Some(dockerfile.clone());
                 info.build_args = build_args.clone();
                 let path = dir.join("Dockerfile");
-                self.build_dockerfile(
-                    org,
-                    req.network,
-                    dockerfile.clone(),
-                    &path,
-                    &dir,
+                let input = DockerfileBuild {
+                    text: dockerfile.clone(),
+                    path: &path,
+                    context: &dir,
                     build_args,
-                    local,
-                    log,
-                )?
+                };
+                self.build_dockerfile(org, req.network, input, local, log)?
             }
             Source::Image(reference) => {
                 info.source = Some(reference.clone());
@@ -589,18 +592,20 @@ impl<'s> SnapshotService<'s> {
 
     /// Build a snapshot's Dockerfile `text` in `context`, tagged `local`;
     /// for linux/amd64 whatever this machine is (the seed's rule).
-    #[allow(clippy::too_many_arguments)]
     fn build_dockerfile(
         &self,
         org: &str,
         network: Network,
-        text: String,
-        path: &Path,
-        context: &Path,
-        build_args: &BTreeMap<String, String>,
+        input: DockerfileBuild<'_>,
         local: &ImageRef,
         log: &mut dyn FnMut(&str),
     ) -> Result<Digest> {
+        let DockerfileBuild {
+            text,
+            path,
+            context,
+            build_args,
+        } = input;
         let builder = Builder::new(self.store, self.launcher.clone())
             .with_registry(self.registry)
             .with_platform(Platform::linux_amd64());

@@ -397,7 +397,11 @@ impl RunLimitArgs {
         for a in &self.allow {
             policy.allow(a).map_err(CliError::bad_input)?;
         }
-        policy.memory_bytes = self.memory.as_deref().map(parse_size).transpose()?;
+        policy.memory_bytes = self
+            .memory
+            .as_deref()
+            .map(crate::run_cmd::options::parse_memory_bytes)
+            .transpose()?;
         policy.cpus = match self.cpus {
             Some(c) if !(c.is_finite() && c > 0.0) => {
                 return Err(CliError::bad_input(format!(
@@ -420,25 +424,5 @@ impl RunLimitArgs {
         }
         policy.pids = self.pids_limit;
         Ok(policy)
-    }
-}
-
-/// `512m`, `2g`, `1048576`, as Docker's --memory takes them.
-fn parse_size(text: &str) -> Result<u64, CliError> {
-    let t = text.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    match num.parse::<u64>() {
-        Ok(n) if n > 0 => n
-            .checked_mul(mult)
-            .ok_or_else(|| CliError::bad_input(format!("--memory {text:?}: too large"))),
-        _ => Err(CliError::bad_input(format!(
-            "--memory {text:?}: expected a size such as 512m or 2g"
-        ))),
     }
 }

@@ -3,7 +3,7 @@
 //! errors; 126/127 when the command cannot run; else the command's code).
 
 mod detach;
-mod options;
+pub(crate) mod options;
 mod tty;
 
 use crate::exit::{classify, open_store, CliError};

@@ -94,6 +94,12 @@ pub fn parse_volume(spec: &str) -> Result<ExtraMount, CliError> {
 /// `-m 512m` -> GB of 2^30 bytes. Units b, k, m, g, t (binary, as docker),
 /// with an optional trailing `b` or `ib`; no unit means bytes.
 pub fn parse_memory(s: &str) -> Result<f64, CliError> {
+    Ok(parse_memory_bytes(s)? as f64 / (1u64 << 30) as f64)
+}
+
+/// Docker's `--memory` units, all binary: `512m`, `2g`, `1.5GiB`, `1048576`
+/// (`run -m` and `build -m` both).
+pub fn parse_memory_bytes(s: &str) -> Result<u64, CliError> {
     let bad = || {
         CliError::bad_input(format!(
             "--memory {s:?}: expected a number of bytes with an optional unit b, k, m, g (e.g. 512m)"
@@ -110,10 +116,10 @@ pub fn parse_memory(s: &str) -> Result<f64, CliError> {
     };
     let n: f64 = number.trim().parse().map_err(|_| bad())?;
     let bytes = n * (1u64 << shift) as f64;
-    if !(bytes.is_finite() && bytes >= 1.0) {
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
         return Err(bad());
     }
-    Ok(bytes / (1u64 << 30) as f64)
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 # installs (as a normal user it only checks and reports what is missing).
 set -euo pipefail
 
-PKGS=(busybox-static docker-registry skopeo umoci uidmap buildah zstd pigz)
+PKGS=(busybox-static docker-registry skopeo umoci uidmap buildah zstd pigz postgresql)
 TEST_USER=${CAIRN_TEST_USER:-cairntest}
 
 missing=()
@@ -30,6 +30,8 @@ fi
 # start their own on free ports, so stop it to keep the machine quiet.
 if command -v systemctl >/dev/null 2>&1; then
   systemctl stop docker-registry >/dev/null 2>&1 || true
+  # Likewise PostgreSQL's default cluster: tests run their own servers.
+  systemctl stop postgresql >/dev/null 2>&1 || true
 fi
 
 if ! id "$TEST_USER" >/dev/null 2>&1; then

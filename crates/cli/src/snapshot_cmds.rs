@@ -6,7 +6,7 @@ use cairn::registry::Regions;
 use cairn::sandbox::manager::{CreateOptions, Resources as SandboxResources};
 use cairn::sandbox::{Launcher, Network};
 use cairn::snapshot::{
-    CreateRequest, LanguageSnapshots, ListQuery, Resources, Snapshot, SnapshotService,
+    CreateRequest, LanguageSnapshots, ListQuery, Resources, Snapshot, SnapshotDb, SnapshotService,
     SnapshotState, Source,
 };
 use clap::{Args, Subcommand, ValueEnum};
@@ -22,6 +22,15 @@ pub struct Common {
     /// The regions file (default: $CAIRN_REGIONS, ~/.config/cairn/regions.toml, /etc/cairn/regions.toml)
     #[arg(long, value_name = "FILE", global = true)]
     regions_file: Option<PathBuf>,
+    /// Where snapshot records live: postgres://USER@HOST:PORT/DB (shared by runners; docs/scale-out.md), sqlite:PATH, or embedded (the store's own file, the default)
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CAIRN_SNAPSHOT_DB",
+        hide_env_values = true,
+        global = true
+    )]
+    snapshot_db: Option<String>,
     #[command(flatten)]
     registry: RegistryFlags,
 }
@@ -225,7 +234,9 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
     let regions = Regions::load(args.common.regions_file.as_deref()).map_err(classify)?;
     let launcher = Launcher::current_exe().map_err(CliError::failed)?;
     let languages = LanguageSnapshots::from_env().map_err(CliError::bad_input)?;
-    let svc = SnapshotService::open(&store, launcher, &registry, regions)
+    let db = SnapshotDb::parse(args.common.snapshot_db.as_deref().unwrap_or(""))
+        .map_err(|e| CliError::bad_input(format!("--snapshot-db: {e}")))?;
+    let svc = SnapshotService::open_with_db(&store, launcher, &registry, regions, &db)
         .map_err(classify)?
         .with_languages(languages);
     let org = args.common.org.as_str();

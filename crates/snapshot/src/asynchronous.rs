@@ -4,7 +4,7 @@
 //! long build or push never occupies a runtime worker, and the caller
 //! awaits the result.
 
-use crate::repo::{ListQuery, Page};
+use crate::repo::{ListQuery, Page, SnapshotDb};
 use crate::service::{CreateRequest, ServiceError, SnapshotService, Source};
 use crate::Snapshot;
 use cairn_registry::{Regions, Registry, RegistryOptions};
@@ -21,6 +21,8 @@ struct Setup {
     launcher: Launcher,
     registry: RegistryOptions,
     regions: Regions,
+    /// None: `CAIRN_SNAPSHOT_DB`, else the store's own file.
+    db: Option<SnapshotDb>,
 }
 
 /// Cheap to clone; every clone talks to the same store.
@@ -42,6 +44,21 @@ impl AsyncSnapshots {
                 launcher,
                 registry,
                 regions,
+                db: None,
+            }),
+        }
+    }
+
+    /// Keep the snapshot records in `db` (e.g. a shared PostgreSQL).
+    pub fn with_snapshot_db(self, db: SnapshotDb) -> Self {
+        let s = &self.setup;
+        AsyncSnapshots {
+            setup: Arc::new(Setup {
+                store_root: s.store_root.clone(),
+                launcher: s.launcher.clone(),
+                registry: s.registry.clone(),
+                regions: s.regions.clone(),
+                db: Some(db),
             }),
         }
     }
@@ -57,11 +74,16 @@ impl AsyncSnapshots {
             let result = (|| {
                 let store = Store::open(&setup.store_root)?;
                 let registry = Registry::new(setup.registry.clone())?;
-                let svc = SnapshotService::open(
+                let db = match &setup.db {
+                    Some(db) => db.clone(),
+                    None => SnapshotDb::from_env()?,
+                };
+                let svc = SnapshotService::open_with_db(
                     &store,
                     setup.launcher.clone(),
                     &registry,
                     setup.regions.clone(),
+                    &db,
                 )?;
                 f(&svc)
             })();

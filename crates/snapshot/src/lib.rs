@@ -16,7 +16,10 @@ pub mod version;
 pub use asynchronous::AsyncSnapshots;
 pub use language::LanguageSnapshots;
 pub use record::{BuildInfo, Limits, Resources, Snapshot};
-pub use repo::{ListQuery, NewSnapshot, Page, SnapshotError, SnapshotRepo};
+pub use repo::{
+    LeaseTerms, ListQuery, NewSnapshot, Page, SnapshotBackend, SnapshotDb, SnapshotError,
+    SnapshotRepo,
+};
 pub use service::{CreateRequest, ServiceError, SnapshotService, Source};
 pub use state::SnapshotState;
 

@@ -10,7 +10,7 @@
 use crate::context;
 use crate::language::LanguageSnapshots;
 use crate::record::{BuildInfo, Resources, Snapshot};
-use crate::repo::{ListQuery, NewSnapshot, Page, SnapshotError, SnapshotRepo};
+use crate::repo::{ListQuery, NewSnapshot, Page, SnapshotDb, SnapshotError, SnapshotRepo};
 use crate::state::SnapshotState;
 use crate::version;
 use cairn_build::{tenancy, BuildError, BuildEvent, BuildRequest, Builder};
@@ -22,10 +22,10 @@ use cairn_sandbox::manager::{
 use cairn_sandbox::{Launcher, Network};
 use cairn_store::{Digest, ImageRef, Store, StoreError};
 use sha2::{Digest as _, Sha256};
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 /// GC-root kind under which snapshots hold their images.
 pub const ROOT_KIND: &str = "snapshot";
@@ -139,7 +139,11 @@ pub struct CreateRequest {
 /// The snapshot operations over one store.
 pub struct SnapshotService<'s> {
     store: &'s Store,
-    repo: RefCell<SnapshotRepo>,
+    /// The records, embedded or shared (behind a mutex: the service is
+    /// shared by threads, and a lease renewer runs beside each build).
+    repo: Mutex<SnapshotRepo>,
+    /// This store's name among the runners sharing the records.
+    runner: String,
     launcher: Launcher,
     registry: &'s Registry,
     regions: Regions,
@@ -212,23 +216,97 @@ struct DockerfileBuild<'a> {
     build_args: &'a BTreeMap<String, String>,
 }
 
+/// The environment variable naming this runner among those sharing records.
+pub const RUNNER_ENV: &str = "CAIRN_RUNNER_ID";
+/// The environment variable setting the work lease (humantime: `30s`).
+pub const LEASE_ENV: &str = "CAIRN_SNAPSHOT_LEASE";
+
+/// This runner's default name: the host name and the store's path.
+fn default_runner(store: &Store) -> String {
+    if let Ok(id) = std::env::var(RUNNER_ENV) {
+        if !id.trim().is_empty() {
+            return id.trim().to_string();
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), store.root().display())
+}
+
 impl<'s> SnapshotService<'s> {
+    /// Open the service with the records where `CAIRN_SNAPSHOT_DB` says
+    /// (default: the store's own SQLite file).
     pub fn open(
         store: &'s Store,
         launcher: Launcher,
         registry: &'s Registry,
         regions: Regions,
     ) -> Result<Self> {
-        let repo = SnapshotRepo::open(&store.layout().meta_db())?;
+        let db = SnapshotDb::from_env()?;
+        Self::open_with_db(store, launcher, registry, regions, &db)
+    }
+
+    /// Open the service with the records in `db` (the library's choice of
+    /// backend; docs/scale-out.md). `CAIRN_SNAPSHOT_LEASE` sets the work
+    /// lease and `CAIRN_RUNNER_ID` this runner's name, when given.
+    pub fn open_with_db(
+        store: &'s Store,
+        launcher: Launcher,
+        registry: &'s Registry,
+        regions: Regions,
+        db: &SnapshotDb,
+    ) -> Result<Self> {
+        let mut repo = SnapshotRepo::connect(db, &store.layout().meta_db())?;
+        if let Ok(v) = std::env::var(LEASE_ENV) {
+            let lease = humantime::parse_duration(v.trim())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ServiceError::Invalid(format!(
+                        "{LEASE_ENV}={v:?}: expected a duration like 30s"
+                    ))
+                })?;
+            repo.set_lease(lease);
+        }
         Ok(SnapshotService {
             store,
-            repo: RefCell::new(repo),
+            repo: Mutex::new(repo),
+            runner: default_runner(store),
             launcher,
             registry,
             regions,
             idle_after: DEFAULT_IDLE_AFTER,
             languages: LanguageSnapshots::default(),
         })
+    }
+
+    /// Name this runner `id` among the runners sharing the records
+    /// (default: `CAIRN_RUNNER_ID`, else host name and store path).
+    pub fn with_runner_id(mut self, id: &str) -> Self {
+        self.runner = id.to_string();
+        self
+    }
+
+    /// Hold work leases this long (default 30 s; renewed every third).
+    pub fn with_lease(self, lease: std::time::Duration) -> Self {
+        self.repo().set_lease(lease);
+        self
+    }
+
+    /// The records, locked for one call. A panic while they were held
+    /// leaves nothing half-done in them (each change is a transaction), so
+    /// a poisoned lock is taken over.
+    fn repo(&self) -> MutexGuard<'_, SnapshotRepo> {
+        self.repo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What this runner holds of snapshot `key`: `pulling` while it fetches
+    /// the image, `active` once it has it, `error` if that failed, None if
+    /// it never took it (docs/scale-out.md, "Per-runner state").
+    pub fn local_state(&self, org: &str, key: &str) -> Result<Option<SnapshotState>> {
+        let snap = self.get(org, key)?;
+        Ok(self.repo().runner_state(&snap.id, &self.runner)?)
     }
 
     /// Use `table` to map languages to general snapshots
@@ -285,7 +363,7 @@ impl<'s> SnapshotService<'s> {
     pub fn get(&self, org: &str, key: &str) -> Result<Snapshot> {
         tenancy::check_org(org)?;
         check_key(key)?;
-        let mut repo = self.repo.borrow_mut();
+        let mut repo = self.repo();
         repo.mark_idle(self.idle_after)?;
         Ok(repo.get(org, key)?)
     }
@@ -293,7 +371,7 @@ impl<'s> SnapshotService<'s> {
     /// One page; snapshots idle past the threshold are shown inactive.
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
         tenancy::check_org(&q.organization_id)?;
-        let mut repo = self.repo.borrow_mut();
+        let mut repo = self.repo();
         repo.mark_idle(self.idle_after)?;
         Ok(repo.list(q)?)
     }
@@ -338,7 +416,7 @@ impl<'s> SnapshotService<'s> {
         };
         // The operator finishes what it started, general snapshots included.
         let actor = (!req.general).then_some(org);
-        let snap = self.repo.borrow_mut().create(
+        let snap = self.repo().create(
             NewSnapshot {
                 name: req.name.clone(),
                 organization_id: org.to_string(),
@@ -368,12 +446,24 @@ impl<'s> SnapshotService<'s> {
             let _ = writeln!(log_file, "{line}");
             log(line);
         };
-        match self.make_image(org, &snap, &source, &req, &local, &regions, &mut tee) {
+        let made = self.under_lease(&snap.id, || {
+            self.make_image(org, &snap, &source, &req, &local, &regions, &mut tee)
+        });
+        match made {
             Ok((manifest, info, image_name)) => {
                 let size = self.compressed_size(&manifest)?;
                 let entrypoint = self.image_entrypoint(&manifest)?;
                 self.store.add_root(ROOT_KIND, &snap.id, &manifest)?;
-                let done = self.repo.borrow_mut().update_as(actor, &snap.id, |s| {
+                let work = source.work_state();
+                let done = self.repo().update_as(actor, &snap.id, |s| {
+                    // A worker that stalled past its lease was reported
+                    // failed by another runner: it must not revive it.
+                    if s.state != work {
+                        return Err(SnapshotError::LeaseLost {
+                            id: s.id.clone(),
+                            state: s.state,
+                        });
+                    }
                     s.state = SnapshotState::Active;
                     s.size = size;
                     s.entrypoint = entrypoint;
@@ -381,6 +471,8 @@ impl<'s> SnapshotService<'s> {
                     s.image_name = image_name;
                     Ok(())
                 })?;
+                self.repo()
+                    .set_runner_state(&done.id, &self.runner, SnapshotState::Active)?;
                 tee(&format!("snapshot {} ({}) is active", done.name, done.id));
                 Ok(done)
             }
@@ -391,7 +483,12 @@ impl<'s> SnapshotService<'s> {
                     _ => SnapshotState::Error,
                 };
                 let _ = self.store.untag(&local);
-                let _ = self.repo.borrow_mut().update_as(actor, &snap.id, |s| {
+                // Best effort: if the record cannot be updated, the lease
+                // expires and the others report the snapshot failed anyway.
+                let _ = self.repo().update_as(actor, &snap.id, |s| {
+                    if !s.state.is_work() {
+                        return Ok(());
+                    }
                     s.state = failed;
                     s.build_info = Some(BuildInfo {
                         source_kind: source.kind().into(),
@@ -717,18 +814,7 @@ impl<'s> SnapshotService<'s> {
         }
         let local = snapshot_local_name(&snap)?;
         if self.store.lookup_tag(&local)?.is_none() {
-            // Not on this machine: fetch it from where it lives.
-            let report = self.registry.pull_platform(
-                self.store,
-                &snap.image_name,
-                &Platform::linux_amd64(),
-                Some(&Extractor(SandboxManager::new(
-                    self.store,
-                    self.launcher.clone(),
-                ))),
-                None,
-            )?;
-            self.store.tag(&local, &report.manifest)?;
+            self.pull_here(&snap, &local)?;
         }
         let mut snap = snap;
         if let Some(region) = region {
@@ -747,7 +833,7 @@ impl<'s> SnapshotService<'s> {
                     r.destination
                 );
                 let region = region.to_string();
-                snap = self.repo.borrow_mut().update(org, &snap.id, |s| {
+                snap = self.repo().update(org, &snap.id, |s| {
                     s.region_ids.push(region);
                     Ok(())
                 })?;
@@ -763,17 +849,84 @@ impl<'s> SnapshotService<'s> {
         if r.memory_gb.is_none() && snap.mem > 0 {
             r.memory_gb = Some(f64::from(snap.mem));
         }
+        // The shared last use, row-locked: a snapshot deleted meanwhile (on
+        // any runner) refuses here, before a sandbox exists.
+        let snap = self.repo().touch(org, &snap.id)?;
         let mgr = SandboxManager::new(self.store, self.launcher.clone()).for_organization(org);
         let sandbox = mgr.create(&local.to_string(), opts)?;
-        let snap = self.repo.borrow_mut().touch(org, &snap.id)?;
         Ok((snap, sandbox))
+    }
+
+    /// Fetch a snapshot made elsewhere (another runner, its region's
+    /// registry) into this store, recording this runner's state as
+    /// `pulling`, then `active` (or `error`).
+    fn pull_here(&self, snap: &Snapshot, local: &ImageRef) -> Result<()> {
+        let set = |state| self.repo().set_runner_state(&snap.id, &self.runner, state);
+        set(SnapshotState::Pulling)?;
+        let pulled = self.registry.pull_platform(
+            self.store,
+            &snap.image_name,
+            &Platform::linux_amd64(),
+            Some(&Extractor(SandboxManager::new(
+                self.store,
+                self.launcher.clone(),
+            ))),
+            None,
+        );
+        let report = match pulled {
+            Ok(report) => report,
+            Err(e) => {
+                // The pull's error is the one to report; a record that cannot
+                // take `error` (deleted meanwhile) changes nothing for it.
+                let _ = set(SnapshotState::Error);
+                return Err(e.into());
+            }
+        };
+        self.store.tag(local, &report.manifest)?;
+        set(SnapshotState::Active)?;
+        Ok(())
+    }
+
+    /// Run `work` while a thread renews this process's lease on snapshot
+    /// `id` every third of the lease, so other runners see it alive; if
+    /// this process dies, the lease expires and they report it failed.
+    fn under_lease<T>(&self, id: &str, work: impl FnOnce() -> T) -> T {
+        let repo = &self.repo;
+        let lock = || {
+            repo.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let every = lock().lease_duration() / 3;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    match lock().renew_lease(id) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(
+                                "snapshot {id}: lease lost; another runner reported it failed"
+                            );
+                            break;
+                        }
+                        // A database hiccup: try again next time round.
+                        Err(e) => tracing::warn!("snapshot {id}: renewing the lease: {e}"),
+                    }
+                }
+            });
+            let out = work();
+            drop(stop);
+            out
+        })
     }
 
     /// Delete a snapshot of `org`. Sandboxes already running from it keep
     /// their layers (they hold their own GC roots); new ones are refused.
     pub fn delete(&self, org: &str, key: &str) -> Result<Snapshot> {
         let snap = self.get(org, key)?;
-        let removing = self.repo.borrow_mut().begin_delete(org, &snap.id)?;
+        let removing = self.repo().begin_delete(org, &snap.id)?;
         self.finish_delete(&snap)?;
         Ok(removing)
     }
@@ -782,7 +935,7 @@ impl<'s> SnapshotService<'s> {
     /// the only way a general snapshot goes.
     pub fn delete_general(&self, key: &str) -> Result<Snapshot> {
         check_key(key)?;
-        let mut repo = self.repo.borrow_mut();
+        let mut repo = self.repo();
         let snap = repo.get_general(key)?;
         let removing = repo.begin_delete_as_operator(&snap.id)?;
         drop(repo);
@@ -799,7 +952,7 @@ impl<'s> SnapshotService<'s> {
             }
         }
         self.store.remove_roots(ROOT_KIND, &snap.id)?;
-        self.repo.borrow_mut().remove_record(&snap.id)?;
+        self.repo().remove_record(&snap.id)?;
         // The log may never have been written: nothing to remove then.
         let _ = std::fs::remove_file(self.logs_dir().join(format!("{}.log", snap.id)));
         Ok(())

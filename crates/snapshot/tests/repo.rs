@@ -1,14 +1,73 @@
-//! The snapshot repository over a real SQLite file.
+//! One repository test suite, run against both backends: the embedded
+//! SQLite file and a real PostgreSQL server (initdb + pg_ctl in a temp dir,
+//! as the unprivileged test user when run as root). The same tests, the
+//! same assertions; a fresh database per test.
+//!
+//! harness = false: `main` owns the PostgreSQL server and stops it at the
+//! end, and re-runs this binary as a dying or frozen builder process.
 
 use cairn_snapshot::{
-    ListQuery, NewSnapshot, Resources, Snapshot, SnapshotError, SnapshotRepo, SnapshotState,
+    ListQuery, NewSnapshot, Resources, Snapshot, SnapshotDb, SnapshotError, SnapshotRepo,
+    SnapshotState,
 };
+use cairn_testsupport::postgres_server::PostgresServer;
 use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
-fn repo() -> (tempfile::TempDir, SnapshotRepo) {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = SnapshotRepo::open(&dir.path().join("meta.db")).unwrap();
-    (dir, repo)
+/// Which backend a run uses, and where its fresh databases come from.
+struct Db {
+    tmp: tempfile::TempDir,
+    server: Option<PostgresServer>,
+    next: AtomicU32,
+}
+
+impl Db {
+    fn name(&self) -> &'static str {
+        match self.server {
+            Some(_) => "postgres",
+            None => "sqlite",
+        }
+    }
+
+    /// A new, empty database.
+    fn fresh_db(&self) -> SnapshotDb {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        match &self.server {
+            Some(server) => SnapshotDb::parse(&server.create_database(&format!("t{n}"))).unwrap(),
+            None => SnapshotDb::Sqlite(self.tmp.path().join(format!("t{n}.db"))),
+        }
+    }
+
+    /// A connection to `db` (a second one is what another runner has).
+    fn open(&self, db: &SnapshotDb) -> SnapshotRepo {
+        SnapshotRepo::connect(db, Path::new("/nonexistent/meta.db")).unwrap()
+    }
+
+    /// A repository over a new, empty database.
+    fn fresh(&self) -> SnapshotRepo {
+        self.open(&self.fresh_db())
+    }
+
+    /// Set the schema version of `db` as a later Cairn would.
+    fn set_schema_version(&self, db: &SnapshotDb, version: i64) {
+        let sql =
+            format!("UPDATE cairn_schema SET version = {version} WHERE component = 'snapshots'");
+        match db {
+            SnapshotDb::Postgres(url) => {
+                let name = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+                self.server.as_ref().unwrap().psql(name, &sql);
+            }
+            SnapshotDb::Sqlite(path) => {
+                rusqlite::Connection::open(path)
+                    .unwrap()
+                    .execute(&sql, [])
+                    .unwrap();
+            }
+            SnapshotDb::Embedded => unreachable!(),
+        }
+    }
 }
 
 fn new(name: &str, org: &str) -> NewSnapshot {
@@ -24,9 +83,17 @@ fn new(name: &str, org: &str) -> NewSnapshot {
     }
 }
 
-#[test]
-fn pagination_covers_everything_once() {
-    let (_d, mut repo) = repo();
+/// Poll `check` until it holds; a hang guard, not a timing assertion.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pagination_covers_everything_once(db: &Db) {
+    let mut repo = db.fresh();
     for i in 0..250 {
         repo.create(
             new(&format!("env-{i:03}:1.0.0"), "org-a"),
@@ -58,9 +125,8 @@ fn pagination_covers_everything_once() {
     assert!(repo.list(&q).is_err());
 }
 
-#[test]
-fn organizations_see_their_own_and_general_only() {
-    let (_d, mut repo) = repo();
+fn organizations_see_their_own_and_general_only(db: &Db) {
+    let mut repo = db.fresh();
     let mine = repo
         .create(new("mine:1", "org-a"), SnapshotState::Pending)
         .unwrap();
@@ -97,9 +163,8 @@ fn organizations_see_their_own_and_general_only() {
     assert!(repo.get("org-a", &mine.id).is_err());
 }
 
-#[test]
-fn versions_and_latest() {
-    let (_d, mut repo) = repo();
+fn versions_and_latest(db: &Db) {
+    let mut repo = db.fresh();
     for v in ["1.9.0", "1.10.0", "v1.2.0", "nightly"] {
         repo.create(new(&format!("api-env:{v}"), "o"), SnapshotState::Pending)
             .unwrap();
@@ -128,11 +193,9 @@ fn versions_and_latest() {
     ));
 }
 
-#[test]
-fn transitions_are_checked_and_durable() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("meta.db");
-    let mut repo = SnapshotRepo::open(&db).unwrap();
+fn transitions_are_checked_and_durable(db: &Db) {
+    let url = db.fresh_db();
+    let mut repo = db.open(&url);
     let s = repo
         .create(new("app:1", "o"), SnapshotState::Pending)
         .unwrap();
@@ -144,7 +207,7 @@ fn transitions_are_checked_and_durable() {
         .unwrap();
     repo.transition("o", &s.id, SnapshotState::Active).unwrap();
     drop(repo);
-    let mut repo = SnapshotRepo::open(&db).unwrap();
+    let mut repo = db.open(&url);
     assert_eq!(repo.get("o", &s.id).unwrap().state, SnapshotState::Active);
     repo.mark_idle(std::time::Duration::ZERO).unwrap();
     assert_eq!(repo.get("o", &s.id).unwrap().state, SnapshotState::Inactive);
@@ -153,44 +216,8 @@ fn transitions_are_checked_and_durable() {
     assert!(used.last_used_at.is_some());
 }
 
-#[test]
-fn a_dead_builder_leaves_build_failed_not_building() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("meta.db");
-    // A real process creates the snapshot in `building` and dies mid-build.
-    let exe = std::env::current_exe().unwrap();
-    let status = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "helper_builder_process",
-            "--nocapture",
-            "--ignored",
-        ])
-        .env("CAIRN_SNAPSHOT_TEST_DB", &db)
-        .status()
-        .unwrap();
-    assert!(!status.success(), "the helper should have been killed");
-    let mut repo = SnapshotRepo::open(&db).unwrap();
-    let snap = repo.get("o", "dying:1").unwrap();
-    assert_eq!(snap.state, SnapshotState::BuildFailed);
-}
-
-/// Runs only as the child of the test above: starts a build and is killed.
-#[test]
-#[ignore]
-fn helper_builder_process() {
-    let Some(db) = std::env::var_os("CAIRN_SNAPSHOT_TEST_DB") else {
-        return;
-    };
-    let mut repo = SnapshotRepo::open(std::path::Path::new(&db)).unwrap();
-    repo.create(new("dying:1", "o"), SnapshotState::Building)
-        .unwrap();
-    std::process::abort();
-}
-
-#[test]
-fn json_and_yaml_round_trip() {
-    let (_d, mut repo) = repo();
+fn json_and_yaml_round_trip(db: &Db) {
+    let mut repo = db.fresh();
     repo.create(new("app:1", "o"), SnapshotState::Pending)
         .unwrap();
     let page = repo.list(&ListQuery::new("o")).unwrap();
@@ -203,9 +230,8 @@ fn json_and_yaml_round_trip() {
     assert_eq!(back, page.items[0]);
 }
 
-#[test]
-fn own_snapshots_win_over_general_ones_and_the_operator_finishes_general() {
-    let (_d, mut repo) = repo();
+fn own_snapshots_win_over_general_ones_and_the_operator_finishes_general(db: &Db) {
+    let mut repo = db.fresh();
     let mut general = new("py:3.12", "platform");
     general.general = true;
     let general = repo.create(general, SnapshotState::Building).unwrap();
@@ -245,4 +271,343 @@ fn own_snapshots_win_over_general_ones_and_the_operator_finishes_general() {
     repo.begin_delete_as_operator(&general.id).unwrap();
     repo.remove_record(&general.id).unwrap();
     assert!(repo.get("other", "py").is_err());
+}
+
+fn concurrent_creates_of_one_name_make_one_snapshot(db: &Db) {
+    let url = db.fresh_db();
+    let _schema = db.open(&url);
+    // Eight connections (as eight runners) race for the same name:version.
+    let results: Vec<Result<Snapshot, SnapshotError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                s.spawn(move || {
+                    let mut repo = db.open(&url);
+                    repo.create(new("race:1.0.0", "o"), SnapshotState::Building)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for r in results.iter().filter(|r| r.is_err()) {
+        assert!(matches!(r, Err(SnapshotError::Duplicate { .. })), "{r:?}");
+    }
+    assert_eq!(db.open(&url).list(&ListQuery::new("o")).unwrap().total, 1);
+}
+
+fn a_transition_sees_the_other_runners_change(db: &Db) {
+    let url = db.fresh_db();
+    let (mut a, mut b) = (db.open(&url), db.open(&url));
+    let s = a.create(new("app:1", "o"), SnapshotState::Pending).unwrap();
+    b.transition("o", &s.id, SnapshotState::Pulling).unwrap();
+    // A's view is not cached: its transition checks the row as B left it.
+    assert!(matches!(
+        a.transition("o", &s.id, SnapshotState::Building),
+        Err(SnapshotError::BadTransition {
+            from: SnapshotState::Pulling,
+            ..
+        })
+    ));
+    a.transition("o", &s.id, SnapshotState::Active).unwrap();
+    // Deleted on A: B can neither use nor see it.
+    a.begin_delete("o", &s.id).unwrap();
+    assert!(b.touch("o", &s.id).is_err());
+    a.remove_record(&s.id).unwrap();
+    assert!(matches!(
+        b.get("o", "app:1"),
+        Err(SnapshotError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.touch("o", &s.id),
+        Err(SnapshotError::NotFound(_))
+    ));
+}
+
+fn a_lease_not_renewed_expires_into_build_failed(db: &Db) {
+    let url = db.fresh_db();
+    let mut worker = db.open(&url).with_lease(Duration::from_millis(300));
+    let mut other = db.open(&url);
+    let built = worker
+        .create(new("built:1", "o"), SnapshotState::Building)
+        .unwrap();
+    let pulled = worker
+        .create(new("pulled:1", "o"), SnapshotState::Pending)
+        .unwrap();
+    worker
+        .transition("o", &pulled.id, SnapshotState::Pulling)
+        .unwrap();
+    // This process is alive: only the lease's expiry can fail them.
+    eventually("the leases to expire", || {
+        other.get("o", "built:1").unwrap().state != SnapshotState::Building
+            && other.get("o", "pulled:1").unwrap().state != SnapshotState::Pulling
+    });
+    assert_eq!(
+        other.get("o", "built:1").unwrap().state,
+        SnapshotState::BuildFailed
+    );
+    assert_eq!(
+        other.get("o", "pulled:1").unwrap().state,
+        SnapshotState::Error
+    );
+    // The stalled worker has lost its lease and cannot finish.
+    assert!(!worker.renew_lease(&built.id).unwrap());
+    assert!(worker
+        .transition("o", &built.id, SnapshotState::Active)
+        .is_err());
+}
+
+fn a_renewed_lease_keeps_the_work_alive(db: &Db) {
+    let url = db.fresh_db();
+    let mut worker = db.open(&url).with_lease(Duration::from_secs(600));
+    let mut other = db.open(&url);
+    let s = worker
+        .create(new("long:1", "o"), SnapshotState::Building)
+        .unwrap();
+    assert!(worker.renew_lease(&s.id).unwrap());
+    assert_eq!(other.expire_leases().unwrap(), 0);
+    assert_eq!(
+        other.get("o", "long:1").unwrap().state,
+        SnapshotState::Building
+    );
+    worker
+        .transition("o", &s.id, SnapshotState::Active)
+        .unwrap();
+    // The work ended: there is no lease left to renew.
+    assert!(!worker.renew_lease(&s.id).unwrap());
+}
+
+/// The builder runs in another process (this binary, re-run) and dies or
+/// freezes mid-build.
+fn builder_process(db: &SnapshotDb, how: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .env("CAIRN_SNAPSHOT_TEST_BUILDER", how)
+        .env("CAIRN_SNAPSHOT_TEST_DB", db.to_url())
+        .spawn()
+        .unwrap()
+}
+
+fn a_killed_builder_leaves_build_failed(db: &Db) {
+    let url = db.fresh_db();
+    let mut child = builder_process(&url, "abort");
+    assert!(
+        !child.wait().unwrap().success(),
+        "the builder should have died"
+    );
+    let mut repo = db.open(&url);
+    eventually("the dead builder's snapshot to fail", || {
+        repo.get("o", "dying:1").unwrap().state == SnapshotState::BuildFailed
+    });
+}
+
+fn a_frozen_builder_loses_its_lease(db: &Db) {
+    let url = db.fresh_db();
+    let mut child = builder_process(&url, "stop");
+    let mut repo = db.open(&url);
+    eventually("the builder's record", || repo.get("o", "frozen:1").is_ok());
+    eventually("the frozen builder's lease to expire", || {
+        repo.get("o", "frozen:1").unwrap().state == SnapshotState::BuildFailed
+    });
+    // The builder still exists (stopped): the lease, not its PID, decided.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the builder is still there"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn schema_is_versioned_and_a_newer_one_refused(db: &Db) {
+    let url = db.fresh_db();
+    let mut repo = db.open(&url);
+    repo.create(new("kept:1", "o"), SnapshotState::Pending)
+        .unwrap();
+    drop(repo);
+    // Opening again migrates nothing and keeps the records.
+    assert_eq!(db.open(&url).get("o", "kept:1").unwrap().name, "kept:1");
+    db.set_schema_version(&url, 999);
+    let err = SnapshotRepo::connect(&url, Path::new("/nonexistent/meta.db"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, SnapshotError::SchemaTooNew { found: 999, .. }),
+        "{err}"
+    );
+    assert!(!err.is_bad_input());
+}
+
+fn runners_record_what_they_hold(db: &Db) {
+    let url = db.fresh_db();
+    let (mut a, mut b) = (db.open(&url), db.open(&url));
+    let s = a
+        .create(new("shared:1", "o"), SnapshotState::Pending)
+        .unwrap();
+    assert_eq!(b.runner_state(&s.id, "runner-b").unwrap(), None);
+    b.set_runner_state(&s.id, "runner-b", SnapshotState::Pulling)
+        .unwrap();
+    assert_eq!(
+        a.runner_state(&s.id, "runner-b").unwrap(),
+        Some(SnapshotState::Pulling)
+    );
+    b.set_runner_state(&s.id, "runner-b", SnapshotState::Active)
+        .unwrap();
+    assert_eq!(
+        a.runner_state(&s.id, "runner-b").unwrap(),
+        Some(SnapshotState::Active)
+    );
+    assert_eq!(a.runner_state(&s.id, "runner-a").unwrap(), None);
+    a.begin_delete("o", &s.id).unwrap();
+    assert!(b
+        .set_runner_state(&s.id, "runner-c", SnapshotState::Pulling)
+        .is_err());
+    a.remove_record(&s.id).unwrap();
+    assert_eq!(a.runner_state(&s.id, "runner-b").unwrap(), None);
+}
+
+fn filters_and_pages_are_exact(db: &Db) {
+    let mut repo = db.fresh();
+    for i in 0..30 {
+        let s = repo
+            .create(
+                new(&format!("svc_{}:1.{i}", i % 3), "o"),
+                SnapshotState::Pending,
+            )
+            .unwrap();
+        if i % 2 == 0 {
+            repo.transition("o", &s.id, SnapshotState::Pulling).unwrap();
+            repo.transition("o", &s.id, SnapshotState::Active).unwrap();
+        }
+    }
+    repo.create(new("svcX0:1", "o"), SnapshotState::Pending)
+        .unwrap();
+    let mut q = ListQuery::new("o");
+    q.state = Some(SnapshotState::Active);
+    q.name_prefix = Some("svc_0".into());
+    q.limit = 3;
+    q.page = 2;
+    let p = repo.list(&q).unwrap();
+    // i in 0..30 with i%3==0 and i%2==0: 0, 6, 12, 18, 24; page 2 of 3.
+    assert_eq!(p.total, 5);
+    let names: Vec<_> = p.items.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["svc_0:1.18", "svc_0:1.24"]);
+    // `_` is a literal in a prefix, not LIKE's wildcard.
+    let mut q = ListQuery::new("o");
+    q.name_prefix = Some("svc_".into());
+    assert_eq!(repo.list(&q).unwrap().total, 30);
+}
+
+type Test = (&'static str, fn(&Db));
+
+const TESTS: &[Test] = &[
+    (
+        "pagination_covers_everything_once",
+        pagination_covers_everything_once,
+    ),
+    (
+        "organizations_see_their_own_and_general_only",
+        organizations_see_their_own_and_general_only,
+    ),
+    ("versions_and_latest", versions_and_latest),
+    (
+        "transitions_are_checked_and_durable",
+        transitions_are_checked_and_durable,
+    ),
+    ("json_and_yaml_round_trip", json_and_yaml_round_trip),
+    (
+        "own_snapshots_win_over_general_ones_and_the_operator_finishes_general",
+        own_snapshots_win_over_general_ones_and_the_operator_finishes_general,
+    ),
+    (
+        "concurrent_creates_of_one_name_make_one_snapshot",
+        concurrent_creates_of_one_name_make_one_snapshot,
+    ),
+    (
+        "a_transition_sees_the_other_runners_change",
+        a_transition_sees_the_other_runners_change,
+    ),
+    (
+        "a_lease_not_renewed_expires_into_build_failed",
+        a_lease_not_renewed_expires_into_build_failed,
+    ),
+    (
+        "a_renewed_lease_keeps_the_work_alive",
+        a_renewed_lease_keeps_the_work_alive,
+    ),
+    (
+        "a_killed_builder_leaves_build_failed",
+        a_killed_builder_leaves_build_failed,
+    ),
+    (
+        "a_frozen_builder_loses_its_lease",
+        a_frozen_builder_loses_its_lease,
+    ),
+    (
+        "schema_is_versioned_and_a_newer_one_refused",
+        schema_is_versioned_and_a_newer_one_refused,
+    ),
+    (
+        "runners_record_what_they_hold",
+        runners_record_what_they_hold,
+    ),
+    ("filters_and_pages_are_exact", filters_and_pages_are_exact),
+];
+
+/// The re-run as a builder: create a snapshot in `building`, then die
+/// (`abort`) or freeze (`stop`, a lease of 1 s that is never renewed).
+fn builder(how: &str) -> ! {
+    let db = SnapshotDb::parse(&std::env::var("CAIRN_SNAPSHOT_TEST_DB").unwrap()).unwrap();
+    let repo = SnapshotRepo::connect(&db, Path::new("/nonexistent/meta.db")).unwrap();
+    let mut repo = repo.with_lease(Duration::from_secs(1));
+    match how {
+        "abort" => {
+            repo.create(new("dying:1", "o"), SnapshotState::Building)
+                .unwrap();
+            std::process::abort()
+        }
+        _ => {
+            repo.create(new("frozen:1", "o"), SnapshotState::Building)
+                .unwrap();
+            nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP).unwrap();
+            std::process::exit(0)
+        }
+    }
+}
+
+fn main() {
+    if let Ok(how) = std::env::var("CAIRN_SNAPSHOT_TEST_BUILDER") {
+        builder(&how);
+    }
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let backends = [
+        Db {
+            tmp: tempfile::tempdir().unwrap(),
+            server: None,
+            next: AtomicU32::new(0),
+        },
+        Db {
+            tmp: tempfile::tempdir().unwrap(),
+            server: Some(PostgresServer::start()),
+            next: AtomicU32::new(0),
+        },
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for db in &backends {
+        for (name, test) in TESTS {
+            let full = format!("{}::{name}", db.name());
+            if filter.as_ref().is_some_and(|f| !full.contains(f.as_str())) {
+                continue;
+            }
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(db))).is_ok();
+            println!("test {full} ... {}", if ok { "ok" } else { "FAILED" });
+            if ok {
+                passed += 1
+            } else {
+                failed += 1
+            }
+        }
+    }
+    drop(backends);
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(if failed > 0 { 1 } else { 0 })
 }

@@ -5,6 +5,7 @@
 
 pub mod fault_proxy;
 pub mod http_server;
+pub mod postgres_server;
 pub mod registry_server;
 
 use cairn_store::reference::ImageRef;

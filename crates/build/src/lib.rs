@@ -18,6 +18,7 @@ pub mod keys;
 mod memo;
 mod mount_setup;
 mod mounts;
+pub mod remote_cache;
 mod run;
 mod stage;
 pub mod tenancy;
@@ -28,6 +29,7 @@ pub use cairn_sandbox::CancelToken;
 pub use events::{BuildEvent, OutputStream};
 pub use fetch::FetchError;
 pub use mount_setup::{remove_cache_mounts, Secret};
+pub use remote_cache::{CacheExport, CacheImport, CacheMode};
 pub use stage::{BuildRequest, BuildResult, Builder, RunPolicy, StepOutcome, StepReport};
 
 use std::path::{Path, PathBuf};

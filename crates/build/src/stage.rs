@@ -52,6 +52,10 @@ pub struct BuildRequest {
     pub organization: Option<String>,
     /// Entitlements and limits of the RUN steps.
     pub run_policy: RunPolicy,
+    /// `--cache-from`: registry caches a step missing locally is pulled from.
+    pub cache_from: Vec<crate::CacheImport>,
+    /// `--cache-to`: registry caches the build's steps are pushed to.
+    pub cache_to: Vec<crate::CacheExport>,
 }
 
 /// What the caller lets the Dockerfile's RUN steps have: a Dockerfile can
@@ -157,6 +161,8 @@ pub struct Builder<'s> {
     pub(crate) secrets: BTreeMap<String, crate::Secret>,
     /// `--platform`: the target platform (None: this machine's).
     platform: Option<Platform>,
+    /// `--cache-from`/`--cache-to` state of the builds running.
+    pub(crate) remote_cache: crate::remote_cache::RemoteCache,
 }
 
 impl<'s> Builder<'s> {
@@ -172,6 +178,7 @@ impl<'s> Builder<'s> {
                 .unwrap_or(1),
             secrets: BTreeMap::new(),
             platform: None,
+            remote_cache: Default::default(),
         }
     }
 
@@ -262,6 +269,7 @@ impl<'s> Builder<'s> {
             self.store.layout().tmp(),
         ));
         let result = self.build_inner(req, &memo, events);
+        let result = crate::remote_cache::export(self, req, result, events);
         memo.save();
         match &result {
             Ok(r) => events(&BuildEvent::Finished {
@@ -842,9 +850,24 @@ impl<'s> Builder<'s> {
         Ok(())
     }
 
+    /// A cache hit, locally or else from a `--cache-from` registry cache.
+    pub(crate) fn cached_layer(
+        &self,
+        req: &BuildRequest,
+        key: &str,
+    ) -> Result<Option<(LayerRef, String)>, BuildError> {
+        self.remote_cache.note_key(req, key);
+        match self.local_cached_layer(req, key)? {
+            None if crate::remote_cache::import(self, req, key) => {
+                self.local_cached_layer(req, key)
+            }
+            hit => Ok(hit),
+        }
+    }
+
     /// A cache hit: the step's layer, if its blob and extracted dir are still there.
     /// A cache hit gives the layer and the time it was first made.
-    pub(crate) fn cached_layer(
+    fn local_cached_layer(
         &self,
         req: &BuildRequest,
         key: &str,

@@ -401,6 +401,8 @@ impl Fixture {
             network: Network::Host,
             run_policy: Default::default(),
             organization: None,
+            cache_from: vec![],
+            cache_to: vec![],
         };
         let builder = Builder::new(&self.store, Launcher::current_exe().expect("launcher"));
         builder

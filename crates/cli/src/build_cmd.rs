@@ -93,6 +93,13 @@ pub struct BuildArgs {
     registry: crate::registry_cmds::RegistryFlags,
     #[command(flatten)]
     run_limits: RunLimitArgs,
+    /// Use a registry build cache: type=registry,ref=REG/REPO:TAG (repeatable)
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    cache_from: Vec<String>,
+    /// Export the build cache to a registry:
+    /// type=registry,ref=REG/REPO:TAG[,mode=min|max][,ignore-error=true|false] (repeatable)
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=min|max]")]
+    cache_to: Vec<String>,
     /// The build context directory
     #[arg(default_value = ".")]
     context: PathBuf,
@@ -187,6 +194,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         network,
         run_policy: args.run_limits.policy()?,
         organization: None,
+        cache_from: parse_all(&args.cache_from)?,
+        cache_to: parse_all(&args.cache_to)?,
     };
     let started = Instant::now();
     // SIGINT/SIGTERM cancel the build: the running RUN is killed, nothing is tagged.
@@ -368,6 +377,14 @@ fn parse_secret(value: &str) -> Result<(String, Secret), CliError> {
         }
     }
     Ok((id, secret))
+}
+
+/// `--cache-from` / `--cache-to` values (BuildKit's syntax); exit 2 on a bad one.
+fn parse_all<T: std::str::FromStr<Err = String>>(values: &[String]) -> Result<Vec<T>, CliError> {
+    values
+        .iter()
+        .map(|v| v.parse().map_err(CliError::bad_input))
+        .collect()
 }
 
 /// `--allow`, `--memory`, `--cpus`, `--timeout`, `--pids-limit` of `cairn build`.

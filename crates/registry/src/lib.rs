@@ -9,6 +9,7 @@
 //! each call to completion on it, so callers (the build engine, the CLI)
 //! stay plain threads.
 
+pub mod artifact;
 pub mod auth;
 mod blob_transfer;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod regions;
 mod retry;
 mod session;
 
+pub use artifact::{ArtifactSpec, FetchedArtifact};
 pub use error::{RegistryError, Result, Target};
 pub use regions::Regions;
 pub use retry::RetryPolicy;

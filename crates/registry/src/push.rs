@@ -25,7 +25,7 @@ struct Counters<'p> {
     progress: Option<&'p dyn crate::PullProgress>,
 }
 
-enum BlobOutcome {
+pub(crate) enum BlobOutcome {
     Present,
     Mounted,
     Uploaded,
@@ -169,7 +169,7 @@ fn push_manifest_tree<'a>(
     })
 }
 
-async fn manifest_exists(sess: &Session, oref: &Reference) -> Result<bool> {
+pub(crate) async fn manifest_exists(sess: &Session, oref: &Reference) -> Result<bool> {
     let target = sess.target(
         oref.repository(),
         format!("manifest {}", oref.digest().unwrap_or("?")),
@@ -190,7 +190,7 @@ async fn manifest_exists(sess: &Session, oref: &Reference) -> Result<bool> {
     }
 }
 
-async fn put_manifest(
+pub(crate) async fn put_manifest(
     sess: &Session,
     oref: &Reference,
     bytes: &[u8],
@@ -218,7 +218,7 @@ async fn put_manifest(
         .await
 }
 
-async fn push_blob(
+pub(crate) async fn push_blob(
     sess: &Session,
     store: &Store,
     base: &Reference,

@@ -722,6 +722,8 @@ impl<'s> SnapshotService<'s> {
             network,
             run_policy: Default::default(),
             organization: Some(org.to_string()),
+            cache_from: vec![],
+            cache_to: vec![],
         };
         let result = builder.build_with_events(&request, &mut |event| match event {
             BuildEvent::StepStarted { text, .. } => {

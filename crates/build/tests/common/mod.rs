@@ -46,6 +46,8 @@ pub fn request(context: &Path, tag: &str) -> BuildRequest {
         network: Network::Host,
         run_policy: Default::default(),
         organization: None,
+        cache_from: vec![],
+        cache_to: vec![],
     }
 }
 

@@ -1,0 +1,293 @@
+//! The build cache shared through an OCI registry (`--cache-from`,
+//! `--cache-to type=registry,...`, BuildKit's syntax).
+//!
+//! A cache manifest is an OCI artifact ([`document::ARTIFACT_TYPE`]) whose
+//! config maps cache keys to layers; the layers are ordinary blobs. Keys are
+//! the local cache's keys (`keys.rs`), which depend on inputs only, so two
+//! stores building the same thing compute the same keys.
+//!
+//! The builder calls in at two points: where a local cache lookup misses
+//! ([`import`]: the step's layer is pulled, extracted and recorded in the
+//! local cache, then the local lookup is retried) and after the build
+//! ([`export`]). A cache registry that is down, slow or answers garbage
+//! costs a `tracing::warn!` and a local build, never a failure.
+
+mod document;
+mod spec;
+
+pub use document::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE};
+pub use spec::{CacheExport, CacheImport, CacheMode};
+
+use crate::events::BuildEvent;
+use crate::stage::{BuildRequest, BuildResult, Builder};
+use crate::BuildError;
+use cairn_registry::{ArtifactSpec, Registry, RegistryOptions};
+use cairn_sandbox::manager::SandboxManager;
+use document::Entry;
+use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// How long fetching the cache manifests may take, all of them together.
+const FETCH_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The builder's registry-cache state: one session per build running.
+#[derive(Default)]
+pub(crate) struct RemoteCache {
+    /// By the address of the build's request, which is borrowed, and so
+    /// fixed, for as long as the build runs.
+    builds: Mutex<HashMap<usize, Arc<Session>>>,
+}
+
+/// One build's use of the registry cache.
+#[derive(Default)]
+struct Session {
+    /// The client for cache registries, made on first use.
+    registry: OnceLock<Option<Registry>>,
+    /// The imported entries by key, with the reference to pull from;
+    /// fetched once per build, on the first local miss.
+    index: OnceLock<HashMap<String, (String, Entry)>>,
+    /// A cache registry failed mid-build: stop asking it.
+    broken: AtomicBool,
+    /// The keys the build's layer steps looked up, for the export.
+    keys: Mutex<BTreeSet<String>>,
+}
+
+impl RemoteCache {
+    fn session(&self, req: &BuildRequest) -> Arc<Session> {
+        let id = req as *const BuildRequest as usize;
+        let mut builds = self.builds.lock().unwrap_or_else(|e| e.into_inner());
+        builds.entry(id).or_default().clone()
+    }
+
+    fn end(&self, req: &BuildRequest) {
+        let id = req as *const BuildRequest as usize;
+        let mut builds = self.builds.lock().unwrap_or_else(|e| e.into_inner());
+        builds.remove(&id);
+    }
+
+    /// A layer step of `req` looked up `key` (exported if it has a layer).
+    pub(crate) fn note_key(&self, req: &BuildRequest, key: &str) {
+        if req.cache_to.is_empty() {
+            return;
+        }
+        let session = self.session(req);
+        let mut keys = session.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.insert(key.to_string());
+    }
+}
+
+impl Session {
+    fn registry(&self, builder: &Builder) -> Option<&Registry> {
+        self.registry
+            .get_or_init(|| {
+                let opts = builder
+                    .registry
+                    .map(|r| r.options().clone())
+                    .unwrap_or_else(RegistryOptions::from_env);
+                Registry::new(cache_options(opts))
+                    .map_err(|e| tracing::warn!("registry cache: no client: {e}"))
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    fn index(&self, builder: &Builder, req: &BuildRequest) -> &HashMap<String, (String, Entry)> {
+        self.index.get_or_init(|| {
+            let Some(registry) = self.registry(builder) else {
+                return HashMap::new();
+            };
+            let mut index = HashMap::new();
+            for from in &req.cache_from {
+                for entry in fetch_entries(registry, builder, &from.reference) {
+                    index
+                        .entry(entry.key.clone())
+                        .or_insert_with(|| (from.reference.clone(), entry));
+                }
+            }
+            index
+        })
+    }
+}
+
+/// The builder's registry options, with fewer retries and shorter waits:
+/// a cache is worth less than the time a dead registry would cost.
+fn cache_options(mut opts: RegistryOptions) -> RegistryOptions {
+    opts.retry.max_attempts = opts.retry.max_attempts.min(2);
+    opts.connect_timeout = opts.connect_timeout.min(Duration::from_secs(5));
+    opts.read_timeout = opts.read_timeout.min(Duration::from_secs(30));
+    opts
+}
+
+/// The usable entries of one cache manifest; none (and a warning) when it
+/// cannot be had.
+fn fetch_entries(registry: &Registry, builder: &Builder, reference: &str) -> Vec<Entry> {
+    let fetched = registry.fetch_artifact(builder.store, reference, ARTIFACT_TYPE, FETCH_DEADLINE);
+    let artifact = match fetched {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("--cache-from {reference}: not used: {e}");
+            return Vec::new();
+        }
+    };
+    match document::decode(&artifact.config, &artifact.layers) {
+        Ok((entries, dropped)) => {
+            for why in dropped {
+                tracing::warn!("--cache-from {reference}: {why}: ignored");
+            }
+            tracing::info!("--cache-from {reference}: {} cached steps", entries.len());
+            entries
+        }
+        Err(e) => {
+            tracing::warn!("--cache-from {reference}: not used: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// A local cache miss of `key`: if a `--cache-from` manifest has the key,
+/// pull its layer (only a missing blob moves), extract it as a layer dir
+/// and record it in the local cache. True when the local cache now has it.
+pub(crate) fn import(builder: &Builder, req: &BuildRequest, key: &str) -> bool {
+    if req.cache_from.is_empty() || req.no_cache {
+        return false;
+    }
+    let session = builder.remote_cache.session(req);
+    if session.broken.load(Ordering::Relaxed) {
+        return false;
+    }
+    let Some((reference, entry)) = session.index(builder, req).get(key).cloned() else {
+        return false;
+    };
+    let Some(registry) = session.registry(builder) else {
+        return false;
+    };
+    if let Err(e) = registry.fetch_blobs(builder.store, &reference, &[entry.blob()]) {
+        tracing::warn!(
+            "--cache-from {reference}: layer {}: {e}; building locally",
+            entry.layer
+        );
+        session.broken.store(true, Ordering::Relaxed);
+        return false;
+    }
+    match adopt(builder, &entry) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "--cache-from {reference}: layer {}: {e}; building locally",
+                entry.layer
+            );
+            false
+        }
+    }
+}
+
+/// Extract the pulled layer (its diff id is checked) and record the entry.
+fn adopt(builder: &Builder, entry: &Entry) -> Result<(), BuildError> {
+    let manager = SandboxManager::new(builder.store, builder.launcher.clone());
+    manager.extract_layers(&[(entry.layer, entry.diff_id)])?;
+    let value = json!({
+        "media_type": entry.media_type,
+        "created_by": entry.created_by,
+        "created": entry.created,
+    });
+    builder.store.cache_put(&cairn_store::cache::CacheEntry {
+        key: entry.key.clone(),
+        layer_digest: Some(entry.layer),
+        diff_id: Some(entry.diff_id),
+        size: entry.size,
+        value: value.to_string(),
+    })?;
+    Ok(())
+}
+
+/// After a build: push its cache to every `--cache-to`, and end the
+/// build's session. A failed export warns, or fails the build when its
+/// `ignore-error` is false.
+pub(crate) fn export(
+    builder: &Builder,
+    req: &BuildRequest,
+    result: Result<BuildResult, BuildError>,
+    events: &mut dyn FnMut(&BuildEvent),
+) -> Result<BuildResult, BuildError> {
+    let session = builder.remote_cache.session(req);
+    builder.remote_cache.end(req);
+    let result = result?;
+    if req.cache_to.is_empty() {
+        return Ok(result);
+    }
+    let entries = local_entries(builder, &session)?;
+    let (_, manifest) = builder.store.manifest(&result.manifest)?;
+    for to in &req.cache_to {
+        let chosen: Vec<Entry> = entries
+            .iter()
+            .filter(|e| {
+                to.mode == CacheMode::Max || manifest.children.iter().any(|l| l.digest == e.layer)
+            })
+            .cloned()
+            .collect();
+        let (config, layers) = document::encode(chosen);
+        let spec = ArtifactSpec {
+            artifact_type: ARTIFACT_TYPE,
+            config_media_type: CONFIG_MEDIA_TYPE,
+            config: &config,
+            layers: &layers,
+        };
+        let pushed = match session.registry(builder) {
+            Some(registry) => registry
+                .push_artifact(builder.store, &to.reference, &spec)
+                .map_err(BuildError::from),
+            None => Err(BuildError::Internal("no registry client".into())),
+        };
+        match pushed {
+            Ok(report) => tracing::info!(
+                "--cache-to {}: {} layers, {} uploaded, {} present, {} mounted",
+                to.reference,
+                layers.len(),
+                report.blobs_uploaded,
+                report.blobs_present,
+                report.blobs_mounted
+            ),
+            Err(e) if to.ignore_error => {
+                let message = format!("--cache-to {}: cache not exported: {e}", to.reference);
+                tracing::warn!("{message}");
+                events(&BuildEvent::Warning { message });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(result)
+}
+
+/// The local cache entries of the keys the build's layer steps looked up
+/// (steps that made no layer, as a WORKDIR that existed, have none).
+fn local_entries(builder: &Builder, session: &Session) -> Result<Vec<Entry>, BuildError> {
+    let keys = session
+        .keys
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut entries = Vec::new();
+    for key in keys {
+        let Some(local) = builder.store.cache_get(&key)? else {
+            continue;
+        };
+        let (Some(layer), Some(diff_id)) = (local.layer_digest, local.diff_id) else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(&local.value).unwrap_or(Value::Null);
+        let field = |k: &str| value[k].as_str().unwrap_or_default().to_string();
+        entries.push(Entry {
+            key,
+            layer,
+            diff_id,
+            media_type: field("media_type"),
+            size: local.size,
+            created: field("created"),
+            created_by: field("created_by"),
+        });
+    }
+    Ok(entries)
+}

@@ -28,7 +28,9 @@ pub use cairn_sandbox::CancelToken;
 pub use events::{BuildEvent, OutputStream};
 pub use fetch::FetchError;
 pub use mount_setup::{remove_cache_mounts, Secret};
-pub use stage::{BuildRequest, BuildResult, Builder, RunPolicy, StepOutcome, StepReport};
+pub use stage::{
+    BuildRequest, BuildResult, Builder, RunPolicy, StepOutcome, StepReport, INLINE_DOCKERFILE,
+};
 
 use std::path::{Path, PathBuf};
 

@@ -401,6 +401,7 @@ impl Fixture {
             network: Network::Host,
             run_policy: Default::default(),
             organization: None,
+            cancel: None,
         };
         let builder = Builder::new(&self.store, Launcher::current_exe().expect("launcher"));
         builder

@@ -318,7 +318,7 @@ impl<'s> SnapshotService<'s> {
             )
         {
             return Err(ServiceError::Invalid(
-                "--entrypoint cannot be used with --dockerfile or --context: put ENTRYPOINT in the Dockerfile".into(),
+                "an entrypoint cannot be given with a Dockerfile source: put ENTRYPOINT in the Dockerfile".into(),
             ));
         }
         tenancy::check_org(org)?;
@@ -625,6 +625,7 @@ impl<'s> SnapshotService<'s> {
             network,
             run_policy: Default::default(),
             organization: Some(org.to_string()),
+            cancel: None,
         };
         let result = builder.build_with_events(&request, &mut |event| match event {
             BuildEvent::StepStarted { text, .. } => {

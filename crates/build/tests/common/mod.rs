@@ -46,6 +46,7 @@ pub fn request(context: &Path, tag: &str) -> BuildRequest {
         network: Network::Host,
         run_policy: Default::default(),
         organization: None,
+        cancel: None,
     }
 }
 

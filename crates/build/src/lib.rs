@@ -30,7 +30,9 @@ pub use events::{BuildEvent, OutputStream};
 pub use fetch::FetchError;
 pub use mount_setup::{remove_cache_mounts, Secret};
 pub use remote_cache::{CacheExport, CacheImport, CacheMode};
-pub use stage::{BuildRequest, BuildResult, Builder, RunPolicy, StepOutcome, StepReport};
+pub use stage::{
+    BuildRequest, BuildResult, Builder, RunPolicy, StepOutcome, StepReport, INLINE_DOCKERFILE,
+};
 
 use std::path::{Path, PathBuf};
 

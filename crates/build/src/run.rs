@@ -138,8 +138,8 @@ impl Builder<'_> {
                 if req.network == Network::None && !policy.allow_network_host {
                     return Err(BuildError::input(format!(
                         "{}:{}: RUN --network=host is not allowed: the build's network is none \
-                         and the network.host entitlement was not granted (--allow network.host)",
-                        req.dockerfile_path.display(),
+                         and the network.host entitlement was not granted (RunPolicy.allow_network_host)",
+                        req.dockerfile_name(),
                         inst.line
                     )));
                 }
@@ -197,8 +197,8 @@ impl Builder<'_> {
         drop(run_span);
         if outcome.timed_out {
             return Err(BuildError::input(format!(
-                "{}:{}: RUN timed out after {:?} (--timeout); every process of the step was killed",
-                req.dockerfile_path.display(),
+                "{}:{}: RUN timed out after {:?} (the build's RUN timeout); every process of the step was killed",
+                req.dockerfile_name(),
                 inst.line,
                 req.run_policy.timeout.unwrap_or_default()
             )));
@@ -214,7 +214,7 @@ impl Builder<'_> {
                 step.output(OutputStream::Stderr, f.message().to_string());
             }
             return Err(BuildError::RunFailed {
-                file: req.dockerfile_path.display().to_string(),
+                file: req.dockerfile_name(),
                 line: inst.line,
                 command: spec.process.args.join(" "),
                 code: outcome.exit_code,

@@ -28,12 +28,15 @@ use std::time::{Duration, Instant};
 
 const EPOCH: &str = "1970-01-01T00:00:00Z";
 
-/// What to build.
-#[derive(Debug, Clone)]
+/// What to build. `Default`: an empty Dockerfile given as text, no context
+/// dir (set one), the default compression, host network, no tags.
+#[derive(Debug, Clone, Default)]
 pub struct BuildRequest {
     /// The Dockerfile's text.
     pub dockerfile: String,
-    /// Its path, for messages and for `<Dockerfile>.dockerignore`.
+    /// Its path, for messages and for `<Dockerfile>.dockerignore`; empty
+    /// for a Dockerfile given as text (messages then name
+    /// [`INLINE_DOCKERFILE`], and only the context's `.dockerignore` counts).
     pub dockerfile_path: PathBuf,
     pub context: PathBuf,
     pub tags: Vec<String>,
@@ -56,6 +59,22 @@ pub struct BuildRequest {
     pub cache_from: Vec<crate::CacheImport>,
     /// `--cache-to`: registry caches the build's steps are pushed to.
     pub cache_to: Vec<crate::CacheExport>,
+    /// Stops this build (and only this one) when cancelled; overrides the
+    /// builder's [`Builder::with_cancel`] token.
+    pub cancel: Option<CancelToken>,
+}
+
+/// What messages call a Dockerfile given as text.
+pub const INLINE_DOCKERFILE: &str = "Dockerfile (inline)";
+
+impl BuildRequest {
+    /// The Dockerfile as messages name it: its path, or [`INLINE_DOCKERFILE`].
+    pub fn dockerfile_name(&self) -> String {
+        match self.dockerfile_path.as_os_str().is_empty() {
+            true => INLINE_DOCKERFILE.to_string(),
+            false => self.dockerfile_path.display().to_string(),
+        }
+    }
 }
 
 /// What the caller lets the Dockerfile's RUN steps have: a Dockerfile can
@@ -81,12 +100,12 @@ impl RunPolicy {
         match entitlement {
             "network.host" => self.allow_network_host = true,
             "security.insecure" => return Err(
-                "--allow security.insecure: not supported (sandboxes never get host privileges)"
+                "entitlement security.insecure: not supported (sandboxes never get host privileges)"
                     .into(),
             ),
             other => {
                 return Err(format!(
-                    "--allow {other:?}: unknown entitlement (expected network.host)"
+                    "entitlement {other:?}: unknown (expected network.host)"
                 ))
             }
         }
@@ -290,15 +309,18 @@ impl<'s> Builder<'s> {
         memo: &Arc<HashMemo>,
         events: &mut dyn FnMut(&BuildEvent),
     ) -> Result<BuildResult, BuildError> {
-        let file = req.dockerfile_path.display().to_string();
+        let file = req.dockerfile_name();
         // Quoting errors wait until their stage is built, as in BuildKit.
         let doc = cairn_dockerfile::parse_deferring_quotes(&req.dockerfile)
             .map_err(|e| BuildError::input(format!("{file}:{e}")))?;
         if let Some(org) = &req.organization {
             crate::tenancy::check_org(org)?;
         }
-        let mut context =
-            Context::open(&req.context, Some(&req.dockerfile_path))?.with_memo(memo.clone());
+        let mut context = Context::open(
+            &req.context,
+            Some(req.dockerfile_path.as_path()).filter(|p| !p.as_os_str().is_empty()),
+        )?
+        .with_memo(memo.clone());
         context.organization = req.organization.clone();
         let target = match &req.target {
             Some(t) => stage_index(&doc, t)
@@ -328,7 +350,11 @@ impl<'s> Builder<'s> {
         // The build's own token: the caller's token or a failing stage
         // cancels it, and it stops every stage still running.
         let cancel = CancelToken::new();
-        let user_cancel = self.cancel.clone().unwrap_or_default();
+        let user_cancel = req
+            .cancel
+            .clone()
+            .or_else(|| self.cancel.clone())
+            .unwrap_or_default();
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut failure: Option<BuildError> = None;
         std::thread::scope(|scope| {
@@ -489,7 +515,7 @@ impl<'s> Builder<'s> {
         tx: &mpsc::Sender<Msg>,
         cancel: &CancelToken,
     ) -> Result<StageState, BuildError> {
-        let file = req.dockerfile_path.display().to_string();
+        let file = req.dockerfile_name();
         let stage = &doc.stages[index];
         let ctx = |line: usize| StepCtx {
             tx: tx.clone(),
@@ -629,7 +655,7 @@ impl<'s> Builder<'s> {
         stage_state: &mut StageProgress,
         step: &StepCtx,
     ) -> Result<StepOutcome, BuildError> {
-        let file = req.dockerfile_path.display().to_string();
+        let file = req.dockerfile_name();
         let at = |m: String| BuildError::input(format!("{file}:{}: {m}", inst.line));
         let mut key = KeyBuilder::after(&state.key)
             .field(inst.original.as_bytes())

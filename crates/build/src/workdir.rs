@@ -40,7 +40,7 @@ impl Builder<'_> {
         let owner = cairn_sandbox::users::resolve_user(&user, &passwd, &group).map_err(|e| {
             BuildError::input(format!(
                 "{}:{}: WORKDIR {dir}: USER {user}: {e}",
-                req.dockerfile_path.display(),
+                req.dockerfile_name(),
                 inst.line
             ))
         })?;

@@ -403,6 +403,7 @@ impl Fixture {
             organization: None,
             cache_from: vec![],
             cache_to: vec![],
+            cancel: None,
         };
         let builder = Builder::new(&self.store, Launcher::current_exe().expect("launcher"));
         builder

@@ -196,6 +196,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         organization: None,
         cache_from: parse_all(&args.cache_from)?,
         cache_to: parse_all(&args.cache_to)?,
+        cancel: None,
     };
     let started = Instant::now();
     // SIGINT/SIGTERM cancel the build: the running RUN is killed, nothing is tagged.
@@ -412,7 +413,9 @@ impl RunLimitArgs {
     fn policy(&self) -> Result<cairn::build::RunPolicy, CliError> {
         let mut policy = cairn::build::RunPolicy::default();
         for a in &self.allow {
-            policy.allow(a).map_err(CliError::bad_input)?;
+            policy
+                .allow(a)
+                .map_err(|e| CliError::bad_input(format!("--allow: {e}")))?;
         }
         policy.memory_bytes = self
             .memory

@@ -30,7 +30,9 @@ impl SecurityArgs {
             .with_caps(&self.cap_add, &self.cap_drop)
             .map_err(CliError::bad_input)?;
         for opt in &self.security_opt {
-            security.apply_opt(opt).map_err(CliError::bad_input)?;
+            security
+                .apply_opt(opt)
+                .map_err(|e| CliError::bad_input(format!("--security-opt: {e}")))?;
         }
         Ok(security)
     }

@@ -68,8 +68,21 @@ pub struct PushReport {
 
 /// A registry client for one process: options plus the runtime.
 pub struct Registry {
-    rt: tokio::runtime::Runtime,
+    /// Always Some until dropped (taken out in `drop`).
+    rt: Option<tokio::runtime::Runtime>,
     opts: RegistryOptions,
+}
+
+impl Drop for Registry {
+    /// A runtime dropped inside another runtime's async context panics
+    /// ("Cannot drop a runtime in a context where blocking is not
+    /// allowed"), and async services drop clients there. Shutting it down
+    /// in the background never blocks: its idle workers exit on their own.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Registry {
@@ -80,7 +93,7 @@ impl Registry {
             .enable_all()
             .build()
             .map_err(RegistryError::io("start the registry runtime"))?;
-        Ok(Registry { rt, opts })
+        Ok(Registry { rt: Some(rt), opts })
     }
 
     pub fn options(&self) -> &RegistryOptions {
@@ -229,10 +242,13 @@ impl Registry {
     where
         F::Output: Send,
     {
+        let Some(rt) = &self.rt else {
+            unreachable!("the runtime is only taken out in drop")
+        };
         if tokio::runtime::Handle::try_current().is_err() {
-            return self.rt.block_on(f);
+            return rt.block_on(f);
         }
-        std::thread::scope(|s| match s.spawn(|| self.rt.block_on(f)).join() {
+        std::thread::scope(|s| match s.spawn(|| rt.block_on(f)).join() {
             Ok(v) => v,
             Err(panic) => std::panic::resume_unwind(panic),
         })

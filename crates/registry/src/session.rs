@@ -314,7 +314,7 @@ fn credentials(opts: &RegistryOptions, registry: &str) -> Result<(RegistryAuth, 
     if let Some((user, pass)) = &opts.credentials {
         return Ok((
             RegistryAuth::Basic(user.clone(), pass.clone()),
-            format!("; sent user {user:?} from --creds"),
+            format!("; sent user {user:?} from the given credentials"),
         ));
     }
     Ok(match opts.auth.lookup(registry)? {

@@ -6,7 +6,7 @@
 //! When PID 1 exits the kernel kills every process left in the namespace, so
 //! a command that leaves daemons behind leaves nothing.
 
-use crate::protocol::{Failure, Request, TaskReply, HELPER_ENV, MAPPED, UNSHARED};
+use crate::protocol::{Failure, FileOp, Request, TaskReply, HELPER_ENV, MAPPED, UNSHARED};
 use crate::rootfs;
 use crate::spec::{Network, RunSpec};
 use crate::users::{resolve_user, ExecUser};
@@ -26,11 +26,21 @@ use std::path::{Path, PathBuf};
 /// thread is started (the kernel refuses a new user namespace to a
 /// multithreaded process).
 pub fn init_hook() {
+    INITIALISED.store(true, std::sync::atomic::Ordering::SeqCst);
     let Some(fds) = std::env::var_os(HELPER_ENV) else {
         return;
     };
     let code = helper_main(&fds.to_string_lossy());
     std::process::exit(code);
+}
+
+/// Set by [`init_hook`]: a binary that never called it cannot be its own
+/// helper (the re-executed copy would just run `main` again).
+static INITIALISED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process called [`init_hook`].
+pub fn initialised() -> bool {
+    INITIALISED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 fn parse_fds(value: &str) -> Option<(RawFd, RawFd)> {
@@ -61,7 +71,7 @@ fn helper_main(fds: &str) -> i32 {
         Err(m) => return report(&mut up, Failure::Setup(m)),
     };
     let flags = match &request {
-        Request::Run(spec) => {
+        Request::Run(spec) | Request::FileOp { spec, .. } => {
             let mut flags = CloneFlags::CLONE_NEWUSER
                 | CloneFlags::CLONE_NEWNS
                 | CloneFlags::CLONE_NEWPID
@@ -91,8 +101,9 @@ fn helper_main(fds: &str) -> i32 {
     if let Err(message) = become_container_root() {
         return report(&mut up, Failure::Setup(message));
     }
-    let spec = match request {
-        Request::Run(spec) => spec,
+    let (spec, op) = match request {
+        Request::Run(spec) => (spec, None),
+        Request::FileOp { spec, op } => (spec, Some(op)),
         Request::Task { task, .. } => {
             let reply = match crate::tasks::perform(task) {
                 Ok(value) => TaskReply::Done(value),
@@ -108,7 +119,7 @@ fn helper_main(fds: &str) -> i32 {
     match unsafe { fork() } {
         Err(e) => report(&mut up, Failure::Setup(format!("fork: {e}"))),
         Ok(ForkResult::Child) => {
-            let code = pid1_main(&spec, up);
+            let code = pid1_main(&spec, op.as_ref(), up);
             std::process::exit(code)
         }
         Ok(ForkResult::Parent { child }) => {
@@ -177,12 +188,12 @@ fn wait_exit_code(pid: Pid) -> i32 {
     }
 }
 
-fn pid1_main(spec: &RunSpec, mut up: File) -> i32 {
+fn pid1_main(spec: &RunSpec, op: Option<&FileOp>, mut up: File) -> i32 {
     // If the helper dies (the caller killed it on timeout or cancel), so do we,
     // and with PID 1 the whole namespace.
     // SAFETY: prctl with an integer signal argument.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    match start_command(spec) {
+    match start_command(spec, op) {
         Err(failure) => report(&mut up, failure),
         Ok(child) => {
             // The command is running: nothing more to report. Closing `up`
@@ -193,12 +204,16 @@ fn pid1_main(spec: &RunSpec, mut up: File) -> i32 {
     }
 }
 
-/// Set up the rootfs, then fork and exec the command; Ok once exec succeeded.
-fn start_command(spec: &RunSpec) -> Result<Pid, Failure> {
+/// Set up the rootfs, then fork and exec the command (or do the file
+/// operation); Ok once exec succeeded (the operation was started).
+fn start_command(spec: &RunSpec, op: Option<&FileOp>) -> Result<Pid, Failure> {
     rootfs::enter(spec).map_err(|e| Failure::Setup(e.to_string()))?;
     let user = load_user(&spec.process.user).map_err(Failure::Setup)?;
     prepare_cwd(&spec.process.cwd, &user).map_err(Failure::Setup)?;
-    let program = resolve_program(&spec.process.args, &spec.process.env)?;
+    let program = match op {
+        Some(_) => PathBuf::new(),
+        None => resolve_program(&spec.process.args, &spec.process.env)?,
+    };
 
     // The command tells whether exec worked through this pipe: it is
     // close-on-exec, so EOF means success.
@@ -209,7 +224,16 @@ fn start_command(spec: &RunSpec) -> Result<Pid, Failure> {
         Err(e) => Err(Failure::Setup(format!("fork: {e}"))),
         Ok(ForkResult::Child) => {
             drop(err_r);
-            let failure = exec_command(&program, spec, &user);
+            let failure = match op {
+                // Success exits 0 with the pipe closed unwritten, as an exec does.
+                Some(op) => match become_user(spec, &user)
+                    .and_then(|()| crate::fileop::perform(op).map_err(file_failure))
+                {
+                    Ok(()) => std::process::exit(0),
+                    Err(f) => f,
+                },
+                None => exec_command(&program, spec, &user),
+            };
             let mut w = File::from(err_w);
             let _ = w.write_all(&serde_json::to_vec(&failure).unwrap_or_default());
             std::process::exit(failure.exit_code());
@@ -298,17 +322,31 @@ fn resolve_program(args: &[String], env: &[String]) -> Result<PathBuf, Failure> 
     )))
 }
 
-/// Drop to the user and exec; returns only on failure.
-fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
+/// A file operation's error as the run's failure: a missing path is
+/// "not found" (127), anything else "cannot execute" (126).
+fn file_failure(e: crate::fileop::FileOpError) -> Failure {
+    match e.not_found {
+        true => Failure::NotFound(e.message),
+        false => Failure::CannotExec(e.message),
+    }
+}
+
+/// Take on the user's groups, IDs and capabilities (with the process
+/// limit and the kernel restrictions in between) and enter the working dir.
+fn become_user(spec: &RunSpec, user: &ExecUser) -> Result<(), Failure> {
     let groups: Vec<nix::unistd::Gid> = user.groups.iter().map(|g| (*g).into()).collect();
     // setgroups is denied when only one ID is mapped; the user is then root anyway.
     if let Err(e) = nix::unistd::setgroups(&groups) {
         if !spec.id_mapping.single_id {
-            return Failure::Setup(format!("setgroups: {e}"));
+            return Err(Failure::Setup(format!("setgroups: {e}")));
         }
     }
     if let Err(e) = nix::unistd::setresgid(user.gid.into(), user.gid.into(), user.gid.into()) {
-        return Failure::Setup(format!("setgid {}: {e}{}", user.gid, single_id_hint(spec)));
+        return Err(Failure::Setup(format!(
+            "setgid {}: {e}{}",
+            user.gid,
+            single_id_hint(spec)
+        )));
     }
     if let Some(limit) = spec.pids_limit {
         // Counted per user of the sandbox's user namespace. The kernel exempts
@@ -320,14 +358,18 @@ fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
         // SAFETY: setrlimit with a valid rlimit struct.
         if unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &lim) } != 0 {
             let e = std::io::Error::last_os_error();
-            return Failure::Setup(format!("setting the process limit: {e}"));
+            return Err(Failure::Setup(format!("setting the process limit: {e}")));
         }
     }
     if let Err(message) = restrict_kernel(spec) {
-        return Failure::Setup(message);
+        return Err(Failure::Setup(message));
     }
     if let Err(e) = nix::unistd::setresuid(user.uid.into(), user.uid.into(), user.uid.into()) {
-        return Failure::Setup(format!("setuid {}: {e}{}", user.uid, single_id_hint(spec)));
+        return Err(Failure::Setup(format!(
+            "setuid {}: {e}{}",
+            user.uid,
+            single_id_hint(spec)
+        )));
     }
     // Container root keeps the set; any other user gets none (exec would
     // clear them anyway, as Docker's do), and nothing inheritable.
@@ -337,7 +379,7 @@ fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
         0
     };
     if let Err(message) = crate::caps::set_process_caps(caps) {
-        return Failure::Setup(message);
+        return Err(Failure::Setup(message));
     }
     let cwd = if spec.process.cwd.is_empty() {
         "/"
@@ -345,7 +387,15 @@ fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
         &spec.process.cwd
     };
     if let Err(e) = std::env::set_current_dir(cwd) {
-        return Failure::Setup(format!("chdir {cwd}: {e}"));
+        return Err(Failure::Setup(format!("chdir {cwd}: {e}")));
+    }
+    Ok(())
+}
+
+/// Drop to the user and exec; returns only on failure.
+fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
+    if let Err(f) = become_user(spec, user) {
+        return f;
     }
     let to_c = |s: &[u8]| {
         CString::new(s).map_err(|_| Failure::Setup("NUL byte in command or environment".into()))

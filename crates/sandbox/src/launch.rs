@@ -123,6 +123,9 @@ impl cairn_store::layer_dirs::TreeRemover for TaskRemover<'_> {
 #[derive(Debug, Clone)]
 pub struct Launcher {
     helper: PathBuf,
+    /// The helper is this process's own binary ([`Launcher::current_exe`]):
+    /// only usable if this process called [`crate::init_hook`].
+    own_binary: bool,
 }
 
 impl Launcher {
@@ -131,13 +134,29 @@ impl Launcher {
     pub fn current_exe() -> Result<Launcher, SandboxError> {
         let helper = std::env::current_exe()
             .map_err(|e| SandboxError::io("finding the current executable", e))?;
-        Ok(Launcher { helper })
+        Ok(Launcher {
+            helper,
+            own_binary: true,
+        })
+    }
+
+    /// Fail unless a helper started now would act as one: a launcher of
+    /// this very binary needs [`crate::init_hook`] to have been called.
+    /// Checked before any run or task, so a forgotten init leaves nothing.
+    pub fn check_ready(&self) -> Result<(), SandboxError> {
+        if self.own_binary && !crate::helper::initialised() {
+            return Err(SandboxError::NotInitialised {
+                helper: self.helper.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// A launcher that uses another binary as the helper.
     pub fn with_helper(helper: impl Into<PathBuf>) -> Launcher {
         Launcher {
             helper: helper.into(),
+            own_binary: false,
         }
     }
 
@@ -163,6 +182,29 @@ impl Launcher {
         stdio: RunStdio,
         control: &RunControl,
     ) -> Result<RunOutcome, SandboxError> {
+        self.run_request(spec, None, stdio, control)
+    }
+
+    /// Set the sandbox of `spec` up as for a run, then do `op` as the
+    /// spec's user instead of running its command (see [`crate::fileop`]).
+    /// A failed operation is the outcome's `failure` (127: not found).
+    pub fn run_file_op(
+        &self,
+        spec: &RunSpec,
+        op: crate::protocol::FileOp,
+        stdio: RunStdio,
+        control: &RunControl,
+    ) -> Result<RunOutcome, SandboxError> {
+        self.run_request(spec, Some(op), stdio, control)
+    }
+
+    fn run_request(
+        &self,
+        spec: &RunSpec,
+        op: Option<crate::protocol::FileOp>,
+        stdio: RunStdio,
+        control: &RunControl,
+    ) -> Result<RunOutcome, SandboxError> {
         let started = Instant::now();
         let cancel = control.cancel.as_ref();
         if cancel.is_some_and(CancelToken::is_cancelled) {
@@ -179,7 +221,13 @@ impl Launcher {
             let programs = crate::seccomp::default_programs().map_err(SandboxError::Seccomp)?;
             spec.security.programs = programs.to_vec();
         }
-        let request = Request::Run(Box::new(spec));
+        let request = match op {
+            None => Request::Run(Box::new(spec)),
+            Some(op) => Request::FileOp {
+                spec: Box::new(spec),
+                op,
+            },
+        };
         let cgroups: Vec<&Path> = control
             .cgroup
             .iter()
@@ -338,6 +386,7 @@ impl Launcher {
         stdio: RunStdio,
         cgroups: &[&Path],
     ) -> Result<Helper, SandboxError> {
+        self.check_ready()?;
         let (down_r, down_w) = cloexec_pipe()?;
         let (up_r, up_w) = cloexec_pipe()?;
         let mut cmd = Command::new(&self.helper);
@@ -379,6 +428,7 @@ impl Launcher {
         drop(up_w);
         let mut helper = Helper {
             child,
+            child_path: self.helper.clone(),
             down: down_w.into(),
             up: up_r.into(),
         };
@@ -390,6 +440,8 @@ impl Launcher {
 /// A running helper process and its two pipes.
 struct Helper {
     child: Child,
+    /// The helper binary, for messages.
+    child_path: PathBuf,
     down: std::fs::File,
     up: std::fs::File,
 }
@@ -415,6 +467,12 @@ impl Helper {
                     .map_err(|e| SandboxError::io("waiting for the helper", e))?;
                 let message = match serde_json::from_slice::<Failure>(&rest) {
                     Ok(f) => f.message().to_string(),
+                    // A clean exit without a word: the binary ran its own
+                    // `main` instead of acting as the helper.
+                    Err(_) if rest.is_empty() && status.success() => format!(
+                        "{} exited without acting as the sandbox helper: its main must call cairn::init() (cairn_sandbox::init_hook) first",
+                        self.child_path.display()
+                    ),
                     Err(_) => String::from_utf8_lossy(&rest).trim().to_string(),
                 };
                 return Err(SandboxError::HelperFailed {

@@ -7,6 +7,8 @@
 pub mod caps;
 pub mod cgroup;
 pub mod chmod;
+pub mod exec_io;
+pub mod fileop;
 pub mod fscopy;
 pub mod helper;
 pub mod idmap;
@@ -24,9 +26,10 @@ pub mod subid;
 mod tasks;
 pub mod users;
 
+pub use exec_io::{ExecOutput, StdStream};
 pub use helper::init_hook;
 pub use launch::{CancelToken, Extracted, Launcher, RunControl, RunOutcome, RunStdio, TaskRemover};
-pub use protocol::Task;
+pub use protocol::{FileOp, Task};
 pub use spec::{
     BindFile, ExtraMount, MountSource, Network, Ownership, ProcessSpec, RootfsSpec, RunSpec,
     Security,
@@ -54,6 +57,10 @@ pub enum SandboxError {
     Seccomp(String),
     #[error("sandbox task failed: {0}")]
     TaskFailed(String),
+    /// The helper is this very binary, and its `main` never called the init
+    /// hook: the re-executed copy would run `main` again instead of the sandbox.
+    #[error("{helper}: this binary is its own sandbox helper but never called cairn::init() (cairn_sandbox::init_hook) first thing in main; call it there, or point the launcher at a binary that does")]
+    NotInitialised { helper: std::path::PathBuf },
     #[error("sandbox helper failed ({status}): {message}")]
     HelperFailed { status: String, message: String },
     #[error("moving the sandbox into cgroup {}: {source}", path.display())]

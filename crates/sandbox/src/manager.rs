@@ -59,6 +59,14 @@ pub enum ManagerError {
     BadResources(String),
     #[error("{value:?} cannot name a sandbox: {reason}")]
     BadName { value: String, reason: &'static str },
+    /// `write_file`/`read_file` failed in the sandbox (`not_found`: the
+    /// path or its directory does not exist).
+    #[error("sandbox {id}: {message}")]
+    File {
+        id: String,
+        message: String,
+        not_found: bool,
+    },
     #[error("sandbox {id} belongs to another organization")]
     OtherOrganization { id: String },
 }
@@ -71,7 +79,8 @@ impl ManagerError {
             | ManagerError::BadImage { .. }
             | ManagerError::BadResources(_)
             | ManagerError::BadName { .. }
-            | ManagerError::OtherOrganization { .. } => true,
+            | ManagerError::OtherOrganization { .. }
+            | ManagerError::File { .. } => true,
             ManagerError::Store(e) => e.is_bad_input(),
             ManagerError::Sandbox(e) => e.is_bad_input(),
             _ => false,
@@ -252,7 +261,7 @@ impl Default for ExecOptions {
 /// Creates, runs, commits and removes sandboxes in one store.
 pub struct SandboxManager<'s> {
     store: &'s Store,
-    launcher: Launcher,
+    pub(crate) launcher: Launcher,
     mapping: IdMapping,
     /// Where sandbox cgroups go; detected at the first create with limits.
     cgroup_parent: Option<CgroupParent>,
@@ -334,6 +343,9 @@ impl<'s> SandboxManager<'s> {
     /// Create a sandbox from an image in the store. Its layers are extracted
     /// once into the store's layer dirs (reused by every later sandbox).
     pub fn create(&self, image: &str, opts: CreateOptions) -> Result<SandboxRecord, ManagerError> {
+        // Before anything is made: a binary without the init hook must
+        // leave no sandbox dir behind.
+        self.launcher.check_ready()?;
         opts.resources.check()?;
         if let Some(name) = &opts.name {
             Self::check_name(name)?;
@@ -636,7 +648,7 @@ impl<'s> SandboxManager<'s> {
         Ok((alive, dead))
     }
 
-    fn lock(&self, id: &str) -> Result<Flock<std::fs::File>, ManagerError> {
+    pub(crate) fn lock(&self, id: &str) -> Result<Flock<std::fs::File>, ManagerError> {
         let path = self.dir(id).join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -664,7 +676,10 @@ impl<'s> SandboxManager<'s> {
 
     /// The sandbox's cgroup, made again if it is gone (cgroups do not survive
     /// a reboot; sandbox directories do).
-    fn live_cgroup(&self, record: &SandboxRecord) -> Result<Option<PathBuf>, ManagerError> {
+    pub(crate) fn live_cgroup(
+        &self,
+        record: &SandboxRecord,
+    ) -> Result<Option<PathBuf>, ManagerError> {
         let Some(dir) = &record.cgroup else {
             return Ok(None);
         };
@@ -693,7 +708,7 @@ impl<'s> SandboxManager<'s> {
     }
 
     /// The sandbox's v1 cgroups, made again if they are gone (after a reboot).
-    fn live_v1_cgroups(&self, record: &SandboxRecord) -> Vec<PathBuf> {
+    pub(crate) fn live_v1_cgroups(&self, record: &SandboxRecord) -> Vec<PathBuf> {
         if record.v1_cgroups.iter().all(|d| d.is_dir()) {
             return record.v1_cgroups.clone();
         }
@@ -702,7 +717,7 @@ impl<'s> SandboxManager<'s> {
         cgroup::create(&parent, &cgroup_name(&record.id), &limits).v1_dirs
     }
 
-    fn run_spec(
+    pub(crate) fn run_spec(
         &self,
         record: &SandboxRecord,
         opts: &ExecOptions,

@@ -53,6 +53,9 @@ impl Failure {
 pub enum Request {
     /// Run a command in a full sandbox.
     Run(Box<RunSpec>),
+    /// Set up the sandbox as for a run, then, as the run's user, do one
+    /// file operation instead of executing a command (no shell needed).
+    FileOp { spec: Box<RunSpec>, op: FileOp },
     /// Do a filesystem task as root of a user namespace with this mapping:
     /// the way an unprivileged caller handles files owned by its subordinate IDs.
     Task { id_mapping: IdMapping, task: Task },
@@ -61,10 +64,22 @@ pub enum Request {
 impl Request {
     pub fn id_mapping(&self) -> &IdMapping {
         match self {
-            Request::Run(spec) => &spec.id_mapping,
+            Request::Run(spec) | Request::FileOp { spec, .. } => &spec.id_mapping,
             Request::Task { id_mapping, .. } => id_mapping,
         }
     }
+}
+
+/// A file operation inside a sandbox, done by its PID 1's child as the
+/// run's user after the rootfs is entered. Paths resolve inside the
+/// sandbox's root (`openat2(RESOLVE_IN_ROOT)`): no symlink or `..` leads
+/// out of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum FileOp {
+    /// Write stdin into `path` (created, or truncated), with `mode`.
+    Write { path: String, mode: u32 },
+    /// Copy the regular file `path` to stdout.
+    Read { path: String },
 }
 
 /// Filesystem work that needs the sandbox's ID mapping.

@@ -125,14 +125,14 @@ impl Security {
             ("seccomp", "unconfined") => self.seccomp = false,
             ("seccomp", other) => {
                 return Err(format!(
-                    "--security-opt seccomp={other}: only `unconfined` is supported (custom profiles are not)"
+                    "security option seccomp={other}: only `unconfined` is supported (custom profiles are not)"
                 ))
             }
             ("no-new-privileges", "" | "true") => self.no_new_privileges = true,
             ("no-new-privileges", "false") => self.no_new_privileges = false,
             _ => {
                 return Err(format!(
-                    "unsupported --security-opt {opt:?} (expected seccomp=unconfined or no-new-privileges)"
+                    "unsupported security option {opt:?} (expected seccomp=unconfined or no-new-privileges)"
                 ))
             }
         }

@@ -396,7 +396,7 @@ impl<'s> SnapshotService<'s> {
             )
         {
             return Err(ServiceError::Invalid(
-                "--entrypoint cannot be used with --dockerfile or --context: put ENTRYPOINT in the Dockerfile".into(),
+                "an entrypoint cannot be given with a Dockerfile source: put ENTRYPOINT in the Dockerfile".into(),
             ));
         }
         tenancy::check_org(org)?;
@@ -724,6 +724,7 @@ impl<'s> SnapshotService<'s> {
             organization: Some(org.to_string()),
             cache_from: vec![],
             cache_to: vec![],
+            cancel: None,
         };
         let result = builder.build_with_events(&request, &mut |event| match event {
             BuildEvent::StepStarted { text, .. } => {

@@ -44,7 +44,16 @@ use std::sync::{Mutex, MutexGuard};
 pub struct Store {
     layout: Layout,
     conn: Mutex<Connection>,
-    lock: StoreLock,
+    /// Held for the handle's life, except in [`LockMode::PerOperation`].
+    lock: Option<StoreLock>,
+    mode: LockMode,
+}
+
+/// An operation's hold on the store (see [`Store::lease`]): while any lease
+/// lives, no GC runs; dropping it lets one in.
+#[derive(Debug)]
+pub struct Lease {
+    _lock: Option<StoreLock>,
 }
 
 impl Store {
@@ -61,6 +70,29 @@ impl Store {
         Store::open_with(root, LockMode::Exclusive)
     }
 
+    /// Open the store for a long-lived service: `store.lock` is held only
+    /// while an operation holds a [`Store::lease`], so `prune` (another
+    /// process) or [`Store::open_exclusive`] (this one) can collect garbage
+    /// between operations. Everything that must outlive an operation is a GC
+    /// root (tags, snapshots, sandboxes), so GC deletes nothing in use.
+    pub fn open_per_operation(root: impl AsRef<Path>) -> Result<Self> {
+        Store::open_with(root, LockMode::PerOperation)
+    }
+
+    /// Hold the store for one operation (a build, a pull, a sandbox create
+    /// or commit): blocks while a GC runs, and keeps GC out until dropped.
+    /// A no-op on handles that hold the lock for life.
+    pub fn lease(&self) -> Result<Lease> {
+        let lock = match self.mode {
+            LockMode::PerOperation => Some(StoreLock::acquire(
+                &self.layout.lock(),
+                LockMode::PerOperation,
+            )?),
+            _ => None,
+        };
+        Ok(Lease { _lock: lock })
+    }
+
     fn open_with(root: impl AsRef<Path>, mode: LockMode) -> Result<Self> {
         // Absolute: layer dirs under the root reach the sandbox helper, which
         // does not share our working directory (`--store ./s` must work).
@@ -73,13 +105,17 @@ impl Store {
         let lock = StoreLock::acquire(&layout.lock(), mode)?;
         layout.create()?;
         let conn = db::open(&layout.meta_db())?;
-        let store = Store {
+        let mut store = Store {
             layout,
             conn: Mutex::new(conn),
-            lock,
+            lock: Some(lock),
+            mode,
         };
         if !store.layout.index_json().exists() {
             store.write_index_json()?;
+        }
+        if mode == LockMode::PerOperation {
+            store.lock = None;
         }
         Ok(store)
     }
@@ -93,7 +129,7 @@ impl Store {
     }
 
     pub fn lock_mode(&self) -> LockMode {
-        self.lock.mode()
+        self.mode
     }
 
     /// The metadata connection. A poisoned mutex only means another thread

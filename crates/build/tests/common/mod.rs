@@ -48,6 +48,7 @@ pub fn request(context: &Path, tag: &str) -> BuildRequest {
         organization: None,
         cache_from: vec![],
         cache_to: vec![],
+        cancel: None,
     }
 }
 

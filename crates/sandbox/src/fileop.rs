@@ -1,0 +1,112 @@
+//! File reads and writes inside a sandbox without a shell: done by the
+//! sandbox's own process (after the rootfs is entered and the user's IDs
+//! taken), so the file is the user's, the user's permissions apply, and
+//! paths resolve with `openat2(RESOLVE_IN_ROOT)` from the sandbox's root:
+//! neither `..` nor a symlink (`/tmp/x -> /etc/passwd`) reaches past it.
+
+use crate::protocol::FileOp;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// Why a file operation failed; `not_found` when the path (or its parent)
+/// does not exist.
+#[derive(Debug)]
+pub struct FileOpError {
+    pub message: String,
+    pub not_found: bool,
+}
+
+/// Do `op` in the current root, reading stdin / writing stdout.
+pub fn perform(op: &FileOp) -> Result<(), FileOpError> {
+    match op {
+        FileOp::Write { path, mode } => write(path, *mode),
+        FileOp::Read { path } => read(path),
+    }
+}
+
+fn failed(what: &str, path: &str, e: std::io::Error) -> FileOpError {
+    FileOpError {
+        not_found: e.kind() == std::io::ErrorKind::NotFound,
+        message: format!("{what} {path}: {e}"),
+    }
+}
+
+fn write(path: &str, mode: u32) -> Result<(), FileOpError> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+    let fd = open_in_root(path, flags, mode & 0o7777).map_err(|e| failed("writing", path, e))?;
+    let mut file = File::from(fd);
+    // The umask must not narrow the mode asked for (`docker cp` keeps it).
+    let meta = file.metadata().map_err(|e| failed("writing", path, e))?;
+    if !meta.is_file() {
+        return Err(FileOpError {
+            message: format!("writing {path}: not a regular file"),
+            not_found: false,
+        });
+    }
+    nix::sys::stat::fchmod(
+        &file,
+        nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777),
+    )
+    .map_err(|e| failed("writing", path, e.into()))?;
+    let mut stdin = std::io::stdin().lock();
+    std::io::copy(&mut stdin, &mut file).map_err(|e| failed("writing", path, e))?;
+    Ok(())
+}
+
+fn read(path: &str) -> Result<(), FileOpError> {
+    let fd = open_in_root(path, libc::O_RDONLY, 0).map_err(|e| failed("reading", path, e))?;
+    let mut file = File::from(fd);
+    let meta = file.metadata().map_err(|e| failed("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(FileOpError {
+            message: format!("reading {path}: not a regular file"),
+            not_found: false,
+        });
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| failed("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        stdout
+            .write_all(&buf[..n])
+            .map_err(|e| failed("reading", path, e))?;
+    }
+    stdout.flush().map_err(|e| failed("reading", path, e))
+}
+
+/// Open `path` (absolute or relative to `/`) beneath `/` with
+/// `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`, creating it with `mode`.
+fn open_in_root(path: &str, flags: libc::c_int, mode: u32) -> std::io::Result<OwnedFd> {
+    let root = File::open("/")?;
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    let c = std::ffi::CString::new(std::path::Path::new(rel).as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = u64::from(mode);
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a non-negative return is a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

@@ -168,8 +168,14 @@ fn snapshot_kind(e: &SnapshotError) -> ErrorKind {
         SnapshotError::Duplicate { .. }
         | SnapshotError::BadTransition { .. }
         | SnapshotError::General(_) => ErrorKind::Conflict,
-        SnapshotError::Invalid(_) => ErrorKind::Invalid,
-        SnapshotError::Db(_) | SnapshotError::Corrupt { .. } => ErrorKind::Internal,
+        SnapshotError::Invalid(_) | SnapshotError::Config { .. } => ErrorKind::Invalid,
+        // Another runner took the work over: the caller's view is stale.
+        SnapshotError::LeaseLost { .. } => ErrorKind::Conflict,
+        // The shared database is down or unreachable.
+        SnapshotError::Postgres { .. } => ErrorKind::Unavailable,
+        SnapshotError::Db(_)
+        | SnapshotError::SchemaTooNew { .. }
+        | SnapshotError::Corrupt { .. } => ErrorKind::Internal,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Memoised content hashes of context files, so an unchanged large context
 //! is not re-read: a file's sha256 is reused while its (path, dev, inode,
-//! size, mtime, ctime) are unchanged. Kept in `ROOT/context-hashes.json`
+//! size, mtime, ctime) are unchanged. Kept in `ROOT/context-hashes`
 //! (a cache: a missing or unreadable file only costs a re-read).
 //!
 //! Racy entries are not trusted: a file changed within the timestamp
@@ -8,8 +8,8 @@
 //! mtime moving, so an entry is used only when the file's mtime and ctime
 //! are at least [`RACY_WINDOW_NS`] older than the hash (git's "racily clean").
 
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +21,16 @@ pub(crate) const RACY_WINDOW_NS: i128 = 1_000_000_000;
 /// Entries kept at most; beyond it, those not used by the last build go.
 const MAX_ENTRIES: usize = 500_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// First line of the memo file. The format is one line per file,
+/// `dev ino size mtime_ns ctime_ns hashed_ns sha256hex path`, path last
+/// (it may hold spaces): a 20,000-file memo parses in milliseconds, where
+/// the JSON of version 1 took a cached rebuild's largest share of CPU.
+const HEADER: &str = "cairn context hashes 2";
+
+/// The version 1 memo (JSON); removed when found.
+const OLD_NAME: &str = "context-hashes.json";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     dev: u64,
     ino: u64,
@@ -30,13 +39,46 @@ struct Entry {
     ctime_ns: i128,
     /// When the content was hashed (ns since the epoch).
     hashed_ns: i128,
-    sha256: String,
+    sha256: [u8; 32],
+    /// Served or made by this build (kept first when the memo is full).
+    used: bool,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct File {
-    version: u32,
-    entries: HashMap<String, Entry>,
+impl Entry {
+    fn parse(line: &str) -> Option<(String, Entry)> {
+        let mut f = line.splitn(8, ' ');
+        let mut num = || f.next()?.parse::<i128>().ok();
+        let (dev, ino, size) = (num()? as u64, num()? as u64, num()? as u64);
+        let (mtime_ns, ctime_ns, hashed_ns) = (num()?, num()?, num()?);
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(f.next()?, &mut sha256).ok()?;
+        let path = f.next()?.to_string();
+        let entry = Entry {
+            dev,
+            ino,
+            size,
+            mtime_ns,
+            ctime_ns,
+            hashed_ns,
+            sha256,
+            used: false,
+        };
+        Some((path, entry))
+    }
+
+    fn write(&self, path: &str, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{} {} {} {} {} {} {} {path}",
+            self.dev,
+            self.ino,
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.hashed_ns,
+            hex::encode(self.sha256)
+        )
+    }
 }
 
 /// The memo of one build: loaded at its start, saved at its end.
@@ -44,7 +86,7 @@ struct File {
 pub(crate) struct HashMemo {
     path: PathBuf,
     tmp_dir: PathBuf,
-    entries: Mutex<(HashMap<String, Entry>, HashMap<String, Entry>)>,
+    entries: Mutex<HashMap<String, Entry>>,
     /// Files whose content was read (not served by the memo) in this build.
     pub reads: AtomicU64,
 }
@@ -66,19 +108,30 @@ fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
+/// The entries of a memo file; empty when missing, unreadable or of
+/// another version (a cache: that costs re-reads, nothing else).
+fn read_entries(path: &Path) -> HashMap<String, Entry> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) {
+        return HashMap::new();
+    }
+    lines.filter_map(Entry::parse).collect()
+}
+
 impl HashMemo {
     /// Load the memo at `path` (empty when missing or unreadable).
     pub fn load(path: PathBuf, tmp_dir: PathBuf) -> HashMemo {
-        let old = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<File>(&b).ok())
-            .filter(|f| f.version == 1)
-            .map(|f| f.entries)
-            .unwrap_or_default();
+        if let Some(dir) = path.parent() {
+            // Best effort: an old memo left behind only takes space.
+            let _ = std::fs::remove_file(dir.join(OLD_NAME));
+        }
         HashMemo {
+            entries: Mutex::new(read_entries(&path)),
             path,
             tmp_dir,
-            entries: Mutex::new((old, HashMap::new())),
             reads: AtomicU64::new(0),
         }
     }
@@ -91,37 +144,33 @@ impl HashMemo {
         meta: &std::fs::Metadata,
         read: impl FnOnce() -> Result<[u8; 32], crate::BuildError>,
     ) -> Result<[u8; 32], crate::BuildError> {
-        let Some(name) = path.to_str() else {
-            self.reads.fetch_add(1, Ordering::Relaxed);
-            return read();
+        let name = match path.to_str() {
+            // One line per entry: a path with a newline is not memoised.
+            Some(name) if !name.contains('\n') => name,
+            _ => {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+                return read();
+            }
         };
         let (dev, ino, size, mtime_ns, ctime_ns) = stat_key(meta);
-        let hit = {
-            let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            let (old, used) = &mut *guard;
-            let found = used.get(name).or_else(|| old.get(name)).cloned();
-            found.filter(|e| {
-                e.dev == dev
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = entries.get_mut(name) {
+                if e.dev == dev
                     && e.ino == ino
                     && e.size == size
                     && e.mtime_ns == mtime_ns
                     && e.ctime_ns == ctime_ns
                     && mtime_ns.max(ctime_ns) + RACY_WINDOW_NS <= e.hashed_ns
-            })
-        };
-        if let Some(e) = hit.as_ref() {
-            if let Some(sum) = hex::decode(&e.sha256)
-                .ok()
-                .and_then(|v| <[u8; 32]>::try_from(v).ok())
-            {
-                let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-                guard.1.insert(name.to_string(), e.clone());
-                return Ok(sum);
+                {
+                    e.used = true;
+                    return Ok(e.sha256);
+                }
             }
         }
         let hashed_ns = now_ns();
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let sum = read()?;
+        let sha256 = read()?;
         let entry = Entry {
             dev,
             ino,
@@ -129,11 +178,12 @@ impl HashMemo {
             mtime_ns,
             ctime_ns,
             hashed_ns,
-            sha256: hex::encode(sum),
+            sha256,
+            used: true,
         };
-        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        guard.1.insert(name.to_string(), entry);
-        Ok(sum)
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(name.to_string(), entry);
+        Ok(sha256)
     }
 
     /// Write the memo back when this build hashed anything (entries used by
@@ -144,27 +194,76 @@ impl HashMemo {
             // Every hash came from the memo: it has nothing new.
             return;
         }
-        let guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (old, used) = &*guard;
-        let mut entries = used.clone();
-        for (k, v) in old {
-            if entries.len() >= MAX_ENTRIES {
-                break;
-            }
-            entries.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        let file = File {
-            version: 1,
-            entries,
-        };
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        // This build's entries first, then older ones up to the bound.
+        let used = entries.iter().filter(|(_, e)| e.used);
+        let old = entries.iter().filter(|(_, e)| !e.used);
+        let keep = used.chain(old).take(MAX_ENTRIES);
         let write = || -> std::io::Result<()> {
             let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp_dir)?;
-            serde_json::to_writer(std::io::BufWriter::new(tmp.as_file_mut()), &file)?;
+            let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+            writeln!(out, "{HEADER}")?;
+            for (path, entry) in keep {
+                entry.write(path, &mut out)?;
+            }
+            out.flush()?;
+            drop(out);
             tmp.persist(&self.path).map_err(|e| e.error)?;
             Ok(())
         };
         if let Err(e) = write() {
             tracing::warn!("saving {}: {e}", self.path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_hashes_serve_the_next_build_and_changes_are_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a file with spaces");
+        std::fs::write(&file, b"one").unwrap();
+        // Old enough not to be racily clean.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let path = dir.path().join("context-hashes");
+        std::fs::write(dir.path().join(OLD_NAME), b"{}").unwrap();
+        let sum = |memo: &HashMemo, content: [u8; 32]| {
+            let meta = std::fs::symlink_metadata(&file).unwrap();
+            memo.sha256(&file, &meta, || Ok(content)).unwrap()
+        };
+        let first = HashMemo::load(path.clone(), dir.path().to_path_buf());
+        assert!(
+            !dir.path().join(OLD_NAME).exists(),
+            "the JSON memo is removed"
+        );
+        assert_eq!(sum(&first, [7; 32]), [7; 32]);
+        assert_eq!(first.reads.load(Ordering::Relaxed), 1);
+        first.save();
+
+        let second = HashMemo::load(path.clone(), dir.path().to_path_buf());
+        assert_eq!(sum(&second, [9; 32]), [7; 32], "served from the saved memo");
+        assert_eq!(second.reads.load(Ordering::Relaxed), 0);
+
+        std::fs::write(&file, b"two").unwrap();
+        assert_eq!(sum(&second, [9; 32]), [9; 32], "a changed file is read");
+        assert_eq!(second.reads.load(Ordering::Relaxed), 1);
+
+        std::fs::write(&path, b"garbage\n").unwrap();
+        let third = HashMemo::load(path, dir.path().to_path_buf());
+        assert_eq!(
+            sum(&third, [5; 32]),
+            [5; 32],
+            "a corrupt memo only costs a read"
+        );
     }
 }

@@ -326,37 +326,23 @@ impl Builder<'_> {
     ) -> Result<LayerRef, BuildError> {
         use cairn_layer::timing::span;
         let task_span = span("build.commit_write_layer_task");
-        let mut writer = self.store.blob_writer()?;
-        let task = Task::WriteLayer {
-            upper: upper.to_path_buf(),
-            compression: req.compression.to_string(),
-            timestamp: req.timestamp,
-        };
-        let reply = self
-            .launcher
-            .run_task_to(&self.mapping, task, &mut writer)?;
-        let field = |k: &str| reply[k].as_str().and_then(|s| s.parse().ok());
-        let (Some(diff_id), Some(digest), Some(size)) =
-            (field("diff_id"), field("digest"), reply["size"].as_u64())
-        else {
-            return Err(BuildError::Sandbox(
-                cairn_sandbox::SandboxError::TaskFailed(format!("malformed layer report: {reply}")),
-            ));
-        };
+        // The task writes the blob and, with clamped mtimes (whose tar
+        // differs from the dir's own), the dir's tree digest; the store's
+        // writer hashes the blob as it lands, and is the one name we trust.
+        let layer = self.launcher.write_layer_blob(
+            &self.mapping,
+            self.store,
+            upper,
+            req.compression,
+            req.timestamp,
+        )?;
         drop(task_span);
-        let blob_span = span("build.commit_blob_fsync_rename");
-        writer.commit(Some((digest, size)))?;
-        drop(blob_span);
+        let (diff_id, digest, size) = (layer.diff_id, layer.blob.digest, layer.blob.size);
         let _adopt = span("build.commit_adopt_layer_dir");
-        if !self.store.has_layer_dir(&diff_id) {
-            // Clamped mtimes make the layer's tar differ from the dir's own.
-            let tree = match req.timestamp {
-                Some(_) => Some(self.launcher.tree_digest(&self.mapping, upper)?),
-                None => None,
-            };
-            if self.store.adopt_layer_dir(&diff_id, upper, tree)? {
-                std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;
-            }
+        if !self.store.has_layer_dir(&diff_id)
+            && self.store.adopt_layer_dir(&diff_id, upper, layer.tree)?
+        {
+            std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;
         }
         Ok(LayerRef {
             digest,

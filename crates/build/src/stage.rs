@@ -284,7 +284,7 @@ impl<'s> Builder<'s> {
         cairn_sandbox::owners::adopt_layer_dirs(self.store, &self.mapping)
             .map_err(BuildError::io(&layers))?;
         let memo = Arc::new(HashMemo::load(
-            self.store.layout().root().join("context-hashes.json"),
+            self.store.layout().root().join("context-hashes"),
             self.store.layout().tmp(),
         ));
         let result = self.build_inner(req, &memo, events);

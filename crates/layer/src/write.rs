@@ -99,11 +99,65 @@ pub fn write_layer<W: Write>(
     opts: &LayerOptions,
     sink: W,
 ) -> Result<LayerInfo, LayerError> {
+    let (written, digest) = write_stream(source, opts, sink, true)?;
+    // Hashed above unless uncompressed, where the blob is the tar itself.
+    let digest = digest.unwrap_or(written.diff_id);
+    Ok(written.with_digest(digest))
+}
+
+/// What [`write_layer_unhashed`] produced: a [`LayerInfo`] without the
+/// blob digest, which the sink computes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenLayer {
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+    /// Bytes written to the sink.
+    pub size: u64,
+    pub compression: Compression,
+    pub media_type: &'static str,
+    pub entries: u64,
+}
+
+impl WrittenLayer {
+    /// The full report, with the blob digest the sink computed.
+    pub fn with_digest(self, digest: Digest) -> LayerInfo {
+        LayerInfo {
+            diff_id: self.diff_id,
+            uncompressed_size: self.uncompressed_size,
+            digest,
+            size: self.size,
+            compression: self.compression,
+            media_type: self.media_type,
+            entries: self.entries,
+        }
+    }
+}
+
+/// [`write_layer`] for a sink that hashes what it stores (a store blob
+/// writer, on the far side of a pipe): the compressed stream is not hashed
+/// here as well, which saves a sha256 pass over every committed blob.
+pub fn write_layer_unhashed<W: Write>(
+    source: DiffSource<'_>,
+    opts: &LayerOptions,
+    sink: W,
+) -> Result<WrittenLayer, LayerError> {
+    write_stream(source, opts, sink, false).map(|(written, _)| written)
+}
+
+/// The pipeline; the blob is hashed only when `hash_blob` and compressed
+/// (uncompressed, its digest is the diffID).
+fn write_stream<W: Write>(
+    source: DiffSource<'_>,
+    opts: &LayerOptions,
+    sink: W,
+    hash_blob: bool,
+) -> Result<(WrittenLayer, Option<Digest>), LayerError> {
     let walk = crate::timing::span("layer.capture_walk");
     let entries = capture::collect(&source, opts)?;
     drop(walk);
     let stream = crate::timing::span("layer.tar_hash_compress");
-    let blob = HashingWriter::new(sink);
+    let hash_blob = hash_blob && opts.compression != Compression::None;
+    let blob = BlobMeter::new(sink, hash_blob);
     let compressor = Compressor::new(opts, blob).map_err(LayerError::Sink)?;
     // The tar writer makes many small writes (512-byte headers, small files);
     // multi-threaded zstd synchronises with its workers on every call, so the
@@ -120,13 +174,57 @@ pub fn write_layer<W: Write>(
     let blob = compressor.finish().map_err(LayerError::Sink)?;
     let (mut sink, digest, size) = blob.finish();
     sink.flush().map_err(LayerError::Sink)?;
-    Ok(LayerInfo {
+    let written = WrittenLayer {
         diff_id,
         uncompressed_size,
-        digest,
         size,
         compression: opts.compression,
         media_type: opts.compression.media_type(),
         entries: entries.len() as u64,
-    })
+    };
+    Ok((written, digest))
+}
+
+/// The blob end of the pipeline: hashes and counts, or only counts.
+enum BlobMeter<W> {
+    Hashed(HashingWriter<W>),
+    Counted(W, u64),
+}
+
+impl<W: Write> BlobMeter<W> {
+    fn new(sink: W, hash: bool) -> Self {
+        match hash {
+            true => BlobMeter::Hashed(HashingWriter::new(sink)),
+            false => BlobMeter::Counted(sink, 0),
+        }
+    }
+
+    fn finish(self) -> (W, Option<Digest>, u64) {
+        match self {
+            BlobMeter::Hashed(h) => {
+                let (sink, digest, size) = h.finish();
+                (sink, Some(digest), size)
+            }
+            BlobMeter::Counted(sink, size) => (sink, None, size),
+        }
+    }
+}
+
+impl<W: Write> Write for BlobMeter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BlobMeter::Hashed(h) => h.write(buf),
+            BlobMeter::Counted(sink, size) => {
+                let n = sink.write(buf)?;
+                *size += n as u64;
+                Ok(n)
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            BlobMeter::Hashed(h) => h.flush(),
+            BlobMeter::Counted(sink, _) => sink.flush(),
+        }
+    }
 }

@@ -188,3 +188,27 @@ fn id_map_host_to_container_and_back() {
     let m = std::fs::metadata(dest.join("f")).unwrap();
     assert_eq!((m.uid(), m.gid()), (300_999, 300_999));
 }
+
+#[test]
+fn the_unhashed_writer_writes_the_same_blob_and_leaves_its_digest_to_the_sink() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_every_type(tmp.path(), 1_600_000_000);
+    for compression in [Compression::Zstd, Compression::Gzip, Compression::None] {
+        let opts = LayerOptions {
+            compression,
+            ..LayerOptions::default()
+        };
+        let (blob, info) = layer_of(tmp.path(), &opts);
+        let mut unhashed = Vec::new();
+        let written =
+            cairn_layer::write_layer_unhashed(DiffSource::Full(tmp.path()), &opts, &mut unhashed)
+                .unwrap();
+        assert_eq!(unhashed, blob, "{compression}: same bytes");
+        assert_eq!(written.size, blob.len() as u64);
+        assert_eq!(
+            written.with_digest(cairn_layer::Digest::of(&unhashed)),
+            info,
+            "{compression}: the same report once the sink's digest is added"
+        );
+    }
+}

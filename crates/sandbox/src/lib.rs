@@ -28,7 +28,9 @@ pub mod users;
 
 pub use exec_io::{ExecOutput, StdStream};
 pub use helper::init_hook;
-pub use launch::{CancelToken, Extracted, Launcher, RunControl, RunOutcome, RunStdio, TaskRemover};
+pub use launch::{
+    CancelToken, CommittedLayer, Extracted, Launcher, RunControl, RunOutcome, RunStdio, TaskRemover,
+};
 pub use protocol::{FileOp, Task};
 pub use spec::{
     BindFile, ExtraMount, MountSource, Network, Ownership, ProcessSpec, RootfsSpec, RunSpec,
@@ -77,15 +79,21 @@ pub enum SandboxError {
     /// `CAIRN_MAX_EXTRACT_SIZE` or `CAIRN_MAX_EXTRACT_ENTRIES` does not parse.
     #[error(transparent)]
     BadLimit(#[from] cairn_layer::limits::BadLimit),
+    /// Storing what a task wrote (a committed layer's blob) failed.
+    #[error(transparent)]
+    Store(#[from] cairn_store::StoreError),
 }
 
 impl SandboxError {
     /// True when the input is at fault (a bomb, a bad limit): exit code 2.
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            SandboxError::ExtractLimit { .. } | SandboxError::BadLimit(_)
-        )
+        match self {
+            SandboxError::Store(e) => e.is_bad_input(),
+            _ => matches!(
+                self,
+                SandboxError::ExtractLimit { .. } | SandboxError::BadLimit(_)
+            ),
+        }
     }
 }
 

@@ -416,9 +416,13 @@ impl<'s> SandboxManager<'s> {
             v1_cgroups: applied.v1_dirs,
             organization: self.organization.clone(),
         };
-        let saved = self
-            .store
-            .add_root(ROOT_KIND, &id, &manifest)
+        // An ephemeral sandbox dies with its owner: its root need not
+        // survive a power loss (saves an fsync per `run --rm`).
+        let rooted = match opts.ephemeral {
+            true => self.store.add_volatile_root(ROOT_KIND, &id, &manifest),
+            false => self.store.add_root(ROOT_KIND, &id, &manifest),
+        };
+        let saved = rooted
             .map_err(ManagerError::from)
             .and_then(|()| self.write_record(&record));
         if let Err(e) = saved {
@@ -821,24 +825,10 @@ impl<'s> SandboxManager<'s> {
                 .collect::<Vec<_>>(),
         );
 
-        let mut writer = self.store.blob_writer()?;
-        let task = Task::WriteLayer {
-            upper: upper.clone(),
-            compression: compression.to_string(),
-            timestamp: None,
-        };
-        let reply = self
-            .launcher
-            .run_task_to(&self.mapping, task, &mut writer)?;
-        let field = |k: &str| reply[k].as_str().and_then(|s| s.parse::<Digest>().ok());
-        let (Some(diff_id), Some(digest), Some(size)) =
-            (field("diff_id"), field("digest"), reply["size"].as_u64())
-        else {
-            return Err(
-                SandboxError::TaskFailed(format!("malformed layer report: {reply}")).into(),
-            );
-        };
-        writer.commit(Some((digest, size)))?;
+        let layer =
+            self.launcher
+                .write_layer_blob(&self.mapping, self.store, &upper, compression, None)?;
+        let (diff_id, digest, size) = (layer.diff_id, layer.blob.digest, layer.blob.size);
 
         let manifest = self.write_committed_image(&record, diff_id, digest, size, compression)?;
         self.store.tag(&tag, &manifest)?;

@@ -9,8 +9,8 @@
 
 use crate::protocol::Task;
 use cairn_layer::{
-    extract_layer, write_layer, Compression, DiffSource, ExtractOptions, IdMap, LayerError,
-    LayerOptions, OverlayFlavour, WhiteoutMode,
+    extract_layer, write_layer, write_layer_unhashed, Compression, DiffSource, ExtractOptions,
+    IdMap, LayerError, LayerOptions, OverlayFlavour, WhiteoutMode,
 };
 use serde_json::json;
 use std::path::Path;
@@ -98,18 +98,26 @@ pub fn perform(task: Task) -> Result<serde_json::Value, String> {
                 flavour: OverlayFlavour::UserXattr,
             };
             let stdout = std::io::stdout().lock();
-            let info = write_layer(
+            // The caller's blob writer hashes the blob as it stores it.
+            let info = write_layer_unhashed(
                 source,
                 &opts,
                 std::io::BufWriter::with_capacity(1 << 20, stdout),
             )
             .map_err(|e| format!("writing layer from {}: {e}", upper.display()))?;
+            // Clamped mtimes make the layer's tar differ from the dir's own:
+            // its tree digest is taken here, in the task that already walks
+            // it, with the files fresh in the page cache.
+            let tree = match timestamp {
+                Some(_) => Some(tree_digest(&upper)?),
+                None => None,
+            };
             Ok(json!({
                 "diff_id": info.diff_id,
-                "digest": info.digest,
                 "size": info.size,
                 "uncompressed_size": info.uncompressed_size,
                 "media_type": info.media_type,
+                "tree": tree,
             }))
         }
     }

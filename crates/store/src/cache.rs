@@ -130,6 +130,27 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::add_root`] for a root that dies with its process (a
+    /// `run --rm` sandbox's): committed without waiting for the disk. WAL
+    /// with `synchronous=NORMAL` stays consistent; a power loss may forget
+    /// the root, together with the sandbox it protected. Saves an fsync on
+    /// the start path.
+    pub fn add_volatile_root(&self, kind: &str, id: &str, digest: &Digest) -> Result<()> {
+        let db = self.db();
+        let insert = || {
+            db.pragma_update(None, "synchronous", "NORMAL")?;
+            db.execute(
+                "INSERT OR IGNORE INTO roots(kind, id, digest) VALUES (?1, ?2, ?3)",
+                params![kind, id, digest.to_string()],
+            )
+        };
+        let inserted = insert();
+        // Back to FULL for every other commit, whatever the insert did.
+        let restored = db.pragma_update(None, "synchronous", "FULL");
+        inserted.and(restored).map_err(self.db_err())?;
+        Ok(())
+    }
+
     /// Drop every root (`kind`, `id`) holds.
     pub fn remove_roots(&self, kind: &str, id: &str) -> Result<usize> {
         self.db()

@@ -291,3 +291,30 @@ fn stored_size(store: &Store, fx: &Fixture) -> u64 {
         .map(|d| store.blob_size(d).unwrap())
         .sum()
 }
+
+#[test]
+fn a_volatile_root_keeps_its_image_through_gc() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = make_image(&t.path().join("src"), "run:1", &[1000], 7);
+    let root = t.path().join("store");
+    {
+        let store = Store::open(&root).unwrap();
+        import(&store, &fx);
+        store.untag(&ImageRef::parse("run:1").unwrap()).unwrap();
+        store
+            .add_volatile_root("sandbox", "sb-rm", &fx.manifest)
+            .unwrap();
+        // Later commits of the same connection are FULL again and work.
+        store.add_root("sandbox", "sb-2", &fx.manifest).unwrap();
+    }
+    let store = Store::open_exclusive(&root).unwrap();
+    let r = store.gc(None).unwrap();
+    assert_eq!(r.blobs_removed, 0, "the volatile root held the image");
+    store.remove_roots("sandbox", "sb-rm").unwrap();
+    store.remove_roots("sandbox", "sb-2").unwrap();
+    let r = store.gc(None).unwrap();
+    assert_eq!(
+        r.blobs_removed, 3,
+        "manifest, config and layer once unrooted"
+    );
+}

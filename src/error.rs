@@ -123,6 +123,7 @@ fn sandbox_kind(e: &SandboxError) -> ErrorKind {
     match e {
         SandboxError::NotInitialised { .. } => ErrorKind::Invalid,
         SandboxError::IdMap { .. } | SandboxError::Cgroup { .. } => ErrorKind::Unavailable,
+        SandboxError::Store(s) => store_kind(s),
         e if e.is_bad_input() => ErrorKind::Invalid,
         _ => ErrorKind::Internal,
     }

@@ -98,7 +98,7 @@ pub struct BuildArgs {
     cache_from: Vec<String>,
     /// Export the build cache to a registry:
     /// type=registry,ref=REG/REPO:TAG[,mode=min|max][,ignore-error=true|false] (repeatable)
-    #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=min|max]")]
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=MODE]")]
     cache_to: Vec<String>,
     /// The build context directory
     #[arg(default_value = ".")]

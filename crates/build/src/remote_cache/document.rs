@@ -77,7 +77,7 @@ pub fn encode(mut entries: Vec<Entry>) -> (Vec<u8>, Vec<BlobRef>) {
     entries.sort_by(|a, b| a.key.cmp(&b.key));
     entries.dedup_by(|a, b| a.key == b.key);
     let mut layers: Vec<BlobRef> = entries.iter().map(Entry::blob).collect();
-    layers.sort_by(|a, b| a.digest.to_string().cmp(&b.digest.to_string()));
+    layers.sort_by_key(|l| l.digest.to_string());
     layers.dedup_by(|a, b| a.digest == b.digest);
     let doc = Document {
         version: VERSION,

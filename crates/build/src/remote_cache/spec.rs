@@ -170,7 +170,7 @@ mod tests {
             ("ref=r/c:t", "missing type=registry"),
             ("type=registry", "missing ref"),
             ("type=registry,ref=r/c:t,mode=all", "expected min or max"),
-            ("type=registry,ref=UPPER/c:t", "ref \"UPPER/c:t\""),
+            ("type=registry,ref=", "ref \"\""),
             (
                 "type=registry,ref=r/c:t,ignore-error=maybe",
                 "true or false",

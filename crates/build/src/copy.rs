@@ -3,6 +3,7 @@
 mod flags;
 
 use crate::context::{clean, Context};
+use crate::keys::{short_digest, KeyInput};
 use crate::stage::{history_text, BuildRequest, Builder, StageState, StepOutcome};
 use crate::view::LayerView;
 use crate::BuildError;
@@ -63,6 +64,9 @@ pub(crate) struct CopyPlan {
     chmod: Option<Chmod>,
     /// Content digest of every source, for the cache key.
     pub sources_digest: String,
+    /// What went into `sources_digest`, by name: the context files (or the
+    /// source stage), for `--explain`.
+    pub inputs: Vec<KeyInput>,
     context_root: PathBuf,
     /// The context's ignore rules, when it has any (dir sources are filtered).
     context: Option<Context>,
@@ -159,6 +163,7 @@ pub(crate) fn plan(
 
     // What is copied, whether it is one file, and the digest of its content.
     let link_dest;
+    let mut inputs = Vec::new();
     let (sources, from, single_file, content_digest) =
         match inst.flags.get("from").and_then(|v| v.last()) {
             Some(from) => {
@@ -176,10 +181,14 @@ pub(crate) fn plan(
                 // content is a function of its key.
                 let listed: Vec<String> = copies.iter().map(|c| c.sources.join("\0")).collect();
                 let digest = format!("from:{}:{}", state.key, listed.join("\0\0"));
+                inputs.push(KeyInput::Stage {
+                    name: from,
+                    key: state.key.clone(),
+                });
                 (vec![], Some(FromSource { state, copies }), single, digest)
             }
             None => {
-                let (sources, digest) = context_sources(
+                let (sources, digest, read) = context_sources(
                     context,
                     inst,
                     source_words,
@@ -188,6 +197,7 @@ pub(crate) fn plan(
                     &builder.store.layout().tmp(),
                     &flags,
                 )?;
+                inputs = read;
                 link_dest = link_dest_of_context(context, &sources).filter(|_| flags.link);
                 let single = sources.len() == 1
                     && match &sources[0] {
@@ -220,6 +230,7 @@ pub(crate) fn plan(
             flags.key_part()
         ),
         chmod,
+        inputs,
         context_root: context.root.clone(),
         context: context.has_ignore_rules().then(|| context.clone()),
         filter_context: context.has_ignore_rules() || flags.has_exclude(),
@@ -354,7 +365,8 @@ fn parents_copies(
     Ok(copies)
 }
 
-/// The context files and heredocs a COPY/ADD names, and their content digest.
+/// The context files and heredocs a COPY/ADD names, and their content
+/// digest, and every file read (for `--explain`).
 fn context_sources(
     context: &Context,
     inst: &Instruction,
@@ -363,7 +375,8 @@ fn context_sources(
     at: &dyn Fn(String) -> BuildError,
     tmp: &Path,
     flags: &CopyFlags,
-) -> Result<(Vec<Source>, String), BuildError> {
+) -> Result<(Vec<Source>, String, Vec<KeyInput>), BuildError> {
+    let mut inputs = Vec::new();
     let checksum = crate::fetch::checksum_flag(inst, source_words, expand, at)?;
     let mut sources = Vec::new();
     let mut context_paths = Vec::new();
@@ -400,6 +413,10 @@ fn context_sources(
             // Without --checksum this downloads now: the key needs the digest.
             let source = crate::fetch::UrlSource::plan(inst.line, &word, checksum.clone(), tmp)?;
             inline_digest.push_str(&source.key_part());
+            inputs.push(KeyInput::Setting {
+                name: format!("ADD {word}"),
+                digest: short_digest(source.key_part().as_bytes()),
+            });
             sources.push(Source::Url(source));
             continue;
         }
@@ -445,11 +462,17 @@ fn context_sources(
         }
     }
     // Excluded files are not part of the key: changing one reruns nothing.
-    let digest = context.digest_sources_where(&context_paths, &|i, rel| {
+    let keep = |i: usize, rel: &str| {
         let base = exclude_bases.get(i).map(String::as_str).unwrap_or("");
         !flags.excludes(&flags::relative(base, rel))
+    };
+    let digest = context.digest_sources_listing(&context_paths, &keep, &mut |rel, entry| {
+        inputs.push(KeyInput::File {
+            path: rel.to_string(),
+            digest: short_digest(entry),
+        })
     })?;
-    Ok((sources, format!("{digest}:{inline_digest}")))
+    Ok((sources, format!("{digest}:{inline_digest}"), inputs))
 }
 
 /// `--chown`, resolved in the image's passwd and group files.
@@ -512,6 +535,9 @@ impl Builder<'_> {
         if let Some((layer, created)) = self.cached_layer(req, key)? {
             self.reuse_layer(state, layer, &created_by, created);
             return Ok(StepOutcome::Cached);
+        }
+        if self.dry_run {
+            return Ok(StepOutcome::WouldRun);
         }
         if let Some((uid, gid)) = plan.owner {
             if self.mapping.host_uid(uid).is_none() || self.mapping.host_gid(gid).is_none() {

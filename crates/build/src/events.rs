@@ -4,6 +4,7 @@
 //! event of a step names its stage and Dockerfile line. The caller's callback
 //! is always called on the thread that called [`crate::Builder::build_with_events`].
 
+use crate::explain::Reason;
 use crate::stage::StepOutcome;
 use cairn_layer::Digest;
 use serde::Serialize;
@@ -44,6 +45,10 @@ pub enum BuildEvent {
         outcome: StepOutcome,
         #[serde(rename = "duration_ms", serialize_with = "millis")]
         duration: Duration,
+        /// Why it ran (or would run), or why a config step's key changed;
+        /// None for a cache hit or an unchanged step.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
     },
     /// One line a RUN wrote (without its newline; invalid UTF-8 replaced).
     Output {
@@ -93,6 +98,8 @@ pub(crate) enum Msg {
         usize,
         Box<Result<crate::stage::StageState, crate::BuildError>>,
     ),
+    /// A step's key changed since its last build: keep it for `--explain`.
+    Record(cairn_store::cache::StepRecord),
 }
 
 /// Where a step sends its events (cheap to clone; one per step).
@@ -104,6 +111,8 @@ pub(crate) struct StepCtx {
     /// The build's own token: cancelled by the caller's token or by a
     /// failing sibling stage.
     pub cancel: cairn_sandbox::CancelToken,
+    /// The step's name across builds (Dockerfile, context, stage, position).
+    pub slot: String,
 }
 
 impl cairn_registry::PullProgress for StepCtx {
@@ -122,6 +131,11 @@ impl StepCtx {
     pub fn emit(&self, event: BuildEvent) {
         // The receiver lives until every stage thread is joined.
         let _ = self.tx.send(Msg::Event(event));
+    }
+
+    pub fn record(&self, record: cairn_store::cache::StepRecord) {
+        // As for events: the receiver outlives every stage thread.
+        let _ = self.tx.send(Msg::Record(record));
     }
 
     pub fn output(&self, stream: OutputStream, text: String) {

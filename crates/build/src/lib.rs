@@ -13,6 +13,7 @@ pub mod config;
 pub mod context;
 mod copy;
 pub mod events;
+pub mod explain;
 mod fetch;
 pub mod keys;
 mod memo;
@@ -27,11 +28,13 @@ mod workdir;
 
 pub use cairn_sandbox::CancelToken;
 pub use events::{BuildEvent, OutputStream};
+pub use explain::{Change, Reason};
 pub use fetch::FetchError;
+pub use keys::KeyInput;
 pub use mount_setup::{remove_cache_mounts, Secret};
 pub use remote_cache::{CacheExport, CacheImport, CacheMode};
 pub use stage::{
-    BuildRequest, BuildResult, Builder, RunPolicy, StepOutcome, StepReport, INLINE_DOCKERFILE,
+    BuildRequest, BuildResult, Builder, Plan, RunPolicy, StepOutcome, StepReport, INLINE_DOCKERFILE,
 };
 
 use std::path::{Path, PathBuf};

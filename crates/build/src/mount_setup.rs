@@ -48,7 +48,8 @@ fn where_from(m: &RunMount) -> String {
 
 impl Builder<'_> {
     /// What the mounts add to the step's cache key: the content of every
-    /// bind source (context files by content, another stage by its key).
+    /// bind source (context files by content, another stage by its key),
+    /// each with the source it names.
     /// Cache, tmpfs and secret mounts add nothing: their content never
     /// decides what the step makes (as in BuildKit).
     pub(crate) fn mount_key(
@@ -57,26 +58,24 @@ impl Builder<'_> {
         doc: &Dockerfile,
         context: &Context,
         done: &[Option<StageState>],
-    ) -> Result<String, BuildError> {
-        let mut key = String::new();
+    ) -> Result<Vec<(String, String)>, BuildError> {
+        let mut parts = Vec::new();
         for m in mounts.iter().filter(|m| m.kind == MountType::Bind) {
             let part = match &m.from {
                 Some(from) => {
                     let state = self.source_stage(doc, from, done, context)?;
-                    format!("from:{}:{}", state.key, clean(&m.source))
+                    let source = format!("{from}:{}", clean(&m.source));
+                    (source, format!("from:{}:{}", state.key, clean(&m.source)))
                 }
                 None => {
                     let rel = self.context_source(context, m)?;
-                    format!(
-                        "context:{rel}:{}",
-                        context.digest_sources(std::slice::from_ref(&rel))?
-                    )
+                    let digest = context.digest_sources(std::slice::from_ref(&rel))?;
+                    (format!("context:{rel}"), format!("context:{rel}:{digest}"))
                 }
             };
-            key.push_str(&part);
-            key.push('\0');
+            parts.push(part);
         }
-        Ok(key)
+        Ok(parts)
     }
 
     /// The context path a bind mount's source reaches (resolved inside the

@@ -43,6 +43,9 @@ impl Builder<'_> {
             self.reuse_layer(state, layer, &created_by, created);
             return Ok(StepOutcome::Cached);
         }
+        if self.dry_run {
+            return Ok(StepOutcome::WouldRun);
+        }
         self.ensure_extracted(state)?;
         let dir = self.scratch_dir("run")?;
         let result = self.run_in(req, doc, inst, run_args, state, &dir, step, inputs);

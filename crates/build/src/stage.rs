@@ -4,7 +4,8 @@
 use crate::config::ImageConfig;
 use crate::context::Context;
 use crate::events::{BuildEvent, Msg, StepCtx};
-use crate::keys::KeyBuilder;
+use crate::explain::{first_difference, miss_reason, Reason};
+use crate::keys::{short_digest, KeyBuilder, KeyInput};
 use crate::memo::HashMemo;
 use crate::BuildError;
 use cairn_dockerfile::expand::expand_word;
@@ -123,6 +124,8 @@ pub enum StepOutcome {
     Cached,
     /// It only changed the image config (ENV, CMD, FROM, ...): nothing to run.
     Config,
+    /// A dry run: it missed the cache and would run.
+    WouldRun,
 }
 
 /// One step, for the caller's progress output.
@@ -132,6 +135,18 @@ pub struct StepReport {
     pub line: usize,
     pub text: String,
     pub outcome: StepOutcome,
+    /// Why it ran (or, for a config-only step, why its key changed).
+    pub reason: Option<Reason>,
+}
+
+/// What a build would do (`cairn build --dry-run`): every step of the
+/// stages the target needs, in the order they were planned, with hit or
+/// miss and, for a miss, why.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The stages built, in dependency order.
+    pub stages: Vec<usize>,
+    pub steps: Vec<StepReport>,
 }
 
 /// What a build produced.
@@ -163,6 +178,29 @@ pub(crate) struct StageState {
     /// time config-only steps and the image itself carry, so a fully cached
     /// rebuild gives the very same image.
     pub created: String,
+    /// The named inputs of `key` (of the last step), for `--explain`.
+    pub inputs: Vec<KeyInput>,
+    /// The last step whose key changed for a reason of its own: its line
+    /// and that reason, which later steps name as their parent's.
+    pub change: Option<(usize, Reason)>,
+    /// A dry run's FROM image that is not in the store: nothing after it
+    /// can be keyed.
+    pub missing_base: Option<String>,
+}
+
+impl StageState {
+    /// A stage starting from nothing: scratch for `platform`, keyed `key`.
+    fn empty(platform: &Platform, key: &str, inputs: Vec<KeyInput>) -> Self {
+        StageState {
+            config: ImageConfig::scratch(platform),
+            layers: vec![],
+            key: key.into(),
+            created: EPOCH.into(),
+            inputs,
+            change: None,
+            missing_base: None,
+        }
+    }
 }
 
 /// Builds Dockerfiles into one store.
@@ -182,6 +220,9 @@ pub struct Builder<'s> {
     platform: Option<Platform>,
     /// `--cache-from`/`--cache-to` state of the builds running.
     pub(crate) remote_cache: crate::remote_cache::RemoteCache,
+    /// Plan only: look the cache up (without marking entries used), run,
+    /// copy, pull and write nothing.
+    pub(crate) dry_run: bool,
 }
 
 impl<'s> Builder<'s> {
@@ -198,6 +239,7 @@ impl<'s> Builder<'s> {
             secrets: BTreeMap::new(),
             platform: None,
             remote_cache: Default::default(),
+            dry_run: false,
         }
     }
 
@@ -256,6 +298,7 @@ impl<'s> Builder<'s> {
                 line,
                 text,
                 outcome,
+                reason,
                 ..
             } = event
             {
@@ -264,6 +307,7 @@ impl<'s> Builder<'s> {
                     line: *line,
                     text: text.clone(),
                     outcome: *outcome,
+                    reason: reason.clone(),
                 });
             }
         })
@@ -283,10 +327,7 @@ impl<'s> Builder<'s> {
         let layers = self.store.layout().layers();
         cairn_sandbox::owners::adopt_layer_dirs(self.store, &self.mapping)
             .map_err(BuildError::io(&layers))?;
-        let memo = Arc::new(HashMemo::load(
-            self.store.layout().root().join("context-hashes"),
-            self.store.layout().tmp(),
-        ));
+        let memo = self.hash_memo();
         let result = self.build_inner(req, &memo, events);
         let result = crate::remote_cache::export(self, req, result, events);
         memo.save();
@@ -303,12 +344,75 @@ impl<'s> Builder<'s> {
         result
     }
 
+    /// What `req` would do, step by step, without doing it: the cache is
+    /// looked up (entries are not marked used), nothing runs, nothing is
+    /// copied, pulled, written or tagged. `events` hears the steps as a
+    /// build's (outcome [`StepOutcome::WouldRun`] for a miss).
+    pub fn plan(
+        &self,
+        req: &BuildRequest,
+        events: &mut dyn FnMut(&BuildEvent),
+    ) -> Result<Plan, BuildError> {
+        let dry = Builder {
+            store: self.store,
+            launcher: self.launcher.clone(),
+            mapping: self.mapping.clone(),
+            registry: self.registry,
+            cancel: self.cancel.clone(),
+            parallelism: self.parallelism,
+            secrets: self.secrets.clone(),
+            platform: self.platform.clone(),
+            remote_cache: Default::default(),
+            dry_run: true,
+        };
+        // The memo is read, never saved: a dry run leaves the store as it was.
+        let memo = self.hash_memo();
+        let result = dry.run_stages(req, &memo, events);
+        if let Err(e) = &result {
+            events(&BuildEvent::Failed {
+                error: e.to_string(),
+                cancelled: matches!(e, BuildError::Cancelled),
+            });
+        }
+        let (stages, steps, _) = result?;
+        Ok(Plan { stages, steps })
+    }
+
+    fn hash_memo(&self) -> Arc<HashMemo> {
+        Arc::new(HashMemo::load(
+            self.store.layout().root().join("context-hashes"),
+            self.store.layout().tmp(),
+        ))
+    }
+
     fn build_inner(
         &self,
         req: &BuildRequest,
         memo: &Arc<HashMemo>,
         events: &mut dyn FnMut(&BuildEvent),
     ) -> Result<BuildResult, BuildError> {
+        let (_, steps, final_state) = self.run_stages(req, memo, events)?;
+        // Every step is done: here the image is written and tagged, and here
+        // an exporter of the build cache would be called.
+        let manifest = self.write_image(final_state, req.timestamp)?;
+        for tag in &req.tags {
+            self.store.tag(&ImageRef::parse(tag)?, &manifest)?;
+        }
+        Ok(BuildResult {
+            manifest,
+            steps,
+            context_files_read: memo.reads.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
+    /// Run (or, dry, plan) every stage the target needs; the stages in
+    /// order, the steps and the target's final state.
+    fn run_stages(
+        &self,
+        req: &BuildRequest,
+        memo: &Arc<HashMemo>,
+        events: &mut dyn FnMut(&BuildEvent),
+    ) -> Result<(Vec<usize>, Vec<StepReport>, StageState), BuildError> {
         let file = req.dockerfile_name();
         // Quoting errors wait until their stage is built, as in BuildKit.
         let doc = cairn_dockerfile::parse_deferring_quotes(&req.dockerfile)
@@ -357,6 +461,7 @@ impl<'s> Builder<'s> {
             .unwrap_or_default();
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut failure: Option<BuildError> = None;
+        let mut records = Vec::new();
         std::thread::scope(|scope| {
             let mut pending = order.clone();
             let mut running = 0usize;
@@ -401,6 +506,7 @@ impl<'s> Builder<'s> {
                             line,
                             text,
                             outcome,
+                            reason,
                             ..
                         } = &event
                         {
@@ -409,10 +515,12 @@ impl<'s> Builder<'s> {
                                 line: *line,
                                 text: text.clone(),
                                 outcome: *outcome,
+                                reason: reason.clone(),
                             });
                         }
                         events(&event);
                     }
+                    Ok(Msg::Record(record)) => records.push(record),
                     Ok(Msg::StageDone(index, result)) => {
                         running -= 1;
                         match *result {
@@ -434,6 +542,7 @@ impl<'s> Builder<'s> {
                 }
             }
         });
+        self.record_steps(&records);
         // Cancelled by the caller: whatever a killed step said (a RUN may
         // die of the same Ctrl-C before the token is seen), that is why.
         if user_cancel.is_cancelled() {
@@ -445,20 +554,25 @@ impl<'s> Builder<'s> {
         let final_state = done[target]
             .take()
             .ok_or_else(|| BuildError::input("target stage was not built"))?;
-        let manifest = self.write_image(final_state, req.timestamp)?;
-        for tag in &req.tags {
-            self.store.tag(&ImageRef::parse(tag)?, &manifest)?;
+        Ok((order, steps, final_state))
+    }
+
+    /// Keep the key and inputs of the steps whose key changed, for the
+    /// next build's `--explain` (not a dry run's). Losing them loses only
+    /// explanations, so a failure is a warning, not a failed build.
+    fn record_steps(&self, records: &[cairn_store::cache::StepRecord]) {
+        if self.dry_run {
+            return;
         }
-        Ok(BuildResult {
-            manifest,
-            steps,
-            context_files_read: memo.reads.load(std::sync::atomic::Ordering::Relaxed),
-        })
+        if let Err(e) = self.store.put_step_records(records) {
+            tracing::warn!("recording build steps for --explain: {e}");
+        }
     }
 
     /// One step with its events: started, cached, layer committed, done.
     fn step(
         &self,
+        req: &BuildRequest,
         ctx: &StepCtx,
         text: &str,
         state: &mut StageState,
@@ -473,7 +587,17 @@ impl<'s> Builder<'s> {
             text: text.clone(),
         });
         let layers_before = state.layers.len();
-        let outcome = work(state)?;
+        let outcome = match &state.missing_base {
+            // A dry run cannot key anything after a base it does not have.
+            Some(_) => StepOutcome::WouldRun,
+            None => work(state)?,
+        };
+        // FROM found that base missing just now: it would be pulled.
+        let outcome = match &state.missing_base {
+            Some(_) => StepOutcome::WouldRun,
+            None => outcome,
+        };
+        let reason = self.explain(req, ctx, state, outcome)?;
         match outcome {
             StepOutcome::Cached => ctx.emit(BuildEvent::StepCached {
                 stage,
@@ -491,7 +615,7 @@ impl<'s> Builder<'s> {
                     });
                 }
             }
-            StepOutcome::Config => {}
+            StepOutcome::Config | StepOutcome::WouldRun => {}
         }
         ctx.emit(BuildEvent::StepDone {
             stage,
@@ -499,8 +623,59 @@ impl<'s> Builder<'s> {
             text,
             outcome,
             duration: started.elapsed(),
+            reason,
         });
         Ok(outcome)
+    }
+
+    /// Why a step ran or would run (for a config-only step: why its key
+    /// changed), from the last build of the same step; records this build
+    /// of it when its key is new.
+    fn explain(
+        &self,
+        req: &BuildRequest,
+        ctx: &StepCtx,
+        state: &mut StageState,
+        outcome: StepOutcome,
+    ) -> Result<Option<Reason>, BuildError> {
+        if let Some(image) = &state.missing_base {
+            return Ok(Some(Reason::BaseNotInStore {
+                image: image.clone(),
+            }));
+        }
+        let old: Option<(String, Vec<KeyInput>)> = self
+            .store
+            .step_record(&ctx.slot)?
+            // A record this version cannot read explains nothing.
+            .map(|r| (r.key, serde_json::from_str(&r.inputs).unwrap_or_default()));
+        let changed = old.as_ref().is_none_or(|(key, _)| *key != state.key);
+        let parent = state.change.as_ref();
+        let reason = match outcome {
+            StepOutcome::Cached => None,
+            StepOutcome::Config => old
+                .as_ref()
+                .filter(|_| changed)
+                .and_then(|(_, inputs)| first_difference(inputs, &state.inputs, parent)),
+            StepOutcome::Ran | StepOutcome::WouldRun => Some(miss_reason(
+                req.no_cache,
+                old.as_ref().map(|(k, i)| (k.as_str(), i.as_slice())),
+                &state.key,
+                &state.inputs,
+                parent,
+            )),
+        };
+        if changed {
+            ctx.record(cairn_store::cache::StepRecord {
+                slot: ctx.slot.clone(),
+                key: state.key.clone(),
+                inputs: serde_json::to_string(&state.inputs).unwrap_or_default(),
+            });
+        }
+        match &reason {
+            Some(Reason::ParentChanged { .. }) | None => {}
+            Some(own) => state.change = Some((ctx.line, own.clone())),
+        }
+        Ok(reason)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -517,21 +692,22 @@ impl<'s> Builder<'s> {
     ) -> Result<StageState, BuildError> {
         let file = req.dockerfile_name();
         let stage = &doc.stages[index];
-        let ctx = |line: usize| StepCtx {
-            tx: tx.clone(),
-            stage: index,
-            line,
-            cancel: cancel.clone(),
+        let slots = step_slots(req, index);
+        let ordinal = std::cell::Cell::new(0usize);
+        let ctx = |line: usize| {
+            ordinal.set(ordinal.get() + 1);
+            StepCtx {
+                tx: tx.clone(),
+                stage: index,
+                line,
+                cancel: cancel.clone(),
+                slot: format!("{slots}:{}", ordinal.get()),
+            }
         };
         let base = expand_word(&stage.base, globals, doc.escape).map_err(|e| {
             BuildError::input(format!("{file}:{}: FROM {}: {e}", stage.line, stage.base))
         })?;
-        let mut state = StageState {
-            config: ImageConfig::scratch(&self.target_platform()),
-            layers: vec![],
-            key: String::new(),
-            created: EPOCH.into(),
-        };
+        let mut state = StageState::empty(&self.target_platform(), "", vec![]);
         let platform = match &stage.platform {
             Some(p) => Some(
                 expand_word(p, globals, doc.escape)
@@ -549,7 +725,7 @@ impl<'s> Builder<'s> {
         // FROM --platform, else the build's --platform (None: the host's).
         let platform = platform.or_else(|| self.platform.clone());
         let from_step = ctx(stage.line);
-        self.step(&from_step, &stage.original, &mut state, |state| {
+        self.step(req, &from_step, &stage.original, &mut state, |state| {
             crate::tenancy::check_readable(req.organization.as_deref(), &base, "FROM")?;
             let for_platform = platform.clone().unwrap_or_else(Platform::host);
             *state = self.resolve_base(
@@ -590,7 +766,7 @@ impl<'s> Builder<'s> {
                 inst.line = stage.line;
                 let step = ctx(stage.line);
                 let text = format!("ONBUILD {}", inst.original);
-                self.step(&step, &text, &mut state, |state| {
+                self.step(req, &step, &text, &mut state, |state| {
                     self.dispatch(
                         req,
                         doc,
@@ -622,7 +798,7 @@ impl<'s> Builder<'s> {
             let scope = scope_at(doc, &scope_input, index, i)
                 .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
             let step = ctx(inst.line);
-            self.step(&step, &inst.original, &mut state, |state| {
+            self.step(req, &step, &inst.original, &mut state, |state| {
                 self.dispatch(
                     req,
                     doc,
@@ -658,10 +834,10 @@ impl<'s> Builder<'s> {
         let file = req.dockerfile_name();
         let at = |m: String| BuildError::input(format!("{file}:{}: {m}", inst.line));
         let mut key = KeyBuilder::after(&state.key)
-            .field(inst.original.as_bytes())
-            .vars(vars);
-        for h in &inst.heredocs {
-            key = key.field(h.body.as_bytes());
+            .instruction(&inst.original)
+            .vars(vars, run_args);
+        for (i, h) in inst.heredocs.iter().enumerate() {
+            key = key.heredoc(i, &h.body);
         }
         let mut outcome = StepOutcome::Config;
         match inst.name.as_str() {
@@ -678,9 +854,18 @@ impl<'s> Builder<'s> {
                             .map_err(|e| at(format!("RUN --mount={v}: {e}")))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let mount_key = self.mount_key(&mounts, doc, context, done)?;
-                if !mount_key.is_empty() {
-                    key = key.field(mount_key.as_bytes());
+                let parts = self.mount_key(&mounts, doc, context, done)?;
+                if !parts.is_empty() {
+                    let mut joined = String::new();
+                    for (source, part) in &parts {
+                        joined.push_str(part);
+                        joined.push('\0');
+                        key = key.note(KeyInput::Mount {
+                            source: source.clone(),
+                            digest: short_digest(part.as_bytes()),
+                        });
+                    }
+                    key = key.field(joined.as_bytes());
                 }
                 // What a secret let a step make is its organization's alone.
                 if mounts
@@ -688,9 +873,15 @@ impl<'s> Builder<'s> {
                     .any(|m| m.kind == crate::mounts::MountType::Secret)
                 {
                     let scope = req.organization.as_deref().map(crate::tenancy::namespace);
-                    key = key.field(format!("secret-scope:{scope:?}").as_bytes());
+                    let scope = format!("secret-scope:{scope:?}");
+                    let input = KeyInput::Setting {
+                        name: "secret scope".into(),
+                        digest: short_digest(scope.as_bytes()),
+                    };
+                    key = key.named(scope.as_bytes(), input);
                 }
-                let key = key.finish();
+                let (key, inputs) = key.finish_with_inputs();
+                state.inputs = inputs;
                 let inputs = crate::run::RunInputs {
                     context,
                     done,
@@ -700,14 +891,25 @@ impl<'s> Builder<'s> {
                 state.key = key;
             }
             "copy" | "add" => {
-                let plan = crate::copy::plan(self, doc, context, inst, vars, state, done)?;
-                let key_with_sources = key.field(plan.sources_digest.as_bytes()).finish();
+                let mut plan = crate::copy::plan(self, doc, context, inst, vars, state, done)?;
+                for input in std::mem::take(&mut plan.inputs) {
+                    key = key.note(input);
+                }
+                let setting = KeyInput::Setting {
+                    name: "sources, owner, mode and flags".into(),
+                    digest: short_digest(plan.sources_digest.as_bytes()),
+                };
+                let (key_with_sources, inputs) = key
+                    .named(plan.sources_digest.as_bytes(), setting)
+                    .finish_with_inputs();
+                state.inputs = inputs;
                 outcome = self.copy_step(req, inst, plan, state, &key_with_sources)?;
                 state.key = key_with_sources;
             }
             _ => {
                 apply_config(inst, doc.escape, vars, &mut state.config, stage_state).map_err(at)?;
-                let key = key.finish();
+                let (key, inputs) = key.finish_with_inputs();
+                state.inputs = inputs;
                 if inst.name == "workdir" {
                     if let Some(made) = self.workdir_step(req, inst, state, &key)? {
                         state.key = key;
@@ -739,17 +941,31 @@ impl<'s> Builder<'s> {
         platform: &Platform,
     ) -> Result<StageState, BuildError> {
         if base.eq_ignore_ascii_case("scratch") {
-            return Ok(StageState {
-                config: ImageConfig::scratch(platform),
-                layers: vec![],
-                key: "scratch".into(),
-                created: EPOCH.into(),
-            });
+            let input = KeyInput::Base {
+                image: "scratch".into(),
+                digest: String::new(),
+                platform: platform.to_string(),
+            };
+            return Ok(StageState::empty(platform, "scratch", vec![input]));
         }
         if let Some(i) = stage_index(doc, base) {
             if let Some(Some(state)) = done.get(i) {
-                return Ok(state.clone());
+                let mut state = state.clone();
+                state.inputs = vec![KeyInput::Stage {
+                    name: base.to_string(),
+                    key: state.key.clone(),
+                }];
+                return Ok(state);
             }
+        }
+        let local = base.starts_with("oci:")
+            || base.starts_with("oci-archive:")
+            || self.store.resolve(base).is_ok();
+        if self.dry_run && !local {
+            // A dry run neither pulls nor imports.
+            let mut state = StageState::empty(platform, &format!("unresolved:{base}"), vec![]);
+            state.missing_base = Some(base.to_string());
+            return Ok(state);
         }
         let manifest = if base.starts_with("oci:") || base.starts_with("oci-archive:") {
             let transport = Transport::parse(base)?;
@@ -819,15 +1035,24 @@ impl<'s> Builder<'s> {
                 diff_id: *d,
             })
             .collect();
+        let platform = image_platform(&config);
         let key = KeyBuilder::after("from")
             .field(manifest.to_string().as_bytes())
-            .field(image_platform(&config).as_bytes())
+            .field(platform.as_bytes())
             .finish();
+        let inputs = vec![KeyInput::Base {
+            image: name.to_string(),
+            digest: manifest.to_string(),
+            platform,
+        }];
         Ok(StageState {
             config,
             layers,
             key,
             created,
+            inputs,
+            change: None,
+            missing_base: None,
         })
     }
 
@@ -884,15 +1109,17 @@ impl<'s> Builder<'s> {
     ) -> Result<Option<(LayerRef, String)>, BuildError> {
         self.remote_cache.note_key(req, key);
         match self.local_cached_layer(req, key)? {
-            None if crate::remote_cache::import(self, req, key) => {
+            // A dry run plans from what is here: it pulls nothing.
+            None if !self.dry_run && crate::remote_cache::import(self, req, key) => {
                 self.local_cached_layer(req, key)
             }
             hit => Ok(hit),
         }
     }
 
-    /// A cache hit: the step's layer, if its blob and extracted dir are still there.
-    /// A cache hit gives the layer and the time it was first made.
+    /// A local hit: the step's layer (if its blob and extracted dir are still
+    /// there) and the time it was first made. A dry run only peeks (the entry
+    /// is not marked used).
     fn local_cached_layer(
         &self,
         req: &BuildRequest,
@@ -901,7 +1128,11 @@ impl<'s> Builder<'s> {
         if req.no_cache {
             return Ok(None);
         }
-        let Some(entry) = self.store.cache_get(key)? else {
+        let entry = match self.dry_run {
+            true => self.store.cache_peek(key)?,
+            false => self.store.cache_get(key)?,
+        };
+        let Some(entry) = entry else {
             return Ok(None);
         };
         let (Some(digest), Some(diff_id)) = (entry.layer_digest, entry.diff_id) else {
@@ -952,6 +1183,16 @@ impl<'s> Builder<'s> {
             .collect();
         Ok(self.store.record_oci_image(&config, &layers)?)
     }
+}
+
+/// The prefix of the slots of a stage's steps: the same Dockerfile and
+/// context give the same slots, so a build is compared with the last one.
+fn step_slots(req: &BuildRequest, stage: usize) -> String {
+    let context = std::fs::canonicalize(&req.context).unwrap_or_else(|_| req.context.clone());
+    let dockerfile =
+        std::path::absolute(&req.dockerfile_path).unwrap_or_else(|_| req.dockerfile_path.clone());
+    let place = format!("{}\0{}", context.display(), dockerfile.display());
+    format!("{}:{stage}", short_digest(place.as_bytes()))
 }
 
 /// RFC 3339 of the build's timestamp, or now.
@@ -1089,6 +1330,10 @@ fn record_platform(state: &mut StageState, platform: &Platform, base: &str, step
         };
     }
     state.key = format!("{}\0platform:{platform}", state.key);
+    state.inputs.push(KeyInput::Setting {
+        name: "FROM --platform".into(),
+        digest: platform.to_string(),
+    });
 }
 
 /// Build args no ARG declares, neither global nor in the stages built, in
@@ -1276,3 +1521,6 @@ fn apply_config(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

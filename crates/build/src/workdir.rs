@@ -34,6 +34,9 @@ impl Builder<'_> {
         if view.lookup(&resolved).is_some() {
             return Ok(None);
         }
+        if self.dry_run {
+            return Ok(Some(StepOutcome::WouldRun));
+        }
         let user = state.config.string("User").unwrap_or_default();
         let passwd = view.read_to_string("etc/passwd");
         let group = view.read_to_string("etc/group");

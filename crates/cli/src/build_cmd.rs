@@ -1,6 +1,7 @@
 //! `cairn build`: a Dockerfile and a context into an image in the store.
 
 use crate::exit::CliError;
+mod plan_output;
 mod progress;
 mod relabel;
 mod source;
@@ -45,6 +46,14 @@ pub struct BuildArgs {
     /// Run every step, ignoring the build cache
     #[arg(long)]
     no_cache: bool,
+    /// Print the plan (one line per step: hit, miss and why, or config)
+    /// and change nothing: no RUN, no layer, no tag, no pull
+    #[arg(long)]
+    dry_run: bool,
+    /// Say why each step that ran missed the cache (the first input that
+    /// differs from the step's last build)
+    #[arg(long)]
+    explain: bool,
     /// Layer compression
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
     compression: String,
@@ -156,7 +165,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         reg_opts.platform = p.clone();
     }
     let registry = cairn::registry::Registry::new(reg_opts).map_err(crate::exit::classify)?;
-    if args.pull == PullPolicy::Always {
+    if args.pull == PullPolicy::Always && !args.dry_run {
         pull_bases(&registry, &store, &dockerfile, mode)?;
     }
     let cancel = CancelToken::new();
@@ -198,10 +207,13 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         cache_to: parse_all(&args.cache_to)?,
         cancel: None,
     };
+    if args.dry_run {
+        return plan_output::dry_run(&builder, &req, mode, args.format);
+    }
     let started = Instant::now();
     // SIGINT/SIGTERM cancel the build: the running RUN is killed, nothing is tagged.
     let signals = install_signal_handlers(cancel);
-    let renderer = Arc::new(Mutex::new(Renderer::new(mode)));
+    let renderer = Arc::new(Mutex::new(Renderer::new(mode).with_explain(args.explain)));
     let ticker = Ticker::start(&renderer);
     let result = builder.build_with_events(&req, &mut |event| {
         if let Ok(mut r) = renderer.lock() {
@@ -219,13 +231,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         eprintln!("cairn: build cancelled");
         return Err(CliError::exit_code(130));
     }
-    let result = result.map_err(|e: BuildError| {
-        if e.is_bad_input() {
-            CliError::bad_input(e)
-        } else {
-            CliError::failed(e)
-        }
-    })?;
+    let result = result.map_err(build_failure)?;
     let digest = if relabelled {
         let d = relabel::relabel(&store, &result.manifest, &labels, &annotations)?;
         let tags = args
@@ -280,6 +286,15 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
         crate::registry_cmds::push_to(&registry, &store, &digest.to_string(), &dests, output)?;
     }
     Ok(())
+}
+
+/// A failed build as the CLI reports it: exit 2 for bad input, else 1.
+fn build_failure(e: BuildError) -> CliError {
+    if e.is_bad_input() {
+        CliError::bad_input(e)
+    } else {
+        CliError::failed(e)
+    }
 }
 
 /// Moves the live view's clocks forward every 200 ms while a build runs.

@@ -20,6 +20,15 @@ pub struct CacheEntry {
     pub value: String,
 }
 
+/// The key of the last build of one build step and the inputs that made
+/// it (JSON, opaque to the store): what a later cache miss is compared with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepRecord {
+    pub slot: String,
+    pub key: String,
+    pub inputs: String,
+}
+
 /// A monotonic-enough clock for LRU order: nanoseconds since the epoch.
 fn now_nanos() -> i64 {
     std::time::SystemTime::now()
@@ -56,6 +65,71 @@ impl Store {
             size: size as u64,
             value,
         }))
+    }
+
+    /// Look a key up without marking it used (a dry run changes nothing).
+    pub fn cache_peek(&self, key: &str) -> Result<Option<CacheEntry>> {
+        let row = self
+            .db()
+            .query_row(
+                "SELECT layer_digest, diff_id, size, value FROM build_cache WHERE key = ?1",
+                params![key],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.db_err())?;
+        Ok(row.map(|(l, d, size, value)| CacheEntry {
+            key: key.to_string(),
+            layer_digest: l.and_then(|s| s.parse().ok()),
+            diff_id: d.and_then(|s| s.parse().ok()),
+            size: size as u64,
+            value,
+        }))
+    }
+
+    /// The last recorded build of a step (`slot`: the builder's name for a
+    /// step of a Dockerfile in a context), if any.
+    pub fn step_record(&self, slot: &str) -> Result<Option<StepRecord>> {
+        self.db()
+            .query_row(
+                "SELECT key, inputs FROM build_steps WHERE slot = ?1",
+                params![slot],
+                |r| {
+                    Ok(StepRecord {
+                        slot: slot.to_string(),
+                        key: r.get(0)?,
+                        inputs: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.db_err())
+    }
+
+    /// Record the latest build of these steps, in one transaction.
+    pub fn put_step_records(&self, records: &[StepRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let db_err = self.db_err();
+        let mut conn = self.db();
+        let tx = conn.transaction().map_err(&db_err)?;
+        for r in records {
+            tx.execute(
+                "INSERT OR REPLACE INTO build_steps(slot, key, inputs, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![r.slot, r.key, r.inputs, now_nanos()],
+            )
+            .map_err(&db_err)?;
+        }
+        tx.commit().map_err(&db_err)
     }
 
     /// Insert or replace an entry (its layer blob should already be stored).

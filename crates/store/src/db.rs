@@ -78,6 +78,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (registry, digest, repository)
     );
     "#,
+    // 2 -> 3: the key and key inputs of the last build of each build step,
+    // so a cache miss can say which input changed (`cairn build --explain`).
+    r#"
+    CREATE TABLE build_steps (
+        slot       TEXT PRIMARY KEY,
+        key        TEXT NOT NULL,
+        inputs     TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -166,6 +166,17 @@ impl Context {
         sources: &[String],
         keep: &dyn Fn(usize, &str) -> bool,
     ) -> Result<String, BuildError> {
+        self.digest_sources_listing(sources, keep, &mut |_, _| {})
+    }
+
+    /// [`Context::digest_sources_where`], telling `each` every entry's
+    /// path and the bytes that stand for it in the digest (for `--explain`).
+    pub fn digest_sources_listing(
+        &self,
+        sources: &[String],
+        keep: &dyn Fn(usize, &str) -> bool,
+        each: &mut dyn FnMut(&str, &[u8]),
+    ) -> Result<String, BuildError> {
         let mut h = Sha256::new();
         for (i, src) in sources.iter().enumerate() {
             for entry in walkdir::WalkDir::new(self.root.join(src)).sort_by_file_name() {
@@ -181,22 +192,25 @@ impl Context {
                     .map_err(BuildError::io(entry.path()))?;
                 h.update(rel.as_bytes());
                 h.update([0]);
-                h.update(meta.permissions().mode().to_le_bytes());
+                let mut e = Vec::with_capacity(48);
+                e.extend(meta.permissions().mode().to_le_bytes());
                 if meta.is_file() {
-                    h.update(meta.size().to_le_bytes());
+                    e.extend(meta.size().to_le_bytes());
                     let sum = match &self.memo {
                         Some((canonical, memo)) => {
                             memo.sha256(&canonical.join(&rel), &meta, || file_sha256(entry.path()))?
                         }
                         None => file_sha256(entry.path())?,
                     };
-                    h.update(sum);
+                    e.extend(sum);
                 } else if meta.file_type().is_symlink() {
                     let target =
                         std::fs::read_link(entry.path()).map_err(BuildError::io(entry.path()))?;
-                    h.update(target.as_os_str().as_encoded_bytes());
+                    e.extend(target.as_os_str().as_encoded_bytes());
                 }
-                h.update([0]);
+                e.push(0);
+                h.update(&e);
+                each(&rel, &e);
             }
         }
         Ok(hex::encode(h.finalize()))

@@ -41,6 +41,29 @@ pub struct Renderer {
     outputs: HashMap<(usize, usize), VecDeque<String>>,
     /// Live view: blobs of `FROM` pulls in flight, (done, total) bytes.
     transfers: Vec<(String, u64, u64)>,
+    /// `--explain`: say why each step ran (JSON events always carry it).
+    explain: bool,
+}
+
+/// What follows a finished step's header: cached, its time, and with
+/// `--explain` why it ran or why a config step changed.
+fn step_mark(
+    outcome: &StepOutcome,
+    duration: &Duration,
+    reason: Option<&cairn::build::Reason>,
+    explain: bool,
+) -> String {
+    let mark = match outcome {
+        StepOutcome::Cached => " (cached)".to_string(),
+        StepOutcome::Ran => format!(" ({:.2}s)", duration.as_secs_f64()),
+        StepOutcome::Config => String::new(),
+        StepOutcome::WouldRun => " (would run)".to_string(),
+    };
+    match reason.filter(|_| explain) {
+        Some(reason) if *outcome == StepOutcome::Config => format!("{mark} (changed: {reason})"),
+        Some(reason) => format!("{mark} (miss: {reason})"),
+        None => mark,
+    }
 }
 
 /// `sha256:0123456789ab [=====>    ]  12.0/25.0 MiB`
@@ -89,7 +112,14 @@ impl Renderer {
             drawn: 0,
             outputs: HashMap::new(),
             transfers: Vec::new(),
+            explain: false,
         }
+    }
+
+    /// `--explain`: print why each step ran.
+    pub fn with_explain(mut self, explain: bool) -> Renderer {
+        self.explain = explain;
+        self
     }
 
     pub fn event(&mut self, event: &BuildEvent) {
@@ -166,12 +196,9 @@ impl Renderer {
                 text,
                 outcome,
                 duration,
+                reason,
             } => {
-                let mark = match outcome {
-                    StepOutcome::Cached => " (cached)".to_string(),
-                    StepOutcome::Ran => format!(" ({:.2}s)", duration.as_secs_f64()),
-                    StepOutcome::Config => String::new(),
-                };
+                let mark = step_mark(outcome, duration, reason.as_ref(), self.explain);
                 let header = self.header(*stage, *line, text, &mark);
                 self.headed.remove(&(*stage, *line));
                 self.started.remove(&(*stage, *line));
@@ -237,16 +264,13 @@ impl Renderer {
                 text,
                 outcome,
                 duration,
+                reason,
             } => {
                 let key = (*stage, *line);
                 self.running.retain(|(k, _, _)| *k != key);
                 self.tail.retain(|(k, _)| *k != key);
                 self.outputs.remove(&key);
-                let mark = match outcome {
-                    StepOutcome::Cached => " (cached)".to_string(),
-                    StepOutcome::Ran => format!(" ({:.2}s)", duration.as_secs_f64()),
-                    StepOutcome::Config => String::new(),
-                };
+                let mark = step_mark(outcome, duration, reason.as_ref(), self.explain);
                 permanent.push(self.header(*stage, *line, text, &mark));
             }
             BuildEvent::Failed {

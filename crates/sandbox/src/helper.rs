@@ -61,7 +61,7 @@ fn helper_main(fds: &str) -> i32 {
         Err(m) => return report(&mut up, Failure::Setup(m)),
     };
     let flags = match &request {
-        Request::Run(spec) => {
+        Request::Run { spec, .. } => {
             let mut flags = CloneFlags::CLONE_NEWUSER
                 | CloneFlags::CLONE_NEWNS
                 | CloneFlags::CLONE_NEWPID
@@ -91,8 +91,8 @@ fn helper_main(fds: &str) -> i32 {
     if let Err(message) = become_container_root() {
         return report(&mut up, Failure::Setup(message));
     }
-    let spec = match request {
-        Request::Run(spec) => spec,
+    let (spec, terminal) = match request {
+        Request::Run { spec, terminal } => (spec, terminal),
         Request::Task { task, .. } => {
             let reply = match crate::tasks::perform(task) {
                 Ok(value) => TaskReply::Done(value),
@@ -108,7 +108,7 @@ fn helper_main(fds: &str) -> i32 {
     match unsafe { fork() } {
         Err(e) => report(&mut up, Failure::Setup(format!("fork: {e}"))),
         Ok(ForkResult::Child) => {
-            let code = pid1_main(&spec, up);
+            let code = pid1_main(&spec, terminal, up);
             std::process::exit(code)
         }
         Ok(ForkResult::Parent { child }) => {
@@ -177,12 +177,12 @@ fn wait_exit_code(pid: Pid) -> i32 {
     }
 }
 
-fn pid1_main(spec: &RunSpec, mut up: File) -> i32 {
+fn pid1_main(spec: &RunSpec, terminal: bool, mut up: File) -> i32 {
     // If the helper dies (the caller killed it on timeout or cancel), so do we,
     // and with PID 1 the whole namespace.
     // SAFETY: prctl with an integer signal argument.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    match start_command(spec) {
+    match start_command(spec, terminal) {
         Err(failure) => report(&mut up, failure),
         Ok(child) => {
             // The command is running: nothing more to report. Closing `up`
@@ -194,8 +194,8 @@ fn pid1_main(spec: &RunSpec, mut up: File) -> i32 {
 }
 
 /// Set up the rootfs, then fork and exec the command; Ok once exec succeeded.
-fn start_command(spec: &RunSpec) -> Result<Pid, Failure> {
-    rootfs::enter(spec).map_err(|e| Failure::Setup(e.to_string()))?;
+fn start_command(spec: &RunSpec, terminal: bool) -> Result<Pid, Failure> {
+    rootfs::enter(spec, terminal).map_err(|e| Failure::Setup(e.to_string()))?;
     let user = load_user(&spec.process.user).map_err(Failure::Setup)?;
     prepare_cwd(&spec.process.cwd, &user).map_err(Failure::Setup)?;
     let program = resolve_program(&spec.process.args, &spec.process.env)?;
@@ -209,7 +209,10 @@ fn start_command(spec: &RunSpec) -> Result<Pid, Failure> {
         Err(e) => Err(Failure::Setup(format!("fork: {e}"))),
         Ok(ForkResult::Child) => {
             drop(err_r);
-            let failure = exec_command(&program, spec, &user);
+            let failure = match terminal.then(crate::console::take_terminal) {
+                Some(Err(message)) => Failure::Setup(message),
+                _ => exec_command(&program, spec, &user),
+            };
             let mut w = File::from(err_w);
             let _ = w.write_all(&serde_json::to_vec(&failure).unwrap_or_default());
             std::process::exit(failure.exit_code());

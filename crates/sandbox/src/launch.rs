@@ -78,6 +78,9 @@ pub struct RunStdio {
     pub stdin: Option<Stdio>,
     pub stdout: Option<Stdio>,
     pub stderr: Option<Stdio>,
+    /// `stdin` is a terminal (a pty's slave side) that the command takes as
+    /// its controlling terminal, in a session of its own (`run -t`).
+    pub terminal: bool,
 }
 
 /// What [`Launcher::extract_layer`] read.
@@ -179,7 +182,10 @@ impl Launcher {
             let programs = crate::seccomp::default_programs().map_err(SandboxError::Seccomp)?;
             spec.security.programs = programs.to_vec();
         }
-        let request = Request::Run(Box::new(spec));
+        let request = Request::Run {
+            spec: Box::new(spec),
+            terminal: stdio.terminal,
+        };
         let cgroups: Vec<&Path> = control
             .cgroup
             .iter()
@@ -304,6 +310,7 @@ impl Launcher {
             stdin: Some(stdin),
             stdout: Some(Stdio::piped()),
             stderr: None,
+            terminal: false,
         };
         let mut helper = self.start(&request, stdio, &[])?;
         let result = (|| {

@@ -51,8 +51,9 @@ impl Failure {
 /// What the helper is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    /// Run a command in a full sandbox.
-    Run(Box<RunSpec>),
+    /// Run a command in a full sandbox; with `terminal`, its stdin is a
+    /// terminal it takes as its controlling one (see `console.rs`).
+    Run { spec: Box<RunSpec>, terminal: bool },
     /// Do a filesystem task as root of a user namespace with this mapping:
     /// the way an unprivileged caller handles files owned by its subordinate IDs.
     Task { id_mapping: IdMapping, task: Task },
@@ -61,7 +62,7 @@ pub enum Request {
 impl Request {
     pub fn id_mapping(&self) -> &IdMapping {
         match self {
-            Request::Run(spec) => &spec.id_mapping,
+            Request::Run { spec, .. } => &spec.id_mapping,
             Request::Task { id_mapping, .. } => id_mapping,
         }
     }

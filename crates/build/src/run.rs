@@ -310,6 +310,7 @@ impl Builder<'_> {
             stdin: Some(Stdio::null()),
             stdout: Some(Stdio::from(out_w)),
             stderr: Some(Stdio::from(err_w)),
+            ..RunStdio::default()
         };
         std::thread::scope(|scope| {
             // The write ends live in the helper's Command, closed once it is

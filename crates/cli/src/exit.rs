@@ -23,6 +23,12 @@ impl CliError {
         }
     }
 
+    /// The message alone, for tests of what an error says.
+    #[cfg(test)]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The command ran and failed (exit 1).
     pub fn failed(message: impl fmt::Display) -> Self {
         CliError {

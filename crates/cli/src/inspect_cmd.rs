@@ -28,7 +28,8 @@ pub struct InspectArgs {
     #[arg(long = "type", value_enum)]
     kind: Option<Kind>,
     /// Print this Go template for each object instead of JSON, e.g.
-    /// '{{.Config.config.Env}}' or '{{json .Manifest.layers}}'
+    /// '{{range .Config.Env}}{{println .}}{{end}}', '{{index .Config.Labels "k"}}',
+    /// '{{json .Manifest.layers}}' (also if/else, join, len, print, upper, lower)
     #[arg(short = 'f', long)]
     format: Option<String>,
     /// The organization whose snapshots to look in
@@ -110,16 +111,26 @@ fn image(store: &Store, target: &str) -> Result<Value, CliError> {
         Some(r) => (r.names.clone(), r.size, r.created.clone()),
         None => (vec![], 0, String::new()),
     };
+    // Docker's shape, so docker's templates work (`.Config.Env`,
+    // `.Config.Labels`, `.Os`, `.RootFS.Layers`); the whole OCI config
+    // document as stored is `.ImageConfig`.
+    let part = |key: &str| config.get(key).cloned().unwrap_or(Value::Null);
     Ok(json!({
         "Type": "image",
         "Id": digest.to_string(),
         "Names": names,
         "Created": created,
         "Size": size,
+        "Architecture": part("architecture"),
+        "Os": part("os"),
+        "Author": part("author"),
+        "Config": part("config"),
+        "RootFS": part("rootfs"),
+        "History": part("history"),
         "MediaType": parsed.media_type,
         "ConfigDigest": parsed.config.as_ref().map(|c| c.digest.to_string()),
         "Manifest": manifest,
-        "Config": config,
+        "ImageConfig": config,
     }))
 }
 
@@ -195,11 +206,7 @@ pub fn history(root: Option<&Path>, args: HistoryArgs) -> Result<(), CliError> {
         .unwrap_or_default();
     let mut sizes = layers.iter().map(|l| l["size"].as_u64().unwrap_or(0));
     let mut rows = Vec::new();
-    for h in img["Config"]["history"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
+    for h in img["History"].as_array().cloned().unwrap_or_default() {
         let empty = h["empty_layer"].as_bool().unwrap_or(false);
         let size = if empty { 0 } else { sizes.next().unwrap_or(0) };
         rows.push(json!({

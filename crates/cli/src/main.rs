@@ -12,13 +12,13 @@ mod info_cmd;
 mod inspect_cmd;
 mod logging;
 mod parse;
-mod pull_progress;
 mod registry_cmds;
 mod run_cmd;
 mod sandbox_cmds;
 mod security_args;
 mod snapshot_cmds;
 mod store_cmds;
+mod transfer_progress;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

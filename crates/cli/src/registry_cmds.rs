@@ -111,7 +111,7 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
     } else {
         Some(&extractor)
     };
-    let view = crate::pull_progress::TransferView::new(args.output.quiet);
+    let view = crate::transfer_progress::TransferView::new(args.output.quiet);
     let progress: Option<&dyn cairn::registry::PullProgress> = view.as_ref().map(|v| v as _);
     let result = registry.pull_with_progress(&store, &args.reference, sink, progress);
     if let Some(v) = &view {
@@ -208,7 +208,7 @@ pub fn push_to(
         .collect::<Result<Vec<_>, _>>()
         .map_err(classify)?;
     let started = Instant::now();
-    let view = crate::pull_progress::TransferView::new(output.quiet);
+    let view = crate::transfer_progress::TransferView::new(output.quiet);
     let progress: Option<&dyn cairn::registry::PullProgress> = view.as_ref().map(|v| v as _);
     let results = registry.push_many_with_progress(store, image, &parsed, progress);
     if let Some(v) = &view {

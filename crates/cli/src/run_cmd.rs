@@ -169,6 +169,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             }),
             stdout: None,
             stderr: None,
+            ..RunStdio::default()
         }
     };
     let result = manager.exec(&record.id, opts).map_err(classify);

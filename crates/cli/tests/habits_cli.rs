@@ -57,12 +57,7 @@ fn build_finds_its_context_and_containerfile() {
         );
         let digest = ok(&out, "build -f -");
         assert_eq!(std::fs::read_to_string(&iid).unwrap(), digest.trim());
-        let out = env.cairn(&[
-            "inspect",
-            "--format",
-            "{{.Config.config.Env}}",
-            digest.trim(),
-        ]);
+        let out = env.cairn(&["inspect", "--format", "{{.Config.Env}}", digest.trim()]);
         assert!(ok(&out, "inspect").contains("FROM_STDIN=1"));
     }
 }
@@ -106,11 +101,34 @@ fn build_labels_annotations_pull_policy_and_json() {
         digest.as_str(),
         "the tag points at the labelled image"
     );
-    assert_eq!(
-        v[0]["Config"]["config"]["Labels"]["org.example.team"],
-        "core"
+    assert_eq!(v[0]["Config"]["Labels"]["org.example.team"], "core");
+    assert_eq!(v[0]["Config"]["Labels"]["from.file"], "yes");
+    assert_eq!(v[0]["ImageConfig"]["config"]["Labels"]["from.file"], "yes");
+    // Docker's templates, as docker users write them.
+    let format = |t: &str| ok(&env.cairn(&["inspect", "--format", t, "local/lab:1"]), t);
+    let labels = "{{index .Config.Labels \"org.example.team\"}}";
+    assert_eq!(format(labels), "core\n");
+    let env_lines = format("{{range .Config.Env}}{{println .}}{{end}}");
+    assert!(
+        env_lines.starts_with("PATH=") && env_lines.ends_with("\n\n"),
+        "{env_lines:?}"
     );
-    assert_eq!(v[0]["Config"]["config"]["Labels"]["from.file"], "yes");
+    let user = "{{if .Config.User}}{{.Config.User}}{{else}}root{{end}} {{.Os}}";
+    assert_eq!(format(user), "root linux\n");
+    let layers = "{{len .RootFS.diff_ids}} {{join .Config.Cmd \",\"}}";
+    assert!(format(layers).starts_with("1 "), "{}", format(layers));
+    let out = env.cairn(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{nope .}}",
+        "local/lab:1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("column 22: unknown function \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(
         v[0]["Manifest"]["annotations"]["org.opencontainers.image.source"],
         "https://example.com/x"

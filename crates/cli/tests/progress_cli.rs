@@ -9,7 +9,14 @@ use cli_env::*;
 
 /// `cairn ARGS` on a pty (script's), its output as the terminal saw it.
 fn on_a_pty(env: &Env, args: &[&str]) -> String {
-    let line = std::iter::once(env!("CARGO_BIN_EXE_cairn").to_string())
+    on_a_pty_with(env, &[], args)
+}
+
+/// [`on_a_pty`] with `vars` (`NAME=VALUE`) in cairn's environment.
+fn on_a_pty_with(env: &Env, vars: &[&str], args: &[&str]) -> String {
+    let line = std::iter::once("env".to_string())
+        .chain(vars.iter().map(|v| format!("'{v}'")))
+        .chain(std::iter::once(env!("CARGO_BIN_EXE_cairn").to_string()))
         .chain(args.iter().map(|a| format!("'{a}'")))
         .collect::<Vec<_>>()
         .join(" ");
@@ -57,6 +64,79 @@ fn transfer_bars_on_a_terminal_only() {
         assert!(
             !shown.contains("total:") && shown.trim().starts_with("sha256:"),
             "{shown:?}"
+        );
+    }
+}
+
+/// The transfer lines whose bar is neither empty nor full: a blob caught
+/// part of the way.
+fn partial_bars(shown: &str) -> Vec<&str> {
+    shown
+        .split(['\n', '\r'])
+        .filter(|l| {
+            let Some(bar) = l.split_once(": [").and_then(|(_, r)| r.split_once(']')) else {
+                return false;
+            };
+            bar.0.len() == 24 && bar.0.starts_with('=') && bar.0.ends_with(' ')
+        })
+        .collect()
+}
+
+#[test]
+fn push_shows_the_bytes_of_a_big_layer_as_they_go() {
+    use std::io::Read;
+    // A registry per push: pushed to one, the layer would be mounted from
+    // the repository that has it instead of sent again.
+    let regs: Vec<RegistryServer> = (0..3).map(|_| RegistryServer::start()).collect();
+    for user in users() {
+        let env = Env::new(user);
+        let who = user.unwrap_or("root");
+        // 12 MiB that gzip cannot shrink: one layer of about that size.
+        let ctx = env.context_dir("big", &[("Dockerfile", "FROM scratch\nCOPY blob /blob\n")]);
+        let mut noise = vec![0u8; 12 << 20];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut noise)
+            .unwrap();
+        std::fs::write(ctx.join("blob"), &noise).unwrap();
+        env.give_to_user(&ctx);
+        let ctx = ctx.to_str().unwrap();
+        ok(
+            &env.cairn(&["build", "-q", "-t", "big:1", ctx]),
+            "build big:1",
+        );
+
+        // One PUT read 1 MiB at a time, then chunked PATCHes of 4 MiB: both
+        // show the layer part-way, with its rate.
+        let chunked = vec!["CAIRN_MONOLITHIC_MAX=1048576"];
+        for (reg, how, vars) in [(&regs[0], "mono", vec![]), (&regs[1], "chunked", chunked)] {
+            let dest = format!("{}/{who}/{how}:1", reg.host());
+            let shown = on_a_pty_with(&env, &vars, &["push", "big:1", &dest]);
+            let partial = partial_bars(&shown);
+            assert!(
+                !partial.is_empty(),
+                "{how}: no layer shown part-way: {shown:?}"
+            );
+            assert!(
+                partial
+                    .iter()
+                    .any(|l| l.contains("MiB /") && l.contains("/s")),
+                "{how}: {partial:?}"
+            );
+        }
+
+        // Piped: a plain line per blob as it ends, no bars, no escapes.
+        let dest = format!("{}/{who}/piped:1", regs[2].host());
+        let out = env.cairn(&["push", "big:1", &dest]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            partial_bars(&err).is_empty() && !err.contains('\x1b') && !err.contains("total:"),
+            "{err:?}"
+        );
+        assert!(
+            err.contains("12.0 MiB in "),
+            "no plain line for the layer: {err:?}"
         );
     }
 }

@@ -300,6 +300,57 @@ fn stdin_only_with_i_and_a_pty_with_t() {
     }
 }
 
+/// `SCRIPT` run by script(1) on a pseudo-terminal of its own; what the terminal saw.
+fn on_a_pty(env: &Env, script: &str) -> String {
+    let out = env.cairn_at_cmd("script", b"", &["-qec", script, "/dev/null"]);
+    assert!(out.status.success(), "{script}: {}", text(&out.stdout));
+    text(&out.stdout)
+}
+
+#[test]
+fn t_makes_the_pty_the_commands_controlling_terminal() {
+    let cairn = env!("CARGO_BIN_EXE_cairn");
+    for user in users() {
+        let env = Env::new(user);
+        // The terminal has a name, our size, and belongs to the command's
+        // session, whose process group is in the foreground (job control).
+        let probe =
+            "tty; stty size; read pid comm state ppid pgrp sid tty tpgid rest </proc/self/stat; \
+                     echo ids $pid $pgrp $sid $tpgid tty=$tty";
+        let shown = on_a_pty(
+            &env,
+            &format!("stty rows 33 cols 77; {cairn} run --rm -t busybox:fixture sh -c '{probe}'"),
+        );
+        // (Two terminals, each turning \n into \r\n.)
+        let lines: Vec<&str> = shown.lines().map(str::trim_end).collect();
+        assert!(lines.contains(&"/dev/console"), "{shown:?}");
+        assert!(lines.contains(&"33 77"), "{shown:?}");
+        let ids: Vec<&str> = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("ids "))
+            .unwrap_or_else(|| panic!("{shown:?}"))
+            .split_whitespace()
+            .collect();
+        assert!(
+            ids[..4].iter().all(|id| *id == ids[0]) && ids[4] != "tty=0",
+            "pid, pgrp, session, terminal's foreground group, terminal: {ids:?}"
+        );
+
+        // A resize of our terminal reaches the command as SIGWINCH and a new
+        // size. (Our stdout is a pipe here: the size comes from stdin.)
+        let waiter = "trap \"stty size; exit 0\" WINCH; echo ready; i=0; \
+                      while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; echo no-winch";
+        let shown = on_a_pty(
+            &env,
+            &format!(
+                "stty rows 20 cols 60; {cairn} run --rm -t busybox:fixture sh -c '{waiter}' | \
+                 while read -r l; do echo \"$l\"; case \"$l\" in ready*) stty rows 50 cols 120 </dev/tty;; esac; done"
+            ),
+        );
+        assert!(shown.contains("50 120"), "no resize seen: {shown:?}");
+    }
+}
+
 #[test]
 fn run_help_shows_the_docker_usage() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))

@@ -15,7 +15,7 @@ use oci_client::client::BlobResponse;
 use oci_client::manifest::OciDescriptor;
 use oci_client::Reference;
 use std::io::{Read, Write};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Chunks in flight between network and disk, per blob.
 const CHANNEL_DEPTH: usize = 64;
@@ -216,30 +216,41 @@ fn write_feed(
 /// Upload one blob from the store (the caller has checked the registry
 /// lacks it). Small blobs go in one PUT, large ones as chunked PATCHes.
 /// Each attempt streams the file again from the start: `oci-client` cannot
-/// resume an upload session.
+/// resume an upload session. `progress` hears the bytes the HTTP client has
+/// taken, while the upload runs.
 pub(crate) async fn upload_blob(
     sess: &Session,
     store: &Store,
     oref: &Reference,
     blob: &BlobRef,
     monolithic_max: u64,
+    progress: Option<&dyn crate::PullProgress>,
 ) -> Result<()> {
     let _span = cairn_layer::timing::span("registry.upload_blob");
     let target = sess.target(oref.repository(), format!("upload of blob {}", blob.digest));
     let digest = blob.digest.to_string();
+    let report = |sent: u64| {
+        if let Some(p) = progress {
+            p.transferred(&blob.digest, sent, blob.size);
+        }
+    };
     sess.retrier
         .run(&target, |_| async {
             let file = store.open_blob(&blob.digest)?;
+            report(0);
+            let (sent_tx, sent_rx) = watch::channel(0u64);
             let res = if blob.size <= monolithic_max {
-                let stream = file_stream(file, UPLOAD_READ);
-                sess.mono
-                    .push_blob_stream(oref, stream, &digest, Some(blob.size))
-                    .await
+                let stream = file_stream(file, UPLOAD_READ, sent_tx);
+                let push = sess
+                    .mono
+                    .push_blob_stream(oref, stream, &digest, Some(blob.size));
+                reporting_sent(push, sent_rx, &report).await
             } else {
-                let stream = file_stream(file, CHUNKED_READ);
-                sess.client
-                    .push_blob_stream(oref, stream, &digest, Some(blob.size))
-                    .await
+                let stream = file_stream(file, CHUNKED_READ, sent_tx);
+                let push = sess
+                    .client
+                    .push_blob_stream(oref, stream, &digest, Some(blob.size));
+                reporting_sent(push, sent_rx, &report).await
             };
             res.map(|_| ())
                 .map_err(|e| from_oci(e, &target, &sess.auth_hint))
@@ -247,10 +258,35 @@ pub(crate) async fn upload_blob(
         .await
 }
 
-/// A file as a stream of chunks, read on its own thread.
+/// Run `upload`, passing on each new count of bytes sent as it happens.
+/// (The stream that counts must be `'static`, so it cannot call `report`
+/// itself; a watch channel carries the latest count across.)
+async fn reporting_sent<F: std::future::Future>(
+    upload: F,
+    mut sent: watch::Receiver<u64>,
+    report: &impl Fn(u64),
+) -> F::Output {
+    tokio::pin!(upload);
+    loop {
+        tokio::select! {
+            out = &mut upload => return out,
+            changed = sent.changed() => match changed {
+                Ok(()) => report(*sent.borrow_and_update()),
+                // The stream is gone: nothing more to count.
+                Err(_) => return upload.await,
+            },
+        }
+    }
+}
+
+/// A file as a stream of chunks, read on its own thread. `sent` counts the
+/// bytes of the chunks the consumer has finished with: a chunk counts when
+/// the next one is asked for (the PATCH carrying it is done, or the socket
+/// took it), and the last one when the end is asked for.
 fn file_stream(
     mut file: std::fs::File,
     chunk: usize,
+    sent: watch::Sender<u64>,
 ) -> impl futures_util::Stream<Item = oci_client::errors::Result<Bytes>> + Send + 'static {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
     std::thread::spawn(move || loop {
@@ -283,11 +319,15 @@ fn file_stream(
             }
         }
     });
-    futures_util::stream::unfold(rx, |mut rx| async move {
+    futures_util::stream::unfold((rx, sent, 0), |(mut rx, sent, taken)| async move {
+        if taken > 0 {
+            sent.send_modify(|n| *n += taken as u64);
+        }
         let item = rx.recv().await?;
+        let len = item.as_ref().map_or(0, Bytes::len);
         Some((
             item.map_err(oci_client::errors::OciDistributionError::from),
-            rx,
+            (rx, sent, len),
         ))
     })
 }

@@ -36,8 +36,9 @@ pub trait LayerSink: Sync {
     fn layer_ready(&self, blob: &Digest, diff_id: &Digest) -> std::result::Result<(), String>;
 }
 
-/// Told how far each blob of a pull has come: after every MiB or so and
-/// when the blob is complete. Called from the pull's worker threads.
+/// Told how far each blob of a pull or push has come: after every MiB or so
+/// of a download, after each chunk an upload hands to the HTTP client, and
+/// when the blob is complete. Called from the transfer's worker threads.
 pub trait PullProgress: Sync {
     fn transferred(&self, blob: &Digest, done: u64, total: u64);
 }
@@ -192,7 +193,8 @@ impl Registry {
     }
 
     /// [`Registry::push_many`], telling `progress` as each blob starts
-    /// (0 of its size) and as it is done (present, mounted or uploaded).
+    /// (0 of its size), as its upload's bytes go out, and as it is done
+    /// (present, mounted or uploaded).
     pub fn push_many_with_progress(
         &self,
         store: &Store,

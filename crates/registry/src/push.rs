@@ -21,7 +21,8 @@ struct Counters<'p> {
     bytes: AtomicU64,
     mounted: AtomicUsize,
     present: AtomicUsize,
-    /// Told of each blob as it starts (0 of size) and as it is done.
+    /// Told of each blob as it starts (0 of size), of the bytes of each
+    /// upload as they go, and of each blob as it is done.
     progress: Option<&'p dyn crate::PullProgress>,
 }
 
@@ -140,7 +141,9 @@ fn push_manifest_tree<'a>(
                         if let Some(p) = counters.progress {
                             p.transferred(&blob.digest, 0, blob.size);
                         }
-                        let outcome = push_blob(sess, store, base, &blob, monolithic_max).await?;
+                        let outcome =
+                            push_blob(sess, store, base, &blob, monolithic_max, counters.progress)
+                                .await?;
                         if let Some(p) = counters.progress {
                             p.transferred(&blob.digest, blob.size, blob.size);
                         }
@@ -224,6 +227,7 @@ pub(crate) async fn push_blob(
     base: &Reference,
     blob: &BlobRef,
     monolithic_max: u64,
+    progress: Option<&dyn crate::PullProgress>,
 ) -> Result<BlobOutcome> {
     let target = sess.target(base.repository(), format!("blob {}", blob.digest));
     let digest = blob.digest.to_string();
@@ -252,6 +256,6 @@ pub(crate) async fn push_blob(
             }
         }
     }
-    upload_blob(sess, store, base, blob, monolithic_max).await?;
+    upload_blob(sess, store, base, blob, monolithic_max, progress).await?;
     Ok(BlobOutcome::Uploaded)
 }

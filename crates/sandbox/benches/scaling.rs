@@ -31,6 +31,7 @@ fn quiet(argv: &[&str]) -> ExecOptions {
             stdin: Some(Stdio::null()),
             stdout: Some(Stdio::null()),
             stderr: None,
+            ..RunStdio::default()
         },
         ..ExecOptions::default()
     }

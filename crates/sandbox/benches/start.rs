@@ -55,6 +55,7 @@ fn main() {
                     stdin: Some(Stdio::null()),
                     stdout: None,
                     stderr: None,
+                    ..RunStdio::default()
                 };
                 let outcome = launcher.run(&spec, stdio, None).expect("run");
                 assert_eq!(outcome.exit_code, 0);

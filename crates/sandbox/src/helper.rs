@@ -71,7 +71,7 @@ fn helper_main(fds: &str) -> i32 {
         Err(m) => return report(&mut up, Failure::Setup(m)),
     };
     let flags = match &request {
-        Request::Run(spec) | Request::FileOp { spec, .. } => {
+        Request::Run { spec, .. } | Request::FileOp { spec, .. } => {
             let mut flags = CloneFlags::CLONE_NEWUSER
                 | CloneFlags::CLONE_NEWNS
                 | CloneFlags::CLONE_NEWPID
@@ -101,9 +101,9 @@ fn helper_main(fds: &str) -> i32 {
     if let Err(message) = become_container_root() {
         return report(&mut up, Failure::Setup(message));
     }
-    let (spec, op) = match request {
-        Request::Run(spec) => (spec, None),
-        Request::FileOp { spec, op } => (spec, Some(op)),
+    let (spec, terminal, op) = match request {
+        Request::Run { spec, terminal } => (spec, terminal, None),
+        Request::FileOp { spec, op } => (spec, false, Some(op)),
         Request::Task { task, .. } => {
             let reply = match crate::tasks::perform(task) {
                 Ok(value) => TaskReply::Done(value),
@@ -119,7 +119,7 @@ fn helper_main(fds: &str) -> i32 {
     match unsafe { fork() } {
         Err(e) => report(&mut up, Failure::Setup(format!("fork: {e}"))),
         Ok(ForkResult::Child) => {
-            let code = pid1_main(&spec, op.as_ref(), up);
+            let code = pid1_main(&spec, terminal, op.as_ref(), up);
             std::process::exit(code)
         }
         Ok(ForkResult::Parent { child }) => {
@@ -188,12 +188,12 @@ fn wait_exit_code(pid: Pid) -> i32 {
     }
 }
 
-fn pid1_main(spec: &RunSpec, op: Option<&FileOp>, mut up: File) -> i32 {
+fn pid1_main(spec: &RunSpec, terminal: bool, op: Option<&FileOp>, mut up: File) -> i32 {
     // If the helper dies (the caller killed it on timeout or cancel), so do we,
     // and with PID 1 the whole namespace.
     // SAFETY: prctl with an integer signal argument.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    match start_command(spec, op) {
+    match start_command(spec, terminal, op) {
         Err(failure) => report(&mut up, failure),
         Ok(child) => {
             // The command is running: nothing more to report. Closing `up`
@@ -206,8 +206,8 @@ fn pid1_main(spec: &RunSpec, op: Option<&FileOp>, mut up: File) -> i32 {
 
 /// Set up the rootfs, then fork and exec the command (or do the file
 /// operation); Ok once exec succeeded (the operation was started).
-fn start_command(spec: &RunSpec, op: Option<&FileOp>) -> Result<Pid, Failure> {
-    rootfs::enter(spec).map_err(|e| Failure::Setup(e.to_string()))?;
+fn start_command(spec: &RunSpec, terminal: bool, op: Option<&FileOp>) -> Result<Pid, Failure> {
+    rootfs::enter(spec, terminal).map_err(|e| Failure::Setup(e.to_string()))?;
     let user = load_user(&spec.process.user).map_err(Failure::Setup)?;
     prepare_cwd(&spec.process.cwd, &user).map_err(Failure::Setup)?;
     let program = match op {
@@ -232,7 +232,10 @@ fn start_command(spec: &RunSpec, op: Option<&FileOp>) -> Result<Pid, Failure> {
                     Ok(()) => std::process::exit(0),
                     Err(f) => f,
                 },
-                None => exec_command(&program, spec, &user),
+                None => match terminal.then(crate::console::take_terminal) {
+                    Some(Err(message)) => Failure::Setup(message),
+                    _ => exec_command(&program, spec, &user),
+                },
             };
             let mut w = File::from(err_w);
             let _ = w.write_all(&serde_json::to_vec(&failure).unwrap_or_default());

@@ -78,6 +78,9 @@ pub struct RunStdio {
     pub stdin: Option<Stdio>,
     pub stdout: Option<Stdio>,
     pub stderr: Option<Stdio>,
+    /// `stdin` is a terminal (a pty's slave side) that the command takes as
+    /// its controlling terminal, in a session of its own (`run -t`).
+    pub terminal: bool,
 }
 
 /// What [`Launcher::extract_layer`] read.
@@ -233,7 +236,10 @@ impl Launcher {
             spec.security.programs = programs.to_vec();
         }
         let request = match op {
-            None => Request::Run(Box::new(spec)),
+            None => Request::Run {
+                spec: Box::new(spec),
+                terminal: stdio.terminal,
+            },
             Some(op) => Request::FileOp {
                 spec: Box::new(spec),
                 op,
@@ -409,6 +415,7 @@ impl Launcher {
             stdin: Some(stdin),
             stdout: Some(Stdio::piped()),
             stderr: None,
+            terminal: false,
         };
         let mut helper = self.start(&request, stdio, &[])?;
         let result = (|| {

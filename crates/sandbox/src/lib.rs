@@ -7,6 +7,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod chmod;
+mod console;
 pub mod exec_io;
 pub mod fileop;
 pub mod fscopy;

@@ -51,8 +51,9 @@ impl Failure {
 /// What the helper is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    /// Run a command in a full sandbox.
-    Run(Box<RunSpec>),
+    /// Run a command in a full sandbox; with `terminal`, its stdin is a
+    /// terminal it takes as its controlling one (see `console.rs`).
+    Run { spec: Box<RunSpec>, terminal: bool },
     /// Set up the sandbox as for a run, then, as the run's user, do one
     /// file operation instead of executing a command (no shell needed).
     FileOp { spec: Box<RunSpec>, op: FileOp },
@@ -64,7 +65,7 @@ pub enum Request {
 impl Request {
     pub fn id_mapping(&self) -> &IdMapping {
         match self {
-            Request::Run(spec) | Request::FileOp { spec, .. } => &spec.id_mapping,
+            Request::Run { spec, .. } | Request::FileOp { spec, .. } => &spec.id_mapping,
             Request::Task { id_mapping, .. } => id_mapping,
         }
     }

@@ -45,8 +45,9 @@ fn io_err<'a>(
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Set up the root filesystem and pivot into it. Runs as PID 1 of the
-/// sandbox, inside its user and mount namespaces.
-pub fn enter(spec: &RunSpec) -> Result<(), RootfsError> {
+/// sandbox, inside its user and mount namespaces. With `terminal`, stdin's
+/// terminal becomes `/dev/console` (`console.rs`).
+pub fn enter(spec: &RunSpec, terminal: bool) -> Result<(), RootfsError> {
     let _ = nix::unistd::sethostname(&spec.hostname);
     let root = Path::new("/");
     mount(
@@ -75,6 +76,14 @@ pub fn enter(spec: &RunSpec) -> Result<(), RootfsError> {
     })?;
 
     mount_dev(merged)?;
+    if terminal {
+        let console = merged.join("dev/console");
+        crate::console::bind_console(&console).map_err(|message| RootfsError {
+            what: "while",
+            path: PathBuf::from("setting up /dev/console"),
+            source: std::io::Error::other(message),
+        })?;
+    }
 
     for bind in &spec.bind_files {
         // Symlinks in the image resolve inside it: a /etc/hosts pointing at

@@ -43,6 +43,7 @@ fn sh_with(f: &Fixture, security: Security, user: &str, script: &str) -> (i32, S
             stdin: Some(Stdio::null()),
             stdout: Some(file.try_clone().unwrap().into()),
             stderr: Some(file.into()),
+            ..RunStdio::default()
         },
         ..ExecOptions::default()
     };
@@ -282,6 +283,7 @@ fn syscalls_are_filtered(f: &Fixture) {
         stdin: Some(Stdio::null()),
         stdout: Some(file.try_clone().unwrap().into()),
         stderr: Some(file.into()),
+        ..RunStdio::default()
     };
     let outcome = Launcher::current_exe()
         .unwrap()

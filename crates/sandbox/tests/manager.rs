@@ -19,6 +19,7 @@ fn capture(manager: &SandboxManager, id: &str, argv: &[&str]) -> (i32, String) {
             stdin: Some(Stdio::null()),
             stdout: Some(std::fs::File::create(&out_path).unwrap().into()),
             stderr: None,
+            ..RunStdio::default()
         },
         ..ExecOptions::default()
     };

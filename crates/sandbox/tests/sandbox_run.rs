@@ -117,6 +117,7 @@ fn run_controlled(
         stdin: Some(Stdio::null()),
         stdout: Some(std::fs::File::create(&out_path).unwrap().into()),
         stderr: Some(std::fs::File::create(&err_path).unwrap().into()),
+        ..RunStdio::default()
     };
     let outcome = launcher.run_with(spec, stdio, control).unwrap();
     let out = std::fs::read_to_string(out_path).unwrap();

@@ -19,6 +19,7 @@ fn quiet_true() -> ExecOptions {
             stdin: Some(Stdio::null()),
             stdout: Some(Stdio::null()),
             stderr: None,
+            ..RunStdio::default()
         },
         ..ExecOptions::default()
     }

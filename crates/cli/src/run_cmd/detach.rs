@@ -119,6 +119,7 @@ pub fn detached(root: Option<&Path>, args: DetachedArgs) -> Result<(), CliError>
             stdin: Some(Stdio::null()),
             stdout: None,
             stderr: None,
+            ..RunStdio::default()
         },
         ..ExecOptions::default()
     };

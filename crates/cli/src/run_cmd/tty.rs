@@ -1,14 +1,19 @@
 //! `run -t`: a pseudo-terminal for the command. Its slave side is the
-//! command's stdout and stderr (and stdin); this process copies the master
-//! side to its own stdout and, with `-i`, its stdin to the master, with our
-//! terminal (when stdin is one) in raw mode so keys pass through as typed.
+//! command's stdin, stdout and stderr and its controlling terminal (the
+//! sandbox makes it so: `cairn_sandbox` `console.rs`); this process copies
+//! the master side to its own stdout and, with `-i`, its stdin to the
+//! master, with our terminal (when stdin is one) in raw mode so keys pass
+//! through as typed. The pty starts with our terminal's size and follows it:
+//! on SIGWINCH the new size is copied over, and the kernel tells the
+//! command's foreground process group.
 
 use crate::exit::CliError;
 use cairn::sandbox::RunStdio;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread::JoinHandle;
 
 pub struct Tty {
@@ -45,6 +50,12 @@ impl Tty {
         let (master, slave) =
             unsafe { (File::from_raw_fd(master_fd), OwnedFd::from_raw_fd(slave_fd)) };
         let saved = if interactive { raw_stdin() } else { None };
+        if let Some(from) = size.and(caller_terminal()) {
+            let to = master
+                .try_clone()
+                .map_err(|e| CliError::io("sharing the pseudo-terminal", e))?;
+            follow_window_size(from, to);
+        }
         let mut reader = master
             .try_clone()
             .map_err(|e| CliError::io("sharing the pseudo-terminal", e))?;
@@ -92,6 +103,7 @@ impl Tty {
             stdin: Some(dup()?),
             stdout: Some(dup()?),
             stderr: Some(dup()?),
+            terminal: true,
         })
     }
 
@@ -110,12 +122,71 @@ impl Tty {
     }
 }
 
-/// Our terminal's size, when stdout is a terminal.
+/// The caller's terminal: the first of stdout, stdin, stderr that is one.
+fn caller_terminal() -> Option<i32> {
+    // SAFETY: isatty only inspects the descriptor.
+    [1, 0, 2]
+        .into_iter()
+        .find(|fd| unsafe { libc::isatty(*fd) } == 1)
+}
+
+/// Our terminal's size, when we have a terminal.
 fn window_size() -> Option<libc::winsize> {
+    size_of(caller_terminal()?)
+}
+
+fn size_of(fd: i32) -> Option<libc::winsize> {
+    // SAFETY: all-zero is a valid winsize.
     let mut w: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ writes a winsize into `w`.
-    let rc = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut w) };
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w) };
     (rc == 0).then_some(w)
+}
+
+/// Write end of the pipe the SIGWINCH handler wakes the resizer through.
+static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    let fd = WINCH_PIPE.load(Ordering::Relaxed);
+    // SAFETY: write(2) is async-signal-safe; a full pipe already holds a
+    // wake-up, so a lost byte loses nothing.
+    unsafe { libc::write(fd, b"w".as_ptr().cast(), 1) };
+}
+
+/// Copy `from`'s window size to the pty `to` whenever we get SIGWINCH.
+/// (A thread waits on a pipe the handler writes to: the handler itself may
+/// only make async-signal-safe calls.) Best effort: without the pipe or the
+/// handler the command keeps its first size.
+fn follow_window_size(from: i32, to: File) {
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return;
+    }
+    // Only the write end needs to be non-blocking (a handler must not block).
+    // SAFETY: fcntl on the fd just made.
+    unsafe { libc::fcntl(fds[0], libc::F_SETFL, 0) };
+    WINCH_PIPE.store(fds[1], Ordering::Relaxed);
+    // SAFETY: the read end was just opened and is owned by the thread alone.
+    let mut wake = unsafe { File::from_raw_fd(fds[0]) };
+    std::thread::spawn(move || {
+        let mut byte = [0u8; 64];
+        while matches!(wake.read(&mut byte), Ok(n) if n > 0) {
+            if let Some(w) = size_of(from) {
+                // SAFETY: TIOCSWINSZ reads a winsize; `to` is the pty master.
+                unsafe { libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &w) };
+            }
+        }
+    });
+    // SAFETY: installing a handler that only calls write(2); SA_RESTART
+    // keeps our own blocking reads from failing with EINTR.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_winch as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGWINCH, &action, std::ptr::null_mut());
+    }
 }
 
 /// Put stdin in raw mode when it is a terminal; returns what to restore.

@@ -1068,3 +1068,14 @@ impl Write for HashWrite<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Platform services (and the library's owned handle) share one service
+    /// between threads: the records sit behind a mutex for that.
+    #[test]
+    fn the_service_can_be_shared_by_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<super::SnapshotService<'static>>();
+    }
+}

@@ -497,6 +497,74 @@ fn filters_and_pages_are_exact(db: &Db) {
     assert_eq!(repo.list(&q).unwrap().total, 30);
 }
 
+/// A store's `meta.db` as the first schema (PID-tracked work) left it opens
+/// migrated: records kept, leases and the runner table added.
+fn a_schema_1_sqlite_file_is_migrated(db: &Db) {
+    let path = db.tmp.path().join("v1.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE cairn_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+         INSERT INTO cairn_schema VALUES ('snapshots', 1);
+         CREATE TABLE snapshots (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, org TEXT NOT NULL,
+             general INTEGER NOT NULL, base_name TEXT NOT NULL, version TEXT NOT NULL,
+             state TEXT NOT NULL, worker_pid INTEGER, worker_start INTEGER, record TEXT NOT NULL);
+         CREATE UNIQUE INDEX snapshots_name ON snapshots(org, base_name, version);
+         CREATE INDEX snapshots_order ON snapshots(seq);
+         CREATE INDEX snapshots_state ON snapshots(state, seq);",
+    )
+    .unwrap();
+    let old = Snapshot {
+        id: "old-1".into(),
+        name: "old:1".into(),
+        organization_id: "o".into(),
+        general: false,
+        state: SnapshotState::Active,
+        image_name: "registry.local/old:1".into(),
+        size: 1,
+        entrypoint: vec![],
+        cpu: 1,
+        gpu: 0,
+        mem: 1,
+        disk: 3,
+        build_info: None,
+        region_ids: vec![],
+        created_at: "2026-01-01T00:00:00.000000Z".into(),
+        updated_at: "2026-01-01T00:00:00.000000Z".into(),
+        last_used_at: None,
+    };
+    conn.execute(
+        "INSERT INTO snapshots VALUES ('old-1', 1, 'o', 0, 'old', '1', 'active', 0, 0, ?1)",
+        [serde_json::to_string(&old).unwrap()],
+    )
+    .unwrap();
+    drop(conn);
+    let url = SnapshotDb::Sqlite(path.clone());
+    let mut repo = db.open(&url);
+    assert_eq!(repo.get("o", "old").unwrap(), old);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT version FROM cairn_schema WHERE component = 'snapshots'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(version >= 2, "schema {version}");
+    // What schema 2 brought works on the old file: leases, runner state,
+    // idle marking by the new column.
+    let s = repo
+        .create(new("new:1", "o"), SnapshotState::Building)
+        .unwrap();
+    assert!(repo.renew_lease(&s.id).unwrap());
+    repo.set_runner_state("old-1", "r", SnapshotState::Active)
+        .unwrap();
+    assert_eq!(repo.mark_idle(Duration::from_secs(3600)).unwrap(), 1);
+    assert_eq!(
+        repo.get("o", "old:1").unwrap().state,
+        SnapshotState::Inactive
+    );
+}
+
 type Test = (&'static str, fn(&Db));
 
 const TESTS: &[Test] = &[
@@ -553,6 +621,12 @@ const TESTS: &[Test] = &[
     ("filters_and_pages_are_exact", filters_and_pages_are_exact),
 ];
 
+/// SQLite only: PostgreSQL records began at the current schema.
+const SQLITE_ONLY: &[Test] = &[(
+    "a_schema_1_sqlite_file_is_migrated",
+    a_schema_1_sqlite_file_is_migrated,
+)];
+
 /// The re-run as a builder: create a snapshot in `building`, then die
 /// (`abort`) or freeze (`stop`, a lease of 1 s that is never renewed).
 fn builder(how: &str) -> ! {
@@ -593,7 +667,11 @@ fn main() {
     ];
     let (mut passed, mut failed) = (0, 0);
     for db in &backends {
-        for (name, test) in TESTS {
+        let only: &[Test] = match db.server {
+            Some(_) => &[],
+            None => SQLITE_ONLY,
+        };
+        for (name, test) in TESTS.iter().chain(only) {
             let full = format!("{}::{name}", db.name());
             if filter.as_ref().is_some_and(|f| !full.contains(f.as_str())) {
                 continue;

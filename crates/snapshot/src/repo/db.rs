@@ -77,21 +77,21 @@ fn bad(value: &str, message: &str) -> SnapshotError {
     }
 }
 
-/// A connection string with its password replaced by `***`.
+/// A connection string with its password replaced by `***` (and its
+/// query, which may carry one, dropped).
 pub(crate) fn redact(value: &str) -> String {
-    if let Some(rest) = value
-        .strip_prefix("postgres://")
-        .or_else(|| value.strip_prefix("postgresql://"))
-    {
-        let scheme = &value[..value.len() - rest.len()];
-        let (auth, host) = match rest.rfind('@') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => return value.to_string(),
+    if let Some(i) = value.find("://") {
+        let (scheme, rest) = value.split_at(i + 3);
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        let Some(at) = authority.rfind('@') else {
+            return format!("{scheme}{rest}");
         };
+        let (auth, host) = authority.split_at(at);
         let user = auth.split(':').next().unwrap_or_default();
         let masked = if auth.contains(':') { ":***" } else { "" };
-        let host = host.split('?').next().unwrap_or(host);
-        return format!("{scheme}{user}{masked}{host}");
+        return format!("{scheme}{user}{masked}{host}{path}");
     }
     value
         .split_whitespace()

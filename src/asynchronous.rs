@@ -47,7 +47,7 @@ impl Drop for CancelOnDrop {
 /// # })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AsyncCairn {
     cairn: Cairn,
 }
@@ -60,7 +60,7 @@ impl Cairn {
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// let a = cairn.asynchronous();
     /// assert_eq!(a.blocking().options().store(), dir.path());
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn asynchronous(&self) -> AsyncCairn {
         AsyncCairn {
@@ -86,7 +86,7 @@ impl AsyncCairn {
     /// # let dir = tempfile::tempdir()?;
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?.asynchronous();
     /// assert!(cairn.blocking().images()?.is_empty());
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn blocking(&self) -> &Cairn {
         &self.cairn
@@ -336,6 +336,7 @@ impl AsyncCairn {
     /// [`Cairn::read_file`] (see [`AsyncCairn::write_file`]'s example).
     ///
     /// ```
+    /// cairn::init();
     /// # let dir = tempfile::tempdir()?;
     /// # tokio::runtime::Runtime::new()?.block_on(async {
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?.asynchronous();

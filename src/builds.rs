@@ -258,7 +258,7 @@ impl Cairn {
     /// let err = cairn.build(&cairn::BuildRequest::text("FROM busybox:fixture\nBOGUS x\n")).unwrap_err();
     /// assert_eq!(err.kind(), cairn::ErrorKind::Invalid);
     /// assert_eq!(err.position().map(|p| (p.file.as_str(), p.line)), Some(("Dockerfile (inline)", 2)));
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(&self, req: &BuildRequest) -> Result<BuildResult> {
         self.build_with(req, &CancelToken::new(), &mut |_| {})
@@ -287,7 +287,7 @@ impl Cairn {
     /// cancelled.cancel();
     /// let err = cairn.build_with(&req.clone().no_cache(true), &cancelled, &mut |_| {}).unwrap_err();
     /// assert_eq!(err.kind(), cairn::ErrorKind::Cancelled);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build_with(
         &self,

@@ -30,6 +30,14 @@ pub struct Cairn {
     pub(crate) inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Cairn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cairn")
+            .field("store", &self.inner.store.root())
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) store: Arc<Store>,
     pub(crate) options: CairnOptions,
@@ -45,7 +53,7 @@ impl Cairn {
     /// # let dir = tempfile::tempdir()?;
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// assert!(cairn.images()?.is_empty());
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(options: CairnOptions) -> Result<Cairn> {
         let store = Store::open_per_operation(options.store())?;
@@ -83,7 +91,7 @@ impl Cairn {
     /// # let dir = tempfile::tempdir()?;
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// assert_eq!(cairn.options().store(), dir.path());
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn options(&self) -> &CairnOptions {
         &self.inner.options
@@ -133,7 +141,7 @@ impl Cairn {
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path().join("store")))?;
     /// let images = cairn.images()?;
     /// assert!(images.iter().any(|(name, _)| name.contains("busybox:fixture")));
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn images(&self) -> Result<Vec<(String, cairn_store::Digest)>> {
         Ok(self
@@ -154,7 +162,7 @@ impl Cairn {
     /// // Nothing listens on port 1: the registry is unavailable.
     /// let err = cairn.pull("127.0.0.1:1/nothing:here").unwrap_err();
     /// assert_eq!(err.kind(), cairn::ErrorKind::Unavailable);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pull(&self, reference: &str) -> Result<PullReport> {
         let registry = self.registry()?;
@@ -177,7 +185,7 @@ impl Cairn {
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// let err = cairn.push("no-such-image", "127.0.0.1:1/x:y").unwrap_err();
     /// assert_eq!(err.kind(), cairn::ErrorKind::NotFound);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn push(&self, image: &str, dest: &str) -> Result<PushReport> {
         let _lease = self.inner.store.lease()?;
@@ -196,7 +204,7 @@ impl Cairn {
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// let report = cairn.gc(None)?;
     /// assert_eq!(report.blobs_removed, 0);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn gc(&self, cache_budget: Option<u64>) -> Result<GcReport> {
         let exclusive = Store::open_exclusive(self.inner.store.root())?;

@@ -209,7 +209,7 @@ impl Cairn {
     /// let sb = cairn.create_sandbox("busybox:fixture", &cairn::SandboxOptions::default().name("dev"))?;
     /// assert_eq!(cairn.sandbox("dev")?.id, sb.id);
     /// cairn.remove_sandbox(&sb.id)?;
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn create_sandbox(&self, image: &str, opts: &SandboxOptions) -> Result<SandboxRecord> {
         self.check_ready()?;
@@ -246,7 +246,7 @@ impl Cairn {
     /// # let dir = tempfile::tempdir()?;
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// assert_eq!(cairn.sandbox("nope").unwrap_err().kind(), cairn::ErrorKind::NotFound);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sandbox(&self, id_or_name: &str) -> Result<SandboxRecord> {
         Ok(self.sandbox_manager(None).get(id_or_name)?)
@@ -258,7 +258,7 @@ impl Cairn {
     /// # let dir = tempfile::tempdir()?;
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// assert!(cairn.sandboxes()?.is_empty());
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>> {
         Ok(self.sandbox_manager(None).list()?)
@@ -276,7 +276,7 @@ impl Cairn {
     /// let out = cairn.exec_output(&sb.id, &cairn::ExecRequest::new(["sh", "-c", "echo out; echo err >&2; exit 3"]))?;
     /// assert_eq!((out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code), (&b"out\n"[..], &b"err\n"[..], 3));
     /// # cairn.remove_sandbox(&sb.id)?;
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn exec_output(&self, sandbox: &str, req: &ExecRequest) -> Result<ExecOutput> {
         self.exec_output_with(sandbox, req, &CancelToken::new())
@@ -295,7 +295,7 @@ impl Cairn {
     /// let out = cairn.exec_output_with(&sb.id, &cairn::ExecRequest::new(["sleep", "60"]), &cancel)?;
     /// assert!(out.outcome.cancelled);
     /// # cairn.remove_sandbox(&sb.id)?;
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn exec_output_with(
         &self,
@@ -323,7 +323,7 @@ impl Cairn {
     /// assert_eq!(outcome.exit_code, 0);
     /// assert_eq!(seen, [(cairn::StdStream::Stdout, b"hi\n".to_vec())]);
     /// # cairn.remove_sandbox(&sb.id)?;
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn exec_streaming(
         &self,
@@ -352,7 +352,7 @@ impl Cairn {
     /// cairn.write_file(&sb.id, "/tmp/main.py", b"print('hi')\n", 0o644)?;
     /// assert_eq!(cairn.read_file(&sb.id, "/tmp/main.py")?, b"print('hi')\n");
     /// # cairn.remove_sandbox(&sb.id)?;
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_file(&self, sandbox: &str, path: &str, data: &[u8], mode: u32) -> Result<()> {
         self.check_ready()?;
@@ -371,7 +371,7 @@ impl Cairn {
     /// let err = cairn.read_file(&sb.id, "/no/such/file").unwrap_err();
     /// assert_eq!(err.kind(), cairn::ErrorKind::NotFound);
     /// # cairn.remove_sandbox(&sb.id)?;
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_file(&self, sandbox: &str, path: &str) -> Result<Vec<u8>> {
         self.check_ready()?;
@@ -391,7 +391,7 @@ impl Cairn {
     /// let manifest = cairn.commit_sandbox(&sb.id, "localhost/saved:1")?;
     /// assert_eq!(cairn.store().resolve("localhost/saved:1")?, manifest);
     /// # cairn.remove_sandbox(&sb.id)?;
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn commit_sandbox(&self, sandbox: &str, name: &str) -> Result<Digest> {
         self.check_ready()?;
@@ -407,7 +407,7 @@ impl Cairn {
     /// # let dir = tempfile::tempdir()?;
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// assert_eq!(cairn.remove_sandbox("nope").unwrap_err().kind(), cairn::ErrorKind::NotFound);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn remove_sandbox(&self, sandbox: &str) -> Result<()> {
         let _lease = self.store().lease()?;

@@ -139,7 +139,7 @@ impl Cairn {
     /// # let dir = tempfile::tempdir()?;
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// assert_eq!(cairn.snapshot("acme", "nope").unwrap_err().kind(), cairn::ErrorKind::NotFound);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn snapshot(&self, org: &str, key: &str) -> Result<Snapshot> {
         self.with_snapshots(|s| Ok(s.get(org, key)?))
@@ -152,7 +152,7 @@ impl Cairn {
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// let page = cairn.snapshots(&cairn::snapshot::repo::ListQuery::new("acme"))?;
     /// assert_eq!(page.total, 0);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn snapshots(&self, query: &ListQuery) -> Result<Page> {
         self.with_snapshots(|s| Ok(s.list(query)?))
@@ -164,7 +164,7 @@ impl Cairn {
     /// # let dir = tempfile::tempdir()?;
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// assert_eq!(cairn.delete_snapshot("acme", "nope").unwrap_err().kind(), cairn::ErrorKind::NotFound);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn delete_snapshot(&self, org: &str, key: &str) -> Result<Snapshot> {
         let _lease = self.store().lease()?;
@@ -177,7 +177,7 @@ impl Cairn {
     /// # let dir = tempfile::tempdir()?;
     /// let cairn = cairn::Cairn::open(cairn::CairnOptions::new(dir.path()))?;
     /// assert_eq!(cairn.snapshot_log("acme", "nope").unwrap_err().kind(), cairn::ErrorKind::NotFound);
-    /// # Ok::<(), cairn::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn snapshot_log(&self, org: &str, key: &str) -> Result<String> {
         self.with_snapshots(|s| Ok(s.log(org, key)?))

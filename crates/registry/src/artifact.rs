@@ -221,7 +221,7 @@ async fn push_artifact_blobs_and_manifest(
     let monolithic_max = registry.opts.monolithic_max;
     let outcomes = futures_util::stream::iter(blobs.clone())
         .map(|blob| async move {
-            push_blob(sess, store, tag_ref, &blob, monolithic_max)
+            push_blob(sess, store, tag_ref, &blob, monolithic_max, None)
                 .await
                 .map(|o| (o, blob.size))
         })

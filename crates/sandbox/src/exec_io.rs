@@ -158,6 +158,7 @@ impl SandboxManager<'_> {
             stdin: Some(in_r.into()),
             stdout: Some(Stdio::null()),
             stderr: Some(Stdio::null()),
+            ..RunStdio::default()
         };
         let op = FileOp::Write {
             path: path.to_string(),
@@ -188,6 +189,7 @@ impl SandboxManager<'_> {
             stdin: Some(Stdio::null()),
             stdout: Some(out_w.into()),
             stderr: Some(Stdio::null()),
+            ..RunStdio::default()
         };
         let op = FileOp::Read {
             path: path.to_string(),

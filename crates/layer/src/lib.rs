@@ -29,6 +29,7 @@ pub use extract::{extract_layer, is_real_root, ExtractOptions, ExtractStats, Whi
 pub use idmap::{IdMap, IdRange};
 pub use limits::{ExtractLimits, LimitExceeded, LimitKind};
 pub use pgzip::ParallelGzEncoder;
+pub use sys::openat2_in_root;
 pub use write::{write_layer, write_layer_unhashed, LayerInfo, WrittenLayer};
 
 use std::path::Path;

@@ -139,16 +139,19 @@ pub fn openat(
 
 /// Open `path` (relative, may contain `/`) beneath `root` with `RESOLVE_IN_ROOT`:
 /// `..` and absolute symlinks are resolved as if `root` were `/`, so the result
-/// is always inside `root`. Magic links (/proc) are refused.
+/// is always inside `root`. Magic links (/proc) are refused. `mode` is the
+/// mode of a file `O_CREAT` makes.
 pub fn openat2_in_root(
     root: BorrowedFd<'_>,
     path: &[u8],
     flags: libc::c_int,
+    mode: u32,
 ) -> io::Result<OwnedFd> {
     let c = cstring(path)?;
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = u64::from(mode);
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
     let fd = unsafe {
@@ -329,7 +332,7 @@ pub fn has_openat2() -> bool {
         // SAFETY: root stays open for the duration of the borrow.
         let fd = unsafe { BorrowedFd::borrow_raw(root.as_raw_fd()) };
         !matches!(
-            openat2_in_root(fd, b".", libc::O_PATH | libc::O_DIRECTORY),
+            openat2_in_root(fd, b".", libc::O_PATH | libc::O_DIRECTORY, 0),
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS)
         )
     })

@@ -7,8 +7,7 @@
 use crate::protocol::FileOp;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, OwnedFd};
 
 /// Why a file operation failed; `not_found` when the path (or its parent)
 /// does not exist.
@@ -87,26 +86,5 @@ fn open_in_root(path: &str, flags: libc::c_int, mode: u32) -> std::io::Result<Ow
     let root = File::open("/")?;
     let rel = path.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
-    let c = std::ffi::CString::new(std::path::Path::new(rel).as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: open_how is plain data; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = u64::from(mode);
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a non-negative return is a new fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    cairn_layer::openat2_in_root(root.as_fd(), rel.as_bytes(), flags, mode)
 }

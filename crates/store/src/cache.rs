@@ -40,49 +40,40 @@ fn now_nanos() -> i64 {
 impl Store {
     /// Look a key up and mark it used.
     pub fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>> {
-        let db_err = self.db_err();
-        let conn = self.db();
-        let row = conn
-            .query_row(
-                "UPDATE build_cache SET last_used = ?2 WHERE key = ?1
-                 RETURNING layer_digest, diff_id, size, value",
-                params![key, now_nanos()],
-                |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(&db_err)?;
-        Ok(row.map(|(l, d, size, value)| CacheEntry {
-            key: key.to_string(),
-            layer_digest: l.and_then(|s| s.parse().ok()),
-            diff_id: d.and_then(|s| s.parse().ok()),
-            size: size as u64,
-            value,
-        }))
+        self.cache_lookup(
+            key,
+            "UPDATE build_cache SET last_used = ?2 WHERE key = ?1
+             RETURNING layer_digest, diff_id, size, value",
+            params![key, now_nanos()],
+        )
     }
 
     /// Look a key up without marking it used (a dry run changes nothing).
     pub fn cache_peek(&self, key: &str) -> Result<Option<CacheEntry>> {
+        self.cache_lookup(
+            key,
+            "SELECT layer_digest, diff_id, size, value FROM build_cache WHERE key = ?1",
+            params![key],
+        )
+    }
+
+    /// One cache row by `sql`, which yields layer_digest, diff_id, size, value.
+    fn cache_lookup(
+        &self,
+        key: &str,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Option<CacheEntry>> {
         let row = self
             .db()
-            .query_row(
-                "SELECT layer_digest, diff_id, size, value FROM build_cache WHERE key = ?1",
-                params![key],
-                |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                },
-            )
+            .query_row(sql, args, |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
             .optional()
             .map_err(self.db_err())?;
         Ok(row.map(|(l, d, size, value)| CacheEntry {

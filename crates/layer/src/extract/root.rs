@@ -51,7 +51,7 @@ impl Root {
             return sys::openat(self.fd(), b".", flags, 0);
         }
         if sys::has_openat2() {
-            return sys::openat2_in_root(self.fd(), rel, flags);
+            return sys::openat2_in_root(self.fd(), rel, flags, 0);
         }
         let mut cur = sys::openat(self.fd(), b".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
         let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();

@@ -2,6 +2,7 @@
 //! changed by a `with_*` method.
 
 use cairn_registry::{Regions, RegistryOptions};
+use cairn_snapshot::SnapshotDb;
 use std::path::PathBuf;
 
 /// Options of [`crate::Cairn::open`].
@@ -19,6 +20,7 @@ pub struct CairnOptions {
     regions: Option<Regions>,
     helper: Option<PathBuf>,
     strict_resources: bool,
+    snapshot_db: Option<SnapshotDb>,
 }
 
 impl Default for CairnOptions {
@@ -39,6 +41,7 @@ impl CairnOptions {
             regions: None,
             helper: None,
             strict_resources: false,
+            snapshot_db: None,
         }
     }
 
@@ -72,6 +75,21 @@ impl CairnOptions {
         self
     }
 
+    /// Keep snapshot records in `db` (e.g. a PostgreSQL database shared by
+    /// runners, docs/scale-out.md) instead of what `CAIRN_SNAPSHOT_DB` names
+    /// (the store's own SQLite file when unset).
+    ///
+    /// ```
+    /// let db = cairn::snapshot::SnapshotDb::parse("postgres://cairn@db.internal/cairn")?;
+    /// let options = cairn::CairnOptions::new("/var/lib/cairn").with_snapshot_db(db);
+    /// # let _ = options;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_snapshot_db(mut self, db: SnapshotDb) -> Self {
+        self.snapshot_db = Some(db);
+        self
+    }
+
     /// The store directory.
     pub fn store(&self) -> &std::path::Path {
         &self.store
@@ -85,6 +103,10 @@ impl CairnOptions {
 
     pub(crate) fn regions(&self) -> Option<&Regions> {
         self.regions.as_ref()
+    }
+
+    pub(crate) fn snapshot_db(&self) -> Option<&SnapshotDb> {
+        self.snapshot_db.as_ref()
     }
 
     pub(crate) fn helper(&self) -> Option<&std::path::Path> {

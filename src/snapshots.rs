@@ -10,7 +10,7 @@ use cairn_sandbox::Network;
 use cairn_snapshot::record::Resources;
 use cairn_snapshot::repo::{ListQuery, Page};
 use cairn_snapshot::service::{CreateRequest, SnapshotService, Source};
-use cairn_snapshot::Snapshot;
+use cairn_snapshot::{Snapshot, SnapshotDb};
 
 /// What a new snapshot is and where its image comes from.
 ///
@@ -84,11 +84,16 @@ impl Cairn {
     /// A snapshot service over this handle's store, for one call.
     fn with_snapshots<T>(&self, f: impl FnOnce(&SnapshotService<'_>) -> Result<T>) -> Result<T> {
         let registry = self.registry()?;
-        let service = SnapshotService::open(
+        let db = match self.inner.options.snapshot_db() {
+            Some(db) => db.clone(),
+            None => SnapshotDb::from_env()?,
+        };
+        let service = SnapshotService::open_with_db(
             self.store(),
             self.inner.launcher.clone(),
             &registry,
             self.regions()?,
+            &db,
         )?;
         f(&service)
     }

@@ -153,6 +153,24 @@ fn strict_resources_refuse_unapplied_limits(_: &()) {
     );
 }
 
+/// `with_snapshot_db` puts the records where the service says, not in the
+/// store's `meta.db`: a second handle on another store sees them.
+fn snapshot_records_follow_the_chosen_database(_: &()) {
+    let records = tempfile::tempdir().expect("tempdir");
+    let db = cairn::snapshot::SnapshotDb::Sqlite(records.path().join("records.db"));
+    let (_a_dir, a) = open(false);
+    let a = Cairn::open(a.options().clone().with_snapshot_db(db.clone())).expect("open a");
+    let ctx = tempfile::tempdir().expect("ctx");
+    let req = cairn::SnapshotRequest::dockerfile("shared:1", "FROM busybox:fixture\n", ctx.path());
+    a.create_snapshot("acme", &req, &mut |_| {})
+        .expect("create");
+    assert!(records.path().join("records.db").exists());
+    let (_b_dir, b) = open(false);
+    let b = Cairn::open(b.options().clone().with_snapshot_db(db)).expect("open b");
+    let seen = b.snapshot("acme", "shared:1").expect("b sees a's record");
+    assert_eq!(seen.name, "shared:1");
+}
+
 fn main() {
     cairn::init();
     cairn_testsupport::run_suite(
@@ -162,6 +180,7 @@ fn main() {
             dropped_async_build_is_cancelled,
             gc_runs_while_the_handle_is_open,
             strict_resources_refuse_unapplied_limits,
+            snapshot_records_follow_the_chosen_database,
         ],
     )
 }

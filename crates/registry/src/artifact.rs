@@ -214,7 +214,11 @@ async fn push_artifact_blobs_and_manifest(
         blobs_present: 0,
         retries: 0,
     };
-    if tag_names(sess, tag_ref).await?.as_deref() == Some(digest.to_string().as_str()) {
+    if crate::push::manifest_digest(sess, tag_ref)
+        .await?
+        .as_deref()
+        == Some(digest.to_string().as_str())
+    {
         report.blobs_present = blobs.len();
         return Ok(report);
     }
@@ -243,28 +247,6 @@ async fn push_artifact_blobs_and_manifest(
     put_manifest(sess, tag_ref, manifest, OCI_MANIFEST).await?;
     report.retries = sess.retries();
     Ok(report)
-}
-
-/// The digest the tag names now, or None when it names nothing.
-async fn tag_names(sess: &Session, tag_ref: &Reference) -> Result<Option<String>> {
-    let target = sess.target(
-        tag_ref.repository(),
-        format!("manifest {}", tag_ref.tag().unwrap_or("?")),
-    );
-    let res = sess
-        .retrier
-        .run(&target, |_| async {
-            sess.client
-                .fetch_manifest_digest(tag_ref, &sess.auth)
-                .await
-                .map_err(|e| crate::retry::from_oci(e, &target, &sess.auth_hint))
-        })
-        .await;
-    match res {
-        Ok(d) => Ok(Some(d)),
-        Err(RegistryError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// The config and layer descriptors of an artifact manifest of type

@@ -173,9 +173,15 @@ fn push_manifest_tree<'a>(
 }
 
 pub(crate) async fn manifest_exists(sess: &Session, oref: &Reference) -> Result<bool> {
+    Ok(manifest_digest(sess, oref).await?.is_some())
+}
+
+/// One HEAD of a manifest (by digest or tag): the digest it names now, or
+/// None when there is none.
+pub(crate) async fn manifest_digest(sess: &Session, oref: &Reference) -> Result<Option<String>> {
     let target = sess.target(
         oref.repository(),
-        format!("manifest {}", oref.digest().unwrap_or("?")),
+        format!("manifest {}", oref.digest().or(oref.tag()).unwrap_or("?")),
     );
     let res = sess
         .retrier
@@ -187,8 +193,8 @@ pub(crate) async fn manifest_exists(sess: &Session, oref: &Reference) -> Result<
         })
         .await;
     match res {
-        Ok(_) => Ok(true),
-        Err(RegistryError::NotFound { .. }) => Ok(false),
+        Ok(d) => Ok(Some(d)),
+        Err(RegistryError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }

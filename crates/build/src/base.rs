@@ -3,7 +3,7 @@
 
 use crate::config::ImageConfig;
 use crate::events::{BuildEvent, StepCtx};
-use crate::keys::{KeyBuilder, KeyInput};
+use crate::keys::KeyInput;
 use crate::plan::stage_index;
 use crate::state::{LayerRef, StageState, EPOCH};
 use crate::{BuildError, Builder};
@@ -124,10 +124,7 @@ impl Builder<'_> {
             })
             .collect();
         let platform = image_platform(&config);
-        let key = KeyBuilder::after("from")
-            .field(manifest.to_string().as_bytes())
-            .field(platform.as_bytes())
-            .finish();
+        let key = crate::keys::base_key(&manifest.to_string(), &platform);
         let inputs = vec![KeyInput::Base {
             image: name.to_string(),
             digest: manifest.to_string(),
@@ -206,7 +203,7 @@ pub(crate) fn record_platform(
             None => obj.remove("variant"),
         };
     }
-    state.key = format!("{}\0platform:{platform}", state.key);
+    state.key = crate::keys::platform_key(&state.key, &platform.to_string());
     state.inputs.push(KeyInput::Setting {
         name: "FROM --platform".into(),
         digest: platform.to_string(),

@@ -3,6 +3,7 @@
 
 use crate::events::BuildEvent;
 use crate::memo::HashMemo;
+use crate::plan::{plan_build, PlanInput};
 use crate::report::{BuildResult, Plan, StepReport};
 use crate::request::BuildRequest;
 use crate::BuildError;
@@ -187,7 +188,19 @@ impl<'s> Builder<'s> {
             });
         }
         let (stages, steps, _) = result?;
-        Ok(Plan { stages, steps })
+        // The pure plan of the same request: what planning alone can key.
+        let doc = cairn_dockerfile::parse_deferring_quotes(&req.dockerfile)
+            .map_err(|e| BuildError::input(format!("{}:{e}", req.dockerfile_name())))?;
+        let input = PlanInput {
+            req,
+            platform: self.platform.clone(),
+        };
+        let graph = plan_build(&doc, &input, &dry)?;
+        Ok(Plan {
+            stages,
+            steps,
+            graph,
+        })
     }
 
     fn hash_memo(&self) -> Arc<HashMemo> {

@@ -239,5 +239,35 @@ pub fn miss_reason(
     }
 }
 
+/// Why a step with `key` and `inputs` ran or would run, or, for a
+/// config-only step, why its key changed (None when it did not), given the
+/// last build of the same step (`old`: its key and inputs) and the cause
+/// of the parent's change. The executor's `--explain` and the planner's
+/// `--dry-run` both ask here.
+pub(crate) fn step_reason(
+    old: Option<&(String, Vec<KeyInput>)>,
+    key: &str,
+    inputs: &[KeyInput],
+    outcome: crate::StepOutcome,
+    no_cache: bool,
+    parent: Option<&(usize, Reason)>,
+) -> Option<Reason> {
+    use crate::StepOutcome;
+    let changed = old.is_none_or(|(old_key, _)| old_key != key);
+    match outcome {
+        StepOutcome::Cached => None,
+        StepOutcome::Config => old
+            .filter(|_| changed)
+            .and_then(|(_, old_inputs)| first_difference(old_inputs, inputs, parent)),
+        StepOutcome::Ran | StepOutcome::WouldRun => Some(miss_reason(
+            no_cache,
+            old.map(|(k, i)| (k.as_str(), i.as_slice())),
+            key,
+            inputs,
+            parent,
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests;

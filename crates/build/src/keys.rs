@@ -148,6 +148,38 @@ impl KeyBuilder {
     }
 }
 
+/// The start of every instruction's key, the planner's and the executor's
+/// alike: the parent key, the instruction's text, the variables in its
+/// scope and its heredoc bodies. RUN adds its mounts, COPY/ADD its sources.
+pub(crate) fn instruction_key(
+    parent: &str,
+    inst: &cairn_dockerfile::Instruction,
+    vars: &BTreeMap<String, String>,
+    run_args: &BTreeMap<String, String>,
+) -> KeyBuilder {
+    let mut key = KeyBuilder::after(parent)
+        .instruction(&inst.original)
+        .vars(vars, run_args);
+    for (i, h) in inst.heredocs.iter().enumerate() {
+        key = key.heredoc(i, &h.body);
+    }
+    key
+}
+
+/// The key of a stage that starts from an image: its manifest digest and
+/// its platform (`os/arch[/variant]`).
+pub(crate) fn base_key(manifest: &str, platform: &str) -> String {
+    KeyBuilder::after("from")
+        .field(manifest.as_bytes())
+        .field(platform.as_bytes())
+        .finish()
+}
+
+/// A stage's key after `FROM --platform=P`: P is part of every later key.
+pub(crate) fn platform_key(key: &str, platform: &str) -> String {
+    format!("{key}\0platform:{platform}")
+}
+
 /// A short hex digest of `bytes`, to compare inputs without keeping them.
 pub fn short_digest(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..12])

@@ -42,6 +42,7 @@ pub use explain::{Change, Reason};
 pub use fetch::FetchError;
 pub use keys::KeyInput;
 pub use mount_setup::{remove_cache_mounts, Secret};
+pub use plan::{BuildGraph, Pending, StagePlan, StepKey, StepPlan};
 pub use remote_cache::{CacheExport, CacheImport, CacheMode};
 pub use report::{BuildResult, Plan, StepOutcome, StepReport};
 pub use request::{BuildRequest, RunPolicy, INLINE_DOCKERFILE};

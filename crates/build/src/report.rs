@@ -36,6 +36,10 @@ pub struct Plan {
     /// The stages built, in dependency order.
     pub stages: Vec<usize>,
     pub steps: Vec<StepReport>,
+    /// The planner's graph of the same request: every stage and step with
+    /// its cache key where planning alone can tell it, pending where only
+    /// execution can (COPY/ADD sources, `RUN --mount` sources, ...).
+    pub graph: crate::BuildGraph,
 }
 
 /// What a build produced.

@@ -640,6 +640,61 @@ fn from_platform_is_recorded(f: &Fixture) {
     );
 }
 
+/// The pure planner and the build agree: after a build, every step the
+/// planner could key has the dry run's outcome and reason, cached or not,
+/// and a changed build arg is named by both.
+fn planner_agrees_with_the_build(f: &Fixture) {
+    let ctx = f.context(
+        "planner",
+        "FROM busybox:fixture AS base\nARG V=1\nENV E=$V\nRUN echo $E > /e\n\
+         LABEL l=$V\nFROM base\nRUN cat /e\nCOPY a.txt /a\nRUN true\n",
+        &[("a.txt", "a")],
+    );
+    f.builder()
+        .build(&f.request(&ctx, &[("V", "1")]), &mut |_| {})
+        .unwrap();
+    for (value, run_outcome) in [("1", StepOutcome::Cached), ("2", StepOutcome::WouldRun)] {
+        let req = f.request(&ctx, &[("V", value)]);
+        let plan = f.builder().plan(&req, &mut |_| {}).unwrap();
+        let mut keyed = 0;
+        for stage in &plan.graph.stages {
+            for step in &stage.steps {
+                let Some(outcome) = step.outcome else {
+                    continue;
+                };
+                keyed += 1;
+                let report = plan
+                    .steps
+                    .iter()
+                    .find(|s| s.stage == stage.index && s.line == step.line)
+                    .unwrap();
+                assert_eq!(report.outcome, outcome, "{value}: line {}", step.line);
+                assert_eq!(report.reason, step.reason, "{value}: line {}", step.line);
+            }
+        }
+        // Both FROMs, ARG, ENV, RUN, LABEL, the second RUN; COPY and after wait.
+        assert_eq!(keyed, 7, "V={value}");
+        let run = &plan.graph.stages[0].steps[3];
+        assert_eq!(run.outcome, Some(run_outcome));
+        if value == "2" {
+            assert!(
+                matches!(
+                    &run.reason,
+                    Some(cairn_build::Reason::ParentChanged { cause: Some(c), .. })
+                        if matches!(&**c, cairn_build::Reason::VarChanged { name, .. } if name == "V")
+                ),
+                "{:?}",
+                run.reason
+            );
+        }
+        let copy = &plan.graph.stages[1].steps[2];
+        assert_eq!(
+            copy.key,
+            cairn_build::StepKey::Pending(cairn_build::Pending::Sources)
+        );
+    }
+}
+
 cairn_testsupport::suite_main![Fixture;
     filesystem_and_config,
     cache_reruns_exactly_what_changed,
@@ -652,4 +707,5 @@ cairn_testsupport::suite_main![Fixture;
     unchanged_context_is_not_reread,
     unused_build_args_warn,
     from_platform_is_recorded,
+    planner_agrees_with_the_build,
 ];

@@ -3,7 +3,7 @@
 use crate::config_apply::{apply_config, history_text, StageProgress};
 use crate::context::Context;
 use crate::events::StepCtx;
-use crate::keys::{short_digest, KeyBuilder, KeyInput};
+use crate::keys::{short_digest, KeyInput};
 use crate::report::StepOutcome;
 use crate::request::BuildRequest;
 use crate::state::{created_time, StageState};
@@ -30,12 +30,7 @@ impl Builder<'_> {
     ) -> Result<StepOutcome, BuildError> {
         let file = req.dockerfile_name();
         let at = |m: String| BuildError::input(format!("{file}:{}: {m}", inst.line));
-        let mut key = KeyBuilder::after(&state.key)
-            .instruction(&inst.original)
-            .vars(vars, run_args);
-        for (i, h) in inst.heredocs.iter().enumerate() {
-            key = key.heredoc(i, &h.body);
-        }
+        let mut key = crate::keys::instruction_key(&state.key, inst, vars, run_args);
         let mut outcome = StepOutcome::Config;
         match inst.name.as_str() {
             "run" => {

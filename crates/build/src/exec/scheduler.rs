@@ -5,7 +5,7 @@
 use crate::context::Context;
 use crate::events::{BuildEvent, Msg};
 use crate::memo::HashMemo;
-use crate::plan::{needed_stages, platform_args, stage_index, unused_build_args};
+use crate::plan::{platform_args, stage_graph, unused_build_args, PlanInput};
 use crate::report::StepReport;
 use crate::request::BuildRequest;
 use crate::state::StageState;
@@ -37,11 +37,16 @@ impl Builder<'_> {
         )?
         .with_memo(memo.clone());
         context.organization = req.organization.clone();
-        let target = match &req.target {
-            Some(t) => stage_index(&doc, t)
-                .ok_or_else(|| BuildError::input(format!("target stage {t:?} not found")))?,
-            None => doc.stages.len().saturating_sub(1),
+        // The stage graph is the planner's: the executor runs its order.
+        let input = PlanInput {
+            req,
+            platform: self.platform.clone(),
         };
+        let crate::plan::StageGraph {
+            target,
+            order,
+            deps,
+        } = stage_graph(&doc, &input)?;
         let scope_input = ScopeInput {
             build_args: req.build_args.clone(),
             platform: platform_args(&self.target_platform()),
@@ -50,7 +55,6 @@ impl Builder<'_> {
         let globals = global_scope(&doc, &scope_input)
             .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
 
-        let (order, deps) = needed_stages(&doc, target, &globals)?;
         let unused = unused_build_args(&doc, &order, &req.build_args);
         if !unused.is_empty() {
             events(&BuildEvent::Warning {

@@ -1,8 +1,8 @@
 //! One step with its events (started, cached, layer committed, done) and the reason it ran.
 
 use crate::events::{BuildEvent, StepCtx};
-use crate::explain::{first_difference, miss_reason, Reason};
-use crate::keys::KeyInput;
+use crate::explain::{step_reason, Reason};
+use crate::plan::CacheView;
 use crate::report::StepOutcome;
 use crate::request::BuildRequest;
 use crate::state::StageState;
@@ -84,27 +84,17 @@ impl Builder<'_> {
                 image: image.clone(),
             }));
         }
-        let old: Option<(String, Vec<KeyInput>)> = self
-            .store
-            .step_record(&ctx.slot)?
-            // A record this version cannot read explains nothing.
-            .map(|r| (r.key, serde_json::from_str(&r.inputs).unwrap_or_default()));
+        let old = CacheView::step_record(self, &ctx.slot)?;
         let changed = old.as_ref().is_none_or(|(key, _)| *key != state.key);
         let parent = state.change.as_ref();
-        let reason = match outcome {
-            StepOutcome::Cached => None,
-            StepOutcome::Config => old
-                .as_ref()
-                .filter(|_| changed)
-                .and_then(|(_, inputs)| first_difference(inputs, &state.inputs, parent)),
-            StepOutcome::Ran | StepOutcome::WouldRun => Some(miss_reason(
-                req.no_cache,
-                old.as_ref().map(|(k, i)| (k.as_str(), i.as_slice())),
-                &state.key,
-                &state.inputs,
-                parent,
-            )),
-        };
+        let reason = step_reason(
+            old.as_ref(),
+            &state.key,
+            &state.inputs,
+            outcome,
+            req.no_cache,
+            parent,
+        );
         if changed {
             ctx.record(cairn_store::cache::StepRecord {
                 slot: ctx.slot.clone(),

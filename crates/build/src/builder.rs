@@ -141,8 +141,10 @@ impl<'s> Builder<'s> {
         cairn_sandbox::owners::adopt_layer_dirs(self.store, &self.mapping)
             .map_err(BuildError::io(&layers))?;
         let memo = self.hash_memo();
-        let result = self.build_inner(req, &memo, events);
-        let result = crate::remote_cache::export(self, req, result, events);
+        // This build's own executor state (its registry-cache session).
+        let run = self.for_one_build(false);
+        let result = run.build_inner(req, &memo, events);
+        let result = crate::remote_cache::export(&run, req, result, events);
         memo.save();
         match &result {
             Ok(r) => events(&BuildEvent::Finished {
@@ -166,18 +168,7 @@ impl<'s> Builder<'s> {
         req: &BuildRequest,
         events: &mut dyn FnMut(&BuildEvent),
     ) -> Result<Plan, BuildError> {
-        let dry = Builder {
-            store: self.store,
-            launcher: self.launcher.clone(),
-            mapping: self.mapping.clone(),
-            registry: self.registry,
-            cancel: self.cancel.clone(),
-            parallelism: self.parallelism,
-            secrets: self.secrets.clone(),
-            platform: self.platform.clone(),
-            remote_cache: Default::default(),
-            dry_run: true,
-        };
+        let dry = self.for_one_build(true);
         // The memo is read, never saved: a dry run leaves the store as it was.
         let memo = self.hash_memo();
         let result = dry.run_stages(req, &memo, events);
@@ -201,6 +192,24 @@ impl<'s> Builder<'s> {
             steps,
             graph,
         })
+    }
+
+    /// A builder for one build: the same settings, and per-build state of
+    /// its own (the registry-cache session), so concurrent builds on one
+    /// builder never share it. `dry_run`: plan only.
+    fn for_one_build(&self, dry_run: bool) -> Builder<'s> {
+        Builder {
+            store: self.store,
+            launcher: self.launcher.clone(),
+            mapping: self.mapping.clone(),
+            registry: self.registry,
+            cancel: self.cancel.clone(),
+            parallelism: self.parallelism,
+            secrets: self.secrets.clone(),
+            platform: self.platform.clone(),
+            remote_cache: Default::default(),
+            dry_run,
+        }
     }
 
     fn hash_memo(&self) -> Arc<HashMemo> {

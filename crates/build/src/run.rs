@@ -18,9 +18,13 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-/// What a RUN reads besides its stage: the context and earlier stages (for
-/// bind mounts), and its `--mount`s.
+/// What a RUN reads besides its stage: its instruction and Dockerfile, the
+/// build args it sees, the context and earlier stages (for bind mounts),
+/// and its `--mount`s.
 pub(crate) struct RunInputs<'a> {
+    pub doc: &'a Dockerfile,
+    pub inst: &'a Instruction,
+    pub run_args: &'a BTreeMap<String, String>,
     pub context: &'a Context,
     pub done: &'a [Option<StageState>],
     pub mounts: Vec<RunMount>,
@@ -28,18 +32,15 @@ pub(crate) struct RunInputs<'a> {
 
 impl Builder<'_> {
     /// Run one RUN instruction (or reuse its cached layer). Says whether it ran or came from the cache.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_step(
         &self,
         req: &BuildRequest,
-        doc: &Dockerfile,
-        inst: &Instruction,
-        run_args: &BTreeMap<String, String>,
         state: &mut StageState,
         key: &str,
         step: &StepCtx,
         inputs: &RunInputs,
     ) -> Result<StepOutcome, BuildError> {
+        let inst = inputs.inst;
         let created_by = run_history(inst, state);
         if let Some((layer, created)) = self.cached_layer(req, key)? {
             self.reuse_layer(state, layer, &created_by, created);
@@ -50,7 +51,7 @@ impl Builder<'_> {
         }
         self.ensure_extracted(state)?;
         let dir = self.scratch_dir("run")?;
-        let result = self.run_in(req, doc, inst, run_args, state, &dir, step, inputs);
+        let result = self.run_in(req, state, &dir, step, inputs);
         let layer = match result {
             Ok(layer) => layer,
             Err(e) => {
@@ -96,18 +97,15 @@ impl Builder<'_> {
         Ok(dir)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run_in(
         &self,
         req: &BuildRequest,
-        doc: &Dockerfile,
-        inst: &Instruction,
-        run_args: &BTreeMap<String, String>,
         state: &StageState,
         dir: &Path,
         step: &StepCtx,
         inputs: &RunInputs,
     ) -> Result<LayerRef, BuildError> {
+        let (doc, inst, run_args) = (inputs.doc, inputs.inst, inputs.run_args);
         let cfg = &state.config;
         let mut env = cfg.strings("Env");
         for (k, v) in run_args {

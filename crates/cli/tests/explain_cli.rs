@@ -139,6 +139,10 @@ fn dry_run_names_a_changed_build_arg() {
         assert_eq!(step["reason"]["name"], "V");
         assert_eq!(step["reason"]["old"], "1");
         assert_eq!(step["reason"]["new"], "2");
+        // The planner's keys: FROM is keyed, COPY waits for its sources.
+        let first = &v["steps"][0];
+        assert_eq!(first["key"].as_str().map(str::len), Some(64), "{first}");
+        assert_eq!(step["key_pending"]["kind"], "sources", "{step}");
     }
 }
 

@@ -274,7 +274,6 @@ fn make_context_dirs(
 /// leaving out what .dockerignore and `--exclude` (relative to `base`)
 /// exclude. An excluded dir that holds a re-included file is made to hold
 /// it (as BuildKit does).
-#[allow(clippy::too_many_arguments)]
 fn copy_dir_filtered(
     copier: &mut Copier,
     plan: &CopyPlan,

@@ -1,33 +1,34 @@
 //! One instruction of a stage: its cache key, then RUN, COPY/ADD, WORKDIR or a config edit.
 
+use super::StageInputs;
 use crate::config_apply::{apply_config, history_text, StageProgress};
-use crate::context::Context;
 use crate::events::StepCtx;
 use crate::keys::{short_digest, KeyInput};
 use crate::report::StepOutcome;
-use crate::request::BuildRequest;
 use crate::state::{created_time, StageState};
 use crate::{BuildError, Builder};
 use cairn_dockerfile::expand::expand_word;
-use cairn_dockerfile::{Dockerfile, Instruction};
-use std::collections::BTreeMap;
+use cairn_dockerfile::scope::Scope;
+use cairn_dockerfile::Instruction;
 
 impl Builder<'_> {
     /// Run one instruction of a stage (or of its base's ONBUILD triggers).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch(
         &self,
-        req: &BuildRequest,
-        doc: &Dockerfile,
-        context: &Context,
+        inputs: &StageInputs,
         inst: &Instruction,
-        vars: &BTreeMap<String, String>,
-        run_args: &BTreeMap<String, String>,
+        scope: &Scope,
         state: &mut StageState,
-        done: &[Option<StageState>],
         stage_state: &mut StageProgress,
         step: &StepCtx,
     ) -> Result<StepOutcome, BuildError> {
+        let StageInputs {
+            req,
+            doc,
+            context,
+            done,
+        } = *inputs;
+        let (vars, run_args) = (&scope.vars, &scope.run_args);
         let file = req.dockerfile_name();
         let at = |m: String| BuildError::input(format!("{file}:{}: {m}", inst.line));
         let mut key = crate::keys::instruction_key(&state.key, inst, vars, run_args);
@@ -75,11 +76,14 @@ impl Builder<'_> {
                 let (key, inputs) = key.finish_with_inputs();
                 state.inputs = inputs;
                 let inputs = crate::run::RunInputs {
+                    doc,
+                    inst,
+                    run_args,
                     context,
                     done,
                     mounts,
                 };
-                outcome = self.run_step(req, doc, inst, run_args, state, &key, step, &inputs)?;
+                outcome = self.run_step(req, state, &key, step, &inputs)?;
                 state.key = key;
             }
             "copy" | "add" => {

@@ -2,6 +2,7 @@
 //! built, at most `parallelism` at once; events delivered on the caller's thread; the first
 //! failure or the caller's cancel stops the rest.
 
+use super::StageInputs;
 use crate::context::Context;
 use crate::events::{BuildEvent, Msg};
 use crate::memo::HashMemo;
@@ -100,9 +101,13 @@ impl Builder<'_> {
                         // A panic must still say the stage is over, or the
                         // loop below would wait for it forever.
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            self.build_stage(
-                                req, doc, context, index, &before, globals, &tx, &cancel,
-                            )
+                            let inputs = StageInputs {
+                                req,
+                                doc,
+                                context,
+                                done: &before,
+                            };
+                            self.build_stage(&inputs, index, globals, &tx, &cancel)
                         }))
                         .unwrap_or_else(|_| {
                             Err(BuildError::Internal(format!("stage {index} panicked")))

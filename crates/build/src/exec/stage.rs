@@ -1,17 +1,15 @@
 //! One stage: its FROM, its base's ONBUILD triggers, then each instruction in its scope.
 
+use super::StageInputs;
 use crate::base::record_platform;
 use crate::config_apply::StageProgress;
-use crate::context::Context;
 use crate::events::{Msg, StepCtx};
 use crate::plan::{platform_args, step_slots};
 use crate::report::StepOutcome;
-use crate::request::BuildRequest;
 use crate::state::StageState;
 use crate::{BuildError, Builder};
 use cairn_dockerfile::expand::expand_word;
-use cairn_dockerfile::scope::{scope_at, ScopeInput};
-use cairn_dockerfile::Dockerfile;
+use cairn_dockerfile::scope::{scope_at, Scope, ScopeInput};
 use cairn_registry::Platform;
 use cairn_sandbox::CancelToken;
 use serde_json::Value;
@@ -19,18 +17,15 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 
 impl Builder<'_> {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn build_stage(
         &self,
-        req: &BuildRequest,
-        doc: &Dockerfile,
-        context: &Context,
+        inputs: &StageInputs,
         index: usize,
-        done: &[Option<StageState>],
         globals: &BTreeMap<String, String>,
         tx: &mpsc::Sender<Msg>,
         cancel: &CancelToken,
     ) -> Result<StageState, BuildError> {
+        let StageInputs { req, doc, done, .. } = *inputs;
         let file = req.dockerfile_name();
         let stage = &doc.stages[index];
         let slots = step_slots(req, index);
@@ -108,18 +103,11 @@ impl Builder<'_> {
                 let step = ctx(stage.line);
                 let text = format!("ONBUILD {}", inst.original);
                 self.step(req, &step, &text, &mut state, |state| {
-                    self.dispatch(
-                        req,
-                        doc,
-                        context,
-                        &inst,
-                        &vars,
-                        &BTreeMap::new(),
-                        state,
-                        done,
-                        &mut stage_state,
-                        &step,
-                    )
+                    let scope = Scope {
+                        vars: vars.clone(),
+                        run_args: BTreeMap::new(),
+                    };
+                    self.dispatch(inputs, &inst, &scope, state, &mut stage_state, &step)
                 })?;
             }
         }
@@ -140,18 +128,7 @@ impl Builder<'_> {
                 .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
             let step = ctx(inst.line);
             self.step(req, &step, &inst.original, &mut state, |state| {
-                self.dispatch(
-                    req,
-                    doc,
-                    context,
-                    inst,
-                    &scope.vars,
-                    &scope.run_args,
-                    state,
-                    done,
-                    &mut stage_state,
-                    &step,
-                )
+                self.dispatch(inputs, inst, &scope, state, &mut stage_state, &step)
             })?;
         }
         Ok(state)

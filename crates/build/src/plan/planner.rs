@@ -84,7 +84,8 @@ pub enum StepKey {
 }
 
 /// Why a key waits for execution.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Pending {
     /// COPY/ADD: its sources are digested from the context (or from the
     /// source stage's filesystem) when the step runs.

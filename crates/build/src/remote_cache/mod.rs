@@ -27,18 +27,18 @@ use document::Entry;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// How long fetching the cache manifests may take, all of them together.
 const FETCH_DEADLINE: Duration = Duration::from_secs(15);
 
-/// The builder's registry-cache state: one session per build running.
+/// One build's registry-cache state. The executor makes a builder of its
+/// own for each build (`Builder::for_one_build`), holding a fresh one, so
+/// builds never share a session, whatever request values they share.
 #[derive(Default)]
 pub(crate) struct RemoteCache {
-    /// By the address of the build's request, which is borrowed, and so
-    /// fixed, for as long as the build runs.
-    builds: Mutex<HashMap<usize, Arc<Session>>>,
+    session: Session,
 }
 
 /// One build's use of the registry cache.
@@ -56,16 +56,8 @@ struct Session {
 }
 
 impl RemoteCache {
-    fn session(&self, req: &BuildRequest) -> Arc<Session> {
-        let id = req as *const BuildRequest as usize;
-        let mut builds = self.builds.lock().unwrap_or_else(|e| e.into_inner());
-        builds.entry(id).or_default().clone()
-    }
-
-    fn end(&self, req: &BuildRequest) {
-        let id = req as *const BuildRequest as usize;
-        let mut builds = self.builds.lock().unwrap_or_else(|e| e.into_inner());
-        builds.remove(&id);
+    fn session(&self) -> &Session {
+        &self.session
     }
 
     /// A layer step of `req` looked up `key` (exported if it has a layer).
@@ -73,8 +65,7 @@ impl RemoteCache {
         if req.cache_to.is_empty() {
             return;
         }
-        let session = self.session(req);
-        let mut keys = session.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.session.keys.lock().unwrap_or_else(|e| e.into_inner());
         keys.insert(key.to_string());
     }
 }
@@ -154,7 +145,7 @@ pub(crate) fn import(builder: &Builder, req: &BuildRequest, key: &str) -> bool {
     if req.cache_from.is_empty() || req.no_cache {
         return false;
     }
-    let session = builder.remote_cache.session(req);
+    let session = builder.remote_cache.session();
     if session.broken.load(Ordering::Relaxed) {
         return false;
     }
@@ -203,8 +194,7 @@ fn adopt(builder: &Builder, entry: &Entry) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// After a build: push its cache to every `--cache-to`, and end the
-/// build's session. A failed export warns, or fails the build when its
+/// After a build: push its cache to every `--cache-to`. A failed export warns, or fails the build when its
 /// `ignore-error` is false.
 pub(crate) fn export(
     builder: &Builder,
@@ -212,13 +202,12 @@ pub(crate) fn export(
     result: Result<BuildResult, BuildError>,
     events: &mut dyn FnMut(&BuildEvent),
 ) -> Result<BuildResult, BuildError> {
-    let session = builder.remote_cache.session(req);
-    builder.remote_cache.end(req);
+    let session = builder.remote_cache.session();
     let result = result?;
     if req.cache_to.is_empty() {
         return Ok(result);
     }
-    let entries = local_entries(builder, &session)?;
+    let entries = local_entries(builder, session)?;
     let (_, manifest) = builder.store.manifest(&result.manifest)?;
     for to in &req.cache_to {
         let chosen: Vec<Entry> = entries

@@ -4,7 +4,7 @@
 use super::progress::{ProgressMode, Renderer};
 use crate::exit::CliError;
 use crate::registry_cmds::ResultFormat;
-use cairn::build::{BuildRequest, Builder, Plan, StepOutcome, StepReport};
+use cairn::build::{BuildRequest, Builder, Plan, StepKey, StepOutcome, StepReport};
 
 /// Plan `req` and print it (text or JSON); progress events go to stderr
 /// as a build's would.
@@ -58,7 +58,22 @@ fn plan_json(plan: &Plan) -> serde_json::Value {
         .steps
         .iter()
         .map(|s| {
+            // The planner's key of the step, or why only execution can tell it.
+            let planned = plan
+                .graph
+                .stages
+                .iter()
+                .filter(|g| g.index == s.stage)
+                .flat_map(|g| &g.steps)
+                .find(|p| p.line == s.line);
+            let (key, pending) = match planned.map(|p| &p.key) {
+                Some(StepKey::Known { key, .. }) => (Some(key), None),
+                Some(StepKey::Pending(why)) => (None, Some(why)),
+                None => (None, None),
+            };
             serde_json::json!({
+                "key": key,
+                "key_pending": pending,
                 "stage": s.stage,
                 "line": s.line,
                 "text": s.text,

@@ -106,22 +106,8 @@ impl<'s> Builder<'s> {
         progress: &mut dyn FnMut(&StepReport),
     ) -> Result<BuildResult, BuildError> {
         self.build_with_events(req, &mut |event| {
-            if let BuildEvent::StepDone {
-                stage,
-                line,
-                text,
-                outcome,
-                reason,
-                ..
-            } = event
-            {
-                progress(&StepReport {
-                    stage: *stage,
-                    line: *line,
-                    text: text.clone(),
-                    outcome: *outcome,
-                    reason: reason.clone(),
-                });
+            if let Some(report) = StepReport::from_event(event) {
+                progress(&report);
             }
         })
     }

@@ -28,6 +28,29 @@ pub struct StepReport {
     pub reason: Option<Reason>,
 }
 
+impl StepReport {
+    /// The report of a [`BuildEvent::StepDone`] (None for other events).
+    pub fn from_event(event: &crate::BuildEvent) -> Option<StepReport> {
+        match event {
+            crate::BuildEvent::StepDone {
+                stage,
+                line,
+                text,
+                outcome,
+                reason,
+                ..
+            } => Some(StepReport {
+                stage: *stage,
+                line: *line,
+                text: text.clone(),
+                outcome: *outcome,
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// What a build would do (`cairn build --dry-run`): every step of the
 /// stages the target needs, in the order they were planned, with hit or
 /// miss and, for a miss, why.

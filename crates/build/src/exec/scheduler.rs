@@ -121,23 +121,7 @@ impl Builder<'_> {
                 }
                 match rx.recv_timeout(Duration::from_millis(20)) {
                     Ok(Msg::Event(event)) => {
-                        if let BuildEvent::StepDone {
-                            stage,
-                            line,
-                            text,
-                            outcome,
-                            reason,
-                            ..
-                        } = &event
-                        {
-                            steps.push(StepReport {
-                                stage: *stage,
-                                line: *line,
-                                text: text.clone(),
-                                outcome: *outcome,
-                                reason: reason.clone(),
-                            });
-                        }
+                        steps.extend(StepReport::from_event(&event));
                         events(&event);
                     }
                     Ok(Msg::Record(record)) => records.push(record),

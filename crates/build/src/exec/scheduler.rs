@@ -27,7 +27,7 @@ impl Builder<'_> {
         let file = req.dockerfile_name();
         // Quoting errors wait until their stage is built, as in BuildKit.
         let doc = cairn_dockerfile::parse_deferring_quotes(&req.dockerfile)
-            .map_err(|e| BuildError::input(format!("{file}:{e}")))?;
+            .map_err(|e| BuildError::parse(&file, &e))?;
         if let Some(org) = &req.organization {
             crate::tenancy::check_org(org)?;
         }
@@ -38,8 +38,9 @@ impl Builder<'_> {
         .with_memo(memo.clone());
         context.organization = req.organization.clone();
         let target = match &req.target {
-            Some(t) => stage_index(&doc, t)
-                .ok_or_else(|| BuildError::input(format!("target stage {t:?} not found")))?,
+            Some(t) => stage_index(&doc, t).ok_or_else(|| {
+                BuildError::not_found(None, format!("target stage {t:?} not found"))
+            })?,
             None => doc.stages.len().saturating_sub(1),
         };
         let scope_input = ScopeInput {
@@ -47,8 +48,7 @@ impl Builder<'_> {
             platform: platform_args(&self.target_platform()),
             ..ScopeInput::default()
         };
-        let globals = global_scope(&doc, &scope_input)
-            .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
+        let globals = global_scope(&doc, &scope_input).map_err(|e| BuildError::scope(&file, e))?;
 
         let (order, deps) = needed_stages(&doc, target, &globals)?;
         let unused = unused_build_args(&doc, &order, &req.build_args);

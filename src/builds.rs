@@ -1,7 +1,7 @@
 //! Builds through the handle: a [`BuildRequest`] with defaults, the
 //! Dockerfile as text or as a path, a per-build cancel token and event sink.
 
-use crate::error::{Error, ErrorKind, Position, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Cairn;
 use cairn_build::{BuildEvent, BuildResult, Builder, CancelToken, RunPolicy};
 use cairn_layer::Compression;
@@ -188,19 +188,6 @@ fn prepare(cairn: &Cairn, req: &BuildRequest, cancel: &CancelToken) -> Result<Pr
             (text, p.clone())
         }
     };
-    let name = match path.as_os_str().is_empty() {
-        true => cairn_build::INLINE_DOCKERFILE.to_string(),
-        false => path.display().to_string(),
-    };
-    // Parsed here too so an error carries its position as fields.
-    if let Err(e) = cairn_dockerfile::parse_deferring_quotes(&text) {
-        let position = Position {
-            file: name.clone(),
-            line: e.line,
-            column: Some(e.column),
-        };
-        return Err(Error::new(ErrorKind::Invalid, format!("{name}:{e}")).with_position(position));
-    }
     let (context, empty) = match (&req.context, &req.dockerfile) {
         (Some(c), _) => (c.clone(), None),
         (None, Dockerfile::Path(p)) => (dockerfile_dir(p), None),

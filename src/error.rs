@@ -28,16 +28,8 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// Where in a Dockerfile an error points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    /// The Dockerfile's path, or `Dockerfile (inline)` for one given as text.
-    pub file: String,
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column (characters), when known.
-    pub column: Option<usize>,
-}
+/// Where in a Dockerfile an error points (file, line, column when known).
+pub use cairn_build::Position;
 
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -89,11 +81,6 @@ impl Error {
     /// The Dockerfile position the error is about, when it is about one.
     pub fn position(&self) -> Option<&Position> {
         self.position.as_ref()
-    }
-
-    pub(crate) fn with_position(mut self, position: Position) -> Self {
-        self.position = Some(position);
-        self
     }
 }
 
@@ -148,18 +135,22 @@ fn manager_kind(e: &ManagerError) -> ErrorKind {
 }
 
 fn build_kind(e: &BuildError) -> ErrorKind {
+    use cairn_build::ErrorKind as Build;
     match e {
-        BuildError::Cancelled => ErrorKind::Cancelled,
-        BuildError::RunFailed { .. } | BuildError::Input(_) | BuildError::Unsupported(_) => {
-            ErrorKind::Invalid
-        }
+        // Nested errors keep their crate's finer kinds (e.g. a registry down).
         BuildError::Store(s) => store_kind(s),
         BuildError::Sandbox(s) => sandbox_kind(s),
         BuildError::Manager(m) => manager_kind(m),
         BuildError::Registry(r) => registry_kind(r),
-        BuildError::Fetch(f) if f.is_bad_input() => ErrorKind::Invalid,
-        BuildError::Fetch(_) => ErrorKind::Unavailable,
-        BuildError::Internal(_) | BuildError::Io { .. } => ErrorKind::Internal,
+        e => match e.kind() {
+            Build::Cancelled => ErrorKind::Cancelled,
+            Build::NotFound => ErrorKind::NotFound,
+            Build::Conflict => ErrorKind::Conflict,
+            // A failed RUN and what Cairn cannot do yet are the input's to change.
+            Build::BadInput | Build::FailedStep | Build::Unsupported => ErrorKind::Invalid,
+            Build::Unavailable => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        },
     }
 }
 
@@ -218,14 +209,7 @@ impl From<ManagerError> for Error {
 
 impl From<BuildError> for Error {
     fn from(e: BuildError) -> Self {
-        let position = match &e {
-            BuildError::RunFailed { file, line, .. } => Some(Position {
-                file: file.clone(),
-                line: *line,
-                column: None,
-            }),
-            _ => None,
-        };
+        let position = e.position();
         let mut err = Error::wrap(build_kind(&e), e);
         err.position = position;
         err

@@ -3,7 +3,8 @@
 
 use crate::config::ImageConfig;
 use cairn_dockerfile::expand::expand_word;
-use cairn_dockerfile::{Form, Instruction};
+use cairn_dockerfile::typed::{CommandLine, Healthcheck};
+use cairn_dockerfile::{Command, Instruction};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -22,56 +23,76 @@ pub(crate) struct StageProgress {
     pub(crate) cmd_set: bool,
 }
 
+/// A CMD/ENTRYPOINT value: exec form as is, shell form through the SHELL.
+fn command_json(line: &CommandLine, cfg: &ImageConfig) -> Value {
+    match line {
+        CommandLine::Exec(args) => json!(args),
+        CommandLine::Shell(text) => {
+            let mut shell = cfg.strings("Shell");
+            if shell.is_empty() {
+                shell = vec!["/bin/sh".into(), "-c".into()];
+            }
+            shell.push(text.clone());
+            json!(shell)
+        }
+    }
+}
+
+/// The config's `Healthcheck` (durations in nanoseconds, as Docker keeps them).
+fn healthcheck_json(h: &Healthcheck) -> Value {
+    let test: Vec<String> = match &h.test {
+        None => vec!["NONE".into()],
+        Some(CommandLine::Exec(args)) => [vec!["CMD".to_string()], args.clone()].concat(),
+        Some(CommandLine::Shell(text)) => vec!["CMD-SHELL".into(), text.clone()],
+    };
+    let mut hc = json!({ "Test": test });
+    for (value, field) in [
+        (h.interval, "Interval"),
+        (h.timeout, "Timeout"),
+        (h.start_period, "StartPeriod"),
+        (h.start_interval, "StartInterval"),
+    ] {
+        if let Some(d) = value {
+            hc[field] = json!(d.as_nanos() as u64);
+        }
+    }
+    if let Some(r) = h.retries {
+        hc["Retries"] = json!(r);
+    }
+    hc
+}
+
 /// Apply a config-only instruction.
 pub(crate) fn apply_config(
-    inst: &Instruction,
+    command: &Command,
     escape: char,
     vars: &BTreeMap<String, String>,
     cfg: &mut ImageConfig,
     stage: &mut StageProgress,
 ) -> Result<(), String> {
     let expand = |w: &str| expand_word(w, vars, escape).map_err(|e| e.to_string());
-    let exec_or_shell = |cfg: &ImageConfig| -> Value {
-        match inst.form {
-            Some(Form::Exec) => json!(inst.args),
-            _ => {
-                let mut shell = cfg.strings("Shell");
-                if shell.is_empty() {
-                    shell = vec!["/bin/sh".into(), "-c".into()];
-                }
-                shell.push(inst.args.join(" "));
-                json!(shell)
-            }
-        }
-    };
-    match inst.name.as_str() {
-        "arg" => {}
-        "env" => {
-            let pairs: Vec<(String, String)> = inst
-                .pairs
+    match command {
+        Command::Arg(_) => {}
+        Command::Env(pairs) => {
+            let pairs: Vec<(String, String)> = pairs
                 .iter()
-                .flatten()
-                .map(|p| Ok((expand(&p.key)?, expand(p.value.as_deref().unwrap_or(""))?)))
+                .map(|p| Ok((expand(&p.key)?, expand(&p.value)?)))
                 .collect::<Result<_, String>>()?;
             for (k, v) in pairs {
                 cfg.set_env(&k, &v);
             }
         }
-        "label" => {
-            for p in inst.pairs.iter().flatten() {
-                cfg.insert_into(
-                    "Labels",
-                    &expand(&p.key)?,
-                    json!(expand(p.value.as_deref().unwrap_or(""))?),
-                );
+        Command::Label(pairs) => {
+            for p in pairs {
+                cfg.insert_into("Labels", &expand(&p.key)?, json!(expand(&p.value)?));
             }
         }
-        "maintainer" => {
+        Command::Maintainer(text) => {
             let root = &mut cfg.0;
-            root["author"] = json!(inst.args.join(" "));
+            root["author"] = json!(text);
         }
-        "workdir" => {
-            let dir = expand(inst.args.first().map(String::as_str).unwrap_or(""))?;
+        Command::Workdir(dir) => {
+            let dir = expand(dir)?;
             let joined = if dir.starts_with('/') {
                 dir
             } else {
@@ -82,17 +103,14 @@ pub(crate) fn apply_config(
                 json!(format!("/{}", crate::context::clean(&joined))),
             );
         }
-        "user" => cfg.set(
-            "User",
-            json!(expand(inst.args.first().map(String::as_str).unwrap_or(""))?),
-        ),
-        "cmd" => {
-            let v = exec_or_shell(cfg);
+        Command::User(user) => cfg.set("User", json!(expand(user)?)),
+        Command::Cmd(line) => {
+            let v = command_json(line, cfg);
             cfg.set("Cmd", v);
             stage.cmd_set = true;
         }
-        "entrypoint" => {
-            let v = exec_or_shell(cfg);
+        Command::Entrypoint(line) => {
+            let v = command_json(line, cfg);
             cfg.set("Entrypoint", v);
             // ENTRYPOINT resets a CMD inherited from the base (or an earlier
             // stage), not one set in this stage (BuildKit's d.cmdSet).
@@ -100,8 +118,8 @@ pub(crate) fn apply_config(
                 cfg.set("Cmd", Value::Null);
             }
         }
-        "expose" => {
-            for p in &inst.args {
+        Command::Expose(ports) => {
+            for p in ports {
                 let p = expand(p)?;
                 let p = if p.contains('/') {
                     p
@@ -111,57 +129,21 @@ pub(crate) fn apply_config(
                 cfg.insert_into("ExposedPorts", &p, json!({}));
             }
         }
-        "volume" => {
-            for v in &inst.args {
+        Command::Volume(paths) => {
+            for v in paths {
                 cfg.insert_into("Volumes", &expand(v)?, json!({}));
             }
         }
-        "stopsignal" => cfg.set(
-            "StopSignal",
-            json!(expand(inst.args.first().map(String::as_str).unwrap_or(""))?),
-        ),
-        "shell" => cfg.set("Shell", json!(inst.args)),
-        "onbuild" => {
+        Command::StopSignal(signal) => cfg.set("StopSignal", json!(expand(signal)?)),
+        Command::Shell(argv) => cfg.set("Shell", json!(argv)),
+        Command::Onbuild(trigger) => {
             let mut triggers = cfg.strings("OnBuild");
-            triggers.push(inst.args.join(" "));
+            triggers.push(trigger.expression.clone());
             cfg.set("OnBuild", json!(triggers));
         }
-        "healthcheck" => {
-            let test: Vec<String> = match inst.args.first().map(String::as_str) {
-                Some(a) if a.eq_ignore_ascii_case("NONE") => vec!["NONE".into()],
-                _ => {
-                    let rest = &inst.args[1.min(inst.args.len())..];
-                    match inst.form {
-                        Some(Form::Exec) => [vec!["CMD".to_string()], rest.to_vec()].concat(),
-                        _ => vec!["CMD-SHELL".into(), rest.join(" ")],
-                    }
-                }
-            };
-            let mut hc = json!({ "Test": test });
-            for (flag, field) in [
-                ("interval", "Interval"),
-                ("timeout", "Timeout"),
-                ("start-period", "StartPeriod"),
-                ("start-interval", "StartInterval"),
-            ] {
-                if let Some(v) = inst.flags.get(flag).and_then(|v| v.last()) {
-                    let d =
-                        humantime::parse_duration(v).map_err(|e| format!("--{flag}={v}: {e}"))?;
-                    hc[field] = json!(d.as_nanos() as u64);
-                }
-            }
-            if let Some(v) = inst.flags.get("retries").and_then(|v| v.last()) {
-                hc["Retries"] = json!(v
-                    .parse::<u64>()
-                    .map_err(|_| format!("--retries={v}: not a number"))?);
-            }
-            cfg.set("Healthcheck", hc);
-        }
-        other => {
-            return Err(format!(
-                "instruction {} is not supported here",
-                other.to_uppercase()
-            ))
+        Command::Healthcheck(h) => cfg.set("Healthcheck", healthcheck_json(h)),
+        Command::Run(_) | Command::Copy(_) | Command::Add(_) => {
+            return Err("RUN, COPY and ADD are not config edits".into())
         }
     }
     Ok(())

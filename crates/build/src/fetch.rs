@@ -166,24 +166,24 @@ pub(crate) fn is_git_url(word: &str) -> bool {
 /// source, and that source an http(s) URL (COPY has no such flag: the
 /// parser refuses it).
 pub(crate) fn checksum_flag(
-    inst: &cairn_dockerfile::Instruction,
-    source_words: &[String],
+    add: &cairn_dockerfile::typed::Add,
     expand: &dyn Fn(&str) -> Result<String, crate::BuildError>,
     at: &dyn Fn(String) -> crate::BuildError,
 ) -> Result<Option<Checksum>, crate::BuildError> {
-    let Some(value) = inst.flags.get("checksum").and_then(|v| v.last()) else {
+    use cairn_dockerfile::typed::Source;
+    let Some(value) = &add.checksum else {
         return Ok(None);
     };
-    if inst.name != "add" {
-        return Err(at("--checksum can't be specified for COPY".into()));
-    }
     let checksum = Checksum::parse(&expand(value)?).map_err(at)?;
-    let [source] = source_words else {
+    let [source] = add.files.sources.as_slice() else {
         return Err(at(
             "--checksum can't be specified for multiple sources".into()
         ));
     };
-    let source = expand(source)?;
+    let source = match source {
+        Source::Path(word) => expand(word)?,
+        Source::Heredoc(name) => format!("<<{name}"),
+    };
     if !is_http_url(&source) {
         return Err(at(format!(
             "--checksum can't be specified for non-HTTP(S) sources ({source:?})"

@@ -143,11 +143,14 @@ impl Builder<'_> {
                 let view = LayerView::new(self, &state);
                 let rel = view.resolve(&m.source, true);
                 if view.lookup(&rel).is_none() {
-                    return Err(BuildError::input(format!(
-                        "RUN --mount: source {:?} not found in {}",
-                        m.source,
-                        where_from(m)
-                    )));
+                    return Err(BuildError::not_found(
+                        None,
+                        format!(
+                            "RUN --mount: source {:?} not found in {}",
+                            m.source,
+                            where_from(m)
+                        ),
+                    ));
                 }
                 (self.layer_dirs(&state), rel)
             }

@@ -1,6 +1,6 @@
-//! `RUN --mount`: the flag's value read into a [`RunMount`] (BuildKit's
-//! fields and defaults), what a mount adds to the step's cache key, and the
-//! mounts set up for one run (see `mount_setup.rs`).
+//! `RUN --mount`: a typed mount spec (fields read by `cairn-dockerfile`)
+//! made into a [`RunMount`]: values expanded, BuildKit's defaults applied,
+//! values checked. The mounts are set up for one run in `mount_setup.rs`.
 //!
 //! Types: `bind` (default; a path of the context or of another stage or
 //! image, read-only unless `rw`, writes discarded), `cache` (a directory kept
@@ -8,7 +8,7 @@
 //! value given to the build, as a file and/or an environment variable, never
 //! in a layer or a cache key).
 
-use std::collections::BTreeMap;
+use cairn_dockerfile::typed::{MountKey, MountSpec};
 
 /// What kind of mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,27 +56,12 @@ pub(crate) struct RunMount {
     pub env: Option<String>,
 }
 
-/// The `from=` names of every `--mount` in `flags`, unexpanded: the stages a
-/// RUN depends on, for planning.
-pub(crate) fn from_names(flags: &BTreeMap<String, Vec<String>>) -> Vec<String> {
-    let mut names = Vec::new();
-    for value in flags.get("mount").into_iter().flatten() {
-        for field in split_fields(value).unwrap_or_default() {
-            if let Some((k, v)) = field.split_once('=') {
-                if k.eq_ignore_ascii_case("from") {
-                    names.push(v.to_string());
-                }
-            }
-        }
-    }
-    names
-}
-
-/// Read one `--mount` value. `workdir` anchors relative targets (BuildKit
-/// joins them with the WORKDIR); `expand` substitutes build args and ENV in
-/// each field's value. Errors say which field is wrong and why.
+/// Make one typed `--mount` into a mount. `workdir` anchors relative
+/// targets (BuildKit joins them with the WORKDIR); `expand` substitutes
+/// build args and ENV in each field's value. Errors say which field is
+/// wrong and why.
 pub(crate) fn parse(
-    value: &str,
+    spec: &MountSpec,
     workdir: &str,
     expand: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<RunMount, String> {
@@ -92,17 +77,14 @@ pub(crate) fn parse(
     let mut required = false;
     let mut env = None;
     let mut set_options = Vec::new();
-    for field in split_fields(value)? {
-        let (key, raw) = match field.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v)),
-            None => (field.trim().to_ascii_lowercase(), None),
-        };
-        let value = raw.map(expand).transpose()?;
+    for field in &spec.fields {
+        let key = &field.name;
+        let value = field.value.as_deref().map(expand).transpose()?;
         let needs_value = |v: Option<String>| {
-            v.ok_or_else(|| format!("{key}: expected {key}=VALUE in {field:?}"))
+            v.ok_or_else(|| format!("{key}: expected {key}=VALUE in {:?}", field.text))
         };
-        match key.as_str() {
-            "type" => {
+        match field.key {
+            MountKey::Type => {
                 kind = match needs_value(value)?.as_str() {
                     "bind" => MountType::Bind,
                     "cache" => MountType::Cache,
@@ -116,14 +98,14 @@ pub(crate) fn parse(
                     }
                 }
             }
-            "target" | "dst" | "destination" => target = Some(needs_value(value)?),
-            "source" | "src" => source = Some(needs_value(value)?),
-            "from" => from = Some(needs_value(value)?),
-            "id" => id = Some(needs_value(value)?),
-            "readonly" | "ro" => read_only = Some(parse_bool(&key, value.as_deref())?),
-            "rw" | "readwrite" => read_only = Some(!parse_bool(&key, value.as_deref())?),
-            "required" => required = parse_bool(&key, value.as_deref())?,
-            "sharing" => {
+            MountKey::Target => target = Some(needs_value(value)?),
+            MountKey::Source => source = Some(needs_value(value)?),
+            MountKey::From => from = Some(needs_value(value)?),
+            MountKey::Id => id = Some(needs_value(value)?),
+            MountKey::ReadOnly => read_only = Some(parse_bool(key, value.as_deref())?),
+            MountKey::ReadWrite => read_only = Some(!parse_bool(key, value.as_deref())?),
+            MountKey::Required => required = parse_bool(key, value.as_deref())?,
+            MountKey::Sharing => {
                 sharing = match needs_value(value)?.as_str() {
                     "shared" => Sharing::Shared,
                     "private" => Sharing::Private,
@@ -136,7 +118,7 @@ pub(crate) fn parse(
                 };
                 set_options.push("sharing");
             }
-            "mode" => {
+            MountKey::Mode => {
                 let v = needs_value(value)?;
                 mode = Some(
                     u32::from_str_radix(&v, 8)
@@ -146,19 +128,19 @@ pub(crate) fn parse(
                 );
                 set_options.push("mode");
             }
-            "uid" | "gid" => {
+            MountKey::Uid | MountKey::Gid => {
                 let v = needs_value(value)?;
                 let n: u32 = v
                     .parse()
                     .map_err(|_| format!("{key}={v}: expected a numeric ID"))?;
-                if key == "uid" {
+                if field.key == MountKey::Uid {
                     uid = Some(n);
                 } else {
                     gid = Some(n);
                 }
                 set_options.push("uid/gid");
             }
-            "size" => {
+            MountKey::Size => {
                 let v = needs_value(value)?;
                 let digits = v.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
                 if digits.is_empty()
@@ -172,11 +154,10 @@ pub(crate) fn parse(
                 size = Some(v);
                 set_options.push("size");
             }
-            "env" => {
+            MountKey::Env => {
                 env = Some(needs_value(value)?);
                 set_options.push("env");
             }
-            _ => return Err(format!("unknown field {key:?} in {field:?}")),
         }
     }
     let type_name = type_name(kind);
@@ -265,55 +246,20 @@ fn parse_bool(key: &str, value: Option<&str>) -> Result<bool, String> {
     }
 }
 
-/// Split a comma-separated list of fields the way a CSV reader does: a field
-/// may be double-quoted (then commas are literal, `""` is a quote).
-fn split_fields(value: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut chars = value.chars().peekable();
-    let mut at_field_start = true;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if at_field_start => {
-                loop {
-                    match chars.next() {
-                        Some('"') if chars.peek() == Some(&'"') => {
-                            chars.next();
-                            field.push('"');
-                        }
-                        Some('"') => break,
-                        Some(c) => field.push(c),
-                        None => return Err(format!("unterminated quote in {value:?}")),
-                    }
-                }
-                at_field_start = false;
-            }
-            ',' => {
-                fields.push(std::mem::take(&mut field));
-                at_field_start = true;
-            }
-            c => {
-                // A quote inside key="value" opens a quoted value.
-                if c == '=' && chars.peek() == Some(&'"') {
-                    field.push('=');
-                    at_field_start = true;
-                    continue;
-                }
-                field.push(c);
-                at_field_start = false;
-            }
-        }
-    }
-    fields.push(field);
-    Ok(fields.into_iter().filter(|f| !f.is_empty()).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn read(v: &str) -> Result<RunMount, String> {
-        parse(v, "/work", &|s| Ok(s.replace("$X", "x")))
+        let text = format!("FROM scratch\nRUN --mount='{v}' true\n");
+        let doc = cairn_dockerfile::parse(&text).map_err(|e| e.to_string())?;
+        let typed = doc.stages[0].instructions[0]
+            .typed()
+            .map_err(|e| e.to_string())?;
+        let cairn_dockerfile::Command::Run(run) = typed.command else {
+            return Err("not a RUN".into());
+        };
+        parse(&run.mounts[0], "/work", &|s| Ok(s.replace("$X", "x")))
     }
 
     #[test]
@@ -361,7 +307,7 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         for (v, want) in [
-            ("type=nfs,target=/t", "type=nfs"),
+            ("type=nfs,target=/t", "\"nfs\""),
             ("type=ssh", "not supported"),
             ("type=cache", "needs a target"),
             ("target=/t,mode=0755", "mode does not apply to type=bind"),
@@ -379,18 +325,5 @@ mod tests {
             let e = read(v).unwrap_err();
             assert!(e.contains(want), "{v}: {e}");
         }
-    }
-
-    #[test]
-    fn from_names_are_found() {
-        let mut flags = BTreeMap::new();
-        flags.insert(
-            "mount".to_string(),
-            vec![
-                "type=bind,from=build,target=/b".into(),
-                "type=cache,target=/c".into(),
-            ],
-        );
-        assert_eq!(from_names(&flags), vec!["build".to_string()]);
     }
 }

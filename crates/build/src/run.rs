@@ -7,7 +7,8 @@ use crate::mounts::RunMount;
 use crate::state::{LayerRef, StageState};
 use crate::BuildError;
 use crate::{BuildRequest, Builder, StepOutcome};
-use cairn_dockerfile::{Dockerfile, Form, Instruction};
+use cairn_dockerfile::typed::{CommandLine, NetworkMode, Run, SecurityMode};
+use cairn_dockerfile::{Dockerfile, Instruction};
 use cairn_sandbox::cgroup::{self, CgroupParent, Limits};
 use cairn_sandbox::manager::{remove_mount_stubs, SandboxManager, DEFAULT_PIDS_LIMIT};
 use cairn_sandbox::{
@@ -18,12 +19,13 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-/// What a RUN reads besides its stage: its instruction and Dockerfile, the
-/// build args it sees, the context and earlier stages (for bind mounts),
-/// and its `--mount`s.
+/// What a RUN reads besides its stage: the typed instruction (and the
+/// parsed one, for its history text), its Dockerfile, the build args it
+/// sees, the context and earlier stages (for bind mounts), and its `--mount`s.
 pub(crate) struct RunInputs<'a> {
     pub doc: &'a Dockerfile,
     pub inst: &'a Instruction,
+    pub run: &'a Run,
     pub run_args: &'a BTreeMap<String, String>,
     pub context: &'a Context,
     pub done: &'a [Option<StageState>],
@@ -41,7 +43,7 @@ impl Builder<'_> {
         inputs: &RunInputs,
     ) -> Result<StepOutcome, BuildError> {
         let inst = inputs.inst;
-        let created_by = run_history(inst, state);
+        let created_by = run_history(inputs.run, inst, state);
         if let Some((layer, created)) = self.cached_layer(req, key)? {
             self.reuse_layer(state, layer, &created_by, created);
             return Ok(StepOutcome::Cached);
@@ -128,45 +130,26 @@ impl Builder<'_> {
             .unwrap_or_else(|_| "/".into());
             env.push(format!("HOME={home}"));
         }
-        let network = match inst
-            .flags
-            .get("network")
-            .and_then(|v| v.last())
-            .map(String::as_str)
-        {
-            None | Some("default") => req.network,
-            Some("none") => Network::None,
-            Some("host") => {
+        let network = match inputs.run.network {
+            None | Some(NetworkMode::Default) => req.network,
+            Some(NetworkMode::None) => Network::None,
+            Some(NetworkMode::Host) => {
                 let policy = &req.run_policy;
                 if req.network == Network::None && !policy.allow_network_host {
-                    return Err(BuildError::input(format!(
-                        "{}:{}: RUN --network=host is not allowed: the build's network is none \
+                    return Err(BuildError::input_at(
+                        crate::Position::line(req.dockerfile_name(), inst.line),
+                        "RUN --network=host is not allowed: the build's network is none \
                          and the network.host entitlement was not granted (RunPolicy.allow_network_host)",
-                        req.dockerfile_name(),
-                        inst.line
-                    )));
+                    ));
                 }
                 Network::Host
             }
-            Some(other) => {
-                return Err(BuildError::input(format!(
-                    "RUN --network={other}: expected default, none or host"
-                )))
-            }
         };
-        match inst.flags.get("security").and_then(|v| v.last()).map(String::as_str) {
-            None | Some("sandbox") => {}
-            Some("insecure") => {
-                return Err(BuildError::Unsupported(format!(
-                    "RUN --security=insecure (line {}): rootless sandboxes have no host privileges to give",
-                    inst.line
-                )))
-            }
-            Some(other) => {
-                return Err(BuildError::input(format!(
-                    "RUN --security={other}: expected sandbox or insecure"
-                )))
-            }
+        if inputs.run.security == Some(SecurityMode::Insecure) {
+            return Err(BuildError::Unsupported(format!(
+                "RUN --security=insecure (line {}): rootless sandboxes have no host privileges to give",
+                inst.line
+            )));
         }
         let mounts =
             self.setup_mounts(&inputs.mounts, doc, inputs.context, inputs.done, state, dir)?;
@@ -182,7 +165,7 @@ impl Builder<'_> {
                 merged: dir.join("merged"),
             },
             process: ProcessSpec {
-                args: run_argv(inst, &cfg.strings("Shell")),
+                args: run_argv(inputs.run, &cfg.strings("Shell")),
                 env,
                 cwd: cfg.string("WorkingDir").unwrap_or_default(),
                 user: cfg.string("User").unwrap_or_default(),
@@ -199,12 +182,13 @@ impl Builder<'_> {
         let outcome = self.run_limited(req, &spec, step)?;
         drop(run_span);
         if outcome.timed_out {
-            return Err(BuildError::input(format!(
-                "{}:{}: RUN timed out after {:?} (the build's RUN timeout); every process of the step was killed",
-                req.dockerfile_name(),
-                inst.line,
-                req.run_policy.timeout.unwrap_or_default()
-            )));
+            return Err(BuildError::input_at(
+                crate::Position::line(req.dockerfile_name(), inst.line),
+                format!(
+                    "RUN timed out after {:?} (the build's RUN timeout); every process of the step was killed",
+                    req.run_policy.timeout.unwrap_or_default()
+                ),
+            ));
         }
         if outcome.cancelled {
             return Err(BuildError::Cancelled);
@@ -377,17 +361,18 @@ fn forward_lines(pipe: std::os::fd::OwnedFd, stream: OutputStream, step: &StepCt
 
 /// The argv of a RUN: exec form as is; shell form and heredocs through the
 /// stage's SHELL (default /bin/sh -c).
-fn run_argv(inst: &Instruction, shell: &[String]) -> Vec<String> {
+fn run_argv(run: &Run, shell: &[String]) -> Vec<String> {
     let shell: Vec<String> = if shell.is_empty() {
         vec!["/bin/sh".into(), "-c".into()]
     } else {
         shell.to_vec()
     };
-    if inst.form == Some(Form::Exec) && inst.heredocs.is_empty() {
-        return inst.args.clone();
-    }
-    let command = inst.args.join(" ");
-    let script = match inst.heredocs.as_slice() {
+    let command = match &run.command {
+        CommandLine::Exec(args) if run.heredocs.is_empty() => return args.clone(),
+        CommandLine::Exec(args) => args.join(" "),
+        CommandLine::Shell(text) => text.clone(),
+    };
+    let script = match run.heredocs.as_slice() {
         // `RUN <<EOF` alone (`<<  EOF` too, dockerfile 1.16+): the body is
         // the script (BuildKit).
         [only]
@@ -416,17 +401,17 @@ fn run_argv(inst: &Instruction, shell: &[String]) -> Vec<String> {
 }
 
 /// History text of a RUN as BuildKit writes it.
-fn run_history(inst: &Instruction, state: &StageState) -> String {
-    match inst.form {
-        Some(Form::Exec) => history_text(inst),
-        _ => {
+fn run_history(run: &Run, inst: &Instruction, state: &StageState) -> String {
+    match &run.command {
+        CommandLine::Exec(_) => history_text(inst),
+        CommandLine::Shell(text) => {
             let shell = state.config.strings("Shell");
             let shell = if shell.is_empty() {
                 "/bin/sh -c".to_string()
             } else {
                 shell.join(" ")
             };
-            format!("RUN {shell} {}", inst.args.join(" "))
+            format!("RUN {shell} {text}")
         }
     }
 }

@@ -42,16 +42,13 @@ impl Builder<'_> {
         let user = state.config.string("User").unwrap_or_default();
         let passwd = view.read_to_string("etc/passwd");
         let group = view.read_to_string("etc/group");
+        let at = crate::Position::line(req.dockerfile_name(), inst.line);
         let owner = cairn_sandbox::users::resolve_user(&user, &passwd, &group).map_err(|e| {
-            BuildError::input(format!(
-                "{}:{}: WORKDIR {dir}: USER {user}: {e}",
-                req.dockerfile_name(),
-                inst.line
-            ))
+            BuildError::input_at(at.clone(), format!("WORKDIR {dir}: USER {user}: {e}"))
         })?;
         let owner = (owner.uid, owner.gid);
         if self.mapping.host_uid(owner.0).is_none() || self.mapping.host_gid(owner.1).is_none() {
-            return Err(BuildError::input(format!(
+            return Err(BuildError::input_at(at, format!(
                 "WORKDIR {dir}: USER {user} is outside this user's ID mapping (add a subordinate range)"
             )));
         }

@@ -127,6 +127,32 @@ COPY --exclude=**/*.txt dir /all/
     assert_eq!(ran, vec![2, 3, 4], "a copied file changed");
 }
 
+/// `ADD --unpack=false` copies a local archive as it is; plain ADD unpacks it.
+fn add_unpack_false_keeps_the_archive(f: &Fixture) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(5);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    tar.append_data(&mut header, "inside.txt", &b"hello"[..])
+        .unwrap();
+    let archive = String::from_utf8(tar.into_inner().unwrap()).unwrap();
+    let df = "FROM busybox:fixture
+ADD --unpack=false a.tar /kept/
+ADD a.tar /unpacked/
+";
+    let ctx = f.context("unpack", df, &[("a.tar", archive.as_str())]);
+    let (_, root) = f.rootfs(&ctx);
+    assert_eq!(tree(&root.join("kept")), ["a.tar"]);
+    assert_eq!(
+        std::fs::read(root.join("kept/a.tar")).unwrap(),
+        archive.as_bytes()
+    );
+    assert_eq!(tree(&root.join("unpacked")), ["inside.txt"]);
+}
+
 fn exclude_from_stage(f: &Fixture) {
     let df = "FROM busybox:fixture AS src
 RUN mkdir -p /out/sub && echo k > /out/keep.txt && echo d > /out/drop.log && echo x > /out/sub/x.log && echo y > /out/sub/y.txt && chown -R 1000:1000 /out && chmod 705 /out/sub
@@ -284,6 +310,7 @@ cairn_testsupport::suite_main![Fixture;
     from_wildcard_without_match_fails,
     exclude_from_context,
     exclude_from_stage,
+    add_unpack_false_keeps_the_archive,
     parents_from_context,
     parents_from_stage,
     link_does_not_follow_the_base,

@@ -288,9 +288,11 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A failed build as the CLI reports it: exit 2 for bad input, else 1.
+/// A failed build as the CLI reports it, by the error's kind: exit 2 for
+/// bad input (a bad or missing thing named), else 1 (a failed step, a
+/// registry down, a bug).
 fn build_failure(e: BuildError) -> CliError {
-    if e.is_bad_input() {
+    if e.kind().is_bad_input() {
         CliError::bad_input(e)
     } else {
         CliError::failed(e)

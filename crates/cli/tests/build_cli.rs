@@ -81,6 +81,47 @@ fn progress_plain_and_json() {
     }
 }
 
+/// Build errors keep the contract's exit codes (2 bad input, 1 a failed
+/// step), decided by the error's kind, and name the file, line and column.
+#[test]
+fn build_errors_keep_their_exit_codes_and_positions() {
+    for user in users() {
+        let env = Env::new(user);
+        for (name, dockerfile, code, want) in [
+            (
+                "flag",
+                "FROM busybox:fixture\nCOPY --foo a b\n",
+                2,
+                "Dockerfile:2:6: unknown flag: --foo",
+            ),
+            (
+                "mount",
+                "FROM busybox:fixture\nRUN --mount=type=cache,colour=red true\n",
+                2,
+                "Dockerfile:2:5: RUN --mount=type=cache,colour=red: unknown field",
+            ),
+            (
+                "missing",
+                "FROM busybox:fixture\nCOPY nope /x\n",
+                2,
+                "Dockerfile:2: COPY source \"nope\" not found",
+            ),
+            (
+                "failed",
+                "FROM busybox:fixture\nRUN exit 3\n",
+                1,
+                "Dockerfile:2: RUN \"/bin/sh -c exit 3\" failed with exit code 3",
+            ),
+        ] {
+            let ctx = context(&env, &format!("errors-{name}"), dockerfile);
+            let out = env.cairn(&["build", ctx.to_str().unwrap()]);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(code), "{name}: {stderr}");
+            assert!(stderr.contains(want), "{name}: {stderr}");
+        }
+    }
+}
+
 fn pgrep(pattern: &str) -> String {
     let out = Command::new("pgrep")
         .args(["-a", "-f", pattern])

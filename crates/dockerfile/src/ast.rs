@@ -52,6 +52,9 @@ pub struct Stage {
     /// The FROM instruction's source text.
     pub original: String,
     pub instructions: Vec<Instruction>,
+    /// Where the FROM's keyword and flags are (not part of the JSON contract).
+    #[serde(skip)]
+    pub positions: Positions,
 }
 
 /// Flag name (without `--`) to its values in the order given.
@@ -95,6 +98,28 @@ pub struct Instruction {
     /// the build reaches its stage. Always None from [`crate::parse`].
     #[serde(skip)]
     pub deferred: Option<crate::ParseError>,
+    /// Where the keyword and each flag are, for errors of the typed layer
+    /// (not part of the JSON contract; default for an ONBUILD's trigger).
+    #[serde(skip)]
+    pub positions: Positions,
+}
+
+/// Source positions the JSON leaves out: the typed layer's errors name them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Positions {
+    /// 1-based column of the instruction keyword on its first line (0 when unknown).
+    pub column: usize,
+    /// Each `--flag` word in the order written: its name, line and column.
+    pub flags: Vec<FlagPosition>,
+}
+
+/// Where one `--flag` word starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagPosition {
+    /// The flag's name without `--` and value.
+    pub name: String,
+    pub line: usize,
+    pub column: usize,
 }
 
 /// A key and its value as written (ARG may have no value).

@@ -78,6 +78,27 @@ fn invalid_files_fail_at_the_expected_place() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Every instruction of every valid fixture reads into a typed value (the
+/// parser checked its flags; typing only reads them), and every stage's FROM.
+#[test]
+fn valid_files_type_completely() {
+    let mut failures = Vec::new();
+    for file in dockerfiles(&corpus_dir()) {
+        let text = fs::read_to_string(&file).unwrap();
+        let doc = cairn_dockerfile::parse(&text).unwrap();
+        for stage in &doc.stages {
+            assert_eq!(stage.typed_from().line, stage.line);
+            for inst in &stage.instructions {
+                match inst.typed() {
+                    Ok(t) => assert_eq!((t.line, t.end_line), (inst.line, inst.end_line)),
+                    Err(e) => failures.push(format!("{}:{e}", file.display())),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn json_contract_shape() {
     let doc = cairn_dockerfile::parse(
@@ -113,11 +134,19 @@ fn json_contract_shape() {
 #[test]
 fn never_panics_on_truncations_of_the_corpus() {
     // Every prefix of every fixture (cut at char boundaries) must give
-    // Ok or Err, never a panic.
+    // Ok or Err, never a panic, and so must typing what parses.
     for file in dockerfiles(&corpus_dir()) {
         let text = fs::read_to_string(&file).unwrap();
         for (i, _) in text.char_indices() {
             let _ = cairn_dockerfile::parse(&text[..i]);
+            let Ok(doc) = cairn_dockerfile::parse_deferring_quotes(&text[..i]) else {
+                continue;
+            };
+            for inst in doc.stages.iter().flat_map(|s| &s.instructions) {
+                if let Err(e) = inst.typed() {
+                    assert!(e.line >= 1 && e.column >= 1, "{e}");
+                }
+            }
         }
     }
 }

@@ -90,15 +90,18 @@ impl Context {
         let exists = std::fs::symlink_metadata(self.root.join(&found.rel)).is_ok();
         let offered = self.includes(&found.rel) && found.links.iter().all(|l| self.includes(l));
         if !exists || !offered {
-            return Err(BuildError::input(format!(
-                "{what} {path:?} not found in the build context {}{}",
-                self.root.display(),
-                if exists {
-                    " (excluded by .dockerignore)"
-                } else {
-                    ""
-                }
-            )));
+            return Err(BuildError::not_found(
+                None,
+                format!(
+                    "{what} {path:?} not found in the build context {}{}",
+                    self.root.display(),
+                    if exists {
+                        " (excluded by .dockerignore)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
         }
         Ok(found.rel)
     }

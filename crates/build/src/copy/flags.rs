@@ -15,7 +15,7 @@ use crate::view::LayerView;
 use crate::BuildError;
 use crate::Builder;
 use cairn_dockerfile::ignore::DockerIgnore;
-use cairn_dockerfile::Instruction;
+use cairn_dockerfile::typed::Files;
 use cairn_sandbox::Task;
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -32,18 +32,19 @@ pub(crate) struct CopyFlags {
 }
 
 impl CopyFlags {
-    /// Read the flags of `inst`; `--exclude` values are expanded like sources.
+    /// Read the typed flags of a COPY/ADD (`parents` is COPY's alone);
+    /// `--exclude` values are expanded like sources.
     pub fn of(
-        inst: &Instruction,
+        files: &Files,
+        parents: bool,
         expand: &dyn Fn(&str) -> Result<String, BuildError>,
         at: &dyn Fn(String) -> BuildError,
     ) -> Result<Self, BuildError> {
-        let exclude_text: Vec<String> = inst
-            .flags
-            .get("exclude")
-            .map(|v| v.iter().map(|p| expand(p)).collect::<Result<_, _>>())
-            .transpose()?
-            .unwrap_or_default();
+        let exclude_text: Vec<String> = files
+            .exclude
+            .iter()
+            .map(|p| expand(p))
+            .collect::<Result<_, _>>()?;
         let exclude = if exclude_text.is_empty() {
             None
         } else {
@@ -52,18 +53,11 @@ impl CopyFlags {
                     .map_err(|e| at(format!("--exclude: {e}")))?,
             )
         };
-        // The parser keeps booleans lowercased ("true"/"false").
-        let flag = |name: &str| {
-            inst.flags
-                .get(name)
-                .and_then(|v| v.last())
-                .is_some_and(|v| v == "true")
-        };
         Ok(CopyFlags {
             exclude,
             exclude_text,
-            parents: flag("parents"),
-            link: flag("link"),
+            parents,
+            link: files.link,
         })
     }
 

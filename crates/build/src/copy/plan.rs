@@ -9,7 +9,8 @@ use crate::state::StageState;
 use crate::view::LayerView;
 use crate::{BuildError, Builder};
 use cairn_dockerfile::expand::expand_word;
-use cairn_dockerfile::{Dockerfile, Instruction};
+use cairn_dockerfile::typed::{Files, Source as TypedSource};
+use cairn_dockerfile::{Command, Dockerfile, Typed};
 use cairn_sandbox::chmod::Chmod;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -103,40 +104,51 @@ impl CopyPlan {
     }
 }
 
+/// A typed COPY/ADD's source words as written (a heredoc as `<<NAME`), for
+/// the sources of another stage.
+fn source_texts(files: &Files) -> Vec<String> {
+    files
+        .sources
+        .iter()
+        .map(|s| match s {
+            TypedSource::Path(w) => w.raw().to_string(),
+            TypedSource::Heredoc(name) => format!("<<{name}"),
+        })
+        .collect()
+}
+
+/// Plan a COPY or ADD. Errors without a position get the instruction's
+/// from the caller.
 pub(crate) fn plan(
     builder: &Builder,
     doc: &Dockerfile,
     context: &Context,
-    inst: &Instruction,
+    typed: &Typed,
     vars: &BTreeMap<String, String>,
     state: &StageState,
     done: &[Option<StageState>],
 ) -> Result<CopyPlan, BuildError> {
-    let at = |m: String| {
-        BuildError::input(format!(
-            "line {}: {} {m}",
-            inst.line,
-            inst.name.to_uppercase()
-        ))
+    let (name, files, from, parents) = match &typed.command {
+        Command::Copy(c) => ("COPY", &c.files, c.from.as_ref(), c.parents),
+        Command::Add(a) => ("ADD", &a.files, None, false),
+        _ => {
+            return Err(BuildError::Internal(
+                "a copy plan of another instruction".into(),
+            ))
+        }
     };
+    let at = |m: String| BuildError::input(format!("{name} {m}"));
     let expand = |w: &str| expand_word(w, vars, doc.escape).map_err(|e| at(e.to_string()));
-    for unsupported in ["keep-git-dir"] {
-        if inst.flags.contains_key(unsupported) {
+    if let Command::Add(add) = &typed.command {
+        if add.keep_git_dir {
             return Err(BuildError::Unsupported(format!(
-                "{} --{unsupported} (line {})",
-                inst.name.to_uppercase(),
-                inst.line
+                "ADD --keep-git-dir (line {})",
+                typed.line
             )));
         }
     }
-    if inst.args.len() < 2 {
-        return Err(at("needs at least one source and a destination".into()));
-    }
-    let (dest_word, source_words) = inst
-        .args
-        .split_last()
-        .ok_or_else(|| at("no destination".into()))?;
-    let flags = CopyFlags::of(inst, &expand, &at)?;
+    let dest_word = files.dest.raw();
+    let flags = CopyFlags::of(files, parents, &expand, &at)?;
     let mut dest = expand(dest_word)?;
     let trailing_slash = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
     if !dest.starts_with('/') {
@@ -162,60 +174,58 @@ pub(crate) fn plan(
     // What is copied, whether it is one file, and the digest of its content.
     let link_dest;
     let mut inputs = Vec::new();
-    let (sources, from, single_file, content_digest) =
-        match inst.flags.get("from").and_then(|v| v.last()) {
-            Some(from) => {
-                let from = expand(from)?;
-                let state = builder.source_stage(doc, &from, done, context)?;
-                builder.ensure_extracted(&state)?;
-                let from_view = LayerView::new(builder, &state);
-                let words: Vec<String> = source_words
-                    .iter()
-                    .map(|w| expand(w))
-                    .collect::<Result<_, _>>()?;
-                let (copies, single, dir_meta) = from_copies(&from_view, &flags, &words, &at)?;
-                link_dest = dir_meta.filter(|_| flags.link);
-                // The source stage's key and the resolved paths: the stage's
-                // content is a function of its key.
-                let listed: Vec<String> = copies.iter().map(|c| c.sources.join("\0")).collect();
-                let digest = format!("from:{}:{}", state.key, listed.join("\0\0"));
-                inputs.push(KeyInput::Stage {
-                    name: from,
-                    key: state.key.clone(),
-                });
-                (vec![], Some(FromSource { state, copies }), single, digest)
+    let (sources, from, single_file, content_digest) = match from {
+        Some(from) => {
+            let from = expand(from)?;
+            let state = builder.source_stage(doc, &from, done, context)?;
+            builder.ensure_extracted(&state)?;
+            let from_view = LayerView::new(builder, &state);
+            let words: Vec<String> = source_texts(files)
+                .iter()
+                .map(|w| expand(w))
+                .collect::<Result<_, _>>()?;
+            let (copies, single, dir_meta) = from_copies(&from_view, &flags, &words, &at)?;
+            link_dest = dir_meta.filter(|_| flags.link);
+            // The source stage's key and the resolved paths: the stage's
+            // content is a function of its key.
+            let listed: Vec<String> = copies.iter().map(|c| c.sources.join("\0")).collect();
+            let digest = format!("from:{}:{}", state.key, listed.join("\0\0"));
+            inputs.push(KeyInput::Stage {
+                name: from,
+                key: state.key.clone(),
+            });
+            (vec![], Some(FromSource { state, copies }), single, digest)
+        }
+        None => {
+            let (sources, digest, read) = context_sources(
+                context,
+                typed,
+                &expand,
+                &at,
+                &builder.store.layout().tmp(),
+                &flags,
+            )?;
+            inputs = read;
+            link_dest = link_dest_of_context(context, &sources).filter(|_| flags.link);
+            let single = sources.len() == 1
+                && match &sources[0] {
+                    Source::Context { rel, .. } => !context.root.join(rel).is_dir(),
+                    Source::Inline { .. } => true,
+                    Source::Archive { .. } => false,
+                    Source::Url(_) => true,
+                };
+            if sources.len() > 1 && !trailing_slash && !dest_exists_as_dir && !flags.parents {
+                return Err(at(format!(
+                    "with several sources, the destination {dest_word:?} must end with /"
+                )));
             }
-            None => {
-                let (sources, digest, read) = context_sources(
-                    context,
-                    inst,
-                    source_words,
-                    &expand,
-                    &at,
-                    &builder.store.layout().tmp(),
-                    &flags,
-                )?;
-                inputs = read;
-                link_dest = link_dest_of_context(context, &sources).filter(|_| flags.link);
-                let single = sources.len() == 1
-                    && match &sources[0] {
-                        Source::Context { rel, .. } => !context.root.join(rel).is_dir(),
-                        Source::Inline { .. } => true,
-                        Source::Archive { .. } => false,
-                        Source::Url(_) => true,
-                    };
-                if sources.len() > 1 && !trailing_slash && !dest_exists_as_dir && !flags.parents {
-                    return Err(at(format!(
-                        "with several sources, the destination {dest_word:?} must end with /"
-                    )));
-                }
-                (sources, None, single, digest)
-            }
-        };
+            (sources, None, single, digest)
+        }
+    };
     // --parents always copies below the destination, as a dir.
     let dest_is_dir = trailing_slash || !single_file || dest_exists_as_dir || flags.parents;
-    let owner = chown_of(&view, inst, &expand, &at)?;
-    let chmod = chmod_of(inst, &expand, &at)?;
+    let owner = chown_of(&view, files, &expand, &at)?;
+    let chmod = chmod_of(files, &expand, &at)?;
     Ok(CopyPlan {
         sources,
         from,
@@ -367,49 +377,60 @@ fn parents_copies(
 /// digest, and every file read (for `--explain`).
 fn context_sources(
     context: &Context,
-    inst: &Instruction,
-    source_words: &[String],
+    typed: &Typed,
     expand: &dyn Fn(&str) -> Result<String, BuildError>,
     at: &dyn Fn(String) -> BuildError,
     tmp: &Path,
     flags: &CopyFlags,
 ) -> Result<(Vec<Source>, String, Vec<KeyInput>), BuildError> {
+    let (files, add) = match &typed.command {
+        Command::Copy(c) => (&c.files, None),
+        Command::Add(a) => (&a.files, Some(a)),
+        _ => {
+            return Err(BuildError::Internal(
+                "context sources of another instruction".into(),
+            ))
+        }
+    };
+    let is_add = add.is_some();
+    // `ADD --unpack=false` copies a local archive as it is.
+    let unpack = add.is_some_and(|a| a.unpack != Some(false));
     let mut inputs = Vec::new();
-    let checksum = crate::fetch::checksum_flag(inst, source_words, expand, at)?;
+    let checksum = match add {
+        Some(add) => crate::fetch::checksum_flag(add, expand, at)?,
+        None => None,
+    };
     let mut sources = Vec::new();
     let mut context_paths = Vec::new();
     // Per context path: the root `--exclude` patterns are relative to.
     let mut exclude_bases = Vec::new();
     let mut inline_digest = String::new();
-    for word in source_words {
-        if let Some(h) = word
-            .strip_prefix("<<")
-            .map(|d| d.trim_start_matches('-').trim_matches(['"', '\'']))
-        {
-            let doc_body = inst
-                .heredocs
-                .iter()
-                .find(|x| x.delimiter == h)
-                .ok_or_else(|| at(format!("no heredoc {h}")))?;
-            let body = if doc_body.expand {
-                expand(&doc_body.body)?
-            } else {
-                doc_body.body.clone()
-            };
-            inline_digest.push_str(&format!("{h}\0{body}\0"));
-            sources.push(Source::Inline {
-                name: h.to_string(),
-                body,
-            });
-            continue;
-        }
+    for source in &files.sources {
+        let word = match source {
+            TypedSource::Path(word) => word,
+            TypedSource::Heredoc(h) => {
+                let doc_body = files
+                    .heredocs
+                    .iter()
+                    .find(|x| &x.delimiter == h)
+                    .ok_or_else(|| at(format!("no heredoc {h}")))?;
+                let body = if doc_body.expand {
+                    expand(&doc_body.body)?
+                } else {
+                    doc_body.body.clone()
+                };
+                inline_digest.push_str(&format!("{h}\0{body}\0"));
+                sources.push(Source::Inline {
+                    name: h.to_string(),
+                    body,
+                });
+                continue;
+            }
+        };
         let word = expand(word)?;
-        if inst.name == "add"
-            && crate::fetch::is_http_url(&word)
-            && !crate::fetch::is_git_url(&word)
-        {
+        if is_add && crate::fetch::is_http_url(&word) && !crate::fetch::is_git_url(&word) {
             // Without --checksum this downloads now: the key needs the digest.
-            let source = crate::fetch::UrlSource::plan(inst.line, &word, checksum.clone(), tmp)?;
+            let source = crate::fetch::UrlSource::plan(typed.line, &word, checksum.clone(), tmp)?;
             inline_digest.push_str(&source.key_part());
             inputs.push(KeyInput::Setting {
                 name: format!("ADD {word}"),
@@ -418,10 +439,10 @@ fn context_sources(
             sources.push(Source::Url(source));
             continue;
         }
-        if inst.name == "add" && (word.contains("://") || word.starts_with("git@")) {
+        if is_add && (word.contains("://") || word.starts_with("git@")) {
             return Err(BuildError::Unsupported(format!(
                 "ADD of a git repository or a URL that is not http(s) (line {})",
-                inst.line
+                typed.line
             )));
         }
         let pivot = if flags.parents {
@@ -451,7 +472,7 @@ fn context_sources(
             } else {
                 rel.clone()
             });
-            if inst.name == "add" && crate::archive::is_tar_archive(&context.root.join(&rel)) {
+            if unpack && crate::archive::is_tar_archive(&context.root.join(&rel)) {
                 sources.push(Source::Archive { rel });
             } else {
                 let place = place.map(|p| (pivot.clone(), p));
@@ -476,11 +497,11 @@ fn context_sources(
 /// `--chown`, resolved in the image's passwd and group files.
 fn chown_of(
     view: &LayerView,
-    inst: &Instruction,
+    files: &Files,
     expand: &dyn Fn(&str) -> Result<String, BuildError>,
     at: &dyn Fn(String) -> BuildError,
 ) -> Result<Option<(u32, u32)>, BuildError> {
-    let Some(spec) = inst.flags.get("chown").and_then(|v| v.last()) else {
+    let Some(spec) = &files.chown else {
         return Ok(None);
     };
     let spec = expand(spec)?;
@@ -506,11 +527,11 @@ fn chmod_key(chmod: &Option<Chmod>) -> String {
 
 /// `--chmod`, octal or symbolic, after variable expansion (BuildKit v0.16+).
 fn chmod_of(
-    inst: &Instruction,
+    files: &Files,
     expand: &dyn Fn(&str) -> Result<String, BuildError>,
     at: &dyn Fn(String) -> BuildError,
 ) -> Result<Option<Chmod>, BuildError> {
-    let Some(m) = inst.flags.get("chmod").and_then(|v| v.last()) else {
+    let Some(m) = &files.chmod else {
         return Ok(None);
     };
     let m = expand(m)?;

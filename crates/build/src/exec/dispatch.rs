@@ -9,7 +9,7 @@ use crate::state::{created_time, StageState};
 use crate::{BuildError, Builder};
 use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::scope::Scope;
-use cairn_dockerfile::Instruction;
+use cairn_dockerfile::{Command, Instruction};
 
 impl Builder<'_> {
     /// Run one instruction of a stage (or of its base's ONBUILD triggers).
@@ -30,24 +30,31 @@ impl Builder<'_> {
         } = *inputs;
         let (vars, run_args) = (&scope.vars, &scope.run_args);
         let file = req.dockerfile_name();
-        let at = |m: String| BuildError::input(format!("{file}:{}: {m}", inst.line));
+        let typed = inst.typed().map_err(|e| BuildError::parse(&file, &e))?;
+        let line = crate::Position::line(&file, inst.line);
+        let at = |m: String| BuildError::input_at(line.clone(), m);
         let mut key = crate::keys::instruction_key(&state.key, inst, vars, run_args);
         let mut outcome = StepOutcome::Config;
-        match inst.name.as_str() {
-            "run" => {
+        match &typed.command {
+            Command::Run(run) => {
                 let workdir = state.config.string("WorkingDir").unwrap_or_default();
                 let expand = |w: &str| expand_word(w, vars, doc.escape).map_err(|e| e.to_string());
-                let mounts = inst
-                    .flags
-                    .get("mount")
-                    .into_iter()
-                    .flatten()
-                    .map(|v| {
-                        crate::mounts::parse(v, &workdir, &expand)
-                            .map_err(|e| at(format!("RUN --mount={v}: {e}")))
+                let mounts = run
+                    .mounts
+                    .iter()
+                    .map(|spec| {
+                        crate::mounts::parse(spec, &workdir, &expand).map_err(|e| {
+                            let at = crate::Position {
+                                column: Some(spec.column),
+                                ..crate::Position::line(&file, spec.line)
+                            };
+                            BuildError::input_at(at, format!("RUN --mount={}: {e}", spec.text))
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let parts = self.mount_key(&mounts, doc, context, done)?;
+                let parts = self
+                    .mount_key(&mounts, doc, context, done)
+                    .map_err(|e| e.or_at(line.clone()))?;
                 if !parts.is_empty() {
                     let mut joined = String::new();
                     for (source, part) in &parts {
@@ -79,15 +86,19 @@ impl Builder<'_> {
                     doc,
                     inst,
                     run_args,
+                    run,
                     context,
                     done,
                     mounts,
                 };
-                outcome = self.run_step(req, state, &key, step, &inputs)?;
+                outcome = self
+                    .run_step(req, state, &key, step, &inputs)
+                    .map_err(|e| e.or_at(line.clone()))?;
                 state.key = key;
             }
-            "copy" | "add" => {
-                let mut plan = crate::copy::plan(self, doc, context, inst, vars, state, done)?;
+            Command::Copy(_) | Command::Add(_) => {
+                let mut plan = crate::copy::plan(self, doc, context, &typed, vars, state, done)
+                    .map_err(|e| e.or_at(line.clone()))?;
                 for input in std::mem::take(&mut plan.inputs) {
                     key = key.note(input);
                 }
@@ -99,14 +110,17 @@ impl Builder<'_> {
                     .named(plan.sources_digest.as_bytes(), setting)
                     .finish_with_inputs();
                 state.inputs = inputs;
-                outcome = self.copy_step(req, inst, plan, state, &key_with_sources)?;
+                outcome = self
+                    .copy_step(req, inst, plan, state, &key_with_sources)
+                    .map_err(|e| e.or_at(line.clone()))?;
                 state.key = key_with_sources;
             }
-            _ => {
-                apply_config(inst, doc.escape, vars, &mut state.config, stage_state).map_err(at)?;
+            command => {
+                apply_config(command, doc.escape, vars, &mut state.config, stage_state)
+                    .map_err(at)?;
                 let (key, inputs) = key.finish_with_inputs();
                 state.inputs = inputs;
-                if inst.name == "workdir" {
+                if matches!(command, Command::Workdir(_)) {
                     if let Some(made) = self.workdir_step(req, inst, state, &key)? {
                         state.key = key;
                         return Ok(made);

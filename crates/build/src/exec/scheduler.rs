@@ -28,7 +28,7 @@ impl Builder<'_> {
         let file = req.dockerfile_name();
         // Quoting errors wait until their stage is built, as in BuildKit.
         let doc = cairn_dockerfile::parse_deferring_quotes(&req.dockerfile)
-            .map_err(|e| BuildError::input(format!("{file}:{e}")))?;
+            .map_err(|e| BuildError::parse(&file, &e))?;
         if let Some(org) = &req.organization {
             crate::tenancy::check_org(org)?;
         }
@@ -53,8 +53,7 @@ impl Builder<'_> {
             platform: platform_args(&self.target_platform()),
             ..ScopeInput::default()
         };
-        let globals = global_scope(&doc, &scope_input)
-            .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
+        let globals = global_scope(&doc, &scope_input).map_err(|e| BuildError::scope(&file, e))?;
 
         let unused = unused_build_args(&doc, &order, &req.build_args);
         if !unused.is_empty() {

@@ -40,8 +40,9 @@ impl Builder<'_> {
                 slot: format!("{slots}:{}", ordinal.get()),
             }
         };
+        let from_at = crate::Position::line(&file, stage.line);
         let base = expand_word(&stage.base, globals, doc.escape).map_err(|e| {
-            BuildError::input(format!("{file}:{}: FROM {}: {e}", stage.line, stage.base))
+            BuildError::input_at(from_at.clone(), format!("FROM {}: {e}", stage.base))
         })?;
         let mut state = StageState::empty(&self.target_platform(), "", vec![]);
         let platform = match &stage.platform {
@@ -53,7 +54,7 @@ impl Builder<'_> {
                             .map_err(|e| format!("{text:?}: {e}"))
                     })
                     .map_err(|e| {
-                        BuildError::input(format!("{file}:{}: FROM --platform={e}", stage.line))
+                        BuildError::input_at(from_at.clone(), format!("FROM --platform={e}"))
                     })?,
             ),
             None => None,
@@ -86,10 +87,8 @@ impl Builder<'_> {
             state.config.set("OnBuild", Value::Null);
             let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
             let trigger_doc = cairn_dockerfile::parse(&text).map_err(|e| {
-                BuildError::input(format!(
-                    "{file}:{}: an ONBUILD trigger of {base}: {e}",
-                    stage.line
-                ))
+                let at = crate::Position::line(&file, stage.line);
+                BuildError::input_at(at, format!("an ONBUILD trigger of {base}: {e}"))
             })?;
             let instructions = trigger_doc
                 .stages
@@ -100,6 +99,8 @@ impl Builder<'_> {
                 let vars: BTreeMap<String, String> = state.config.env().into_iter().collect();
                 let mut inst = trigger.clone();
                 inst.line = stage.line;
+                // Its positions are in the trigger text, not this file.
+                inst.positions = Default::default();
                 let step = ctx(stage.line);
                 let text = format!("ONBUILD {}", inst.original);
                 self.step(req, &step, &text, &mut state, |state| {
@@ -122,10 +123,10 @@ impl Builder<'_> {
         };
         for (i, inst) in stage.instructions.iter().enumerate() {
             if let Some(e) = &inst.deferred {
-                return Err(BuildError::input(format!("{file}:{e}")));
+                return Err(BuildError::parse(&file, e));
             }
-            let scope = scope_at(doc, &scope_input, index, i)
-                .map_err(|e| BuildError::input(format!("{file}: {e}")))?;
+            let scope =
+                scope_at(doc, &scope_input, index, i).map_err(|e| BuildError::scope(&file, e))?;
             let step = ctx(inst.line);
             self.step(req, &step, &inst.original, &mut state, |state| {
                 self.dispatch(inputs, inst, &scope, state, &mut stage_state, &step)

@@ -1,6 +1,6 @@
 //! Build args: the platform ARGs BuildKit predefines, and the build args no ARG consumes.
 
-use cairn_dockerfile::Dockerfile;
+use cairn_dockerfile::{Command, Dockerfile, Typed};
 use cairn_registry::Platform;
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,19 +34,21 @@ pub(crate) fn unused_build_args(
         "NO_PROXY",
         "ALL_PROXY",
     ];
-    let mut declared: Vec<&str> = doc.global_args.iter().map(|a| a.name.as_str()).collect();
+    let mut declared: Vec<String> = doc.global_args.iter().map(|a| a.name.clone()).collect();
     for i in stages {
-        for inst in doc.stages[*i]
-            .instructions
-            .iter()
-            .filter(|i| i.name == "arg")
-        {
-            declared.extend(inst.args.iter().map(|a| a.split('=').next().unwrap_or(a)));
+        for typed in doc.stages[*i].instructions.iter().map(|i| i.typed()) {
+            if let Ok(Typed {
+                command: Command::Arg(decls),
+                ..
+            }) = typed
+            {
+                declared.extend(decls.into_iter().map(|d| d.name));
+            }
         }
     }
     let mut unused: Vec<String> = build_args
         .keys()
-        .filter(|k| !declared.contains(&k.as_str()))
+        .filter(|k| !declared.contains(k))
         .filter(|k| !PREDEFINED.contains(&k.to_ascii_uppercase().as_str()))
         .cloned()
         .collect();

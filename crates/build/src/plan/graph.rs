@@ -47,9 +47,9 @@ pub(crate) fn needed_stages(
         let base =
             expand_word(&stage.base, globals, doc.escape).unwrap_or_else(|_| stage.base.clone());
         let mut deps: Vec<String> = vec![base];
-        for inst in &stage.instructions {
-            deps.extend(inst.flags.get("from").into_iter().flatten().cloned());
-            deps.extend(crate::mounts::from_names(&inst.flags));
+        // An instruction that does not type fails when its stage runs.
+        for typed in stage.instructions.iter().filter_map(|i| i.typed().ok()) {
+            deps.extend(typed.command.from_names().into_iter().map(String::from));
         }
         for dep in deps {
             // Only earlier stages can be named: `FROM x AS x` means the image x.

@@ -27,7 +27,7 @@ use crate::keys::{instruction_key, platform_key, KeyInput};
 use crate::{BuildError, BuildRequest, StepOutcome};
 use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::scope::{global_scope, scope_at, ScopeInput};
-use cairn_dockerfile::{Dockerfile, Instruction};
+use cairn_dockerfile::{Command, Dockerfile, Instruction};
 use cairn_registry::Platform;
 use std::collections::BTreeMap;
 
@@ -320,7 +320,10 @@ fn plan_stage(
 /// RUN, COPY and ADD make layers (WORKDIR may too, under the same key as
 /// its config edit); the rest only edit the config.
 fn is_config_only(inst: &Instruction) -> bool {
-    !matches!(inst.name.as_str(), "run" | "copy" | "add")
+    !matches!(
+        inst.typed().map(|t| t.command),
+        Ok(Command::Run(_) | Command::Copy(_) | Command::Add(_))
+    )
 }
 
 /// The key of instruction `i` of stage `index`, or why it is pending.
@@ -344,14 +347,18 @@ fn instruction_step_key(
     let Ok(scope) = scope_at(doc, scope_input, index, i) else {
         return here;
     };
-    match inst.name.as_str() {
-        "copy" | "add" => return StepKey::Pending(Pending::Sources),
-        "run" if inst.flags.contains_key("mount") => {
+    let Ok(typed) = inst.typed() else {
+        return here;
+    };
+    match &typed.command {
+        Command::Copy(_) | Command::Add(_) => return StepKey::Pending(Pending::Sources),
+        Command::Run(run) if !run.mounts.is_empty() => {
             return StepKey::Pending(Pending::MountSources)
         }
-        "run" => {}
-        _ => {
-            let applied = apply_config(inst, doc.escape, &scope.vars, &mut walk.config, progress);
+        Command::Run(_) => {}
+        command => {
+            let applied =
+                apply_config(command, doc.escape, &scope.vars, &mut walk.config, progress);
             if applied.is_err() {
                 return here;
             }

@@ -70,7 +70,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// Go's `time.ParseDuration`, in nanoseconds (None when invalid).
-pub(super) fn go_duration(s: &str) -> Option<i128> {
+pub(crate) fn go_duration(s: &str) -> Option<i128> {
     let (neg, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),

@@ -147,6 +147,7 @@ pub(crate) fn convert(
         original: node.original,
         onbuild,
         deferred: None,
+        positions: Default::default(),
     })
 }
 

@@ -8,14 +8,15 @@
 //! early in it, as `docker build` does.
 
 mod checks;
-mod flags;
+pub(crate) mod flags;
 mod instruction;
 mod lines;
 mod node;
 mod words;
 
-use crate::ast::{Dockerfile, GlobalArg, Stage};
+use crate::ast::{Dockerfile, FlagPosition, GlobalArg, Positions, Stage};
 use crate::error::ParseError;
+pub(crate) use checks::go_duration;
 use instruction::Context;
 use lines::{LogicalLine, Scanner};
 use node::{parse_node, Node};
@@ -94,6 +95,7 @@ fn parse_with(text: &str, defer_quotes: bool) -> Result<Dockerfile, ParseError> 
             let (line, col) = scanner.position(&p.logical, offset);
             ParseError::new(line, col, message)
         };
+        let positions = positions_of(&scanner, &p);
         let ctx = Context {
             line: p.logical.start_line,
             end_line: p.end_line,
@@ -111,6 +113,7 @@ fn parse_with(text: &str, defer_quotes: bool) -> Result<Dockerfile, ParseError> 
                 flags,
                 original: p.node.original.clone(),
                 instructions: Vec::new(),
+                positions,
             });
             continue;
         }
@@ -128,6 +131,7 @@ fn parse_with(text: &str, defer_quotes: bool) -> Result<Dockerfile, ParseError> 
         let check = deferred.is_none();
         let mut inst = instruction::convert(p.node, p.bodies, &ctx, check).map_err(reject)?;
         inst.deferred = deferred;
+        inst.positions = positions;
         match doc.stages.last_mut() {
             Some(stage) => stage.instructions.push(inst),
             None if inst.name == "arg" => {
@@ -156,4 +160,26 @@ fn parse_with(text: &str, defer_quotes: bool) -> Result<Dockerfile, ParseError> 
         ));
     }
     Ok(doc)
+}
+
+/// The keyword's and each flag's line and column, kept for the typed layer.
+fn positions_of(scanner: &Scanner, p: &Parsed) -> Positions {
+    let flags = p
+        .node
+        .flags
+        .iter()
+        .map(|w| {
+            let (line, column) = scanner.position(&p.logical, w.offset);
+            let body = w.text.strip_prefix("--").unwrap_or(&w.text);
+            FlagPosition {
+                name: body.split('=').next().unwrap_or(body).to_string(),
+                line,
+                column,
+            }
+        })
+        .collect();
+    Positions {
+        column: scanner.position(&p.logical, p.node.at).1,
+        flags,
+    }
 }

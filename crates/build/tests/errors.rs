@@ -1,0 +1,85 @@
+//! Structured build errors: the kind and the Dockerfile position of bad
+//! inputs are fields (`BuildError::kind`, `BuildError::position`), and the
+//! text keeps its `FILE:LINE[:COL]: message` shape. No root needed: every
+//! case fails before anything runs in a namespace.
+
+mod common;
+
+use cairn_build::{BuildError, Builder, ErrorKind};
+use cairn_sandbox::Launcher;
+use cairn_store::Store;
+
+/// Build `dockerfile` (with `files` in its context) in a fresh store.
+fn fail(dockerfile: &str, files: &[(&str, &str)], target: Option<&str>) -> (BuildError, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let context = common::write_context(tmp.path(), "ctx", dockerfile, files);
+    let mut req = common::request(&context, "localhost/errors:latest");
+    req.target = target.map(String::from);
+    let builder = Builder::new(&store, Launcher::current_exe().unwrap());
+    let err = builder.build(&req, &mut |_| {}).unwrap_err();
+    let file = context.join("Dockerfile").display().to_string();
+    (err, file)
+}
+
+/// (line, column) of the error's position, which must name the Dockerfile.
+fn place(err: &BuildError, file: &str) -> Option<(usize, Option<usize>)> {
+    err.position().map(|p| {
+        assert_eq!(p.file, file);
+        (p.line, p.column)
+    })
+}
+
+#[test]
+fn flag_errors_are_bad_input_at_the_flag() {
+    let (err, file) = fail("FROM scratch\nCOPY --foo a b\n", &[], None);
+    assert_eq!(err.kind(), ErrorKind::BadInput);
+    assert!(err.is_bad_input());
+    assert_eq!(place(&err, &file), Some((2, Some(6))));
+    assert_eq!(err.to_string(), format!("{file}:2:6: unknown flag: --foo"));
+    assert_eq!(err.message(), "unknown flag: --foo");
+}
+
+#[test]
+fn mount_field_errors_point_at_the_mount() {
+    let (err, file) = fail(
+        "FROM scratch\nRUN --network=none \\\n  --mount=type=cache,colour=red true\n",
+        &[],
+        None,
+    );
+    assert_eq!(err.kind(), ErrorKind::BadInput);
+    assert_eq!(place(&err, &file), Some((3, Some(3))));
+    assert!(err.to_string().starts_with(&format!(
+        "{file}:3:3: RUN --mount=type=cache,colour=red: unknown field \"colour\""
+    )));
+}
+
+#[test]
+fn deferred_quote_errors_keep_their_column() {
+    let (err, file) = fail("FROM scratch\nUSER \"open\n", &[], None);
+    assert_eq!(err.kind(), ErrorKind::BadInput);
+    assert_eq!(place(&err, &file), Some((2, Some(6))));
+}
+
+#[test]
+fn missing_things_are_not_found() {
+    let (err, file) = fail("FROM scratch\nCOPY nope /x\n", &[], None);
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.is_bad_input());
+    assert_eq!(place(&err, &file), Some((2, None)));
+    assert!(
+        err.to_string().starts_with(&format!("{file}:2: COPY")),
+        "{err}"
+    );
+    let (err, _) = fail("FROM scratch\n", &[], Some("nosuch"));
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(err.position(), None);
+    assert!(err.to_string().contains("\"nosuch\""), "{err}");
+}
+
+#[test]
+fn expansion_errors_are_bad_input_at_the_line() {
+    let (err, file) = fail("FROM scratch\nWORKDIR ${X:?X is required}\n", &[], None);
+    assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
+    assert_eq!(place(&err, &file).map(|p| p.0), Some(2));
+}

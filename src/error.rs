@@ -164,7 +164,7 @@ fn snapshot_kind(e: &SnapshotError) -> ErrorKind {
         // Another runner took the work over: the caller's view is stale.
         SnapshotError::LeaseLost { .. } => ErrorKind::Conflict,
         // The shared database is down or unreachable.
-        SnapshotError::Postgres { .. } => ErrorKind::Unavailable,
+        SnapshotError::Postgres { .. } | SnapshotError::Pool { .. } => ErrorKind::Unavailable,
         SnapshotError::Db(_)
         | SnapshotError::SchemaTooNew { .. }
         | SnapshotError::Corrupt { .. } => ErrorKind::Internal,

@@ -8,6 +8,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::options::CairnOptions;
 use cairn_registry::{PullReport, PushReport, Regions, Registry};
 use cairn_sandbox::Launcher;
+use cairn_snapshot::repo::{RepoPool, DEFAULT_POOL_SIZE};
+use cairn_snapshot::SnapshotDb;
 use cairn_store::gc::GcReport;
 use cairn_store::Store;
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,9 @@ pub(crate) struct Inner {
     pub(crate) launcher: Launcher,
     registry: Mutex<Option<Arc<Registry>>>,
     regions: Mutex<Option<Regions>>,
+    /// Open connections to the snapshot records, made at the first
+    /// snapshot call and kept for the handle's life.
+    snapshot_repos: Mutex<Option<RepoPool>>,
 }
 
 impl Cairn {
@@ -68,6 +73,7 @@ impl Cairn {
                 launcher,
                 registry: Mutex::new(None),
                 regions: Mutex::new(None),
+                snapshot_repos: Mutex::new(None),
             }),
         })
     }
@@ -111,6 +117,28 @@ impl Cairn {
         let registry = Arc::new(Registry::new(self.inner.options.registry_options())?);
         *slot = Some(registry.clone());
         Ok(registry)
+    }
+
+    /// The pool of snapshot-record connections (the options' database,
+    /// else `CAIRN_SNAPSHOT_DB`, else the store's file), opened at the
+    /// first call that needs it; a failed open is retried by the next call.
+    pub(crate) fn snapshot_repos(&self) -> Result<RepoPool> {
+        let mut slot = self
+            .inner
+            .snapshot_repos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = slot.as_ref() {
+            return Ok(pool.clone());
+        }
+        let db = match self.inner.options.snapshot_db() {
+            Some(db) => db.clone(),
+            None => SnapshotDb::from_env()?,
+        };
+        let meta_db = self.inner.store.layout().meta_db();
+        let pool = RepoPool::open(&db, &meta_db, DEFAULT_POOL_SIZE)?;
+        *slot = Some(pool.clone());
+        Ok(pool)
     }
 
     /// The regions (given, or loaded once from the regions file).

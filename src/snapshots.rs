@@ -10,7 +10,7 @@ use cairn_sandbox::Network;
 use cairn_snapshot::record::Resources;
 use cairn_snapshot::repo::{ListQuery, Page};
 use cairn_snapshot::service::{CreateRequest, SnapshotService, Source};
-use cairn_snapshot::{Snapshot, SnapshotDb};
+use cairn_snapshot::Snapshot;
 
 /// What a new snapshot is and where its image comes from.
 ///
@@ -81,19 +81,17 @@ impl SnapshotRequest {
 }
 
 impl Cairn {
-    /// A snapshot service over this handle's store, for one call.
+    /// A snapshot service over this handle's store, for one call, over a
+    /// connection from the handle's pool (returned when the call ends).
     fn with_snapshots<T>(&self, f: impl FnOnce(&SnapshotService<'_>) -> Result<T>) -> Result<T> {
         let registry = self.registry()?;
-        let db = match self.inner.options.snapshot_db() {
-            Some(db) => db.clone(),
-            None => SnapshotDb::from_env()?,
-        };
-        let service = SnapshotService::open_with_db(
+        let repo = self.snapshot_repos()?.get()?;
+        let service = SnapshotService::open_with_repo(
             self.store(),
             self.inner.launcher.clone(),
             &registry,
             self.regions()?,
-            &db,
+            repo,
         )?;
         f(&service)
     }

@@ -171,6 +171,33 @@ fn snapshot_records_follow_the_chosen_database(_: &()) {
     assert_eq!(seen.name, "shared:1");
 }
 
+/// The handle keeps its connection to the snapshot records across calls
+/// (a pool) instead of connecting anew for each: the same server session
+/// (its backend pid) serves every call, and it stays open between them.
+fn the_handle_keeps_its_snapshot_connection_across_calls(_: &()) {
+    let pg = cairn_testsupport::postgres_server::PostgresServer::start();
+    let db = cairn::snapshot::SnapshotDb::parse(&pg.create_database("pool")).expect("url");
+    let (_dir, c) = open(false);
+    let c = Cairn::open(c.options().clone().with_snapshot_db(db)).expect("open");
+    let sessions = || {
+        pg.psql(
+            "postgres",
+            "SELECT pid FROM pg_stat_activity WHERE datname = 'pool' ORDER BY pid",
+        )
+    };
+    let q = cairn::snapshot::repo::ListQuery::new("acme");
+    assert_eq!(c.snapshots(&q).expect("list").total, 0);
+    let first = sessions();
+    assert_eq!(first.lines().count(), 1, "one pooled session: {first}");
+    for _ in 0..3 {
+        c.snapshots(&q).expect("list");
+        let err = c.snapshot("acme", "nope").unwrap_err();
+        assert_eq!(err.kind(), cairn::ErrorKind::NotFound);
+    }
+    assert_eq!(sessions(), first, "every call used the same session");
+    drop(c);
+}
+
 fn main() {
     cairn::init();
     cairn_testsupport::run_suite(
@@ -181,6 +208,7 @@ fn main() {
             gc_runs_while_the_handle_is_open,
             strict_resources_refuse_unapplied_limits,
             snapshot_records_follow_the_chosen_database,
+            the_handle_keeps_its_snapshot_connection_across_calls,
         ],
     )
 }

@@ -3,8 +3,9 @@
 //! `docker-registry`. A second store takes every step from the cache and
 //! produces the first's digest; mode=max carries intermediate stages;
 //! a dead or garbage cache registry costs a local build, not a failure; an
-//! unchanged re-export sends no blob; and with one `--timestamp` two
-//! stores give one digest without any cache. As root and again as the
+//! unchanged re-export sends no blob; a cache manifest or config one byte
+//! over the size cap is not read; and with one `--timestamp` two stores
+//! give one digest without any cache. As root and again as the
 //! unprivileged test user (harness = false: `main` calls the init hook).
 
 mod common;
@@ -239,6 +240,102 @@ fn an_unchanged_re_export_sends_no_blob(f: &Fixture) {
     assert_eq!(manifest_requests[0].method, "HEAD", "{again:?}");
 }
 
+/// A cache manifest served by `server` as `/v2/cache/big/manifests/TAG`,
+/// naming config blob `config` (served too) and the layers of `art`.
+fn serve_cache_manifest(
+    server: &HttpServer,
+    tag: &str,
+    config: &[u8],
+    art: &cairn_registry::FetchedArtifact,
+    pad_to: Option<usize>,
+) -> cairn_store::Digest {
+    use sha2::Digest as _;
+    let digest: cairn_store::Digest = format!("sha256:{:x}", sha2::Sha256::digest(config))
+        .parse()
+        .unwrap();
+    server.put(&format!("/v2/cache/big/blobs/{digest}"), config, None);
+    let layers: Vec<serde_json::Value> = art
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({"mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size})
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": cairn_build::remote_cache::ARTIFACT_TYPE,
+        "config": {
+            "mediaType": cairn_build::remote_cache::CONFIG_MEDIA_TYPE,
+            "digest": digest.to_string(),
+            "size": config.len(),
+        },
+        "layers": layers,
+    });
+    let mut bytes = serde_json::to_vec(&manifest).unwrap();
+    if let Some(len) = pad_to {
+        // Whitespace after the document: the same manifest, only longer.
+        bytes.resize(len, b' ');
+    }
+    server.put(&format!("/v2/cache/big/manifests/{tag}"), bytes, None);
+    digest
+}
+
+/// The cap on a cache manifest and on its config document (containerd's
+/// `MaxManifestSize`, as for image manifests): one byte over it, the
+/// document is not read (the config blob is never downloaded) and the step
+/// runs; the same cache under the cap is used. Each case in a fresh store,
+/// so the local cache misses.
+fn a_cache_manifest_over_the_size_cap_costs_a_local_build(f: &Fixture) {
+    let r = Runners::new();
+    let ctx = r.context("big", "FROM busybox:fixture\nRUN date +%s%N > /f\n");
+    let source = format!("{}/cache/big:src", f.registry.host());
+    let mut req = common::request(&ctx, "localhost/big:latest");
+    req.cache_to = export(&source, CacheMode::Max);
+    build(&r.a, &req);
+    let registry =
+        cairn_registry::Registry::new(cairn_registry::RegistryOptions::from_env()).unwrap();
+    let art = registry
+        .fetch_artifact(
+            &r.a,
+            &source,
+            cairn_build::remote_cache::ARTIFACT_TYPE,
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap();
+    let over = usize::try_from(cairn_registry::manifest_fetch::MAX_MANIFEST_SIZE).unwrap() + 1;
+    let server = HttpServer::start();
+    server.put("/v2/", "{}", None);
+    for layer in &art.layers {
+        let blob = r.a.read_blob_bytes(&layer.digest).unwrap();
+        server.put(&format!("/v2/cache/big/blobs/{}", layer.digest), blob, None);
+    }
+    serve_cache_manifest(&server, "ok", &art.config, &art, None);
+    serve_cache_manifest(&server, "big-manifest", &art.config, &art, Some(over));
+    let mut padded = art.config.clone();
+    padded.resize(over, b' ');
+    let big_config = serve_cache_manifest(&server, "big-config", &padded, &art, None);
+
+    let mut req = common::request(&ctx, "localhost/big:latest");
+    for (i, (tag, ran)) in [
+        ("big-manifest", vec![2]),
+        ("big-config", vec![2]),
+        ("ok", vec![]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let store = cairn_testsupport::store_with_busybox(&r.tmp.path().join(format!("s{i}")));
+        req.cache_from = import(&format!("{}/cache/big:{tag}", server.addr()));
+        let result = build(&store, &req);
+        assert_eq!(common::ran_lines(&result), ran, "--cache-from {tag}");
+        assert!(
+            !store.has_blob(&big_config),
+            "{tag}: the over-cap config was downloaded"
+        );
+    }
+}
+
 fn one_timestamp_one_digest_in_two_stores(_: &Fixture) {
     let r = Runners::new();
     let df = "FROM busybox:fixture
@@ -263,5 +360,6 @@ cairn_testsupport::suite_main!(Fixture;
     mode_max_brings_intermediate_stages,
     a_dead_or_garbage_cache_registry_costs_a_local_build,
     an_unchanged_re_export_sends_no_blob,
+    a_cache_manifest_over_the_size_cap_costs_a_local_build,
     one_timestamp_one_digest_in_two_stores,
 );

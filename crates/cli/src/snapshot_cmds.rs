@@ -10,7 +10,7 @@ use cairn::snapshot::{
     SnapshotState, Source,
 };
 use clap::{Args, Subcommand, ValueEnum};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Flags every snapshot command takes.
@@ -274,7 +274,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             let mut req = resources.request(name, entrypoint.as_deref())?;
             req.general = general;
             let snap = svc.create(org, source, req, &mut log).map_err(classify)?;
-            print_one(&snap, Format::Table)
+            print_one(&svc, &snap, Format::Table)
         }
         SnapshotCommand::Push {
             image,
@@ -286,7 +286,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             let snap = svc
                 .create(org, Source::LocalImage(image), req, &mut log)
                 .map_err(classify)?;
-            print_one(&snap, Format::Table)
+            print_one(&svc, &snap, Format::Table)
         }
         SnapshotCommand::Commit {
             sandbox,
@@ -297,7 +297,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
             let snap = svc
                 .create(org, Source::Sandbox(sandbox), req, &mut log)
                 .map_err(classify)?;
-            print_one(&snap, Format::Table)
+            print_one(&svc, &snap, Format::Table)
         }
         SnapshotCommand::List {
             page,
@@ -318,14 +318,29 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
                 })
                 .transpose()?;
             let page = svc.list(&q).map_err(classify)?;
+            let ids: Vec<String> = page.items.iter().map(|s| s.id.clone()).collect();
+            let local = svc.local_states(&ids).map_err(classify)?;
+            let shown = || -> Result<serde_json::Value, CliError> {
+                let mut v = serde_json::to_value(&page).map_err(CliError::failed)?;
+                v["runner"] = svc.runner_id().into();
+                for (item, snap) in v["items"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                    .zip(&page.items)
+                {
+                    item["localState"] = local_state(&local, snap);
+                }
+                Ok(v)
+            };
             match format {
-                Format::Json => println!("{}", json(&page)?),
+                Format::Json => println!("{}", json(&shown()?)?),
                 Format::Yaml => print!(
                     "{}",
-                    cairn::snapshot::to_yaml(&page).map_err(CliError::failed)?
+                    cairn::snapshot::to_yaml(&shown()?).map_err(CliError::failed)?
                 ),
                 Format::Table => {
-                    print_table(&page.items);
+                    print_table(&page.items, &local);
                     eprintln!(
                         "page {} ({} per page) of {} snapshots in all",
                         page.page, page.limit, page.total
@@ -336,7 +351,7 @@ pub fn run(root: Option<&Path>, args: SnapshotArgs) -> Result<(), CliError> {
         }
         SnapshotCommand::Get { key, format } => {
             let snap = svc.get(org, &key).map_err(classify)?;
-            print_one(&snap, format)
+            print_one(&svc, &snap, format)
         }
         SnapshotCommand::Delete { keys, all, general } => {
             let gone = if all {
@@ -431,22 +446,41 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
     serde_json::to_string_pretty(v).map_err(CliError::failed)
 }
 
-fn print_one(snap: &Snapshot, format: Format) -> Result<(), CliError> {
+/// What this runner holds of `snap` (`pulling`, `active`, `error`), or
+/// null if it never took it: shown next to the shared `state`.
+fn local_state(local: &HashMap<String, SnapshotState>, snap: &Snapshot) -> serde_json::Value {
+    local
+        .get(&snap.id)
+        .map_or(serde_json::Value::Null, |s| s.as_str().into())
+}
+
+fn print_one(svc: &SnapshotService<'_>, snap: &Snapshot, format: Format) -> Result<(), CliError> {
+    let local = svc
+        .local_states(std::slice::from_ref(&snap.id))
+        .map_err(classify)?;
+    let shown = || -> Result<serde_json::Value, CliError> {
+        let mut v = serde_json::to_value(snap).map_err(CliError::failed)?;
+        v["runner"] = svc.runner_id().into();
+        v["localState"] = local_state(&local, snap);
+        Ok(v)
+    };
     match format {
-        Format::Json => println!("{}", json(snap)?),
+        Format::Json => println!("{}", json(&shown()?)?),
         Format::Yaml => print!(
             "{}",
-            cairn::snapshot::to_yaml(snap).map_err(CliError::failed)?
+            cairn::snapshot::to_yaml(&shown()?).map_err(CliError::failed)?
         ),
-        Format::Table => print_table(std::slice::from_ref(snap)),
+        Format::Table => print_table(std::slice::from_ref(snap), &local),
     }
     Ok(())
 }
 
-fn print_table(items: &[Snapshot]) {
+/// The table: the shared state, and under LOCAL this runner's (`-`: it
+/// does not hold the image).
+fn print_table(items: &[Snapshot], local: &HashMap<String, SnapshotState>) {
     println!(
-        "{:<36}  {:<28}  {:<12}  {:<18}  {:>9}  CREATED",
-        "ID", "NAME", "STATE", "RESOURCES", "SIZE"
+        "{:<36}  {:<28}  {:<12}  {:<8}  {:<18}  {:>9}  CREATED",
+        "ID", "NAME", "STATE", "LOCAL", "RESOURCES", "SIZE"
     );
     for s in items {
         let res = format!("{}cpu {}GB {}GB-disk", s.cpu, s.mem, s.disk);
@@ -456,10 +490,11 @@ fn print_table(items: &[Snapshot]) {
             .unwrap_or(&s.created_at)
             .replace('T', " ");
         println!(
-            "{:<36}  {:<28}  {:<12}  {:<18}  {:>9}  {}",
+            "{:<36}  {:<28}  {:<12}  {:<8}  {:<18}  {:>9}  {}",
             s.id,
             s.name,
             s.state.as_str(),
+            local.get(&s.id).map_or("-", |l| l.as_str()),
             res,
             cairn::store::size::format_size(s.size),
             created

@@ -3,7 +3,9 @@
 //! snapshot created on A is listed, read and started on B (pulled into B's
 //! store); deleting it on A refuses it on B; concurrent creates of one
 //! name from A and B give one snapshot; a builder frozen on A is reported
-//! build_failed on B once its lease expires. As root and (the first two)
+//! build_failed on B once its lease expires; each runner shows its own
+//! state of a snapshot next to the shared one, and drops its copy of a
+//! snapshot deleted on the other the next time it touches it. As root and (the first two)
 //! as the unprivileged test user.
 //!
 //! harness = false: `main` owns the two servers and stops them at the end.
@@ -233,6 +235,96 @@ fn a_frozen_builder_is_reported_build_failed_by_another_runner(f: &Servers) {
     builder.wait().unwrap();
 }
 
+/// The manifest digest B's store tags `name` with, if any.
+fn tagged(env: &Env, name: &str) -> Option<String> {
+    let out = env.cairn(&["images", "--format", "json"]);
+    let images: serde_json::Value = serde_json::from_str(&ok(&out, "images")).unwrap();
+    images.as_array().unwrap().iter().find_map(|i| {
+        let names = i["names"].as_array()?;
+        names
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains(name)))
+            .then(|| i["digest"].as_str().unwrap().to_string())
+    })
+}
+
+fn a_runner_shows_its_state_and_drops_copies_deleted_elsewhere(f: &Servers) {
+    for user in users() {
+        let url = database(f, "copies", user);
+        let (a, b) = (Runner::new(f, user, &url), Runner::new(f, user, &url));
+        let ctx = a.env.context_dir(
+            "own",
+            &[("Dockerfile", "FROM busybox:fixture\nRUN echo own > /own\n")],
+        );
+        let df = ctx.join("Dockerfile");
+        ok(
+            &a.snapshot(&["create", "own:1", "-f", df.to_str().unwrap()]),
+            "create own on A",
+        );
+        ok(
+            &a.snapshot(&["create", "keep:1", "--image", "busybox:fixture"]),
+            "create keep on A",
+        );
+        // The shared state is active everywhere; only A holds the image.
+        assert_eq!(a.get("own:1")["localState"], "active");
+        let on_b = b.get("own:1");
+        assert_eq!(on_b["state"], "active");
+        assert!(on_b["localState"].is_null(), "{on_b}");
+        assert!(on_b["runner"]
+            .as_str()
+            .unwrap()
+            .contains(&b.env.store.display().to_string()));
+        let table = ok(&b.snapshot(&["get", "own:1"]), "get as a table");
+        assert!(table.lines().next().unwrap().contains("LOCAL"), "{table}");
+
+        for name in ["own:1", "keep:1"] {
+            let out = b.snapshot(&["sandbox", name]);
+            let id = ok(&out, "sandbox on B")
+                .trim()
+                .lines()
+                .last()
+                .unwrap()
+                .to_string();
+            ok(&b.env.cairn(&["sandbox", "rm", &id]), "sandbox rm");
+        }
+        assert_eq!(b.get("own:1")["localState"], "active");
+        let list: serde_json::Value =
+            serde_json::from_str(&ok(&b.snapshot(&["list", "--format", "json"]), "list on B"))
+                .unwrap();
+        for item in list["items"].as_array().unwrap() {
+            assert_eq!(item["localState"], "active", "{list}");
+        }
+        let own = tagged(&b.env, "snapshots/default/own:1").expect("B holds own:1");
+        assert!(tagged(&b.env, "snapshots/default/keep:1").is_some());
+
+        // Deleted on A: B's next `get` of it drops B's tag and GC root, so
+        // B's prune frees the image (nothing else of B's holds it).
+        ok(&a.snapshot(&["delete", "own:1"]), "delete own on A");
+        let out = b.snapshot(&["get", "own:1"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(tagged(&b.env, "snapshots/default/own:1").is_none());
+        assert!(tagged(&b.env, "snapshots/default/keep:1").is_some());
+        ok(&b.env.cairn(&["prune"]), "prune on B");
+        let blob = b
+            .env
+            .store
+            .join("blobs/sha256")
+            .join(own.trim_start_matches("sha256:"));
+        assert!(
+            !blob.exists(),
+            "B's copy of a deleted snapshot is still rooted"
+        );
+
+        // Deleted on A: B's next `list` drops it too.
+        ok(&a.snapshot(&["delete", "keep:1"]), "delete keep on A");
+        let list: serde_json::Value =
+            serde_json::from_str(&ok(&b.snapshot(&["list", "--format", "json"]), "list on B"))
+                .unwrap();
+        assert_eq!(list["total"], 0, "{list}");
+        assert!(tagged(&b.env, "snapshots/default/keep:1").is_none());
+    }
+}
+
 type Test = (&'static str, fn(&Servers));
 
 const TESTS: &[Test] = &[
@@ -243,6 +335,10 @@ const TESTS: &[Test] = &[
     (
         "concurrent_creates_of_one_name_from_two_runners_make_one",
         concurrent_creates_of_one_name_from_two_runners_make_one,
+    ),
+    (
+        "a_runner_shows_its_state_and_drops_copies_deleted_elsewhere",
+        a_runner_shows_its_state_and_drops_copies_deleted_elsewhere,
     ),
     (
         "a_frozen_builder_is_reported_build_failed_by_another_runner",

@@ -6,6 +6,7 @@
 
 pub mod asynchronous;
 pub mod context;
+mod copies;
 pub mod language;
 pub mod record;
 pub mod repo;

@@ -8,6 +8,7 @@
 //! region's registry, and `imageName` is the first region's reference.
 
 use crate::context;
+use crate::copies;
 use crate::language::LanguageSnapshots;
 use crate::record::{BuildInfo, Resources, Snapshot};
 use crate::repo::{ListQuery, NewSnapshot, Page, SnapshotDb, SnapshotError, SnapshotRepo};
@@ -255,7 +256,21 @@ impl<'s> SnapshotService<'s> {
         regions: Regions,
         db: &SnapshotDb,
     ) -> Result<Self> {
-        let mut repo = SnapshotRepo::connect(db, &store.layout().meta_db())?;
+        let repo = SnapshotRepo::connect(db, &store.layout().meta_db())?;
+        Self::open_with_repo(store, launcher, registry, regions, repo)
+    }
+
+    /// Open the service over records already open: a long-lived caller's
+    /// pooled connection ([`crate::repo::RepoPool::get`]), so a call does not
+    /// connect anew. `CAIRN_SNAPSHOT_LEASE` and `CAIRN_RUNNER_ID` as in
+    /// [`Self::open_with_db`].
+    pub fn open_with_repo(
+        store: &'s Store,
+        launcher: Launcher,
+        registry: &'s Registry,
+        regions: Regions,
+        mut repo: SnapshotRepo,
+    ) -> Result<Self> {
         if let Ok(v) = std::env::var(LEASE_ENV) {
             let lease = humantime::parse_duration(v.trim())
                 .ok()
@@ -309,6 +324,53 @@ impl<'s> SnapshotService<'s> {
         Ok(self.repo().runner_state(&snap.id, &self.runner)?)
     }
 
+    /// This runner's name among the runners sharing the records.
+    pub fn runner_id(&self) -> &str {
+        &self.runner
+    }
+
+    /// What this runner holds of each of `ids` (absent: never took it).
+    pub fn local_states(&self, ids: &[String]) -> Result<HashMap<String, SnapshotState>> {
+        Ok(self.repo().runner_states(ids, &self.runner)?)
+    }
+
+    /// Untag and unroot this store's copies (those `which` picks by id and
+    /// local name) of snapshots whose record is gone or going: deleted on
+    /// another runner. Only with shared records: with the store's own file,
+    /// every delete already happened here. A local name a live snapshot
+    /// held here now uses (deleted, then made again) keeps its tag.
+    fn drop_deleted_copies(&self, which: &dyn Fn(&str, &str) -> bool) -> Result<()> {
+        if !self.repo().is_shared() {
+            return Ok(());
+        }
+        let held: Vec<(String, String)> = copies::all(self.store)?
+            .into_iter()
+            .filter(|(id, name)| which(id, name))
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = held.iter().map(|(id, _)| id.clone()).collect();
+        let gone = self.repo().gone(&ids)?;
+        for (id, name) in held.iter().filter(|(id, _)| gone.contains(id)) {
+            let reused = held
+                .iter()
+                .any(|(other, n)| n == name && !gone.contains(other));
+            if !reused {
+                if let Ok(local) = ImageRef::parse(name) {
+                    match self.store.untag(&local) {
+                        Ok(_) | Err(StoreError::UnknownImage(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            self.store.remove_roots(ROOT_KIND, id)?;
+            copies::forget(self.store, id)?;
+            tracing::info!("snapshot {name} ({id}) was deleted on another runner: dropped here");
+        }
+        Ok(())
+    }
+
     /// Use `table` to map languages to general snapshots
     /// ([`SnapshotService::start_sandbox_for_language`]).
     pub fn with_languages(mut self, table: LanguageSnapshots) -> Self {
@@ -360,17 +422,30 @@ impl<'s> SnapshotService<'s> {
     }
 
     /// A snapshot `org` can see: its own, else a general one of that name.
+    /// This store's copy of a snapshot of that name deleted on another
+    /// runner is dropped first.
     pub fn get(&self, org: &str, key: &str) -> Result<Snapshot> {
         tenancy::check_org(org)?;
         check_key(key)?;
+        let (base, _) = version::split_name(key);
+        let repos: Vec<String> = [local_name(org, base), general_local_name(base)]
+            .into_iter()
+            .filter_map(|r| r.ok().map(|r| format!("{}:", r.name())))
+            .collect();
+        self.drop_deleted_copies(&|id, name| {
+            id == key || repos.iter().any(|r| name.starts_with(r.as_str()))
+        })?;
         let mut repo = self.repo();
         repo.mark_idle(self.idle_after)?;
         Ok(repo.get(org, key)?)
     }
 
     /// One page; snapshots idle past the threshold are shown inactive.
+    /// This store's copies of snapshots deleted on other runners are
+    /// dropped first.
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
         tenancy::check_org(&q.organization_id)?;
+        self.drop_deleted_copies(&|_, _| true)?;
         let mut repo = self.repo();
         repo.mark_idle(self.idle_after)?;
         Ok(repo.list(q)?)
@@ -454,6 +529,7 @@ impl<'s> SnapshotService<'s> {
                 let size = self.compressed_size(&manifest)?;
                 let entrypoint = self.image_entrypoint(&manifest)?;
                 self.store.add_root(ROOT_KIND, &snap.id, &manifest)?;
+                copies::record(self.store, &snap.id, &local.to_string())?;
                 let work = source.work_state();
                 let done = self.repo().update_as(actor, &snap.id, |s| {
                     // A worker that stalled past its lease was reported
@@ -866,6 +942,14 @@ impl<'s> SnapshotService<'s> {
     fn pull_here(&self, snap: &Snapshot, local: &ImageRef) -> Result<()> {
         let set = |state| self.repo().set_runner_state(&snap.id, &self.runner, state);
         set(SnapshotState::Pulling)?;
+        // The pull tags the image under its registry name too; the store's
+        // name for the copy is `local`, so that tag goes again afterwards
+        // (unless it was there before: someone pulled it on purpose).
+        let remote = ImageRef::parse(&snap.image_name).ok();
+        let remote_was_tagged = match &remote {
+            Some(r) => self.store.lookup_tag(r)?.is_some(),
+            None => true,
+        };
         let pulled = self.registry.pull_platform(
             self.store,
             &snap.image_name,
@@ -886,6 +970,18 @@ impl<'s> SnapshotService<'s> {
             }
         };
         self.store.tag(local, &report.manifest)?;
+        if let (Some(remote), false) = (&remote, remote_was_tagged) {
+            if remote != local {
+                match self.store.untag(remote) {
+                    Ok(_) | Err(StoreError::UnknownImage(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // Held like a copy made here: prune keeps it, a delete elsewhere
+        // drops it (`drop_deleted_copies`).
+        self.store.add_root(ROOT_KIND, &snap.id, &report.manifest)?;
+        copies::record(self.store, &snap.id, &local.to_string())?;
         set(SnapshotState::Active)?;
         Ok(())
     }
@@ -955,6 +1051,7 @@ impl<'s> SnapshotService<'s> {
             }
         }
         self.store.remove_roots(ROOT_KIND, &snap.id)?;
+        copies::forget(self.store, &snap.id)?;
         self.repo().remove_record(&snap.id)?;
         // The log may never have been written: nothing to remove then.
         let _ = std::fs::remove_file(self.logs_dir().join(format!("{}.log", snap.id)));

@@ -21,6 +21,8 @@ pub struct PostgresServer {
     port: u16,
     /// The user the server runs as (None: the current user).
     user: Option<String>,
+    /// Server settings beyond the defaults (`-c ssl=on ...`).
+    extra: String,
     // Dropped after the server is stopped (fields drop after `Drop::drop`).
     dir: TempDir,
 }
@@ -57,6 +59,18 @@ impl PostgresServer {
     /// log when it does not come up (install `postgresql`:
     /// scripts/setup-test-env.sh).
     pub fn start() -> PostgresServer {
+        Self::start_with(None)
+    }
+
+    /// [`Self::start`] with TLS on (`ssl=on`), serving the PEM certificate
+    /// `cert` and its key `key` (copied into the server's dir, owned by
+    /// the server's user, mode 0600 as PostgreSQL demands). Plain
+    /// connections are still accepted.
+    pub fn start_tls(cert: &Path, key: &Path) -> PostgresServer {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> PostgresServer {
         let bin = server_bin_dir()
             .expect("no /usr/lib/postgresql/*/bin/initdb: run scripts/setup-test-env.sh");
         let user = is_root().then(crate::test_user);
@@ -77,8 +91,12 @@ impl PostgresServer {
             data,
             port: 0,
             user,
+            extra: String::new(),
             dir,
         };
+        if let Some((cert, key)) = tls {
+            server.extra = server.install_tls(cert, key);
+        }
         let out = server.run(
             "initdb",
             &[
@@ -110,8 +128,8 @@ impl PostgresServer {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {socket_dir} -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=16MB \
-             -c max_connections=50",
-            self.port
+             -c max_connections=50 {}",
+            self.port, self.extra
         );
         let log = self.dir.path().join("server.log").display().to_string();
         let out = self.run(
@@ -130,6 +148,28 @@ impl PostgresServer {
             ],
         );
         out.status.success()
+    }
+
+    /// Copy the certificate and key where the server reads them; the
+    /// settings that turn TLS on.
+    fn install_tls(&self, cert: &Path, key: &Path) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let mut settings = String::from("-c ssl=on");
+        for (from, name, setting) in [
+            (cert, "server.crt", "ssl_cert_file"),
+            (key, "server.key", "ssl_key_file"),
+        ] {
+            let to = self.dir.path().join(name);
+            std::fs::copy(from, &to).expect("copying the TLS files");
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod of the TLS files");
+            if let Some(u) = &self.user {
+                let st = Command::new("chown").arg(u).arg(&to).status();
+                assert!(st.is_ok_and(|s| s.success()), "chown of {name} to {u}");
+            }
+            settings.push_str(&format!(" -c {setting}={}", to.display()));
+        }
+        settings
     }
 
     /// Run one of the server's programs as the server's user.

@@ -41,8 +41,7 @@ impl SnapshotDb {
         }
         if v.starts_with("postgres://") || v.starts_with("postgresql://") || v.starts_with("host=")
         {
-            v.parse::<postgres::Config>()
-                .map_err(|e| bad(value, &format!("not a PostgreSQL connection string: {e}")))?;
+            super::pg_url::parse(v)?;
             return Ok(SnapshotDb::Postgres(v.to_string()));
         }
         Err(bad(

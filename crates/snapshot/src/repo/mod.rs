@@ -14,11 +14,14 @@
 
 mod db;
 mod lease;
+mod pg_url;
+mod pool;
 mod postgres;
 mod sqlite;
 
 pub use db::SnapshotDb;
 pub use lease::{LeaseTerms, DEFAULT_LEASE};
+pub use pool::{RepoPool, DEFAULT_POOL_SIZE};
 
 use crate::record::{BuildInfo, Limits, Resources, Snapshot};
 use crate::state::SnapshotState;
@@ -56,6 +59,8 @@ pub enum SnapshotError {
     },
     #[error("snapshot database {target}: {message}")]
     Config { target: String, message: String },
+    #[error("snapshot database {target}: no connection: {message}")]
+    Pool { target: String, message: String },
     #[error("snapshot database {target}: schema version {found} is newer than this Cairn's {known}; upgrade Cairn")]
     SchemaTooNew {
         target: String,
@@ -78,6 +83,7 @@ impl SnapshotError {
             self,
             SnapshotError::Db(_)
                 | SnapshotError::Postgres { .. }
+                | SnapshotError::Pool { .. }
                 | SnapshotError::SchemaTooNew { .. }
                 | SnapshotError::LeaseLost { .. }
                 | SnapshotError::Corrupt { .. }
@@ -197,13 +203,66 @@ pub trait SnapshotBackend: Send {
     fn set_runner_state(&mut self, id: &str, runner: &str, state: SnapshotState) -> Result<()>;
     /// What runner `runner` has of snapshot `id`, if it ever took it.
     fn runner_state(&mut self, id: &str, runner: &str) -> Result<Option<SnapshotState>>;
+    /// What runner `runner` has of each of `ids` it ever took.
+    fn runner_states(
+        &mut self,
+        ids: &[String],
+        runner: &str,
+    ) -> Result<Vec<(String, SnapshotState)>>;
+    /// Which of `ids` have a record that is not `removing`.
+    fn existing(&mut self, ids: &[String]) -> Result<Vec<String>>;
+    /// A round trip to the database (a pool's health check).
+    fn ping(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// True when the connection is gone for good (a pool drops it).
+    fn is_broken(&mut self) -> bool {
+        false
+    }
+}
+
+/// The backend a repository works through: its own, or one lent by a
+/// [`RepoPool`] (returned when the repository is dropped).
+enum Backend {
+    Owned(Box<dyn SnapshotBackend>),
+    Pooled(pool::Pooled),
+}
+
+impl std::ops::Deref for Backend {
+    type Target = dyn SnapshotBackend;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Backend::Owned(b) => b.as_ref(),
+            Backend::Pooled(b) => b.as_ref(),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Backend {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Backend::Owned(b) => b.as_mut(),
+            Backend::Pooled(b) => b.as_mut(),
+        }
+    }
 }
 
 /// The snapshot records: the rules over one backend.
 pub struct SnapshotRepo {
-    backend: Box<dyn SnapshotBackend>,
+    backend: Backend,
     limits: Limits,
     lease: LeaseTerms,
+    /// Records other stores may change (any database but the embedded one).
+    shared: bool,
+}
+
+/// Open the backend `db` names (`embedded`: the store's SQLite file).
+fn open_backend(db: &SnapshotDb, embedded: &Path) -> Result<Box<dyn SnapshotBackend>> {
+    Ok(match db {
+        SnapshotDb::Embedded => Box::new(sqlite::SqliteBackend::open(embedded)?),
+        SnapshotDb::Sqlite(path) => Box::new(sqlite::SqliteBackend::open(path)?),
+        SnapshotDb::Postgres(url) => Box::new(postgres::PgBackend::connect(url)?),
+    })
 }
 
 pub(crate) fn now() -> String {
@@ -280,20 +339,39 @@ impl SnapshotRepo {
     /// Open the database `db` names; `embedded` is the SQLite file of
     /// [`SnapshotDb::Embedded`] (the store's `meta.db`).
     pub fn connect(db: &SnapshotDb, embedded: &Path) -> Result<Self> {
-        let backend: Box<dyn SnapshotBackend> = match db {
-            SnapshotDb::Embedded => Box::new(sqlite::SqliteBackend::open(embedded)?),
-            SnapshotDb::Sqlite(path) => Box::new(sqlite::SqliteBackend::open(path)?),
-            SnapshotDb::Postgres(url) => Box::new(postgres::PgBackend::connect(url)?),
-        };
-        Ok(Self::with_backend(backend))
+        let mut repo = Self::with_backend(open_backend(db, embedded)?);
+        repo.shared = *db != SnapshotDb::Embedded;
+        Ok(repo)
     }
 
     /// A repository over any backend.
     pub fn with_backend(backend: Box<dyn SnapshotBackend>) -> Self {
+        Self::over(Backend::Owned(backend))
+    }
+
+    fn with_pooled(conn: pool::Pooled, shared: bool) -> Self {
+        let mut repo = Self::over(Backend::Pooled(conn));
+        repo.shared = shared;
+        repo
+    }
+
+    /// Whether other stores share these records (a database other than the
+    /// store's own file), so snapshots may come and go behind this one's back.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Say the records are shared (for [`Self::with_backend`] callers).
+    pub fn set_shared(&mut self, shared: bool) {
+        self.shared = shared;
+    }
+
+    fn over(backend: Backend) -> Self {
         SnapshotRepo {
             backend,
             limits: Limits::default(),
             lease: LeaseTerms::for_this_process(DEFAULT_LEASE),
+            shared: false,
         }
     }
 
@@ -567,5 +645,35 @@ impl SnapshotRepo {
     /// What runner `runner` has of snapshot `id` (None: never took it).
     pub fn runner_state(&mut self, id: &str, runner: &str) -> Result<Option<SnapshotState>> {
         self.backend.runner_state(id, runner)
+    }
+
+    /// What runner `runner` has of each of `ids` (absent: never took it).
+    pub fn runner_states(
+        &mut self,
+        ids: &[String],
+        runner: &str,
+    ) -> Result<std::collections::HashMap<String, SnapshotState>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        Ok(self
+            .backend
+            .runner_states(ids, runner)?
+            .into_iter()
+            .collect())
+    }
+
+    /// Those of `ids` whose record is gone or `removing`: snapshots
+    /// deleted (on any runner) that a store may still hold.
+    pub fn gone(&mut self, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live = self.backend.existing(ids)?;
+        Ok(ids
+            .iter()
+            .filter(|id| !live.contains(id))
+            .cloned()
+            .collect())
     }
 }

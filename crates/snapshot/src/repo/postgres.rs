@@ -8,6 +8,7 @@
 //! under a transaction-scoped advisory lock, so runners starting together
 //! migrate once.
 
+use super::pg_url::{self, SslMode, TlsOptions};
 use super::sqlite::{lease_change, named};
 use super::{
     columns, db::redact, decode, encode, LeaseTerms, ListQuery, Named, Result, SnapshotBackend,
@@ -15,7 +16,9 @@ use super::{
 };
 use crate::record::Snapshot;
 use crate::state::SnapshotState;
-use postgres::{Client, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, Statement, Transaction};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Schema versions, each the step from the one before. Never edit a
@@ -58,29 +61,33 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PgBackend {
     client: Client,
     config: postgres::Config,
+    /// What TLS must check (libpq's `sslmode`, `sslrootcert`).
+    tls: TlsOptions,
     /// The URL without its password, for errors.
     target: String,
+    /// Statements prepared on this connection, by their SQL: a prepared
+    /// statement saves the parse round trip of every later call.
+    statements: HashMap<String, Statement>,
 }
 
 impl PgBackend {
     /// Connect to `url` and migrate the schema.
     pub fn connect(url: &str) -> Result<Self> {
         let target = redact(url);
-        let mut config: postgres::Config = url.parse().map_err(|e| SnapshotError::Config {
-            target: target.clone(),
-            message: format!("not a PostgreSQL connection string: {e}"),
-        })?;
+        let (mut config, tls) = pg_url::parse(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("cairn");
         }
-        let client = open(&config, &target)?;
+        let client = open(&config, &tls, &target)?;
         let mut backend = PgBackend {
             client,
             config,
+            tls,
             target,
+            statements: HashMap::new(),
         };
         backend.migrate()?;
         Ok(backend)
@@ -89,9 +96,29 @@ impl PgBackend {
     /// The connection, opened again if the server closed it.
     fn client(&mut self) -> Result<&mut Client> {
         if self.client.is_closed() {
-            self.client = open(&self.config, &self.target)?;
+            self.client = open(&self.config, &self.tls, &self.target)?;
+            self.statements.clear();
         }
         Ok(&mut self.client)
+    }
+
+    /// Run read `sql` as a statement prepared once per connection.
+    fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<postgres::Row>> {
+        let target = self.target.clone();
+        let pg = |source| SnapshotError::Postgres {
+            target: target.clone(),
+            source,
+        };
+        self.client()?;
+        let statement = match self.statements.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare(sql).map_err(pg)?;
+                self.statements.insert(sql.to_string(), s.clone());
+                s
+            }
+        };
+        self.client.query(&statement, params).map_err(pg)
     }
 
     fn begin(&mut self) -> Result<Transaction<'_>> {
@@ -143,38 +170,42 @@ impl PgBackend {
 }
 
 /// Open a connection, with TLS unless `sslmode=disable`.
-fn open(config: &postgres::Config, target: &str) -> Result<Client> {
-    let pg = |source| SnapshotError::Postgres {
-        target: target.to_string(),
-        source,
-    };
-    if config.get_ssl_mode() == postgres::config::SslMode::Disable {
-        return config.connect(postgres::NoTls).map_err(pg);
+fn open(config: &postgres::Config, tls: &TlsOptions, target: &str) -> Result<Client> {
+    if tls.mode == SslMode::Disable {
+        return config
+            .connect(postgres::NoTls)
+            .map_err(|source| SnapshotError::Postgres {
+                target: target.to_string(),
+                source,
+            });
     }
-    tls::connect(config, target)
+    tls::connect(config, tls, target)
 }
 
 #[cfg(feature = "postgres-tls")]
 mod tls {
-    use super::{Result, SnapshotError};
+    use super::{Result, SnapshotError, TlsOptions};
     use postgres::Client;
 
-    /// Connect through the system's TLS (OpenSSL on Linux), verifying the
-    /// server's certificate and host name against the system roots plus
-    /// `PGSSLROOTCERT` when set (libpq's variable).
-    pub fn connect(config: &postgres::Config, target: &str) -> Result<Client> {
+    /// Connect through the system's TLS (OpenSSL on Linux), checking what
+    /// `tls` asks (libpq's meaning of each `sslmode`, `pg_url.rs`).
+    pub fn connect(config: &postgres::Config, tls: &TlsOptions, target: &str) -> Result<Client> {
         let bad = |message: String| SnapshotError::Config {
             target: target.to_string(),
             message,
         };
         let mut builder = native_tls::TlsConnector::builder();
-        if let Some(path) = std::env::var_os("PGSSLROOTCERT") {
-            let pem = std::fs::read(&path)
-                .map_err(|e| bad(format!("PGSSLROOTCERT {}: {e}", path.to_string_lossy())))?;
+        if let Some(path) = &tls.root_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| bad(format!("sslrootcert {}: {e}", path.display())))?;
             let cert = native_tls::Certificate::from_pem(&pem)
-                .map_err(|e| bad(format!("PGSSLROOTCERT {}: {e}", path.to_string_lossy())))?;
+                .map_err(|e| bad(format!("sslrootcert {}: {e}", path.display())))?;
+            // Given a root, libpq trusts it alone.
             builder.add_root_certificate(cert);
+            builder.disable_built_in_roots(true);
         }
+        builder.danger_accept_invalid_certs(!tls.verify_chain());
+        builder.danger_accept_invalid_hostnames(!tls.verify_host());
         let connector = builder
             .build()
             .map_err(|e| bad(format!("TLS setup: {e}")))?;
@@ -189,13 +220,13 @@ mod tls {
 
 #[cfg(not(feature = "postgres-tls"))]
 mod tls {
-    use super::{Result, SnapshotError};
+    use super::{Result, SnapshotError, SslMode, TlsOptions};
     use postgres::Client;
 
     /// Built without TLS: plain connections only (`sslmode=prefer` falls
-    /// back to them; `require` is refused).
-    pub fn connect(config: &postgres::Config, target: &str) -> Result<Client> {
-        if config.get_ssl_mode() == postgres::config::SslMode::Prefer {
+    /// back to them; the modes that require TLS are refused).
+    pub fn connect(config: &postgres::Config, tls: &TlsOptions, target: &str) -> Result<Client> {
+        if tls.mode == SslMode::Prefer {
             return config
                 .connect(postgres::NoTls)
                 .map_err(|source| SnapshotError::Postgres {
@@ -325,63 +356,57 @@ impl SnapshotBackend for PgBackend {
     }
 
     fn by_id(&mut self, org: Option<&str>, id: &str) -> Result<Option<Snapshot>> {
-        let target = self.target.clone();
-        let row = self
-            .client()?
-            .query_opt(
-                "SELECT record FROM cairn_snapshots
-                 WHERE id = $1 AND (general OR ($2::text IS NOT NULL AND org = $2::text))",
-                &[&id, &org],
-            )
-            .map_err(|source| SnapshotError::Postgres { target, source })?;
-        row.map(|r| decode(id, r.get(0))).transpose()
+        let rows = self.query(
+            "SELECT record FROM cairn_snapshots
+             WHERE id = $1 AND (general OR ($2::text IS NOT NULL AND org = $2::text))",
+            &[&id, &org],
+        )?;
+        rows.first().map(|r| decode(id, r.get(0))).transpose()
     }
 
     fn by_name(&mut self, org: Option<&str>, base: &str) -> Result<Vec<Named>> {
-        let target = self.target.clone();
-        let rows = self
-            .client()?
-            .query(
-                "SELECT id, record FROM cairn_snapshots
-                 WHERE base_name = $1 AND (general OR ($2::text IS NOT NULL AND org = $2::text))
-                 ORDER BY general, seq",
-                &[&base, &org],
-            )
-            .map_err(|source| SnapshotError::Postgres { target, source })?;
+        let rows = self.query(
+            "SELECT id, record FROM cairn_snapshots
+             WHERE base_name = $1 AND (general OR ($2::text IS NOT NULL AND org = $2::text))
+             ORDER BY general, seq",
+            &[&base, &org],
+        )?;
         rows.iter().map(|r| named(r.get(0), r.get(1))).collect()
     }
 
+    /// One round trip: the count and the page in one statement (the page
+    /// joined laterally, so a page past the end still brings the count),
+    /// prepared once per filter shape so the planner sees plain predicates.
     fn list(&mut self, q: &ListQuery) -> Result<(Vec<Snapshot>, u64)> {
-        let filter = "(org = $1 OR general) AND ($2::text IS NULL OR state = $2::text)
-                      AND ($3::text IS NULL OR base_name LIKE $3::text ESCAPE '\\')";
         let state = q.state.map(|s| s.as_str());
         let prefix = q.like_pattern();
         let (limit, offset) = (i64::from(q.limit), q.offset());
-        let target = self.target.clone();
-        let pg = |source| SnapshotError::Postgres {
-            target: target.clone(),
-            source,
-        };
-        let client = self.client()?;
-        let total: i64 = client
-            .query_one(
-                &format!("SELECT COUNT(*) FROM cairn_snapshots WHERE {filter}"),
-                &[&q.organization_id, &state, &prefix],
-            )
-            .map_err(pg)?
-            .get(0);
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT id, record FROM cairn_snapshots WHERE {filter}
-                     ORDER BY seq LIMIT $4 OFFSET $5"
-                ),
-                &[&q.organization_id, &state, &prefix, &limit, &offset],
-            )
-            .map_err(pg)?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&q.organization_id, &limit, &offset];
+        let mut filter = String::from("(org = $1 OR general)");
+        if let Some(state) = &state {
+            params.push(state);
+            filter.push_str(&format!(" AND state = ${}", params.len()));
+        }
+        if let Some(prefix) = &prefix {
+            params.push(prefix);
+            filter.push_str(&format!(
+                " AND base_name LIKE ${} ESCAPE '\\'",
+                params.len()
+            ));
+        }
+        let sql = format!(
+            "SELECT t.total, p.id, p.record
+             FROM (SELECT COUNT(*) AS total FROM cairn_snapshots WHERE {filter}) t
+             LEFT JOIN LATERAL (SELECT id, record, seq FROM cairn_snapshots WHERE {filter}
+                                ORDER BY seq LIMIT $2 OFFSET $3) p ON true
+             ORDER BY p.seq"
+        );
+        let rows = self.query(&sql, &params)?;
+        let total: i64 = rows.first().map_or(0, |r| r.get(0));
         let items = rows
             .iter()
-            .map(|r| decode(r.get(0), r.get(1)))
+            .filter_map(|r| Some((r.get::<_, Option<&str>>(1)?, r.get::<_, Option<&str>>(2)?)))
+            .map(|(id, record)| decode(id, record))
             .collect::<Result<Vec<_>>>()?;
         Ok((items, u64::try_from(total).unwrap_or(0)))
     }
@@ -434,7 +459,7 @@ impl SnapshotBackend for PgBackend {
                 .collect()
         };
         // Most reads find nothing due: no transaction for them.
-        if due(self.client()?.query(DUE, &[]).map_err(pg)?).is_empty() {
+        if due(self.query(DUE, &[])?).is_empty() {
             return Ok(0);
         }
         let mut tx = self.begin()?;
@@ -496,17 +521,47 @@ impl SnapshotBackend for PgBackend {
     }
 
     fn runner_state(&mut self, id: &str, runner: &str) -> Result<Option<SnapshotState>> {
+        let rows = self.query(
+            "SELECT state FROM cairn_snapshot_runners WHERE snapshot_id = $1 AND runner = $2",
+            &[&id, &runner],
+        )?;
+        rows.first()
+            .map(|r| state_of(r.get(0), &self.target))
+            .transpose()
+    }
+
+    fn runner_states(
+        &mut self,
+        ids: &[String],
+        runner: &str,
+    ) -> Result<Vec<(String, SnapshotState)>> {
+        let rows = self.query(
+            "SELECT snapshot_id, state FROM cairn_snapshot_runners
+             WHERE runner = $1 AND snapshot_id = ANY($2)",
+            &[&runner, &ids],
+        )?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), state_of(r.get(1), &self.target)?)))
+            .collect()
+    }
+
+    fn existing(&mut self, ids: &[String]) -> Result<Vec<String>> {
+        let rows = self.query(
+            "SELECT id FROM cairn_snapshots WHERE id = ANY($1) AND state <> 'removing'",
+            &[&ids],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn ping(&mut self) -> Result<()> {
         let target = self.target.clone();
-        let row = self
-            .client()?
-            .query_opt(
-                "SELECT state FROM cairn_snapshot_runners WHERE snapshot_id = $1 AND runner = $2",
-                &[&id, &runner],
-            )
-            .map_err(|source| SnapshotError::Postgres {
-                target: target.clone(),
-                source,
-            })?;
-        row.map(|r| state_of(r.get(0), &target)).transpose()
+        self.client()?
+            .simple_query("")
+            .map(drop)
+            .map_err(|source| SnapshotError::Postgres { target, source })
+    }
+
+    fn is_broken(&mut self) -> bool {
+        self.client.is_closed()
     }
 }

@@ -221,20 +221,35 @@ impl SnapshotBackend for SqliteBackend {
         rows.iter().map(|(id, rec)| named(id, rec)).collect()
     }
 
+    /// The SQL is made per filter shape (and cached prepared), so the
+    /// planner sees plain predicates and can use the state index.
     fn list(&mut self, q: &ListQuery) -> Result<(Vec<Snapshot>, u64)> {
-        let filter = "(org = ?1 OR general = 1) AND (?2 IS NULL OR state = ?2)
-                      AND (?3 IS NULL OR base_name LIKE ?3 ESCAPE '\\')";
         let state = q.state.map(|s| s.as_str());
         let prefix = q.like_pattern();
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&q.organization_id];
+        let mut filter = String::from("(org = ?1 OR general = 1)");
+        if let Some(state) = &state {
+            args.push(state);
+            filter.push_str(&format!(" AND state = ?{}", args.len()));
+        }
+        if let Some(prefix) = &prefix {
+            args.push(prefix);
+            filter.push_str(&format!(" AND base_name LIKE ?{} ESCAPE '\\'", args.len()));
+        }
         let total: i64 = self
             .conn
             .prepare_cached(&format!("SELECT COUNT(*) FROM snapshots WHERE {filter}"))?
-            .query_row(params![q.organization_id, state, prefix], |r| r.get(0))?;
+            .query_row(args.as_slice(), |r| r.get(0))?;
+        let (limit, offset) = (i64::from(q.limit), q.offset());
+        let n = args.len();
+        args.extend([&limit as &dyn rusqlite::ToSql, &offset]);
         let rows = self.rows(
             &format!(
-                "SELECT id, record FROM snapshots WHERE {filter} ORDER BY seq LIMIT ?4 OFFSET ?5"
+                "SELECT id, record FROM snapshots WHERE {filter} ORDER BY seq LIMIT ?{} OFFSET ?{}",
+                n + 1,
+                n + 2
             ),
-            params![q.organization_id, state, prefix, q.limit, q.offset()],
+            args.as_slice(),
         )?;
         let items = rows
             .iter()
@@ -348,6 +363,37 @@ impl SnapshotBackend for SqliteBackend {
                     .map_err(|e: String| SnapshotError::Invalid(format!("{}: {e}", self.path)))
             })
             .transpose()
+    }
+
+    fn runner_states(
+        &mut self,
+        ids: &[String],
+        runner: &str,
+    ) -> Result<Vec<(String, SnapshotState)>> {
+        let ids = serde_json::to_string(ids).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        let rows = self.rows(
+            "SELECT snapshot_id, state FROM snapshot_runners
+             WHERE runner = ?1 AND snapshot_id IN (SELECT value FROM json_each(?2))",
+            params![runner, ids],
+        )?;
+        rows.into_iter()
+            .map(|(id, state)| {
+                let state = state
+                    .parse()
+                    .map_err(|e: String| SnapshotError::Invalid(format!("{}: {e}", self.path)))?;
+                Ok((id, state))
+            })
+            .collect()
+    }
+
+    fn existing(&mut self, ids: &[String]) -> Result<Vec<String>> {
+        let ids = serde_json::to_string(ids).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM snapshots
+             WHERE id IN (SELECT value FROM json_each(?1)) AND state <> 'removing'",
+        )?;
+        let rows = stmt.query_map(params![ids], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 }
 

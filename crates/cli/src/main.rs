@@ -127,9 +127,32 @@ pub fn command() -> clap::Command {
     cmd
 }
 
+/// `cairn snapshot list | head -1`: when the reader goes away, `println!`
+/// panics with "failed printing to stdout: Broken pipe". SIGPIPE stays
+/// ignored (the registry's sockets and the sandbox helper's pipes must get
+/// EPIPE as an error, not kill the process), so the panic hook turns that
+/// one panic into the quiet exit a shell tool gives: status 141 (128 +
+/// SIGPIPE), nothing on stderr. Every other panic keeps the default report.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     // First, before any thread: this process may be a sandbox helper.
     cairn::init();
+    quiet_broken_pipe();
     let parsed = command()
         .try_get_matches()
         .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));

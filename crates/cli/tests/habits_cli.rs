@@ -391,3 +391,26 @@ fn store_flag_shows_only_where_a_store_is_used() {
         );
     }
 }
+
+/// `cairn ... | head -1`: a reader that goes away ends the command quietly
+/// with 141 (128 + SIGPIPE), as shell tools do, not with a panic report.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let store = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["snapshot", "list"])
+        .env("CAIRN_STORE", store.path().join("store"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the command prints its table.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "status {:?}", out.status);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "a broken pipe printed a report"
+    );
+}

@@ -8,12 +8,13 @@
 //! mtime moving, so an entry is used only when the file's mtime and ctime
 //! are at least [`RACY_WINDOW_NS`] older than the hash (git's "racily clean").
 
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Coarser than any filesystem's timestamp granularity we expect (ext3: 1 s).
 pub(crate) const RACY_WINDOW_NS: i128 = 1_000_000_000;
@@ -29,6 +30,45 @@ const HEADER: &str = "cairn context hashes 2";
 
 /// The version 1 memo (JSON); removed when found.
 const OLD_NAME: &str = "context-hashes.json";
+
+/// A decimal integer, optionally negative (`str::parse::<i128>` and the
+/// hex crate's decoder were most of the time a build spent loading the
+/// memo; these plain loops are several times faster).
+fn decimal(text: &str) -> Option<i128> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 38 {
+        return None;
+    }
+    let mut value: i128 = 0;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i128::from(b - b'0');
+    }
+    Some(if negative { -value } else { value })
+}
+
+/// 64 lowercase hex digits as 32 bytes.
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let text = text.as_bytes();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -47,11 +87,10 @@ struct Entry {
 impl Entry {
     fn parse(line: &str) -> Option<(String, Entry)> {
         let mut f = line.splitn(8, ' ');
-        let mut num = || f.next()?.parse::<i128>().ok();
+        let mut num = || decimal(f.next()?);
         let (dev, ino, size) = (num()? as u64, num()? as u64, num()? as u64);
         let (mtime_ns, ctime_ns, hashed_ns) = (num()?, num()?, num()?);
-        let mut sha256 = [0u8; 32];
-        hex::decode_to_slice(f.next()?, &mut sha256).ok()?;
+        let sha256 = unhex(f.next()?)?;
         let path = f.next()?.to_string();
         let entry = Entry {
             dev,
@@ -81,12 +120,18 @@ impl Entry {
     }
 }
 
+type Entries = HashMap<String, Entry>;
+
 /// The memo of one build: loaded at its start, saved at its end.
 #[derive(Debug)]
 pub(crate) struct HashMemo {
     path: PathBuf,
     tmp_dir: PathBuf,
-    entries: Mutex<HashMap<String, Entry>>,
+    /// The file is read and parsed by a thread started in `load`, so the
+    /// parse overlaps the build's start (Dockerfile, base image); the
+    /// first look-up waits for it.
+    loading: Mutex<Option<std::thread::JoinHandle<Entries>>>,
+    entries: OnceLock<Mutex<Entries>>,
     /// Files whose content was read (not served by the memo) in this build.
     pub reads: AtomicU64,
 }
@@ -114,11 +159,17 @@ fn read_entries(path: &Path) -> HashMap<String, Entry> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return HashMap::new();
     };
-    let mut lines = text.lines();
-    if lines.next() != Some(HEADER) {
+    let Some(body) = text
+        .strip_prefix(HEADER)
+        .and_then(|rest| rest.strip_prefix('\n'))
+    else {
         return HashMap::new();
-    }
-    lines.filter_map(Entry::parse).collect()
+    };
+    // Parsed on every core, into a map sized once.
+    let parsed: Vec<(String, Entry)> = body.par_lines().filter_map(Entry::parse).collect();
+    let mut entries = HashMap::with_capacity(parsed.len());
+    entries.extend(parsed);
+    entries
 }
 
 impl HashMemo {
@@ -128,12 +179,37 @@ impl HashMemo {
             // Best effort: an old memo left behind only takes space.
             let _ = std::fs::remove_file(dir.join(OLD_NAME));
         }
+        let file = path.clone();
+        let loading = std::thread::Builder::new()
+            .name("cairn-memo-load".into())
+            .spawn(move || read_entries(&file));
+        let entries = OnceLock::new();
+        let loading = match loading {
+            Ok(handle) => Some(handle),
+            Err(_) => {
+                let _ = entries.set(Mutex::new(read_entries(&path)));
+                None
+            }
+        };
         HashMemo {
-            entries: Mutex::new(read_entries(&path)),
+            loading: Mutex::new(loading),
+            entries,
             path,
             tmp_dir,
             reads: AtomicU64::new(0),
         }
+    }
+
+    /// The entries, once the loading thread is done (empty if it failed).
+    fn entries(&self) -> &Mutex<Entries> {
+        self.entries.get_or_init(|| {
+            let handle = self
+                .loading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            Mutex::new(handle.and_then(|h| h.join().ok()).unwrap_or_default())
+        })
     }
 
     /// The content sha256 of the regular file `path` whose metadata is
@@ -154,7 +230,7 @@ impl HashMemo {
         };
         let (dev, ino, size, mtime_ns, ctime_ns) = stat_key(meta);
         {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.entries().lock().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = entries.get_mut(name) {
                 if e.dev == dev
                     && e.ino == ino
@@ -181,7 +257,7 @@ impl HashMemo {
             sha256,
             used: true,
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries().lock().unwrap_or_else(|e| e.into_inner());
         entries.insert(name.to_string(), entry);
         Ok(sha256)
     }
@@ -194,7 +270,7 @@ impl HashMemo {
             // Every hash came from the memo: it has nothing new.
             return;
         }
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries().lock().unwrap_or_else(|e| e.into_inner());
         // This build's entries first, then older ones up to the bound.
         let used = entries.iter().filter(|(_, e)| e.used);
         let old = entries.iter().filter(|(_, e)| !e.used);
@@ -220,6 +296,33 @@ impl HashMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memo_lines_round_trip() {
+        let entry = Entry {
+            dev: u64::MAX,
+            ino: 7,
+            size: 0,
+            mtime_ns: -1_500_000_000,
+            ctime_ns: 1_700_000_000_123_456_789,
+            hashed_ns: 1_700_000_001_000_000_000,
+            sha256: std::array::from_fn(|i| (i * 37) as u8),
+            used: false,
+        };
+        let mut line = Vec::new();
+        entry.write("/ctx/a b", &mut line).unwrap();
+        let line = String::from_utf8(line).unwrap();
+        assert_eq!(
+            Entry::parse(line.trim_end()),
+            Some(("/ctx/a b".to_string(), entry))
+        );
+        for bad in ["1 2 3 4 5 6 zz /p", "1 2 x 4 5 6 00 /p", "", "1 2 3"] {
+            assert_eq!(Entry::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(decimal("-0"), Some(0));
+        assert_eq!(decimal("+1"), None);
+        assert_eq!(unhex(&"A".repeat(64)), None, "lowercase only, as written");
+    }
 
     #[test]
     fn saved_hashes_serve_the_next_build_and_changes_are_read_again() {

@@ -643,11 +643,18 @@ impl<'s> Builder<'s> {
                 image: image.clone(),
             }));
         }
+        // A cached step has no reason: its old inputs (one per context
+        // file a COPY reads) are not parsed, which was most of the CPU of
+        // a cached rebuild of a big context.
+        let cached = matches!(outcome, StepOutcome::Cached);
         let old: Option<(String, Vec<KeyInput>)> = self
             .store
             .step_record(&ctx.slot)?
             // A record this version cannot read explains nothing.
-            .map(|r| (r.key, serde_json::from_str(&r.inputs).unwrap_or_default()));
+            .map(|r| match cached {
+                true => (r.key, Vec::new()),
+                false => (r.key, serde_json::from_str(&r.inputs).unwrap_or_default()),
+            });
         let changed = old.as_ref().is_none_or(|(key, _)| *key != state.key);
         let parent = state.change.as_ref();
         let reason = match outcome {

@@ -8,7 +8,6 @@
 //! mtime moving, so an entry is used only when the file's mtime and ctime
 //! are at least [`RACY_WINDOW_NS`] older than the hash (git's "racily clean").
 
-use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -122,6 +121,15 @@ impl Entry {
 
 type Entries = HashMap<String, Entry>;
 
+/// A loaded memo: the entries of this build's context, parsed, and the
+/// lines of every other context, kept verbatim for `save`.
+#[derive(Debug, Default)]
+struct Loaded {
+    entries: Mutex<Entries>,
+    /// Whole lines, each ending in `\n`.
+    others: String,
+}
+
 /// The memo of one build: loaded at its start, saved at its end.
 #[derive(Debug)]
 pub(crate) struct HashMemo {
@@ -130,8 +138,8 @@ pub(crate) struct HashMemo {
     /// The file is read and parsed by a thread started in `load`, so the
     /// parse overlaps the build's start (Dockerfile, base image); the
     /// first look-up waits for it.
-    loading: Mutex<Option<std::thread::JoinHandle<Entries>>>,
-    entries: OnceLock<Mutex<Entries>>,
+    loading: Mutex<Option<std::thread::JoinHandle<Loaded>>>,
+    loaded: OnceLock<Loaded>,
     /// Files whose content was read (not served by the memo) in this build.
     pub reads: AtomicU64,
 }
@@ -153,63 +161,103 @@ fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
-/// The entries of a memo file; empty when missing, unreadable or of
-/// another version (a cache: that costs re-reads, nothing else).
-fn read_entries(path: &Path) -> HashMap<String, Entry> {
+/// The entries of a memo file below `scope` (all when `None`), parsed,
+/// and the other lines as they are; empty when missing, unreadable or of
+/// another version (a cache: that costs re-reads, nothing else). Only
+/// this context's lines are parsed: the memo of a store that also built
+/// a 20,000-file context cost a one-file build most of its CPU.
+fn read_entries(path: &Path, scope: Option<&str>) -> Loaded {
     let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
+        return Loaded::default();
     };
     let Some(body) = text
         .strip_prefix(HEADER)
         .and_then(|rest| rest.strip_prefix('\n'))
     else {
-        return HashMap::new();
+        return Loaded::default();
     };
-    // Parsed on every core, into a map sized once.
-    let parsed: Vec<(String, Entry)> = body.par_lines().filter_map(Entry::parse).collect();
-    let mut entries = HashMap::with_capacity(parsed.len());
-    entries.extend(parsed);
-    entries
+    let mut others = String::new();
+    let mine: Vec<&str> = match scope {
+        None => body.lines().collect(),
+        Some(prefix) => body
+            .lines()
+            .filter(|line| {
+                let inside = line
+                    .splitn(8, ' ')
+                    .nth(7)
+                    .is_some_and(|p| p.starts_with(prefix));
+                if !inside {
+                    others.push_str(line);
+                    others.push('\n');
+                }
+                inside
+            })
+            .collect(),
+    };
+    // Into a map sized once. On this thread only: a look-up from a rayon
+    // worker waits for this thread, so it must not wait for the pool.
+    let mut entries = HashMap::with_capacity(mine.len());
+    entries.extend(mine.into_iter().filter_map(Entry::parse));
+    Loaded {
+        entries: Mutex::new(entries),
+        others,
+    }
 }
 
 impl HashMemo {
-    /// Load the memo at `path` (empty when missing or unreadable).
-    pub fn load(path: PathBuf, tmp_dir: PathBuf) -> HashMemo {
+    /// Load the memo at `path` (empty when missing or unreadable); only
+    /// the entries below `context` (a canonical directory) are parsed.
+    pub fn load(path: PathBuf, tmp_dir: PathBuf, context: Option<&Path>) -> HashMemo {
         if let Some(dir) = path.parent() {
             // Best effort: an old memo left behind only takes space.
             let _ = std::fs::remove_file(dir.join(OLD_NAME));
         }
+        // Memo paths are `canonical root` + `/` + relative path.
+        let scope = context
+            .and_then(Path::to_str)
+            .map(|root| format!("{}/", root.trim_end_matches('/')));
         let file = path.clone();
+        let thread_scope = scope.clone();
         let loading = std::thread::Builder::new()
             .name("cairn-memo-load".into())
-            .spawn(move || read_entries(&file));
-        let entries = OnceLock::new();
+            .spawn(move || read_entries(&file, thread_scope.as_deref()));
+        let loaded = OnceLock::new();
         let loading = match loading {
             Ok(handle) => Some(handle),
             Err(_) => {
-                let _ = entries.set(Mutex::new(read_entries(&path)));
+                let _ = loaded.set(read_entries(&path, scope.as_deref()));
                 None
             }
         };
         HashMemo {
             loading: Mutex::new(loading),
-            entries,
+            loaded,
             path,
             tmp_dir,
             reads: AtomicU64::new(0),
         }
     }
 
-    /// The entries, once the loading thread is done (empty if it failed).
-    fn entries(&self) -> &Mutex<Entries> {
-        self.entries.get_or_init(|| {
+    /// The memo, once the loading thread is done (empty if it failed).
+    fn loaded(&self) -> &Loaded {
+        self.loaded.get_or_init(|| {
             let handle = self
                 .loading
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
-            Mutex::new(handle.and_then(|h| h.join().ok()).unwrap_or_default())
+            handle.and_then(|h| h.join().ok()).unwrap_or_default()
         })
+    }
+
+    fn entries(&self) -> &Mutex<Entries> {
+        &self.loaded().entries
+    }
+
+    /// Wait for the load now (before look-ups from a thread pool, which
+    /// should not all block on the loading thread).
+    pub fn ready(&self) {
+        self.loaded();
     }
 
     /// The content sha256 of the regular file `path` whose metadata is
@@ -279,8 +327,14 @@ impl HashMemo {
             let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp_dir)?;
             let mut out = std::io::BufWriter::new(tmp.as_file_mut());
             writeln!(out, "{HEADER}")?;
+            let mut written = 0;
             for (path, entry) in keep {
                 entry.write(path, &mut out)?;
+                written += 1;
+            }
+            // Other contexts' entries, as they were, within the bound.
+            for line in self.loaded().others.lines().take(MAX_ENTRIES - written) {
+                writeln!(out, "{line}")?;
             }
             out.flush()?;
             drop(out);
@@ -296,6 +350,53 @@ impl HashMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scoped_load_parses_one_context_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let (a, ab, b) = (root.join("a"), root.join("ab"), root.join("b"));
+        let mut files = Vec::new();
+        for ctx in [&a, &ab, &b] {
+            std::fs::create_dir(ctx).unwrap();
+            let f = ctx.join("f");
+            std::fs::write(&f, b"x").unwrap();
+            files.push(f);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let path = root.join("context-hashes");
+        let sum = |memo: &HashMemo, file: &Path, content: [u8; 32]| {
+            let meta = std::fs::symlink_metadata(file).unwrap();
+            memo.sha256(file, &meta, || Ok(content)).unwrap()
+        };
+        let all = HashMemo::load(path.clone(), root.clone(), None);
+        for f in &files {
+            sum(&all, f, [1; 32]);
+        }
+        all.save();
+
+        let only_a = HashMemo::load(path.clone(), root.clone(), Some(&a));
+        assert_eq!(
+            only_a.entries().lock().unwrap().len(),
+            1,
+            "a/ only, not ab/"
+        );
+        assert_eq!(sum(&only_a, &files[0], [2; 32]), [1; 32], "served");
+        assert_eq!(
+            sum(&only_a, &files[2], [2; 32]),
+            [2; 32],
+            "b/ is not parsed"
+        );
+        only_a.save();
+
+        let only_ab = HashMemo::load(path, root.clone(), Some(&ab));
+        assert_eq!(
+            sum(&only_ab, &files[1], [3; 32]),
+            [1; 32],
+            "other contexts' lines survive a scoped save"
+        );
+        assert_eq!(only_ab.reads.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn memo_lines_round_trip() {
@@ -344,7 +445,7 @@ mod tests {
             let meta = std::fs::symlink_metadata(&file).unwrap();
             memo.sha256(&file, &meta, || Ok(content)).unwrap()
         };
-        let first = HashMemo::load(path.clone(), dir.path().to_path_buf());
+        let first = HashMemo::load(path.clone(), dir.path().to_path_buf(), None);
         assert!(
             !dir.path().join(OLD_NAME).exists(),
             "the JSON memo is removed"
@@ -353,7 +454,7 @@ mod tests {
         assert_eq!(first.reads.load(Ordering::Relaxed), 1);
         first.save();
 
-        let second = HashMemo::load(path.clone(), dir.path().to_path_buf());
+        let second = HashMemo::load(path.clone(), dir.path().to_path_buf(), None);
         assert_eq!(sum(&second, [9; 32]), [7; 32], "served from the saved memo");
         assert_eq!(second.reads.load(Ordering::Relaxed), 0);
 
@@ -362,7 +463,7 @@ mod tests {
         assert_eq!(second.reads.load(Ordering::Relaxed), 1);
 
         std::fs::write(&path, b"garbage\n").unwrap();
-        let third = HashMemo::load(path, dir.path().to_path_buf());
+        let third = HashMemo::load(path, dir.path().to_path_buf(), None);
         assert_eq!(
             sum(&third, [5; 32]),
             [5; 32],

@@ -253,3 +253,46 @@ fn cache_row(
         value,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(store: &Store) -> i64 {
+        store
+            .db()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_cache_hit_marks_the_entry_and_leaves_later_commits_durable() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let entry = CacheEntry {
+            key: "k".into(),
+            layer_digest: None,
+            diff_id: None,
+            size: 1,
+            value: "{}".into(),
+        };
+        store.cache_put(&entry).unwrap();
+        let used = |store: &Store| -> i64 {
+            store
+                .db()
+                .query_row("SELECT last_used FROM build_cache", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = used(&store);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(store.cache_get("k").unwrap(), Some(entry));
+        assert!(used(&store) > before, "the hit is recorded");
+        assert!(store.cache_touch("k").unwrap());
+        assert!(!store.cache_touch("missing").unwrap());
+        // 2 = FULL: only the mark itself was committed relaxed.
+        assert_eq!(synchronous(&store), 2);
+        drop(store);
+        let reopened = Store::open(t.path()).unwrap();
+        assert!(used(&reopened) > before, "the mark is committed");
+    }
+}

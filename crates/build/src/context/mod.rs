@@ -185,6 +185,9 @@ impl Context {
         each: &mut dyn FnMut(&str, &[u8]),
     ) -> Result<String, BuildError> {
         let mut h = Sha256::new();
+        if let Some((_, memo)) = &self.memo {
+            memo.ready();
+        }
         for (i, src) in sources.iter().enumerate() {
             let found = scan::scan(&self.root, src, &|rel| self.includes(rel) && keep(i, rel))?;
             let described: Vec<Result<Vec<u8>, BuildError>> =

@@ -126,7 +126,7 @@ impl<'s> Builder<'s> {
         let layers = self.store.layout().layers();
         cairn_sandbox::owners::adopt_layer_dirs(self.store, &self.mapping)
             .map_err(BuildError::io(&layers))?;
-        let memo = self.hash_memo();
+        let memo = self.hash_memo(req);
         // This build's own executor state (its registry-cache session).
         let run = self.for_one_build(false);
         let result = run.build_inner(req, &memo, events);
@@ -156,7 +156,7 @@ impl<'s> Builder<'s> {
     ) -> Result<Plan, BuildError> {
         let dry = self.for_one_build(true);
         // The memo is read, never saved: a dry run leaves the store as it was.
-        let memo = self.hash_memo();
+        let memo = self.hash_memo(req);
         let result = dry.run_stages(req, &memo, events);
         if let Err(e) = &result {
             events(&BuildEvent::Failed {
@@ -198,10 +198,13 @@ impl<'s> Builder<'s> {
         }
     }
 
-    fn hash_memo(&self) -> Arc<HashMemo> {
+    fn hash_memo(&self, req: &BuildRequest) -> Arc<HashMemo> {
+        // Only this context's entries are parsed (keys are canonical paths).
+        let context = std::fs::canonicalize(&req.context).ok();
         Arc::new(HashMemo::load(
             self.store.layout().root().join("context-hashes"),
             self.store.layout().tmp(),
+            context.as_deref(),
         ))
     }
 

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Coarser than any filesystem's timestamp granularity we expect (ext3: 1 s).
 pub(crate) const RACY_WINDOW_NS: i128 = 1_000_000_000;
@@ -29,6 +29,45 @@ const HEADER: &str = "cairn context hashes 2";
 
 /// The version 1 memo (JSON); removed when found.
 const OLD_NAME: &str = "context-hashes.json";
+
+/// A decimal integer, optionally negative (`str::parse::<i128>` and the
+/// hex crate's decoder were most of the time a build spent loading the
+/// memo; these plain loops are several times faster).
+fn decimal(text: &str) -> Option<i128> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 38 {
+        return None;
+    }
+    let mut value: i128 = 0;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i128::from(b - b'0');
+    }
+    Some(if negative { -value } else { value })
+}
+
+/// 64 lowercase hex digits as 32 bytes.
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let text = text.as_bytes();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -47,11 +86,10 @@ struct Entry {
 impl Entry {
     fn parse(line: &str) -> Option<(String, Entry)> {
         let mut f = line.splitn(8, ' ');
-        let mut num = || f.next()?.parse::<i128>().ok();
+        let mut num = || decimal(f.next()?);
         let (dev, ino, size) = (num()? as u64, num()? as u64, num()? as u64);
         let (mtime_ns, ctime_ns, hashed_ns) = (num()?, num()?, num()?);
-        let mut sha256 = [0u8; 32];
-        hex::decode_to_slice(f.next()?, &mut sha256).ok()?;
+        let sha256 = unhex(f.next()?)?;
         let path = f.next()?.to_string();
         let entry = Entry {
             dev,
@@ -81,12 +119,27 @@ impl Entry {
     }
 }
 
+type Entries = HashMap<String, Entry>;
+
+/// A loaded memo: the entries of this build's context, parsed, and the
+/// lines of every other context, kept verbatim for `save`.
+#[derive(Debug, Default)]
+struct Loaded {
+    entries: Mutex<Entries>,
+    /// Whole lines, each ending in `\n`.
+    others: String,
+}
+
 /// The memo of one build: loaded at its start, saved at its end.
 #[derive(Debug)]
 pub(crate) struct HashMemo {
     path: PathBuf,
     tmp_dir: PathBuf,
-    entries: Mutex<HashMap<String, Entry>>,
+    /// The file is read and parsed by a thread started in `load`, so the
+    /// parse overlaps the build's start (Dockerfile, base image); the
+    /// first look-up waits for it.
+    loading: Mutex<Option<std::thread::JoinHandle<Loaded>>>,
+    loaded: OnceLock<Loaded>,
     /// Files whose content was read (not served by the memo) in this build.
     pub reads: AtomicU64,
 }
@@ -108,32 +161,103 @@ fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
-/// The entries of a memo file; empty when missing, unreadable or of
-/// another version (a cache: that costs re-reads, nothing else).
-fn read_entries(path: &Path) -> HashMap<String, Entry> {
+/// The entries of a memo file below `scope` (all when `None`), parsed,
+/// and the other lines as they are; empty when missing, unreadable or of
+/// another version (a cache: that costs re-reads, nothing else). Only
+/// this context's lines are parsed: the memo of a store that also built
+/// a 20,000-file context cost a one-file build most of its CPU.
+fn read_entries(path: &Path, scope: Option<&str>) -> Loaded {
     let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
+        return Loaded::default();
     };
-    let mut lines = text.lines();
-    if lines.next() != Some(HEADER) {
-        return HashMap::new();
+    let Some(body) = text
+        .strip_prefix(HEADER)
+        .and_then(|rest| rest.strip_prefix('\n'))
+    else {
+        return Loaded::default();
+    };
+    let mut others = String::new();
+    let mine: Vec<&str> = match scope {
+        None => body.lines().collect(),
+        Some(prefix) => body
+            .lines()
+            .filter(|line| {
+                let inside = line
+                    .splitn(8, ' ')
+                    .nth(7)
+                    .is_some_and(|p| p.starts_with(prefix));
+                if !inside {
+                    others.push_str(line);
+                    others.push('\n');
+                }
+                inside
+            })
+            .collect(),
+    };
+    // Into a map sized once. On this thread only: a look-up from a rayon
+    // worker waits for this thread, so it must not wait for the pool.
+    let mut entries = HashMap::with_capacity(mine.len());
+    entries.extend(mine.into_iter().filter_map(Entry::parse));
+    Loaded {
+        entries: Mutex::new(entries),
+        others,
     }
-    lines.filter_map(Entry::parse).collect()
 }
 
 impl HashMemo {
-    /// Load the memo at `path` (empty when missing or unreadable).
-    pub fn load(path: PathBuf, tmp_dir: PathBuf) -> HashMemo {
+    /// Load the memo at `path` (empty when missing or unreadable); only
+    /// the entries below `context` (a canonical directory) are parsed.
+    pub fn load(path: PathBuf, tmp_dir: PathBuf, context: Option<&Path>) -> HashMemo {
         if let Some(dir) = path.parent() {
             // Best effort: an old memo left behind only takes space.
             let _ = std::fs::remove_file(dir.join(OLD_NAME));
         }
+        // Memo paths are `canonical root` + `/` + relative path.
+        let scope = context
+            .and_then(Path::to_str)
+            .map(|root| format!("{}/", root.trim_end_matches('/')));
+        let file = path.clone();
+        let thread_scope = scope.clone();
+        let loading = std::thread::Builder::new()
+            .name("cairn-memo-load".into())
+            .spawn(move || read_entries(&file, thread_scope.as_deref()));
+        let loaded = OnceLock::new();
+        let loading = match loading {
+            Ok(handle) => Some(handle),
+            Err(_) => {
+                let _ = loaded.set(read_entries(&path, scope.as_deref()));
+                None
+            }
+        };
         HashMemo {
-            entries: Mutex::new(read_entries(&path)),
+            loading: Mutex::new(loading),
+            loaded,
             path,
             tmp_dir,
             reads: AtomicU64::new(0),
         }
+    }
+
+    /// The memo, once the loading thread is done (empty if it failed).
+    fn loaded(&self) -> &Loaded {
+        self.loaded.get_or_init(|| {
+            let handle = self
+                .loading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            handle.and_then(|h| h.join().ok()).unwrap_or_default()
+        })
+    }
+
+    fn entries(&self) -> &Mutex<Entries> {
+        &self.loaded().entries
+    }
+
+    /// Wait for the load now (before look-ups from a thread pool, which
+    /// should not all block on the loading thread).
+    pub fn ready(&self) {
+        self.loaded();
     }
 
     /// The content sha256 of the regular file `path` whose metadata is
@@ -154,7 +278,7 @@ impl HashMemo {
         };
         let (dev, ino, size, mtime_ns, ctime_ns) = stat_key(meta);
         {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.entries().lock().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = entries.get_mut(name) {
                 if e.dev == dev
                     && e.ino == ino
@@ -181,7 +305,7 @@ impl HashMemo {
             sha256,
             used: true,
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries().lock().unwrap_or_else(|e| e.into_inner());
         entries.insert(name.to_string(), entry);
         Ok(sha256)
     }
@@ -194,7 +318,7 @@ impl HashMemo {
             // Every hash came from the memo: it has nothing new.
             return;
         }
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries().lock().unwrap_or_else(|e| e.into_inner());
         // This build's entries first, then older ones up to the bound.
         let used = entries.iter().filter(|(_, e)| e.used);
         let old = entries.iter().filter(|(_, e)| !e.used);
@@ -203,8 +327,14 @@ impl HashMemo {
             let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp_dir)?;
             let mut out = std::io::BufWriter::new(tmp.as_file_mut());
             writeln!(out, "{HEADER}")?;
+            let mut written = 0;
             for (path, entry) in keep {
                 entry.write(path, &mut out)?;
+                written += 1;
+            }
+            // Other contexts' entries, as they were, within the bound.
+            for line in self.loaded().others.lines().take(MAX_ENTRIES - written) {
+                writeln!(out, "{line}")?;
             }
             out.flush()?;
             drop(out);
@@ -220,6 +350,80 @@ impl HashMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scoped_load_parses_one_context_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let (a, ab, b) = (root.join("a"), root.join("ab"), root.join("b"));
+        let mut files = Vec::new();
+        for ctx in [&a, &ab, &b] {
+            std::fs::create_dir(ctx).unwrap();
+            let f = ctx.join("f");
+            std::fs::write(&f, b"x").unwrap();
+            files.push(f);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let path = root.join("context-hashes");
+        let sum = |memo: &HashMemo, file: &Path, content: [u8; 32]| {
+            let meta = std::fs::symlink_metadata(file).unwrap();
+            memo.sha256(file, &meta, || Ok(content)).unwrap()
+        };
+        let all = HashMemo::load(path.clone(), root.clone(), None);
+        for f in &files {
+            sum(&all, f, [1; 32]);
+        }
+        all.save();
+
+        let only_a = HashMemo::load(path.clone(), root.clone(), Some(&a));
+        assert_eq!(
+            only_a.entries().lock().unwrap().len(),
+            1,
+            "a/ only, not ab/"
+        );
+        assert_eq!(sum(&only_a, &files[0], [2; 32]), [1; 32], "served");
+        assert_eq!(
+            sum(&only_a, &files[2], [2; 32]),
+            [2; 32],
+            "b/ is not parsed"
+        );
+        only_a.save();
+
+        let only_ab = HashMemo::load(path, root.clone(), Some(&ab));
+        assert_eq!(
+            sum(&only_ab, &files[1], [3; 32]),
+            [1; 32],
+            "other contexts' lines survive a scoped save"
+        );
+        assert_eq!(only_ab.reads.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn memo_lines_round_trip() {
+        let entry = Entry {
+            dev: u64::MAX,
+            ino: 7,
+            size: 0,
+            mtime_ns: -1_500_000_000,
+            ctime_ns: 1_700_000_000_123_456_789,
+            hashed_ns: 1_700_000_001_000_000_000,
+            sha256: std::array::from_fn(|i| (i * 37) as u8),
+            used: false,
+        };
+        let mut line = Vec::new();
+        entry.write("/ctx/a b", &mut line).unwrap();
+        let line = String::from_utf8(line).unwrap();
+        assert_eq!(
+            Entry::parse(line.trim_end()),
+            Some(("/ctx/a b".to_string(), entry))
+        );
+        for bad in ["1 2 3 4 5 6 zz /p", "1 2 x 4 5 6 00 /p", "", "1 2 3"] {
+            assert_eq!(Entry::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(decimal("-0"), Some(0));
+        assert_eq!(decimal("+1"), None);
+        assert_eq!(unhex(&"A".repeat(64)), None, "lowercase only, as written");
+    }
 
     #[test]
     fn saved_hashes_serve_the_next_build_and_changes_are_read_again() {
@@ -241,7 +445,7 @@ mod tests {
             let meta = std::fs::symlink_metadata(&file).unwrap();
             memo.sha256(&file, &meta, || Ok(content)).unwrap()
         };
-        let first = HashMemo::load(path.clone(), dir.path().to_path_buf());
+        let first = HashMemo::load(path.clone(), dir.path().to_path_buf(), None);
         assert!(
             !dir.path().join(OLD_NAME).exists(),
             "the JSON memo is removed"
@@ -250,7 +454,7 @@ mod tests {
         assert_eq!(first.reads.load(Ordering::Relaxed), 1);
         first.save();
 
-        let second = HashMemo::load(path.clone(), dir.path().to_path_buf());
+        let second = HashMemo::load(path.clone(), dir.path().to_path_buf(), None);
         assert_eq!(sum(&second, [9; 32]), [7; 32], "served from the saved memo");
         assert_eq!(second.reads.load(Ordering::Relaxed), 0);
 
@@ -259,7 +463,7 @@ mod tests {
         assert_eq!(second.reads.load(Ordering::Relaxed), 1);
 
         std::fs::write(&path, b"garbage\n").unwrap();
-        let third = HashMemo::load(path, dir.path().to_path_buf());
+        let third = HashMemo::load(path, dir.path().to_path_buf(), None);
         assert_eq!(
             sum(&third, [5; 32]),
             [5; 32],

@@ -38,14 +38,19 @@ fn now_nanos() -> i64 {
 }
 
 impl Store {
-    /// Look a key up and mark it used.
+    /// Look a key up and mark it used. The mark is committed without an
+    /// fsync (see [`Store::relaxed_commit`]): it only orders the LRU, so a
+    /// fully cached build makes nothing durable and waits for no disk.
     pub fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>> {
-        self.cache_lookup(
-            key,
-            "UPDATE build_cache SET last_used = ?2 WHERE key = ?1
-             RETURNING layer_digest, diff_id, size, value",
-            params![key, now_nanos()],
-        )
+        self.relaxed_commit(|db| {
+            cache_row(
+                db,
+                key,
+                "UPDATE build_cache SET last_used = ?2 WHERE key = ?1
+                 RETURNING layer_digest, diff_id, size, value",
+                params![key, now_nanos()],
+            )
+        })
     }
 
     /// Look a key up without marking it used (a dry run changes nothing).
@@ -64,25 +69,28 @@ impl Store {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Option<CacheEntry>> {
-        let row = self
-            .db()
-            .query_row(sql, args, |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .optional()
-            .map_err(self.db_err())?;
-        Ok(row.map(|(l, d, size, value)| CacheEntry {
-            key: key.to_string(),
-            layer_digest: l.and_then(|s| s.parse().ok()),
-            diff_id: d.and_then(|s| s.parse().ok()),
-            size: size as u64,
-            value,
-        }))
+        cache_row(&self.db(), key, sql, args).map_err(self.db_err())
+    }
+
+    /// Run `write` on the connection with `synchronous=NORMAL` (in WAL
+    /// mode: committed and consistent, but not fsynced until the next
+    /// checkpoint or a later FULL commit), then back to FULL, under one
+    /// hold of the connection so no other commit runs relaxed. For writes
+    /// a power loss may forget at no cost (LRU marks, roots of sandboxes
+    /// that die with the machine).
+    pub(crate) fn relaxed_commit<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let db = self.db();
+        let written = db
+            .pragma_update(None, "synchronous", "NORMAL")
+            .and_then(|()| write(&db));
+        // Back to FULL for every other commit, whatever the write did.
+        let restored = db.pragma_update(None, "synchronous", "FULL");
+        let value = written.map_err(self.db_err())?;
+        restored.map_err(self.db_err())?;
+        Ok(value)
     }
 
     /// The last recorded build of a step (`slot`: the builder's name for a
@@ -142,15 +150,14 @@ impl Store {
         Ok(())
     }
 
-    /// Mark an entry used without reading it.
+    /// Mark an entry used without reading it (no fsync, as `cache_get`).
     pub fn cache_touch(&self, key: &str) -> Result<bool> {
-        let n = self
-            .db()
-            .execute(
+        let n = self.relaxed_commit(|db| {
+            db.execute(
                 "UPDATE build_cache SET last_used = ?2 WHERE key = ?1",
                 params![key, now_nanos()],
             )
-            .map_err(self.db_err())?;
+        })?;
         Ok(n == 1)
     }
 
@@ -201,18 +208,12 @@ impl Store {
     /// the root, together with the sandbox it protected. Saves an fsync on
     /// the start path.
     pub fn add_volatile_root(&self, kind: &str, id: &str, digest: &Digest) -> Result<()> {
-        let db = self.db();
-        let insert = || {
-            db.pragma_update(None, "synchronous", "NORMAL")?;
+        self.relaxed_commit(|db| {
             db.execute(
                 "INSERT OR IGNORE INTO roots(kind, id, digest) VALUES (?1, ?2, ?3)",
                 params![kind, id, digest.to_string()],
             )
-        };
-        let inserted = insert();
-        // Back to FULL for every other commit, whatever the insert did.
-        let restored = db.pragma_update(None, "synchronous", "FULL");
-        inserted.and(restored).map_err(self.db_err())?;
+        })?;
         Ok(())
     }
 
@@ -224,5 +225,74 @@ impl Store {
                 params![kind, id],
             )
             .map_err(self.db_err())
+    }
+}
+
+/// One cache row by `sql` (layer_digest, diff_id, size, value).
+fn cache_row(
+    db: &rusqlite::Connection,
+    key: &str,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<Option<CacheEntry>> {
+    let row = db
+        .query_row(sql, args, |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .optional()?;
+    Ok(row.map(|(l, d, size, value)| CacheEntry {
+        key: key.to_string(),
+        layer_digest: l.and_then(|s| s.parse().ok()),
+        diff_id: d.and_then(|s| s.parse().ok()),
+        size: size as u64,
+        value,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(store: &Store) -> i64 {
+        store
+            .db()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_cache_hit_marks_the_entry_and_leaves_later_commits_durable() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let entry = CacheEntry {
+            key: "k".into(),
+            layer_digest: None,
+            diff_id: None,
+            size: 1,
+            value: "{}".into(),
+        };
+        store.cache_put(&entry).unwrap();
+        let used = |store: &Store| -> i64 {
+            store
+                .db()
+                .query_row("SELECT last_used FROM build_cache", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = used(&store);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(store.cache_get("k").unwrap(), Some(entry));
+        assert!(used(&store) > before, "the hit is recorded");
+        assert!(store.cache_touch("k").unwrap());
+        assert!(!store.cache_touch("missing").unwrap());
+        // 2 = FULL: only the mark itself was committed relaxed.
+        assert_eq!(synchronous(&store), 2);
+        drop(store);
+        let reopened = Store::open(t.path()).unwrap();
+        assert!(used(&reopened) > before, "the mark is committed");
     }
 }

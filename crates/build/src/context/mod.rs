@@ -5,10 +5,12 @@
 //! symlink crossed on the way.
 
 pub mod resolve;
+mod scan;
 
 use crate::memo::HashMemo;
 use crate::BuildError;
 use cairn_dockerfile::ignore::DockerIgnore;
+use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -174,6 +176,11 @@ impl Context {
 
     /// [`Context::digest_sources_where`], telling `each` every entry's
     /// path and the bytes that stand for it in the digest (for `--explain`).
+    ///
+    /// One `statx` per entry at its directory's descriptor ([`scan`]);
+    /// the memo look-ups and the reads of changed files run on every
+    /// core; the results are hashed in walk order, so the digest is the
+    /// one a single thread gives.
     pub fn digest_sources_listing(
         &self,
         sources: &[String],
@@ -181,42 +188,47 @@ impl Context {
         each: &mut dyn FnMut(&str, &[u8]),
     ) -> Result<String, BuildError> {
         let mut h = Sha256::new();
+        if let Some((_, memo)) = &self.memo {
+            memo.ready();
+        }
         for (i, src) in sources.iter().enumerate() {
-            for entry in walkdir::WalkDir::new(self.root.join(src)).sort_by_file_name() {
-                let entry = entry
-                    .map_err(|e| BuildError::input(format!("reading the build context: {e}")))?;
-                let rel = rel_of(&self.root, entry.path());
-                if !self.includes(&rel) || !keep(i, &rel) {
-                    continue;
-                }
-                let meta = entry
-                    .path()
-                    .symlink_metadata()
-                    .map_err(BuildError::io(entry.path()))?;
-                h.update(rel.as_bytes());
+            let found = scan::scan(&self.root, src, &|rel| self.includes(rel) && keep(i, rel))?;
+            let described: Vec<Result<Vec<u8>, BuildError>> =
+                found.par_iter().map(|f| self.describe(f)).collect();
+            for (f, e) in found.iter().zip(described) {
+                let e = e?;
+                h.update(f.rel.as_bytes());
                 h.update([0]);
-                let mut e = Vec::with_capacity(48);
-                e.extend(meta.permissions().mode().to_le_bytes());
-                if meta.is_file() {
-                    e.extend(meta.size().to_le_bytes());
-                    let sum = match &self.memo {
-                        Some((canonical, memo)) => {
-                            memo.sha256(&canonical.join(&rel), &meta, || file_sha256(entry.path()))?
-                        }
-                        None => file_sha256(entry.path())?,
-                    };
-                    e.extend(sum);
-                } else if meta.file_type().is_symlink() {
-                    let target =
-                        std::fs::read_link(entry.path()).map_err(BuildError::io(entry.path()))?;
-                    e.extend(target.as_os_str().as_encoded_bytes());
-                }
-                e.push(0);
                 h.update(&e);
-                each(&rel, &e);
+                each(&f.rel, &e);
             }
         }
         Ok(hex::encode(h.finalize()))
+    }
+
+    /// The bytes that stand for one entry in a sources digest: mode, and
+    /// size + content sha256 (a file) or the target (a symlink), then NUL.
+    fn describe(&self, found: &scan::Found) -> Result<Vec<u8>, BuildError> {
+        let (rel, meta) = (&found.rel, &found.meta);
+        let mut e = Vec::with_capacity(48);
+        e.extend(meta.permissions().mode().to_le_bytes());
+        if meta.is_file() {
+            e.extend(meta.size().to_le_bytes());
+            let path = || self.root.join(rel);
+            let sum = match &self.memo {
+                Some((canonical, memo)) => {
+                    memo.sha256(&canonical.join(rel), meta, || file_sha256(&path()))?
+                }
+                None => file_sha256(&path())?,
+            };
+            e.extend(sum);
+        } else if meta.file_type().is_symlink() {
+            let path = self.root.join(rel);
+            let target = std::fs::read_link(&path).map_err(BuildError::io(&path))?;
+            e.extend(target.as_os_str().as_encoded_bytes());
+        }
+        e.push(0);
+        Ok(e)
     }
 }
 

@@ -84,7 +84,16 @@ impl Builder<'_> {
                 image: image.clone(),
             }));
         }
-        let old = CacheView::step_record(self, &ctx.slot)?;
+        // A cached step has no reason: its old inputs (one per context
+        // file a COPY reads) are not parsed, which was most of the CPU of
+        // a cached rebuild of a big context.
+        let old = match outcome {
+            StepOutcome::Cached => self
+                .store
+                .step_record(&ctx.slot)?
+                .map(|r| (r.key, Vec::new())),
+            _ => CacheView::step_record(self, &ctx.slot)?,
+        };
         let changed = old.as_ref().is_none_or(|(key, _)| *key != state.key);
         let parent = state.change.as_ref();
         let reason = step_reason(

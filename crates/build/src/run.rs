@@ -10,6 +10,7 @@ use cairn_sandbox::cgroup::{self, CgroupParent, Limits};
 use cairn_sandbox::manager::{remove_mount_stubs, SandboxManager, DEFAULT_PIDS_LIMIT};
 use cairn_sandbox::{
     Network, ProcessSpec, RootfsSpec, RunControl, RunOutcome, RunSpec, RunStdio, Task,
+    UpperLayerWriter,
 };
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -321,38 +322,33 @@ impl Builder<'_> {
         })
     }
 
-    /// Write an upper dir as a layer blob, then adopt the dir as that layer's
-    /// extracted dir (or drop it if the layer is already extracted).
+    /// Commit an upper dir as a layer through the store's one commit path
+    /// (blob written and hashed once, checked, the dir adopted as the
+    /// layer's extracted dir, or left if the layer is already extracted).
     pub(crate) fn commit_upper(
         &self,
         req: &BuildRequest,
         upper: &Path,
     ) -> Result<LayerRef, BuildError> {
-        use cairn_layer::timing::span;
-        let task_span = span("build.commit_write_layer_task");
-        // The task writes the blob and, with clamped mtimes (whose tar
-        // differs from the dir's own), the dir's tree digest; the store's
-        // writer hashes the blob as it lands, and is the one name we trust.
-        let layer = self.launcher.write_layer_blob(
-            &self.mapping,
-            self.store,
-            upper,
-            req.compression,
-            req.timestamp,
-        )?;
-        drop(task_span);
-        let (diff_id, digest, size) = (layer.diff_id, layer.blob.digest, layer.blob.size);
-        let _adopt = span("build.commit_adopt_layer_dir");
-        if !self.store.has_layer_dir(&diff_id)
-            && self.store.adopt_layer_dir(&diff_id, upper, layer.tree)?
-        {
+        let _span = cairn_layer::timing::span("build.commit_layer");
+        let writer = UpperLayerWriter {
+            launcher: &self.launcher,
+            mapping: &self.mapping,
+            compression: req.compression,
+            // With clamped mtimes (whose tar differs from the dir's own) the
+            // task also takes the dir's tree digest.
+            timestamp: req.timestamp,
+        };
+        let layer = self.store.commit_layer(&writer, upper, None)?;
+        if layer.adopted {
+            // The caller's scratch dir keeps its shape for its removal.
             std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;
         }
         Ok(LayerRef {
-            digest,
-            size,
-            media_type: req.compression.media_type().to_string(),
-            diff_id,
+            digest: layer.digest,
+            size: layer.size,
+            media_type: layer.media_type,
+            diff_id: layer.diff_id,
         })
     }
 }

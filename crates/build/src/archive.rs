@@ -5,8 +5,8 @@
 //! rootless too). With `--chown` every entry gets that owner (BuildKit's
 //! `applyRootArchive` with the copy user).
 
-use crate::stage::Builder;
 use crate::BuildError;
+use crate::Builder;
 use cairn_layer::{ExtractLimits, LimitExceeded, LimitKind};
 use cairn_sandbox::SandboxError;
 use std::io::Read;

@@ -5,7 +5,7 @@
 //! is always called on the thread that called [`crate::Builder::build_with_events`].
 
 use crate::explain::Reason;
-use crate::stage::StepOutcome;
+use crate::StepOutcome;
 use cairn_layer::Digest;
 use serde::Serialize;
 use std::sync::mpsc::Sender;
@@ -96,7 +96,7 @@ pub(crate) enum Msg {
     Event(BuildEvent),
     StageDone(
         usize,
-        Box<Result<crate::stage::StageState, crate::BuildError>>,
+        Box<Result<crate::state::StageState, crate::BuildError>>,
     ),
     /// A step's key changed since its last build: keep it for `--explain`.
     Record(cairn_store::cache::StepRecord),

@@ -9,23 +9,33 @@
 //! build cache reuses the layer without running anything.
 
 mod archive;
+mod base;
+mod builder;
+mod cache_lookup;
 pub mod config;
+mod config_apply;
 pub mod context;
 mod copy;
 pub mod events;
+mod exec;
 pub mod explain;
 mod fetch;
+mod image_write;
 pub mod keys;
 mod memo;
 mod mount_setup;
 mod mounts;
+mod plan;
 pub mod remote_cache;
+mod report;
+mod request;
 mod run;
-mod stage;
+mod state;
 pub mod tenancy;
 mod view;
 mod workdir;
 
+pub use builder::Builder;
 pub use cairn_sandbox::CancelToken;
 pub use events::{BuildEvent, OutputStream};
 pub use explain::{Change, Reason};
@@ -33,9 +43,8 @@ pub use fetch::FetchError;
 pub use keys::KeyInput;
 pub use mount_setup::{remove_cache_mounts, Secret};
 pub use remote_cache::{CacheExport, CacheImport, CacheMode};
-pub use stage::{
-    BuildRequest, BuildResult, Builder, Plan, RunPolicy, StepOutcome, StepReport, INLINE_DOCKERFILE,
-};
+pub use report::{BuildResult, Plan, StepOutcome, StepReport};
+pub use request::{BuildRequest, RunPolicy, INLINE_DOCKERFILE};
 
 use std::path::{Path, PathBuf};
 

@@ -5,9 +5,10 @@
 
 use crate::context::{clean, Context};
 use crate::mounts::{type_name, MountType, RunMount, Sharing};
-use crate::stage::{Builder, StageState};
+use crate::state::StageState;
 use crate::view::LayerView;
 use crate::BuildError;
+use crate::Builder;
 use cairn_dockerfile::Dockerfile;
 use cairn_sandbox::{ExtraMount, MountSource, Ownership, Task};
 use nix::fcntl::{Flock, FlockArg};

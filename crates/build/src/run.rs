@@ -1,10 +1,12 @@
 //! RUN: a sandbox over the stage's layers; its upper dir becomes the layer.
 
+use crate::config_apply::history_text;
 use crate::context::Context;
 use crate::events::{OutputStream, StepCtx};
 use crate::mounts::RunMount;
-use crate::stage::{history_text, BuildRequest, Builder, LayerRef, StageState, StepOutcome};
+use crate::state::{LayerRef, StageState};
 use crate::BuildError;
+use crate::{BuildRequest, Builder, StepOutcome};
 use cairn_dockerfile::{Dockerfile, Form, Instruction};
 use cairn_sandbox::cgroup::{self, CgroupParent, Limits};
 use cairn_sandbox::manager::{remove_mount_stubs, SandboxManager, DEFAULT_PIDS_LIMIT};

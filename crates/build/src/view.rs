@@ -4,7 +4,8 @@
 //! hides the lower layers' contents, and a non-dir hides everything below
 //! its path. Symlinks resolve the way a chroot would.
 
-use crate::stage::{Builder, StageState};
+use crate::state::StageState;
+use crate::Builder;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 

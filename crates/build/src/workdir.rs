@@ -2,10 +2,12 @@
 //! own, owned by the USER of the moment with every parent it creates
 //! (BuildKit's `llb.Mkdir(wd, 0755, WithParents, WithUser(user))`).
 
+use crate::config_apply::history_text;
 use crate::copy::{make_parents, TreeWriter};
-use crate::stage::{history_text, BuildRequest, Builder, StageState, StepOutcome};
+use crate::state::StageState;
 use crate::view::LayerView;
 use crate::BuildError;
+use crate::{BuildRequest, Builder, StepOutcome};
 use cairn_dockerfile::Instruction;
 use cairn_sandbox::Task;
 

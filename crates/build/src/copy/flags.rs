@@ -11,9 +11,9 @@
 //! time, and the copy keeps them). One task then copies what is left.
 
 use crate::context::clean;
-use crate::stage::Builder;
 use crate::view::LayerView;
 use crate::BuildError;
+use crate::Builder;
 use cairn_dockerfile::ignore::DockerIgnore;
 use cairn_dockerfile::Instruction;
 use cairn_sandbox::Task;

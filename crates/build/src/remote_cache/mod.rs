@@ -19,8 +19,8 @@ pub use document::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE};
 pub use spec::{CacheExport, CacheImport, CacheMode};
 
 use crate::events::BuildEvent;
-use crate::stage::{BuildRequest, BuildResult, Builder};
 use crate::BuildError;
+use crate::{BuildRequest, BuildResult, Builder};
 use cairn_registry::{ArtifactSpec, Registry, RegistryOptions};
 use cairn_sandbox::manager::SandboxManager;
 use document::Entry;

@@ -3,7 +3,11 @@
 //! ARG scoping into the cache key, and unused build args.
 
 use super::*;
+use crate::keys::{KeyBuilder, KeyInput};
 use cairn_dockerfile::parse;
+use cairn_dockerfile::scope::{global_scope, scope_at, ScopeInput};
+use cairn_dockerfile::Dockerfile;
+use std::collections::{BTreeMap, HashMap};
 
 fn doc(text: &str) -> Dockerfile {
     parse(text).unwrap()

@@ -1,0 +1,16 @@
+//! COPY and ADD of context files, written straight into a fresh upper dir.
+//!
+//! `plan` resolves a COPY/ADD against the context and the image (sources, destination, owner,
+//! mode, the key's digest); `exec` writes it into a fresh upper dir (or copies out of another
+//! stage in a task); `tar_writer` gives entries their owners rootless; `fs` holds the small
+//! file-system helpers; `flags` the selection flags (`--exclude`, `--parents`, `--link`).
+
+mod exec;
+mod flags;
+mod fs;
+mod plan;
+mod tar_writer;
+
+pub(crate) use fs::make_parents;
+pub(crate) use plan::plan;
+pub(crate) use tar_writer::TreeWriter;

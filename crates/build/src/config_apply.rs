@@ -1,10 +1,10 @@
 //! Config-only instructions (ENV, LABEL, CMD, ENTRYPOINT, HEALTHCHECK, ...) applied to the
 //! image config, and the history text of a step.
 
-use crate::config::ImageConfig;
+use crate::config::{Field, Healthcheck, ImageConfig, Runtime};
 use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::{Form, Instruction};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 /// History text as BuildKit writes it: `RUN /bin/sh -c ...` for shell forms.
@@ -31,19 +31,20 @@ pub(crate) fn apply_config(
     stage: &mut StageProgress,
 ) -> Result<(), String> {
     let expand = |w: &str| expand_word(w, vars, escape).map_err(|e| e.to_string());
-    let exec_or_shell = |cfg: &ImageConfig| -> Value {
+    let exec_or_shell = |cfg: &ImageConfig| -> Field<Vec<String>> {
         match inst.form {
-            Some(Form::Exec) => json!(inst.args),
+            Some(Form::Exec) => Field::Set(inst.args.clone()),
             _ => {
-                let mut shell = cfg.strings("Shell");
+                let mut shell = cfg.shell();
                 if shell.is_empty() {
                     shell = vec!["/bin/sh".into(), "-c".into()];
                 }
                 shell.push(inst.args.join(" "));
-                json!(shell)
+                Field::Set(shell)
             }
         }
     };
+    let first = || expand(inst.args.first().map(String::as_str).unwrap_or(""));
     match inst.name.as_str() {
         "arg" => {}
         "env" => {
@@ -54,50 +55,38 @@ pub(crate) fn apply_config(
                 .map(|p| Ok((expand(&p.key)?, expand(p.value.as_deref().unwrap_or(""))?)))
                 .collect::<Result<_, String>>()?;
             for (k, v) in pairs {
-                cfg.set_env(&k, &v);
+                cfg.run_mut().set_env(&k, &v);
             }
         }
         "label" => {
             for p in inst.pairs.iter().flatten() {
-                cfg.insert_into(
-                    "Labels",
-                    &expand(&p.key)?,
-                    json!(expand(p.value.as_deref().unwrap_or(""))?),
-                );
+                let (k, v) = (expand(&p.key)?, expand(p.value.as_deref().unwrap_or(""))?);
+                cfg.run_mut().labels.get_or_insert_default().insert(k, v);
             }
         }
         "maintainer" => {
-            let root = &mut cfg.0;
-            root["author"] = json!(inst.args.join(" "));
+            cfg.author = Field::Set(inst.args.join(" "));
         }
         "workdir" => {
-            let dir = expand(inst.args.first().map(String::as_str).unwrap_or(""))?;
+            let dir = first()?;
             let joined = if dir.starts_with('/') {
                 dir
             } else {
-                format!("{}/{dir}", cfg.string("WorkingDir").unwrap_or_default())
+                format!("{}/{dir}", cfg.working_dir())
             };
-            cfg.set(
-                "WorkingDir",
-                json!(format!("/{}", crate::context::clean(&joined))),
-            );
+            cfg.run_mut().working_dir = Field::Set(format!("/{}", crate::context::clean(&joined)));
         }
-        "user" => cfg.set(
-            "User",
-            json!(expand(inst.args.first().map(String::as_str).unwrap_or(""))?),
-        ),
+        "user" => cfg.run_mut().user = Field::Set(first()?),
         "cmd" => {
-            let v = exec_or_shell(cfg);
-            cfg.set("Cmd", v);
+            cfg.run_mut().cmd = exec_or_shell(cfg);
             stage.cmd_set = true;
         }
         "entrypoint" => {
-            let v = exec_or_shell(cfg);
-            cfg.set("Entrypoint", v);
+            cfg.run_mut().entrypoint = exec_or_shell(cfg);
             // ENTRYPOINT resets a CMD inherited from the base (or an earlier
             // stage), not one set in this stage (BuildKit's d.cmdSet).
             if !stage.cmd_set {
-                cfg.set("Cmd", Value::Null);
+                cfg.run_mut().cmd = Field::Null;
             }
         }
         "expose" => {
@@ -108,23 +97,25 @@ pub(crate) fn apply_config(
                 } else {
                     format!("{p}/tcp")
                 };
-                cfg.insert_into("ExposedPorts", &p, json!({}));
+                let ports = cfg.run_mut().exposed_ports.get_or_insert_default();
+                ports.insert(p, json!({}));
             }
         }
         "volume" => {
             for v in &inst.args {
-                cfg.insert_into("Volumes", &expand(v)?, json!({}));
+                let v = expand(v)?;
+                cfg.run_mut()
+                    .volumes
+                    .get_or_insert_default()
+                    .insert(v, json!({}));
             }
         }
-        "stopsignal" => cfg.set(
-            "StopSignal",
-            json!(expand(inst.args.first().map(String::as_str).unwrap_or(""))?),
-        ),
-        "shell" => cfg.set("Shell", json!(inst.args)),
+        "stopsignal" => cfg.run_mut().stop_signal = Field::Set(first()?),
+        "shell" => cfg.run_mut().shell = Field::Set(inst.args.clone()),
         "onbuild" => {
-            let mut triggers = cfg.strings("OnBuild");
+            let mut triggers = cfg.on_build();
             triggers.push(inst.args.join(" "));
-            cfg.set("OnBuild", json!(triggers));
+            cfg.run_mut().on_build = Field::Set(triggers);
         }
         "healthcheck" => {
             let test: Vec<String> = match inst.args.first().map(String::as_str) {
@@ -137,25 +128,33 @@ pub(crate) fn apply_config(
                     }
                 }
             };
-            let mut hc = json!({ "Test": test });
-            for (flag, field) in [
-                ("interval", "Interval"),
-                ("timeout", "Timeout"),
-                ("start-period", "StartPeriod"),
-                ("start-interval", "StartInterval"),
-            ] {
-                if let Some(v) = inst.flags.get(flag).and_then(|v| v.last()) {
-                    let d =
-                        humantime::parse_duration(v).map_err(|e| format!("--{flag}={v}: {e}"))?;
-                    hc[field] = json!(d.as_nanos() as u64);
-                }
-            }
-            if let Some(v) = inst.flags.get("retries").and_then(|v| v.last()) {
-                hc["Retries"] = json!(v
-                    .parse::<u64>()
-                    .map_err(|_| format!("--retries={v}: not a number"))?);
-            }
-            cfg.set("Healthcheck", hc);
+            let duration = |flag: &str| -> Result<Field<i64>, String> {
+                let Some(v) = inst.flags.get(flag).and_then(|v| v.last()) else {
+                    return Ok(Field::Absent);
+                };
+                let d = humantime::parse_duration(v).map_err(|e| format!("--{flag}={v}: {e}"))?;
+                i64::try_from(d.as_nanos())
+                    .map(Field::Set)
+                    .map_err(|_| format!("--{flag}={v}: too long"))
+            };
+            let retries = match inst.flags.get("retries").and_then(|v| v.last()) {
+                Some(v) => Field::Set(
+                    v.parse::<u64>()
+                        .ok()
+                        .and_then(|n| i64::try_from(n).ok())
+                        .ok_or_else(|| format!("--retries={v}: not a number"))?,
+                ),
+                None => Field::Absent,
+            };
+            cfg.run_mut().healthcheck = Field::Set(Healthcheck {
+                test: Field::Set(test),
+                interval: duration("interval")?,
+                timeout: duration("timeout")?,
+                start_period: duration("start-period")?,
+                start_interval: duration("start-interval")?,
+                retries,
+                ..Healthcheck::default()
+            });
         }
         other => {
             return Err(format!(

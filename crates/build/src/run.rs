@@ -1,8 +1,10 @@
 //! RUN: a sandbox over the stage's layers; its upper dir becomes the layer.
 
+use crate::config::{History, Runtime};
 use crate::config_apply::history_text;
 use crate::context::Context;
 use crate::events::{OutputStream, StepCtx};
+use crate::image_write::StepCommit;
 use crate::mounts::RunMount;
 use crate::state::{LayerRef, StageState};
 use crate::BuildError;
@@ -12,7 +14,6 @@ use cairn_sandbox::cgroup::{self, CgroupParent, Limits};
 use cairn_sandbox::manager::{remove_mount_stubs, SandboxManager, DEFAULT_PIDS_LIMIT};
 use cairn_sandbox::{
     Network, ProcessSpec, RootfsSpec, RunControl, RunOutcome, RunSpec, RunStdio, Task,
-    UpperLayerWriter,
 };
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -51,16 +52,15 @@ impl Builder<'_> {
         }
         self.ensure_extracted(state)?;
         let dir = self.scratch_dir("run")?;
-        let result = self.run_in(req, doc, inst, run_args, state, &dir, step, inputs);
-        let layer = match result {
-            Ok(layer) => layer,
-            Err(e) => {
-                let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
-                return Err(e);
-            }
+        let commit = StepCommit {
+            key,
+            created_by: &created_by,
         };
+        let result = self
+            .run_in(req, doc, inst, run_args, state, &dir, step, inputs)
+            .and_then(|()| self.commit_upper(req, &dir.join("upper"), &commit));
         let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
-        self.add_layer(state, layer, &created_by, key, req.timestamp)?;
+        self.add_layer(state, result?, &created_by);
         Ok(StepOutcome::Ran)
     }
 
@@ -71,8 +71,10 @@ impl Builder<'_> {
         created_by: &str,
         created: String,
     ) {
-        state.config.push_diff_id(&layer.diff_id.to_string());
-        state.config.push_history(&created, created_by, false);
+        state.config.push_diff_id(&layer.diff_id);
+        state
+            .config
+            .push_history(History::new(&created, created_by, false));
         state.created = created;
         state.layers.push(layer);
     }
@@ -108,9 +110,9 @@ impl Builder<'_> {
         dir: &Path,
         step: &StepCtx,
         inputs: &RunInputs,
-    ) -> Result<LayerRef, BuildError> {
+    ) -> Result<(), BuildError> {
         let cfg = &state.config;
-        let mut env = cfg.strings("Env");
+        let mut env = cfg.env_list();
         for (k, v) in run_args {
             if !env.iter().any(|e| e.split('=').next() == Some(k)) {
                 env.push(format!("{k}={v}"));
@@ -123,7 +125,7 @@ impl Builder<'_> {
             // runc (under BuildKit) sets HOME from the user's passwd entry, "/" without one.
             let view = crate::view::LayerView::new(self, state);
             let home = cairn_sandbox::users::resolve_user(
-                &cfg.string("User").unwrap_or_default(),
+                &cfg.user(),
                 &view.read_to_string("etc/passwd"),
                 &view.read_to_string("etc/group"),
             )
@@ -185,10 +187,10 @@ impl Builder<'_> {
                 merged: dir.join("merged"),
             },
             process: ProcessSpec {
-                args: run_argv(inst, &cfg.strings("Shell")),
+                args: run_argv(inst, &cfg.shell()),
                 env,
-                cwd: cfg.string("WorkingDir").unwrap_or_default(),
-                user: cfg.string("User").unwrap_or_default(),
+                cwd: cfg.working_dir(),
+                user: cfg.user(),
             },
             network,
             hostname: "buildkitsandbox".into(),
@@ -227,8 +229,7 @@ impl Builder<'_> {
             });
         }
         remove_mount_stubs(&dir.join("upper"), &layer_dirs);
-        self.remove_stubs(&dir.join("upper"), &mounts.stubs)?;
-        self.commit_upper(req, &dir.join("upper"))
+        self.remove_stubs(&dir.join("upper"), &mounts.stubs)
     }
 
     /// A RUN that died of SIGINT or SIGTERM (exit 130 or 143) was most
@@ -323,36 +324,6 @@ impl Builder<'_> {
             Ok(self.launcher.run_with(spec, stdio, control)?)
         })
     }
-
-    /// Commit an upper dir as a layer through the store's one commit path
-    /// (blob written and hashed once, checked, the dir adopted as the
-    /// layer's extracted dir, or left if the layer is already extracted).
-    pub(crate) fn commit_upper(
-        &self,
-        req: &BuildRequest,
-        upper: &Path,
-    ) -> Result<LayerRef, BuildError> {
-        let _span = cairn_layer::timing::span("build.commit_layer");
-        let writer = UpperLayerWriter {
-            launcher: &self.launcher,
-            mapping: &self.mapping,
-            compression: req.compression,
-            // With clamped mtimes (whose tar differs from the dir's own) the
-            // task also takes the dir's tree digest.
-            timestamp: req.timestamp,
-        };
-        let layer = self.store.commit_layer(&writer, upper, None)?;
-        if layer.adopted {
-            // The caller's scratch dir keeps its shape for its removal.
-            std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;
-        }
-        Ok(LayerRef {
-            digest: layer.digest,
-            size: layer.size,
-            media_type: layer.media_type,
-            diff_id: layer.diff_id,
-        })
-    }
 }
 
 /// Send each line read from `pipe` as an output event.
@@ -418,7 +389,7 @@ fn run_history(inst: &Instruction, state: &StageState) -> String {
     match inst.form {
         Some(Form::Exec) => history_text(inst),
         _ => {
-            let shell = state.config.strings("Shell");
+            let shell = state.config.shell();
             let shell = if shell.is_empty() {
                 "/bin/sh -c".to_string()
             } else {

@@ -1,6 +1,7 @@
 //! One stage: its FROM, its base's ONBUILD triggers, then each instruction in its scope.
 
 use crate::base::record_platform;
+use crate::config::{Field, Runtime};
 use crate::config_apply::StageProgress;
 use crate::context::Context;
 use crate::events::{Msg, StepCtx};
@@ -14,7 +15,6 @@ use cairn_dockerfile::scope::{scope_at, ScopeInput};
 use cairn_dockerfile::Dockerfile;
 use cairn_registry::Platform;
 use cairn_sandbox::CancelToken;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 
@@ -86,9 +86,9 @@ impl Builder<'_> {
         let mut stage_state = StageProgress::default();
         // The base's ONBUILD triggers run first, with the base's ENV only
         // (BuildKit's dispatchOnBuildTriggers); the new image keeps none.
-        let triggers = state.config.strings("OnBuild");
+        let triggers = state.config.on_build();
         if !triggers.is_empty() {
-            state.config.set("OnBuild", Value::Null);
+            state.config.run_mut().on_build = Field::Null;
             let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
             let trigger_doc = cairn_dockerfile::parse(&text).map_err(|e| {
                 BuildError::input(format!(

@@ -130,7 +130,10 @@ fn a_missing_rootfs_or_config_is_made_as_docker_makes_it() {
 #[test]
 fn diff_ids_are_read_once_with_typed_errors() {
     let a = "sha256:0000000000000000000000000000000000000000000000000000000000000001".to_string();
-    assert_eq!(layer_diff_ids(std::slice::from_ref(&a), 1).unwrap().len(), 1);
+    assert_eq!(
+        layer_diff_ids(std::slice::from_ref(&a), 1).unwrap().len(),
+        1
+    );
     assert_eq!(
         layer_diff_ids(std::slice::from_ref(&a), 2),
         Err(DiffIdError::Count {

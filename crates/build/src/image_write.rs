@@ -76,10 +76,6 @@ impl Builder<'_> {
             .map(|t| created_time(Some(t)))
             .unwrap_or_else(|| state.created.clone());
         state.config.created = Field::Set(created);
-        let config = state
-            .config
-            .to_bytes()
-            .map_err(|e| BuildError::input(e.to_string()))?;
         let layers: Vec<BlobRef> = state
             .layers
             .iter()
@@ -89,7 +85,7 @@ impl Builder<'_> {
                 size: l.size,
             })
             .collect();
-        Ok(self.store.record_oci_image(&config, &layers)?)
+        Ok(self.store.record_image(&state.config, &layers)?)
     }
 }
 

@@ -857,17 +857,13 @@ impl<'s> SandboxManager<'s> {
         };
         config.push_diff_id(&layer.diff_id);
         config.push_history(History::new(&now, "cairn sandbox commit", false));
-        let config_bytes = config.to_bytes().map_err(|e| ManagerError::BadImage {
-            image: record.image.clone(),
-            reason: e.to_string(),
-        })?;
         let mut layers = image.blobs();
         layers.push(BlobRef {
             digest: layer.digest,
             media_type: layer.media_type.clone(),
             size: layer.size,
         });
-        Ok(self.store.record_oci_image(&config_bytes, &layers)?)
+        Ok(self.store.record_image(&image.config, &layers)?)
     }
 
     /// Remove a sandbox: its directory (through a task, since files in it may

@@ -788,11 +788,7 @@ impl<'s> SnapshotService<'s> {
         let run = image.config.run_mut();
         run.entrypoint = Field::Set(entrypoint.to_vec());
         run.cmd = Field::Absent;
-        let bytes = image
-            .config
-            .to_bytes()
-            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        Ok(self.store.record_oci_image(&bytes, &image.blobs())?)
+        Ok(self.store.record_image(&image.config, &image.blobs())?)
     }
 
     /// Start a long-lived sandbox from a snapshot (by id, `name:version` or

@@ -220,6 +220,17 @@ impl Store {
         Ok(self.record_manifest(&bytes, Some(OCI_MANIFEST))?.digest)
     }
 
+    /// Record an image from a typed config (in the bytes Cairn writes, see
+    /// [`ImageConfig::to_bytes`]) and `layers`: the one way builds, sandbox
+    /// commits and snapshots record the images they make.
+    pub fn record_image(&self, config: &ImageConfig, layers: &[BlobRef]) -> Result<Digest> {
+        let bytes = config.to_bytes().map_err(|source| StoreError::Json {
+            what: "image config".into(),
+            source,
+        })?;
+        self.record_oci_image(&bytes, layers)
+    }
+
     /// Record a manifest whose blobs are all in the store: store its bytes as a
     /// blob and its references in meta.db. For an index, every child manifest
     /// must have been recorded first. Recording the same manifest twice is a no-op.

@@ -237,10 +237,7 @@ pub fn add_random_layer_compressed(
         media_type: info.media_type.to_string(),
         size: info.size,
     });
-    let config = config.to_bytes().expect("config bytes");
-    let manifest = store
-        .record_oci_image(&config, &layers)
-        .expect("record image");
+    let manifest = store.record_image(&config, &layers).expect("record image");
     store
         .tag(&ImageRef::parse(name).expect("name"), &manifest)
         .expect("tag");

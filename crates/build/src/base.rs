@@ -1,7 +1,7 @@
 //! Where a stage starts: scratch, an earlier stage, a store image, an `oci:`/`oci-archive:`
 //! layout or a registry pull; loading an image into a stage's state; its extracted layer dirs.
 
-use crate::config::ImageConfig;
+use crate::config::Field;
 use crate::events::{BuildEvent, StepCtx};
 use crate::keys::KeyInput;
 use crate::plan::stage_index;
@@ -11,9 +11,8 @@ use cairn_dockerfile::Dockerfile;
 use cairn_layer::Digest;
 use cairn_registry::Platform;
 use cairn_sandbox::manager::SandboxManager;
-use cairn_store::image::ManifestKind;
 use cairn_store::transport::Transport;
-use serde_json::{json, Value};
+use cairn_store::StoreError;
 use std::path::PathBuf;
 
 impl Builder<'_> {
@@ -88,42 +87,32 @@ impl Builder<'_> {
         name: &str,
         manifest: &Digest,
     ) -> Result<StageState, BuildError> {
-        let (_, parsed) = self.store.manifest(manifest)?;
-        if parsed.kind != ManifestKind::Image {
-            return Err(BuildError::Unsupported(format!(
+        let image = self.store.image(manifest).map_err(|e| match e {
+            StoreError::NotAnImage(_) => BuildError::Unsupported(format!(
                 "FROM {name}: an image index (pick one platform's image)"
-            )));
-        }
-        let config_ref = parsed
-            .config
-            .ok_or_else(|| BuildError::input(format!("FROM {name}: manifest without config")))?;
-        let config: Value =
-            serde_json::from_slice(&self.store.read_blob_bytes(&config_ref.digest)?)
-                .map_err(|e| BuildError::input(format!("FROM {name}: config is not JSON: {e}")))?;
-        let created = config["created"].as_str().unwrap_or(EPOCH).to_string();
-        let config = ImageConfig(config);
-        let diff_ids: Vec<Digest> = config
-            .diff_ids()
-            .iter()
-            .filter_map(|d| d.parse().ok())
-            .collect();
-        if diff_ids.len() != parsed.children.len() {
-            return Err(BuildError::input(format!(
-                "FROM {name}: layers and diff ids disagree"
-            )));
-        }
-        let layers = parsed
-            .children
-            .iter()
-            .zip(&diff_ids)
-            .map(|(b, d)| LayerRef {
-                digest: b.digest,
-                size: b.size,
-                media_type: b.media_type.clone(),
-                diff_id: *d,
+            )),
+            e @ (StoreError::BadImageConfig { .. } | StoreError::DiffIds { .. }) => {
+                BuildError::input(format!("FROM {name}: {e}"))
+            }
+            e => e.into(),
+        })?;
+        let config = image.config;
+        let created = config
+            .created
+            .get()
+            .map_or(EPOCH, String::as_str)
+            .to_string();
+        let layers = image
+            .layers
+            .into_iter()
+            .map(|l| LayerRef {
+                digest: l.blob.digest,
+                size: l.blob.size,
+                media_type: l.blob.media_type,
+                diff_id: l.diff_id,
             })
             .collect();
-        let platform = image_platform(&config);
+        let platform = config.platform();
         let key = crate::keys::base_key(&manifest.to_string(), &platform);
         let inputs = vec![KeyInput::Base {
             image: name.to_string(),
@@ -160,18 +149,6 @@ impl Builder<'_> {
     }
 }
 
-/// `os/arch[/variant]` of an image config (`linux/amd64` when it says none).
-fn image_platform(config: &ImageConfig) -> String {
-    let field = |k: &str| config.0.get(k).and_then(Value::as_str).unwrap_or_default();
-    let (os, arch) = (field("os"), field("architecture"));
-    let os = if os.is_empty() { "linux" } else { os };
-    let arch = if arch.is_empty() { "amd64" } else { arch };
-    match field("variant") {
-        "" => format!("{os}/{arch}"),
-        v => format!("{os}/{arch}/{v}"),
-    }
-}
-
 /// `FROM --platform=P`: the stage's image says it is for P, and P is part
 /// of every later key. A base made for another platform is used anyway,
 /// with a warning (BuildKit's InvalidBaseImagePlatform); nothing emulates
@@ -182,27 +159,20 @@ pub(crate) fn record_platform(
     base: &str,
     step: &StepCtx,
 ) {
-    let root = &mut state.config.0;
-    let field = |k: &str| {
-        root.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let (os, arch) = (field("os"), field("architecture"));
+    let config = &mut state.config;
+    let field = |f: &Field<String>| f.get().cloned().unwrap_or_default();
+    let (os, arch) = (field(&config.os), field(&config.architecture));
     if !state.layers.is_empty() && (os != platform.os || arch != platform.architecture) {
         step.emit(BuildEvent::Warning {
             message: format!("FROM --platform={platform}: the base {base} is for {os}/{arch}"),
         });
     }
-    if let Some(obj) = root.as_object_mut() {
-        obj.insert("os".into(), json!(platform.os));
-        obj.insert("architecture".into(), json!(platform.architecture));
-        match &platform.variant {
-            Some(v) => obj.insert("variant".into(), json!(v)),
-            None => obj.remove("variant"),
-        };
-    }
+    config.os = Field::Set(platform.os.clone());
+    config.architecture = Field::Set(platform.architecture.clone());
+    config.variant = match &platform.variant {
+        Some(v) => Field::Set(v.clone()),
+        None => Field::Absent,
+    };
     state.key = crate::keys::platform_key(&state.key, &platform.to_string());
     state.inputs.push(KeyInput::Setting {
         name: "FROM --platform".into(),

@@ -1,11 +1,11 @@
 //! Config-only instructions (ENV, LABEL, CMD, ENTRYPOINT, HEALTHCHECK, ...) applied to the
 //! image config, and the history text of a step.
 
-use crate::config::ImageConfig;
+use crate::config::{Field, Healthcheck, ImageConfig, Runtime};
 use cairn_dockerfile::expand::expand_word;
-use cairn_dockerfile::typed::{CommandLine, Healthcheck};
+use cairn_dockerfile::typed::{CommandLine, Healthcheck as HealthcheckInstruction};
 use cairn_dockerfile::{Command, Instruction};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 /// History text as BuildKit writes it: `RUN /bin/sh -c ...` for shell forms.
@@ -24,42 +24,46 @@ pub(crate) struct StageProgress {
 }
 
 /// A CMD/ENTRYPOINT value: exec form as is, shell form through the SHELL.
-fn command_json(line: &CommandLine, cfg: &ImageConfig) -> Value {
+fn command_field(line: &CommandLine, cfg: &ImageConfig) -> Field<Vec<String>> {
     match line {
-        CommandLine::Exec(args) => json!(args),
+        CommandLine::Exec(args) => Field::Set(args.clone()),
         CommandLine::Shell(text) => {
-            let mut shell = cfg.strings("Shell");
+            let mut shell = cfg.shell();
             if shell.is_empty() {
                 shell = vec!["/bin/sh".into(), "-c".into()];
             }
             shell.push(text.clone());
-            json!(shell)
+            Field::Set(shell)
         }
     }
 }
 
 /// The config's `Healthcheck` (durations in nanoseconds, as Docker keeps them).
-fn healthcheck_json(h: &Healthcheck) -> Value {
+fn healthcheck_config(h: &HealthcheckInstruction) -> Result<Healthcheck, String> {
     let test: Vec<String> = match &h.test {
         None => vec!["NONE".into()],
         Some(CommandLine::Exec(args)) => [vec!["CMD".to_string()], args.clone()].concat(),
         Some(CommandLine::Shell(text)) => vec!["CMD-SHELL".into(), text.clone()],
     };
-    let mut hc = json!({ "Test": test });
-    for (value, field) in [
-        (h.interval, "Interval"),
-        (h.timeout, "Timeout"),
-        (h.start_period, "StartPeriod"),
-        (h.start_interval, "StartInterval"),
-    ] {
-        if let Some(d) = value {
-            hc[field] = json!(d.as_nanos() as u64);
+    let nanos = |d: Option<std::time::Duration>| -> Result<Field<i64>, String> {
+        match d {
+            None => Ok(Field::Absent),
+            Some(d) => i64::try_from(d.as_nanos())
+                .map(Field::Set)
+                .map_err(|_| format!("HEALTHCHECK duration {d:?} is too long")),
         }
-    }
-    if let Some(r) = h.retries {
-        hc["Retries"] = json!(r);
-    }
-    hc
+    };
+    Ok(Healthcheck {
+        test: Field::Set(test),
+        interval: nanos(h.interval)?,
+        timeout: nanos(h.timeout)?,
+        start_period: nanos(h.start_period)?,
+        start_interval: nanos(h.start_interval)?,
+        retries: h
+            .retries
+            .map_or(Field::Absent, |r| Field::Set(i64::from(r))),
+        ..Healthcheck::default()
+    })
 }
 
 /// Apply a config-only instruction.
@@ -79,43 +83,36 @@ pub(crate) fn apply_config(
                 .map(|p| Ok((expand(&p.key)?, expand(&p.value)?)))
                 .collect::<Result<_, String>>()?;
             for (k, v) in pairs {
-                cfg.set_env(&k, &v);
+                cfg.run_mut().set_env(&k, &v);
             }
         }
         Command::Label(pairs) => {
             for p in pairs {
-                cfg.insert_into("Labels", &expand(&p.key)?, json!(expand(&p.value)?));
+                let (k, v) = (expand(&p.key)?, expand(&p.value)?);
+                cfg.run_mut().labels.get_or_insert_default().insert(k, v);
             }
         }
-        Command::Maintainer(text) => {
-            let root = &mut cfg.0;
-            root["author"] = json!(text);
-        }
+        Command::Maintainer(text) => cfg.author = Field::Set(text.clone()),
         Command::Workdir(dir) => {
             let dir = expand(dir)?;
             let joined = if dir.starts_with('/') {
                 dir
             } else {
-                format!("{}/{dir}", cfg.string("WorkingDir").unwrap_or_default())
+                format!("{}/{dir}", cfg.working_dir())
             };
-            cfg.set(
-                "WorkingDir",
-                json!(format!("/{}", crate::context::clean(&joined))),
-            );
+            cfg.run_mut().working_dir = Field::Set(format!("/{}", crate::context::clean(&joined)));
         }
-        Command::User(user) => cfg.set("User", json!(expand(user)?)),
+        Command::User(user) => cfg.run_mut().user = Field::Set(expand(user)?),
         Command::Cmd(line) => {
-            let v = command_json(line, cfg);
-            cfg.set("Cmd", v);
+            cfg.run_mut().cmd = command_field(line, cfg);
             stage.cmd_set = true;
         }
         Command::Entrypoint(line) => {
-            let v = command_json(line, cfg);
-            cfg.set("Entrypoint", v);
+            cfg.run_mut().entrypoint = command_field(line, cfg);
             // ENTRYPOINT resets a CMD inherited from the base (or an earlier
             // stage), not one set in this stage (BuildKit's d.cmdSet).
             if !stage.cmd_set {
-                cfg.set("Cmd", Value::Null);
+                cfg.run_mut().cmd = Field::Null;
             }
         }
         Command::Expose(ports) => {
@@ -126,22 +123,27 @@ pub(crate) fn apply_config(
                 } else {
                     format!("{p}/tcp")
                 };
-                cfg.insert_into("ExposedPorts", &p, json!({}));
+                let ports = cfg.run_mut().exposed_ports.get_or_insert_default();
+                ports.insert(p, json!({}));
             }
         }
         Command::Volume(paths) => {
             for v in paths {
-                cfg.insert_into("Volumes", &expand(v)?, json!({}));
+                let v = expand(v)?;
+                cfg.run_mut()
+                    .volumes
+                    .get_or_insert_default()
+                    .insert(v, json!({}));
             }
         }
-        Command::StopSignal(signal) => cfg.set("StopSignal", json!(expand(signal)?)),
-        Command::Shell(argv) => cfg.set("Shell", json!(argv)),
+        Command::StopSignal(signal) => cfg.run_mut().stop_signal = Field::Set(expand(signal)?),
+        Command::Shell(argv) => cfg.run_mut().shell = Field::Set(argv.clone()),
         Command::Onbuild(trigger) => {
-            let mut triggers = cfg.strings("OnBuild");
+            let mut triggers = cfg.on_build();
             triggers.push(trigger.expression.clone());
-            cfg.set("OnBuild", json!(triggers));
+            cfg.run_mut().on_build = Field::Set(triggers);
         }
-        Command::Healthcheck(h) => cfg.set("Healthcheck", healthcheck_json(h)),
+        Command::Healthcheck(h) => cfg.run_mut().healthcheck = Field::Set(healthcheck_config(h)?),
         Command::Run(_) | Command::Copy(_) | Command::Add(_) => {
             return Err("RUN, COPY and ADD are not config edits".into())
         }

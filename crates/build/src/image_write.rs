@@ -1,38 +1,70 @@
-//! What a build writes to the store: a step's new layer (into the stage and the build cache)
-//! and, at the end, the image.
+//! What a build writes to the store: a step's new layer (through the store's
+//! one commit path, with its build-cache entry; then into the stage) and, at
+//! the end, the image.
 
+use crate::config::{Field, History};
 use crate::state::{created_time, LayerRef, StageState};
+use crate::BuildRequest;
 use crate::{BuildError, Builder};
 use cairn_layer::Digest;
+use cairn_sandbox::UpperLayerWriter;
 use cairn_store::image::BlobRef;
+use cairn_store::CacheRecord;
 use serde_json::json;
+use std::path::Path;
 
 impl Builder<'_> {
-    /// Record a step's new layer in the stage and the build cache.
-    pub(crate) fn add_layer(
+    /// Commit an upper dir as step `step`'s layer through the store's one
+    /// commit path: blob written and hashed once, checked, the dir adopted
+    /// as the layer's extracted dir (or left, when the layer is already
+    /// extracted), and the build-cache entry recorded.
+    pub(crate) fn commit_upper(
         &self,
-        state: &mut StageState,
-        layer: LayerRef,
-        created_by: &str,
-        key: &str,
-        timestamp: Option<i64>,
-    ) -> Result<(), BuildError> {
-        let created = created_time(timestamp);
+        req: &BuildRequest,
+        upper: &Path,
+        step: &StepCommit<'_>,
+    ) -> Result<CommittedStep, BuildError> {
+        let _span = cairn_layer::timing::span("build.commit_layer");
+        let media_type = req.compression.media_type();
+        let created = created_time(req.timestamp);
         let value =
-            json!({ "media_type": layer.media_type, "created_by": created_by, "created": created })
+            json!({ "media_type": media_type, "created_by": step.created_by, "created": created })
                 .to_string();
-        self.store.cache_put(&cairn_store::cache::CacheEntry {
-            key: key.to_string(),
-            layer_digest: Some(layer.digest),
-            diff_id: Some(layer.diff_id),
+        let writer = UpperLayerWriter {
+            launcher: &self.launcher,
+            mapping: &self.mapping,
+            compression: req.compression,
+            // With clamped mtimes (whose tar differs from the dir's own) the
+            // task also takes the dir's tree digest.
+            timestamp: req.timestamp,
+        };
+        let cache = CacheRecord {
+            key: step.key,
+            value: &value,
+        };
+        let layer = self.store.commit_layer(&writer, upper, Some(cache))?;
+        if layer.adopted {
+            // The caller's scratch dir keeps its shape for its removal.
+            std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;
+        }
+        let layer = LayerRef {
+            digest: layer.digest,
             size: layer.size,
-            value,
-        })?;
-        state.config.push_diff_id(&layer.diff_id.to_string());
-        state.config.push_history(&created, created_by, false);
+            media_type: layer.media_type,
+            diff_id: layer.diff_id,
+        };
+        Ok(CommittedStep { layer, created })
+    }
+
+    /// Add a step's committed layer to the stage.
+    pub(crate) fn add_layer(&self, state: &mut StageState, step: CommittedStep, created_by: &str) {
+        let CommittedStep { layer, created } = step;
+        state.config.push_diff_id(&layer.diff_id);
+        state
+            .config
+            .push_history(History::new(&created, created_by, false));
         state.created = created;
         state.layers.push(layer);
-        Ok(())
     }
 
     pub(crate) fn write_image(
@@ -43,9 +75,7 @@ impl Builder<'_> {
         let created = timestamp
             .map(|t| created_time(Some(t)))
             .unwrap_or_else(|| state.created.clone());
-        state.config.set_created(&created);
-        let config =
-            serde_json::to_vec(&state.config.0).map_err(|e| BuildError::input(e.to_string()))?;
+        state.config.created = Field::Set(created);
         let layers: Vec<BlobRef> = state
             .layers
             .iter()
@@ -55,6 +85,18 @@ impl Builder<'_> {
                 size: l.size,
             })
             .collect();
-        Ok(self.store.record_oci_image(&config, &layers)?)
+        Ok(self.store.record_image(&state.config, &layers)?)
     }
+}
+
+/// Which step a layer is committed for: its cache key and history text.
+pub(crate) struct StepCommit<'a> {
+    pub key: &'a str,
+    pub created_by: &'a str,
+}
+
+/// A step's layer in the store, and the time its history entry carries.
+pub(crate) struct CommittedStep {
+    pub layer: LayerRef,
+    pub created: String,
 }

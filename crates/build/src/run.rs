@@ -1,8 +1,10 @@
 //! RUN: a sandbox over the stage's layers; its upper dir becomes the layer.
 
+use crate::config::{History, Runtime};
 use crate::config_apply::history_text;
 use crate::context::Context;
 use crate::events::{OutputStream, StepCtx};
+use crate::image_write::StepCommit;
 use crate::mounts::RunMount;
 use crate::state::{LayerRef, StageState};
 use crate::BuildError;
@@ -53,16 +55,15 @@ impl Builder<'_> {
         }
         self.ensure_extracted(state)?;
         let dir = self.scratch_dir("run")?;
-        let result = self.run_in(req, state, &dir, step, inputs);
-        let layer = match result {
-            Ok(layer) => layer,
-            Err(e) => {
-                let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
-                return Err(e);
-            }
+        let commit = StepCommit {
+            key,
+            created_by: &created_by,
         };
+        let result = self
+            .run_in(req, state, &dir, step, inputs)
+            .and_then(|()| self.commit_upper(req, &dir.join("upper"), &commit));
         let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
-        self.add_layer(state, layer, &created_by, key, req.timestamp)?;
+        self.add_layer(state, result?, &created_by);
         Ok(StepOutcome::Ran)
     }
 
@@ -73,8 +74,10 @@ impl Builder<'_> {
         created_by: &str,
         created: String,
     ) {
-        state.config.push_diff_id(&layer.diff_id.to_string());
-        state.config.push_history(&created, created_by, false);
+        state.config.push_diff_id(&layer.diff_id);
+        state
+            .config
+            .push_history(History::new(&created, created_by, false));
         state.created = created;
         state.layers.push(layer);
     }
@@ -106,10 +109,10 @@ impl Builder<'_> {
         dir: &Path,
         step: &StepCtx,
         inputs: &RunInputs,
-    ) -> Result<LayerRef, BuildError> {
+    ) -> Result<(), BuildError> {
         let (doc, inst, run_args) = (inputs.doc, inputs.inst, inputs.run_args);
         let cfg = &state.config;
-        let mut env = cfg.strings("Env");
+        let mut env = cfg.env_list();
         for (k, v) in run_args {
             if !env.iter().any(|e| e.split('=').next() == Some(k)) {
                 env.push(format!("{k}={v}"));
@@ -122,7 +125,7 @@ impl Builder<'_> {
             // runc (under BuildKit) sets HOME from the user's passwd entry, "/" without one.
             let view = crate::view::LayerView::new(self, state);
             let home = cairn_sandbox::users::resolve_user(
-                &cfg.string("User").unwrap_or_default(),
+                &cfg.user(),
                 &view.read_to_string("etc/passwd"),
                 &view.read_to_string("etc/group"),
             )
@@ -165,10 +168,10 @@ impl Builder<'_> {
                 merged: dir.join("merged"),
             },
             process: ProcessSpec {
-                args: run_argv(inputs.run, &cfg.strings("Shell")),
+                args: run_argv(inputs.run, &cfg.shell()),
                 env,
-                cwd: cfg.string("WorkingDir").unwrap_or_default(),
-                user: cfg.string("User").unwrap_or_default(),
+                cwd: cfg.working_dir(),
+                user: cfg.user(),
             },
             network,
             hostname: "buildkitsandbox".into(),
@@ -208,8 +211,7 @@ impl Builder<'_> {
             });
         }
         remove_mount_stubs(&dir.join("upper"), &layer_dirs);
-        self.remove_stubs(&dir.join("upper"), &mounts.stubs)?;
-        self.commit_upper(req, &dir.join("upper"))
+        self.remove_stubs(&dir.join("upper"), &mounts.stubs)
     }
 
     /// A RUN that died of SIGINT or SIGTERM (exit 130 or 143) was most
@@ -304,41 +306,6 @@ impl Builder<'_> {
             Ok(self.launcher.run_with(spec, stdio, control)?)
         })
     }
-
-    /// Write an upper dir as a layer blob, then adopt the dir as that layer's
-    /// extracted dir (or drop it if the layer is already extracted).
-    pub(crate) fn commit_upper(
-        &self,
-        req: &BuildRequest,
-        upper: &Path,
-    ) -> Result<LayerRef, BuildError> {
-        use cairn_layer::timing::span;
-        let task_span = span("build.commit_write_layer_task");
-        // The task writes the blob and, with clamped mtimes (whose tar
-        // differs from the dir's own), the dir's tree digest; the store's
-        // writer hashes the blob as it lands, and is the one name we trust.
-        let layer = self.launcher.write_layer_blob(
-            &self.mapping,
-            self.store,
-            upper,
-            req.compression,
-            req.timestamp,
-        )?;
-        drop(task_span);
-        let (diff_id, digest, size) = (layer.diff_id, layer.blob.digest, layer.blob.size);
-        let _adopt = span("build.commit_adopt_layer_dir");
-        if !self.store.has_layer_dir(&diff_id)
-            && self.store.adopt_layer_dir(&diff_id, upper, layer.tree)?
-        {
-            std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;
-        }
-        Ok(LayerRef {
-            digest,
-            size,
-            media_type: req.compression.media_type().to_string(),
-            diff_id,
-        })
-    }
 }
 
 /// Send each line read from `pipe` as an output event.
@@ -405,7 +372,7 @@ fn run_history(run: &Run, inst: &Instruction, state: &StageState) -> String {
     match &run.command {
         CommandLine::Exec(_) => history_text(inst),
         CommandLine::Shell(text) => {
-            let shell = state.config.strings("Shell");
+            let shell = state.config.shell();
             let shell = if shell.is_empty() {
                 "/bin/sh -c".to_string()
             } else {

@@ -1,6 +1,6 @@
 //! A stage's state between its steps: config, layers, the last key and its inputs; and the build's times.
 
-use crate::config::ImageConfig;
+use crate::config::{self, ImageConfig};
 use crate::explain::Reason;
 use crate::keys::KeyInput;
 use cairn_layer::Digest;
@@ -41,7 +41,7 @@ impl StageState {
     /// A stage starting from nothing: scratch for `platform`, keyed `key`.
     pub(crate) fn empty(platform: &Platform, key: &str, inputs: Vec<KeyInput>) -> Self {
         StageState {
-            config: ImageConfig::scratch(platform),
+            config: config::scratch(platform),
             layers: vec![],
             key: key.into(),
             created: EPOCH.into(),

@@ -2,8 +2,10 @@
 //! own, owned by the USER of the moment with every parent it creates
 //! (BuildKit's `llb.Mkdir(wd, 0755, WithParents, WithUser(user))`).
 
+use crate::config::Runtime;
 use crate::config_apply::history_text;
 use crate::copy::{make_parents, TreeWriter};
+use crate::image_write::StepCommit;
 use crate::state::StageState;
 use crate::view::LayerView;
 use crate::BuildError;
@@ -21,7 +23,7 @@ impl Builder<'_> {
         state: &mut StageState,
         key: &str,
     ) -> Result<Option<StepOutcome>, BuildError> {
-        let dir = crate::context::clean(&state.config.string("WorkingDir").unwrap_or_default());
+        let dir = crate::context::clean(&state.config.working_dir());
         if dir.is_empty() {
             return Ok(None);
         }
@@ -39,7 +41,7 @@ impl Builder<'_> {
         if self.dry_run {
             return Ok(Some(StepOutcome::WouldRun));
         }
-        let user = state.config.string("User").unwrap_or_default();
+        let user = state.config.user();
         let passwd = view.read_to_string("etc/passwd");
         let group = view.read_to_string("etc/group");
         let at = crate::Position::line(req.dockerfile_name(), inst.line);
@@ -58,11 +60,17 @@ impl Builder<'_> {
                 make_parents(self, Some(&view), &mut writer, &resolved, Some(owner))?;
                 writer.finish(self, &scratch)
             })
-            .and_then(|()| self.commit_upper(req, &scratch.join("upper")));
+            .and_then(|()| {
+                let commit = StepCommit {
+                    key,
+                    created_by: &created_by,
+                };
+                self.commit_upper(req, &scratch.join("upper"), &commit)
+            });
         let _ = self
             .launcher
             .run_task(&self.mapping, Task::RemoveTree(scratch));
-        self.add_layer(state, result?, &created_by, key, req.timestamp)?;
+        self.add_layer(state, result?, &created_by);
         Ok(Some(StepOutcome::Ran))
     }
 }

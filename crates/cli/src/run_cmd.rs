@@ -10,8 +10,8 @@ use crate::exit::{classify, open_store, CliError};
 use crate::sandbox_cmds::{finish, launcher, warn_single_id, ProcessArgs};
 use cairn::sandbox::manager::{Argv, CreateOptions, Resources, SandboxManager};
 use cairn::sandbox::{Network, RunStdio};
+use cairn::store::image_config::{Field, RunConfig};
 use clap::Args;
-use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -184,22 +184,12 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
 
 /// What to run, as `docker run` decides: `--entrypoint` replaces the
 /// image's ENTRYPOINT and drops its CMD; COMMAND replaces CMD.
-fn argv(config: &Value, entrypoint: Option<&str>, command: Vec<String>) -> Argv {
+fn argv(config: &Field<RunConfig>, entrypoint: Option<&str>, command: Vec<String>) -> Argv {
     match entrypoint {
         None if command.is_empty() => Argv::ImageDefault,
         None => Argv::ReplaceCmd(command),
-        Some("") if command.is_empty() => Argv::Direct(strings(&config["Cmd"])),
+        Some("") if command.is_empty() => Argv::Direct(config.or_default().cmd.or_default()),
         Some("") => Argv::Direct(command),
         Some(e) => Argv::Direct([vec![e.to_string()], command].concat()),
     }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }

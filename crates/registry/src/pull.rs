@@ -223,21 +223,17 @@ pub(crate) async fn pull(
     })
 }
 
-/// The config's diff ids, when it has one per layer.
+/// The config's diff ids, when it has one per layer (the store's one
+/// reading of them); none otherwise: the layers are then extracted later,
+/// on first use, instead of while the pull downloads.
 fn diff_ids(store: &Store, config: &Digest, layers: usize) -> Vec<Digest> {
     let Ok(bytes) = store.read_blob_bytes(config) else {
         return Vec::new();
     };
-    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let ids: Vec<Digest> = v["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str()?.parse().ok()).collect())
-        .unwrap_or_default();
-    if ids.len() == layers {
-        ids
-    } else {
-        Vec::new()
-    }
+    cairn_store::ImageConfig::from_slice(&bytes)
+        .ok()
+        .and_then(|c| c.layer_diff_ids(layers).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

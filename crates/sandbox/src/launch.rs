@@ -92,15 +92,46 @@ pub struct Extracted {
     pub tree: Option<cairn_layer::Digest>,
 }
 
-/// A layer committed by [`Launcher::write_layer_blob`].
-#[derive(Debug, Clone, Copy)]
-pub struct CommittedLayer {
-    pub diff_id: cairn_layer::Digest,
-    /// The blob in the store, named by the digest the store computed.
-    pub blob: cairn_store::BlobInfo,
-    /// The upper dir's tree digest, when the layer's mtimes were clamped
-    /// (otherwise the diff id is the tree digest).
-    pub tree: Option<cairn_layer::Digest>,
+/// The store's [`cairn_store::LayerWriter`] for overlay upper dirs (build
+/// steps, sandbox commits): a task in the user namespace with `mapping`
+/// (the dir's files may belong to subordinate IDs) writes the layer to its
+/// stdout, which goes straight into the store's blob writer; the blob is
+/// hashed once, there. Used through [`cairn_store::Store::commit_layer`].
+pub struct UpperLayerWriter<'a> {
+    pub launcher: &'a Launcher,
+    pub mapping: &'a IdMapping,
+    pub compression: cairn_layer::Compression,
+    /// Clamp mtimes (`--timestamp`); the task then also reports the dir's tree digest.
+    pub timestamp: Option<i64>,
+}
+
+impl cairn_store::LayerWriter for UpperLayerWriter<'_> {
+    type Error = SandboxError;
+
+    fn write_layer(
+        &self,
+        dir: &Path,
+        out: &mut cairn_store::BlobWriter,
+    ) -> Result<cairn_store::LayerReport, SandboxError> {
+        let task = Task::WriteLayer {
+            upper: dir.to_path_buf(),
+            compression: self.compression.to_string(),
+            timestamp: self.timestamp,
+        };
+        let reply = self.launcher.run_task_to(self.mapping, task, out)?;
+        let malformed = || SandboxError::TaskFailed(format!("malformed layer report: {reply}"));
+        let digest = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse().ok());
+        let tree = match &reply["tree"] {
+            serde_json::Value::Null => None,
+            t => Some(digest(t).ok_or_else(malformed)?),
+        };
+        Ok(cairn_store::LayerReport {
+            diff_id: digest(&reply["diff_id"]).ok_or_else(malformed)?,
+            size: reply["size"].as_u64().ok_or_else(malformed)?,
+            media_type: self.compression.media_type().to_string(),
+            tree,
+        })
+    }
 }
 
 /// Removes trees through [`Task::RemoveTree`] in a user namespace with
@@ -317,52 +348,6 @@ impl Launcher {
         Ok(Extracted {
             diff_id: reply["diff_id"].as_str().unwrap_or_default().to_string(),
             tree: reply["tree"].as_str().and_then(|t| t.parse().ok()),
-        })
-    }
-
-    /// Write the overlay `upper` dir as a layer blob into `store` by a task
-    /// in the user namespace. The blob is hashed once, by the store's writer
-    /// as it stores it; the task reports the diff id and the size it wrote.
-    pub fn write_layer_blob(
-        &self,
-        mapping: &IdMapping,
-        store: &cairn_store::Store,
-        upper: &Path,
-        compression: cairn_layer::Compression,
-        timestamp: Option<i64>,
-    ) -> Result<CommittedLayer, SandboxError> {
-        let mut writer = store.blob_writer()?;
-        let task = Task::WriteLayer {
-            upper: upper.to_path_buf(),
-            compression: compression.to_string(),
-            timestamp,
-        };
-        let reply = self.run_task_to(mapping, task, &mut writer)?;
-        let malformed = || SandboxError::TaskFailed(format!("malformed layer report: {reply}"));
-        let diff_id = reply["diff_id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(malformed)?;
-        let size = reply["size"].as_u64().ok_or_else(malformed)?;
-        let tree = match &reply["tree"] {
-            serde_json::Value::Null => None,
-            t => Some(
-                t.as_str()
-                    .and_then(|t| t.parse().ok())
-                    .ok_or_else(malformed)?,
-            ),
-        };
-        let blob = writer.commit(None)?;
-        if blob.size != size {
-            return Err(SandboxError::TaskFailed(format!(
-                "the layer task wrote {size} bytes but the store received {}",
-                blob.size
-            )));
-        }
-        Ok(CommittedLayer {
-            diff_id,
-            blob,
-            tree,
         })
     }
 

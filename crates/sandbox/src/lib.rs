@@ -30,7 +30,8 @@ pub mod users;
 pub use exec_io::{ExecOutput, StdStream};
 pub use helper::init_hook;
 pub use launch::{
-    CancelToken, CommittedLayer, Extracted, Launcher, RunControl, RunOutcome, RunStdio, TaskRemover,
+    CancelToken, Extracted, Launcher, RunControl, RunOutcome, RunStdio, TaskRemover,
+    UpperLayerWriter,
 };
 pub use protocol::{FileOp, Task};
 pub use spec::{

@@ -11,18 +11,18 @@
 
 use crate::cgroup::{self, CgroupParent, Limits};
 use crate::idmap::IdMapping;
-use crate::launch::{CancelToken, Launcher, RunControl, RunOutcome, RunStdio};
+use crate::launch::{CancelToken, Launcher, RunControl, RunOutcome, RunStdio, UpperLayerWriter};
 use crate::names;
 use crate::protocol::Task;
 use crate::spec::{BindFile, Network, ProcessSpec, RootfsSpec, RunSpec, Security};
 use crate::SandboxError;
 use cairn_layer::{Compression, Digest};
-use cairn_store::image::{BlobRef, ManifestKind};
+use cairn_store::image::{BlobRef, Image};
+use cairn_store::image_config::{Field, History, RunConfig};
 use cairn_store::reference::ImageRef;
 use cairn_store::{Store, StoreError};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -148,8 +148,10 @@ pub struct SandboxRecord {
     pub manifest: Digest,
     /// Layer diff ids, lowest first.
     pub layers: Vec<Digest>,
-    /// The image config's `config` object (Env, Cmd, Entrypoint, User, ...).
-    pub config: Value,
+    /// The image config's `config` object (Env, Cmd, Entrypoint, User, ...);
+    /// null when the image has none.
+    #[serde(default)]
+    pub config: Field<RunConfig>,
     pub network: Network,
     pub resources: Resources,
     /// RFC 3339.
@@ -361,7 +363,8 @@ impl<'s> SandboxManager<'s> {
             }
         }
         let manifest = self.store.resolve(image)?;
-        let (config_doc, layers) = self.image_parts(image, &manifest)?;
+        let parts = self.image_parts(image, &manifest)?;
+        let layers = parts.diff_ids();
         crate::owners::adopt_layer_dirs(self.store, &self.mapping)
             .map_err(io("checking the owners of the store's layer dirs"))?;
         self.ensure_layers_extracted(&manifest, &layers)?;
@@ -402,7 +405,7 @@ impl<'s> SandboxManager<'s> {
             image: image.to_string(),
             manifest,
             layers,
-            config: config_doc.get("config").cloned().unwrap_or(Value::Null),
+            config: parts.config.config,
             network: opts.network,
             resources,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -435,41 +438,20 @@ impl<'s> SandboxManager<'s> {
         Ok(record)
     }
 
-    /// Config document and layer diff ids of an image manifest.
-    fn image_parts(
-        &self,
-        image: &str,
-        manifest: &Digest,
-    ) -> Result<(Value, Vec<Digest>), ManagerError> {
+    /// The image `manifest` (its typed config and layers), with the
+    /// store's errors about it naming `image` as the caller called it.
+    fn image_parts(&self, image: &str, manifest: &Digest) -> Result<Image, ManagerError> {
         let bad = |reason: String| ManagerError::BadImage {
             image: image.to_string(),
             reason,
         };
-        let (_, parsed) = self.store.manifest(manifest)?;
-        if parsed.kind != ManifestKind::Image {
-            return Err(bad("is an index; name a single-platform image".into()));
-        }
-        let config_ref = parsed
-            .config
-            .ok_or_else(|| bad("manifest has no config".into()))?;
-        let config: Value =
-            serde_json::from_slice(&self.store.read_blob_bytes(&config_ref.digest)?)
-                .map_err(|e| bad(format!("config is not JSON: {e}")))?;
-        let diff_ids = config["rootfs"]["diff_ids"]
-            .as_array()
-            .ok_or_else(|| bad("config has no rootfs.diff_ids".into()))?
-            .iter()
-            .map(|d| d.as_str().and_then(|s| s.parse().ok()))
-            .collect::<Option<Vec<Digest>>>()
-            .ok_or_else(|| bad("config has a malformed diff id".into()))?;
-        if diff_ids.len() != parsed.children.len() {
-            return Err(bad(format!(
-                "{} layers but {} diff ids",
-                parsed.children.len(),
-                diff_ids.len()
-            )));
-        }
-        Ok((config, diff_ids))
+        self.store.image(manifest).map_err(|e| match e {
+            StoreError::NotAnImage(_) => bad("is an index; name a single-platform image".into()),
+            e @ (StoreError::BadImageConfig { .. } | StoreError::DiffIds { .. }) => {
+                bad(e.to_string())
+            }
+            e => e.into(),
+        })
     }
 
     /// Extract every layer of `manifest` not already in the store's layer dirs.
@@ -727,22 +709,13 @@ impl<'s> SandboxManager<'s> {
         opts: &ExecOptions,
     ) -> Result<RunSpec, ManagerError> {
         let dir = self.dir(&record.id);
-        let cfg = &record.config;
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let cfg = record.config.or_default();
         let args = match &opts.argv {
             Argv::Direct(argv) => argv.clone(),
-            Argv::ReplaceCmd(cmd) => [strings(&cfg["Entrypoint"]), cmd.clone()].concat(),
-            Argv::ImageDefault => [strings(&cfg["Entrypoint"]), strings(&cfg["Cmd"])].concat(),
+            Argv::ReplaceCmd(cmd) => [cfg.entrypoint.or_default(), cmd.clone()].concat(),
+            Argv::ImageDefault => [cfg.entrypoint.or_default(), cfg.cmd.or_default()].concat(),
         };
-        let env = merge_env(strings(&cfg["Env"]), &opts.env);
+        let env = merge_env(cfg.env.or_default(), &opts.env);
         let hostname: String = record.id.chars().take(12).collect();
         let bind_files = self.write_etc_files(&dir, &hostname)?;
         Ok(RunSpec {
@@ -762,12 +735,12 @@ impl<'s> SandboxManager<'s> {
                 cwd: opts
                     .workdir
                     .clone()
-                    .or_else(|| cfg["WorkingDir"].as_str().map(String::from))
+                    .or_else(|| cfg.working_dir.get().cloned())
                     .unwrap_or_default(),
                 user: opts
                     .user
                     .clone()
-                    .or_else(|| cfg["User"].as_str().map(String::from))
+                    .or_else(|| cfg.user.get().cloned())
                     .unwrap_or_default(),
             },
             network: record.network,
@@ -825,71 +798,72 @@ impl<'s> SandboxManager<'s> {
                 .collect::<Vec<_>>(),
         );
 
-        let layer =
-            self.launcher
-                .write_layer_blob(&self.mapping, self.store, &upper, compression, None)?;
-        let (diff_id, digest, size) = (layer.diff_id, layer.blob.digest, layer.blob.size);
-
-        let manifest = self.write_committed_image(&record, diff_id, digest, size, compression)?;
-        self.store.tag(&tag, &manifest)?;
-
-        // The upper dir is the new layer in overlay form: adopt it (its
-        // tar, with no timestamp clamp, is exactly the layer: tree = diff id).
-        if !self.store.adopt_layer_dir(&diff_id, &upper, None)? {
+        let writer = UpperLayerWriter {
+            launcher: &self.launcher,
+            mapping: &self.mapping,
+            compression,
+            timestamp: None,
+        };
+        // The upper dir is the new layer in overlay form: adopted as its
+        // extracted dir (its tar, with no timestamp clamp, is exactly the
+        // layer: tree = diff id), so nothing is re-extracted.
+        let layer = self.store.commit_layer(&writer, &upper, None)?;
+        if !layer.adopted {
             self.launcher
                 .run_task(&self.mapping, Task::RemoveTree(upper.clone()))?;
         }
         self.launcher
             .run_task(&self.mapping, Task::RemoveTree(dir.join("work")))?;
         self.make_overlay_dirs(&dir)?;
+        // From here the sandbox runs over the new layer whatever happens next.
+        let base = record.manifest;
+        record.layers.push(layer.diff_id);
+        let named = self
+            .write_committed_image(&record, &base, &layer)
+            .and_then(|manifest| Ok(self.store.tag(&tag, &manifest).map(|()| manifest)?));
+        let manifest = match named {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                // Keep the layer the sandbox now stands on (best effort:
+                // the commit's own error is the one to report).
+                let _ = self.store.add_root(ROOT_KIND, &record.id, &layer.diff_id);
+                let _ = self.store.add_root(ROOT_KIND, &record.id, &layer.digest);
+                let _ = self.write_record(&record);
+                return Err(e);
+            }
+        };
         self.store.remove_roots(ROOT_KIND, &record.id)?;
         self.store.add_root(ROOT_KIND, &record.id, &manifest)?;
-        record.layers.push(diff_id);
         record.manifest = manifest;
         self.write_record(&record)?;
         Ok(manifest)
     }
 
-    /// Config and manifest of the committed image: the sandbox's image plus one layer.
+    /// Config and manifest of the committed image: the sandbox's image
+    /// (`base`) with the sandbox's config and one more layer.
     fn write_committed_image(
         &self,
         record: &SandboxRecord,
-        diff_id: Digest,
-        digest: Digest,
-        size: u64,
-        compression: Compression,
+        base: &Digest,
+        layer: &cairn_store::CommittedLayer,
     ) -> Result<Digest, ManagerError> {
-        let (_, base) = self.store.manifest(&record.manifest)?;
-        let base_config_ref = base.config.as_ref().ok_or_else(|| ManagerError::BadImage {
-            image: record.image.clone(),
-            reason: "manifest has no config".into(),
-        })?;
-        let mut config: Value = serde_json::from_slice(
-            &self.store.read_blob_bytes(&base_config_ref.digest)?,
-        )
-        .map_err(|e| ManagerError::BadImage {
-            image: record.image.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut image = self.image_parts(&record.image, base)?;
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        config["created"] = json!(now);
-        config["config"] = record.config.clone();
-        push_json(&mut config["rootfs"]["diff_ids"], json!(diff_id));
-        push_json(
-            &mut config["history"],
-            json!({ "created": now, "created_by": "cairn sandbox commit" }),
-        );
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| ManagerError::BadImage {
-            image: record.image.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut layers = base.children.clone();
+        let config = &mut image.config;
+        config.created = Field::Set(now.clone());
+        config.config = match &record.config {
+            Field::Set(c) => Field::Set(c.clone()),
+            _ => Field::Null,
+        };
+        config.push_diff_id(&layer.diff_id);
+        config.push_history(History::new(&now, "cairn sandbox commit", false));
+        let mut layers = image.blobs();
         layers.push(BlobRef {
-            digest,
-            media_type: compression.media_type().to_string(),
-            size,
+            digest: layer.digest,
+            media_type: layer.media_type.clone(),
+            size: layer.size,
         });
-        Ok(self.store.record_oci_image(&config_bytes, &layers)?)
+        Ok(self.store.record_image(&image.config, &layers)?)
     }
 
     /// Remove a sandbox: its directory (through a task, since files in it may
@@ -927,13 +901,6 @@ impl<'s> SandboxManager<'s> {
             .run_task(&self.mapping, Task::RemoveTree(dir))?;
         self.store.remove_roots(ROOT_KIND, &id)?;
         Ok(())
-    }
-}
-
-fn push_json(slot: &mut Value, item: Value) {
-    match slot {
-        Value::Array(a) => a.push(item),
-        other => *other = Value::Array(vec![item]),
     }
 }
 

@@ -8,6 +8,8 @@ use cairn_sandbox::cgroup::CgroupParent;
 use cairn_sandbox::manager::{Argv, CreateOptions, ExecOptions, Resources, SandboxManager};
 use cairn_sandbox::{init_hook, Launcher, RunStdio};
 use cairn_store::transport::Transport;
+use cairn_store::Digest;
+use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 
 fn capture(manager: &SandboxManager, id: &str, argv: &[&str]) -> (i32, String) {
@@ -28,6 +30,38 @@ fn capture(manager: &SandboxManager, id: &str, argv: &[&str]) -> (i32, String) {
         outcome.exit_code,
         std::fs::read_to_string(out_path).unwrap(),
     )
+}
+
+/// The config bytes of a commit are what the JSON-value code wrote: the
+/// base's document with `created`, one diff id and one history entry more
+/// (a changed byte is a changed digest for every committed sandbox).
+fn committed_config_is_the_base_plus_the_commit(store: &cairn_store::Store, manifest: &Digest) {
+    let config_of = |m: &Digest| {
+        let (_, parsed) = store.manifest(m).unwrap();
+        store
+            .read_blob_bytes(&parsed.config.unwrap().digest)
+            .unwrap()
+    };
+    let got = config_of(manifest);
+    let doc: Value = serde_json::from_slice(&got).unwrap();
+    let mut want: Value =
+        serde_json::from_slice(&config_of(&store.resolve("busybox:fixture").unwrap())).unwrap();
+    let created = doc["created"].clone();
+    want["created"] = created.clone();
+    let new_id = doc["rootfs"]["diff_ids"][1].clone();
+    want["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(new_id);
+    let entry = json!({"created": created, "created_by": "cairn sandbox commit"});
+    match want["history"].as_array_mut() {
+        Some(h) => h.push(entry),
+        None => want["history"] = json!([entry]),
+    }
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        serde_json::to_string(&want).unwrap()
+    );
 }
 
 fn lifecycle(_: &()) {
@@ -88,6 +122,7 @@ fn lifecycle(_: &()) {
         .commit("first", "localhost/committed:v1", Compression::Gzip)
         .unwrap();
     assert_eq!(store.resolve("localhost/committed:v1").unwrap(), manifest);
+    committed_config_is_the_base_plus_the_commit(&store, &manifest);
     let second = manager
         .create("localhost/committed:v1", CreateOptions::default())
         .unwrap();

@@ -21,6 +21,8 @@ use cairn_sandbox::manager::{
     CreateOptions as SandboxOptions, ManagerError, SandboxManager, SandboxRecord,
 };
 use cairn_sandbox::{Launcher, Network};
+use cairn_store::image::Image;
+use cairn_store::image_config::Field;
 use cairn_store::{Digest, ImageRef, Store, StoreError};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -816,10 +818,11 @@ impl<'s> SnapshotService<'s> {
 
     /// Snapshots run on linux/amd64 machines (the seed's rule).
     fn check_platform(&self, name: &str, manifest: &Digest) -> Result<()> {
-        let config = self.config(manifest)?;
+        let config = self.image(manifest)?.config;
+        let field = |f: &Field<String>, missing: &str| f.get().cloned().unwrap_or(missing.into());
         let (os, arch) = (
-            config["os"].as_str().unwrap_or("linux"),
-            config["architecture"].as_str().unwrap_or("amd64"),
+            field(&config.os, "linux"),
+            field(&config.architecture, "amd64"),
         );
         if os != "linux" || arch != "amd64" {
             return Err(ServiceError::Invalid(format!(
@@ -829,13 +832,14 @@ impl<'s> SnapshotService<'s> {
         Ok(())
     }
 
-    fn config(&self, manifest: &Digest) -> Result<serde_json::Value> {
-        let (_, parsed) = self.store.manifest(manifest)?;
-        let config = parsed
-            .config
-            .ok_or_else(|| ServiceError::Invalid(format!("image {manifest} has no config")))?;
-        serde_json::from_slice(&self.store.read_blob_bytes(&config.digest)?).map_err(|e| {
-            ServiceError::Invalid(format!("image {manifest}: config is not JSON: {e}"))
+    /// The image `manifest` names (typed config, layers); a malformed one
+    /// is the caller's bad input.
+    fn image(&self, manifest: &Digest) -> Result<Image> {
+        self.store.image(manifest).map_err(|e| match e {
+            StoreError::NotAnImage(_)
+            | StoreError::BadImageConfig { .. }
+            | StoreError::DiffIds { .. } => ServiceError::Invalid(e.to_string()),
+            e => e.into(),
         })
     }
 
@@ -845,32 +849,22 @@ impl<'s> SnapshotService<'s> {
     }
 
     fn image_entrypoint(&self, manifest: &Digest) -> Result<Vec<String>> {
-        let config = self.config(manifest)?;
-        Ok(config["config"]["Entrypoint"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
+        let image = self.image(manifest)?;
+        Ok(image
+            .config
+            .run()
+            .map(|c| c.entrypoint.or_default())
             .unwrap_or_default())
     }
 
     /// The same image with ENTRYPOINT replaced (and CMD cleared, as setting
     /// ENTRYPOINT in a Dockerfile does).
     fn with_entrypoint(&self, manifest: &Digest, entrypoint: &[String]) -> Result<Digest> {
-        let mut config = self.config(manifest)?;
-        config["config"]["Entrypoint"] = entrypoint
-            .iter()
-            .map(|s| serde_json::Value::from(s.as_str()))
-            .collect();
-        if let Some(c) = config["config"].as_object_mut() {
-            c.remove("Cmd");
-        }
-        let (_, parsed) = self.store.manifest(manifest)?;
-        let bytes =
-            serde_json::to_vec(&config).map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        Ok(self.store.record_oci_image(&bytes, &parsed.children)?)
+        let mut image = self.image(manifest)?;
+        let run = image.config.run_mut();
+        run.entrypoint = Field::Set(entrypoint.to_vec());
+        run.cmd = Field::Absent;
+        Ok(self.store.record_image(&image.config, &image.blobs())?)
     }
 
     /// Start a long-lived sandbox from a snapshot (by id, `name:version` or

@@ -63,6 +63,25 @@ pub enum StoreError {
         source_name: String,
         exceeded: cairn_layer::LimitExceeded,
     },
+    /// The manifest is an index where one image was needed.
+    #[error("{0} is an image index, not an image (name one platform's image)")]
+    NotAnImage(Digest),
+    #[error("image {manifest}: config {config} is not an image config: {reason}")]
+    BadImageConfig {
+        manifest: Digest,
+        config: Digest,
+        reason: String,
+    },
+    /// The config's `rootfs.diff_ids` do not name the manifest's layers.
+    #[error("image {manifest}: {source}")]
+    DiffIds {
+        manifest: Digest,
+        #[source]
+        source: crate::image_config::DiffIdError,
+    },
+    /// A layer writer's report disagrees with the blob the store received.
+    #[error("layer of {dir}: {reason}")]
+    LayerMismatch { dir: PathBuf, reason: String },
     #[error("invalid layer diff id {0:?}")]
     BadDiffId(String),
     #[error("garbage collection needs the store lock held exclusively (open the store with Store::open_exclusive)")]
@@ -103,6 +122,9 @@ impl StoreError {
                 | StoreError::DigestMismatch { .. }
                 | StoreError::BadManifest { .. }
                 | StoreError::ManifestChildMissing { .. }
+                | StoreError::NotAnImage(_)
+                | StoreError::BadImageConfig { .. }
+                | StoreError::DiffIds { .. }
         )
     }
 }

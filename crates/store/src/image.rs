@@ -6,6 +6,7 @@
 //! manifest. Both are checked here, not left to callers.
 
 use crate::error::{Result, StoreError};
+use crate::image_config::{layer_diff_ids, DiffIdError, ImageConfig};
 use crate::reference::ImageRef;
 use crate::{index_json, now_rfc3339, Digest, Store};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
@@ -69,6 +70,36 @@ pub struct ImageRecord {
     pub size: u64,
     /// RFC 3339: from the config, else when the store recorded it.
     pub created: String,
+}
+
+/// An image read through [`Store::image`].
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub manifest: ParsedManifest,
+    /// The config blob.
+    pub config_ref: BlobRef,
+    pub config: ImageConfig,
+    /// Lowest first.
+    pub layers: Vec<ImageLayer>,
+}
+
+/// One layer of an [`Image`]: its blob and the digest of its uncompressed tar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageLayer {
+    pub blob: BlobRef,
+    pub diff_id: Digest,
+}
+
+impl Image {
+    /// The layers' diff ids, lowest first.
+    pub fn diff_ids(&self) -> Vec<Digest> {
+        self.layers.iter().map(|l| l.diff_id).collect()
+    }
+
+    /// The layers' blobs, lowest first.
+    pub fn blobs(&self) -> Vec<BlobRef> {
+        self.layers.iter().map(|l| l.blob.clone()).collect()
+    }
 }
 
 /// The parts of an image config the store needs. Deliberately not
@@ -189,6 +220,17 @@ impl Store {
         Ok(self.record_manifest(&bytes, Some(OCI_MANIFEST))?.digest)
     }
 
+    /// Record an image from a typed config (in the bytes Cairn writes, see
+    /// [`ImageConfig::to_bytes`]) and `layers`: the one way builds, sandbox
+    /// commits and snapshots record the images they make.
+    pub fn record_image(&self, config: &ImageConfig, layers: &[BlobRef]) -> Result<Digest> {
+        let bytes = config.to_bytes().map_err(|source| StoreError::Json {
+            what: "image config".into(),
+            source,
+        })?;
+        self.record_oci_image(&bytes, layers)
+    }
+
     /// Record a manifest whose blobs are all in the store: store its bytes as a
     /// blob and its references in meta.db. For an index, every child manifest
     /// must have been recorded first. Recording the same manifest twice is a no-op.
@@ -216,13 +258,14 @@ impl Store {
                 let view: ConfigView = serde_json::from_slice(&config_bytes).unwrap_or_default();
                 created = view.created;
                 let ids = view.rootfs.map(|r| r.diff_ids).unwrap_or_default();
-                if ids.len() == parsed.children.len() {
-                    for id in ids {
-                        let d: Digest = id.parse().map_err(|_| StoreError::BadManifest {
-                            digest: parsed.digest,
-                            reason: format!("config {} has a bad diff id {id:?}", config.digest),
-                        })?;
-                        diff_ids.push(d);
+                match layer_diff_ids(&ids, parsed.children.len()) {
+                    Ok(ids) => diff_ids = ids,
+                    Err(DiffIdError::Count { .. }) => {}
+                    Err(source) => {
+                        return Err(StoreError::DiffIds {
+                            manifest: parsed.digest,
+                            source,
+                        })
                     }
                 }
             }
@@ -363,6 +406,51 @@ impl Store {
         let bytes = self.read_blob_bytes(digest)?;
         let parsed = parse_manifest(&bytes, Some(&media_type))?;
         Ok((bytes, parsed))
+    }
+
+    /// The image `manifest` names, as its producers use it: its typed
+    /// config and each layer with its diff id. The one reading of manifest
+    /// -> config -> diff ids (builds, sandboxes, snapshots); an index, a
+    /// config that does not parse, or diff ids that do not name the layers
+    /// one for one are typed errors.
+    pub fn image(&self, manifest: &Digest) -> Result<Image> {
+        let (_, parsed) = self.manifest(manifest)?;
+        if parsed.kind != ManifestKind::Image {
+            return Err(StoreError::NotAnImage(*manifest));
+        }
+        let config_ref = parsed.config.clone().ok_or(StoreError::BadManifest {
+            digest: *manifest,
+            reason: "no config".into(),
+        })?;
+        let config =
+            ImageConfig::from_slice(&self.read_blob_bytes(&config_ref.digest)?).map_err(|e| {
+                StoreError::BadImageConfig {
+                    manifest: *manifest,
+                    config: config_ref.digest,
+                    reason: e.to_string(),
+                }
+            })?;
+        let diff_ids = config
+            .layer_diff_ids(parsed.children.len())
+            .map_err(|source| StoreError::DiffIds {
+                manifest: *manifest,
+                source,
+            })?;
+        let layers = parsed
+            .children
+            .iter()
+            .zip(diff_ids)
+            .map(|(blob, diff_id)| ImageLayer {
+                blob: blob.clone(),
+                diff_id,
+            })
+            .collect();
+        Ok(Image {
+            manifest: parsed,
+            config_ref,
+            config,
+            layers,
+        })
     }
 
     /// The layer blob -> diff id mapping recorded from configs.

@@ -8,12 +8,14 @@
 
 pub mod blob;
 pub mod cache;
+pub mod commit;
 mod db;
 pub mod error;
 mod file_pipe;
 mod fsutil;
 pub mod gc;
 pub mod image;
+pub mod image_config;
 mod index_json;
 pub mod layer_dirs;
 pub mod layout;
@@ -24,8 +26,10 @@ pub mod size;
 pub mod transport;
 
 pub use blob::{BlobInfo, BlobWriter};
+pub use commit::{CacheRecord, CommittedLayer, LayerReport, LayerWriter};
 pub use error::{Result, StoreError};
 pub use image::{ImageRecord, ManifestKind};
+pub use image_config::ImageConfig;
 pub use layout::{default_root, Layout};
 pub use lock::LockMode;
 pub use reference::ImageRef;

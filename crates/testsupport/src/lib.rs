@@ -8,6 +8,7 @@ pub mod http_server;
 pub mod postgres_server;
 pub mod registry_server;
 
+use cairn_store::image_config::{Field, History};
 use cairn_store::reference::ImageRef;
 use cairn_store::transport::Transport;
 use cairn_store::Store;
@@ -221,28 +222,22 @@ pub fn add_random_layer_compressed(
         .expect("commit layer");
 
     let base = store.resolve(base).expect("base image");
-    let (_, parsed) = store.manifest(&base).expect("base manifest");
-    let config_ref = parsed.config.expect("base config");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&store.read_blob_bytes(&config_ref.digest).expect("config"))
-            .expect("config JSON");
-    config["rootfs"]["diff_ids"]
-        .as_array_mut()
-        .expect("diff_ids")
-        .push(info.diff_id.to_string().into());
-    if let Some(h) = config["history"].as_array_mut() {
-        h.push(serde_json::json!({"created_by": format!("random layer of {bytes} bytes")}));
+    let image = store.image(&base).expect("base image");
+    let mut config = image.config.clone();
+    config.push_diff_id(&info.diff_id);
+    if let Field::Set(history) = &mut config.history {
+        history.push(History {
+            created_by: Field::Set(format!("random layer of {bytes} bytes")),
+            ..History::default()
+        });
     }
-    let mut layers = parsed.children.clone();
+    let mut layers = image.blobs();
     layers.push(cairn_store::image::BlobRef {
         digest: info.digest,
         media_type: info.media_type.to_string(),
         size: info.size,
     });
-    let config = serde_json::to_vec(&config).expect("config bytes");
-    let manifest = store
-        .record_oci_image(&config, &layers)
-        .expect("record image");
+    let manifest = store.record_image(&config, &layers).expect("record image");
     store
         .tag(&ImageRef::parse(name).expect("name"), &manifest)
         .expect("tag");

@@ -8,6 +8,7 @@ use super::plan::{CopyPlan, FromSource, Source};
 use super::tar_writer::TreeWriter;
 use crate::config_apply::history_text;
 use crate::context::Context;
+use crate::image_write::StepCommit;
 use crate::state::StageState;
 use crate::view::LayerView;
 use crate::{BuildError, BuildRequest, Builder, StepOutcome};
@@ -44,11 +45,15 @@ impl Builder<'_> {
         }
         self.ensure_extracted(state)?;
         let dir = self.scratch_dir("copy")?;
-        let result = self
-            .write_copy_step(state, &plan, &dir)
-            .and_then(|()| self.commit_upper(req, &dir.join("upper")));
+        let result = self.write_copy_step(state, &plan, &dir).and_then(|()| {
+            let commit = StepCommit {
+                key,
+                created_by: &created_by,
+            };
+            self.commit_upper(req, &dir.join("upper"), &commit)
+        });
         let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
-        self.add_layer(state, result?, &created_by, key, req.timestamp)?;
+        self.add_layer(state, result?, &created_by);
         Ok(StepOutcome::Ran)
     }
 

@@ -3,6 +3,7 @@
 //! owner and mode, and the digest of all of it for the cache key.
 
 use super::flags::{self, CopyFlags, StageTree};
+use crate::config::Runtime;
 use crate::context::{clean, Context};
 use crate::keys::{short_digest, KeyInput};
 use crate::state::StageState;
@@ -152,10 +153,7 @@ pub(crate) fn plan(
     let mut dest = expand(dest_word)?;
     let trailing_slash = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
     if !dest.starts_with('/') {
-        dest = format!(
-            "{}/{dest}",
-            state.config.string("WorkingDir").unwrap_or_default()
-        );
+        dest = format!("{}/{dest}", state.config.working_dir());
     }
     // The destination is resolved through the image's symlinks (a link to a
     // dir is written through; a link where a file goes is replaced).

@@ -1,6 +1,7 @@
 //! One instruction of a stage: its cache key, then RUN, COPY/ADD, WORKDIR or a config edit.
 
 use super::StageInputs;
+use crate::config::{History, Runtime};
 use crate::config_apply::{apply_config, history_text, StageProgress};
 use crate::events::StepCtx;
 use crate::keys::{short_digest, KeyInput};
@@ -37,7 +38,7 @@ impl Builder<'_> {
         let mut outcome = StepOutcome::Config;
         match &typed.command {
             Command::Run(run) => {
-                let workdir = state.config.string("WorkingDir").unwrap_or_default();
+                let workdir = state.config.working_dir();
                 let expand = |w: &str| expand_word(w, vars, doc.escape).map_err(|e| e.to_string());
                 let mounts = run
                     .mounts
@@ -132,7 +133,7 @@ impl Builder<'_> {
                     .unwrap_or_else(|| state.created.clone());
                 state
                     .config
-                    .push_history(&created, &history_text(inst), true);
+                    .push_history(History::new(&created, &history_text(inst), true));
                 state.key = key;
             }
         }

@@ -2,6 +2,7 @@
 
 use super::StageInputs;
 use crate::base::record_platform;
+use crate::config::{Field, Runtime};
 use crate::config_apply::StageProgress;
 use crate::events::{Msg, StepCtx};
 use crate::plan::{platform_args, step_slots};
@@ -12,7 +13,6 @@ use cairn_dockerfile::expand::expand_word;
 use cairn_dockerfile::scope::{scope_at, Scope, ScopeInput};
 use cairn_registry::Platform;
 use cairn_sandbox::CancelToken;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 
@@ -82,9 +82,9 @@ impl Builder<'_> {
         let mut stage_state = StageProgress::default();
         // The base's ONBUILD triggers run first, with the base's ENV only
         // (BuildKit's dispatchOnBuildTriggers); the new image keeps none.
-        let triggers = state.config.strings("OnBuild");
+        let triggers = state.config.on_build();
         if !triggers.is_empty() {
-            state.config.set("OnBuild", Value::Null);
+            state.config.run_mut().on_build = Field::Null;
             let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
             let trigger_doc = cairn_dockerfile::parse(&text).map_err(|e| {
                 let at = crate::Position::line(&file, stage.line);

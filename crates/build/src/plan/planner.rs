@@ -20,7 +20,7 @@
 
 use super::cache_view::CacheView;
 use super::{needed_stages, platform_args, stage_index, step_slots};
-use crate::config::ImageConfig;
+use crate::config::{ImageConfig, Runtime};
 use crate::config_apply::{apply_config, StageProgress};
 use crate::explain::{step_reason, Reason};
 use crate::keys::{instruction_key, platform_key, KeyInput};
@@ -265,7 +265,7 @@ fn plan_stage(
     let (key, config) = match explicit {
         Some(None) => (
             StepKey::Pending(Pending::After { line: stage.line }),
-            ImageConfig::scratch(&Platform::host()),
+            crate::config::scratch(&Platform::host()),
         ),
         _ => base_key(doc, view, ends, index, &base, platform.as_ref())?,
     };
@@ -291,7 +291,7 @@ fn plan_stage(
         (key, _) => key,
     };
     walk.push(stage.line, &stage.original, key, false)?;
-    if !walk.config.strings("OnBuild").is_empty() {
+    if !walk.config.on_build().is_empty() {
         walk.key = StepKey::Pending(Pending::OnBuildTriggers);
     }
     let scope_input = ScopeInput {
@@ -389,7 +389,7 @@ fn base_key(
             key: "scratch".into(),
             inputs,
         };
-        return Ok((key, ImageConfig::scratch(&for_platform)));
+        return Ok((key, crate::config::scratch(&for_platform)));
     }
     if let Some(j) = stage_index(doc, base).filter(|j| *j < index) {
         if let Some(end) = &ends[j] {
@@ -410,7 +410,7 @@ fn base_key(
         let key = StepKey::Pending(Pending::BaseNotInStore {
             image: base.to_string(),
         });
-        Ok((key, ImageConfig::scratch(&for_platform)))
+        Ok((key, crate::config::scratch(&for_platform)))
     };
     if base.starts_with("oci:") || base.starts_with("oci-archive:") {
         return missing();

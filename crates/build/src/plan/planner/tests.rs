@@ -64,7 +64,7 @@ impl FakeView {
         let key = base_key(digest, platform);
         let mut state = StageState::empty(&Platform::host(), &key, inputs);
         for (k, v) in env {
-            state.config.set_env(k, v);
+            state.config.run_mut().set_env(k, v);
         }
         self.images.insert(name.into(), state);
         self
@@ -152,7 +152,7 @@ fn keys_chain_the_parent_and_are_the_executors() {
         req: &req,
         platform: None,
     };
-    let env = ImageConfig::scratch(&Platform::host()).env();
+    let env = crate::config::scratch(&Platform::host()).env();
     let scope = scope_at(&doc, &scope_input(&input, env), 0, 1).unwrap();
     assert_eq!(scope.vars.get("A").map(String::as_str), Some("1"));
     let run = &doc.stages[0].instructions[1];

@@ -16,6 +16,7 @@ pub mod events;
 pub mod explain;
 mod fetch;
 pub mod keys;
+pub mod layer_sink;
 mod memo;
 mod mount_setup;
 mod mounts;

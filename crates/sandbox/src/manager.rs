@@ -26,6 +26,9 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod stream_extract;
+pub use stream_extract::PendingExtract;
+
 const ROOT_KIND: &str = "sandbox";
 
 /// Processes a sandbox or RUN step may have unless told otherwise (podman's

@@ -4,7 +4,7 @@
 //! the download itself when it can (see `cairn_registry::LayerSink`).
 
 use cairn_registry::{LayerFeed, LayerSink, StreamTicket};
-use cairn_sandbox::manager::{PendingExtract, SandboxManager};
+use cairn_sandbox::manager::{ExtractedDir, PendingExtract, SandboxManager};
 use cairn_store::Digest;
 
 /// Extracts pulled layers through its manager (rootless: in a helper task),
@@ -33,13 +33,27 @@ impl LayerSink for Extractor<'_> {
         }))
     }
 
-    fn end_stream(&self, ticket: StreamTicket, verified: bool) -> Result<(), String> {
+    fn end_stream(
+        &self,
+        ticket: StreamTicket,
+        verified: bool,
+    ) -> Result<Option<StreamTicket>, String> {
         let pending = ticket
             .0
             .downcast::<PendingExtract>()
             .map_err(|_| "a stream ticket of another sink".to_string())?;
-        self.0
+        let kept = self
+            .0
             .end_extract(*pending, verified)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(kept.map(|dir| StreamTicket(Box::new(dir))))
+    }
+
+    fn adopt(&self, kept: Vec<StreamTicket>) -> Result<(), String> {
+        let dirs = kept
+            .into_iter()
+            .filter_map(|t| t.0.downcast::<ExtractedDir>().ok().map(|d| *d))
+            .collect();
+        self.0.adopt_extracted(dirs).map_err(|e| e.to_string())
     }
 }

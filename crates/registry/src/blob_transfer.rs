@@ -66,12 +66,17 @@ pub(crate) async fn download_blob(
     let mut attempt: u32 = 0;
     'whole: loop {
         attempt += 1;
-        let writer = store.blob_writer_cached()?;
-        let (tx, rx) = mpsc::channel::<Feed>(CHANNEL_DEPTH);
-        let (done_tx, done_rx) = oneshot::channel();
         // Only a first attempt can feed: a second one restarts the bytes.
         let tee = feed.take();
         let teed = tee.is_some();
+        // Fed to an extractor, the blob is not read back soon: it goes
+        // around the page cache. Else the extraction reads it next.
+        let writer = match teed {
+            true => store.blob_writer()?,
+            false => store.blob_writer_cached()?,
+        };
+        let (tx, rx) = mpsc::channel::<Feed>(CHANNEL_DEPTH);
+        let (done_tx, done_rx) = oneshot::channel();
         std::thread::spawn(move || {
             let _ = done_tx.send(write_feed(writer, tee, rx, expected));
         });

@@ -54,12 +54,19 @@ pub trait LayerSink: Sync {
     /// writer is dropped). `verified`: the whole blob went through the
     /// writer and its digest and size checked out; only then may the
     /// extracted layer be kept. Otherwise it must be thrown away (and, if
-    /// the blob is stored after all, `layer_ready` follows).
+    /// the blob is stored after all, `layer_ready` follows). A layer kept
+    /// comes back as a ticket for [`LayerSink::adopt`].
     fn end_stream(
         &self,
         _ticket: StreamTicket,
         _verified: bool,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Option<StreamTicket>, String> {
+        Ok(None)
+    }
+
+    /// At the end of the pull: make the kept layers durable (once for
+    /// all of them) and name them.
+    fn adopt(&self, _kept: Vec<StreamTicket>) -> std::result::Result<(), String> {
         Ok(())
     }
 }

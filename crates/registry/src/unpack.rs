@@ -54,6 +54,7 @@ pub(crate) fn with_sink<T>(
     std::thread::scope(|scope| {
         let worker = scope.spawn(move || {
             let mut first_error = None;
+            let mut kept = Vec::new();
             for job in rx {
                 let (blob, res) = match job {
                     Job::Ready { blob, diff_id } => (blob, sink.layer_ready(&blob, &diff_id)),
@@ -61,11 +62,22 @@ pub(crate) fn with_sink<T>(
                         blob,
                         ticket,
                         verified,
-                    } => (blob, sink.end_stream(ticket, verified)),
+                    } => match sink.end_stream(ticket, verified) {
+                        Ok(k) => {
+                            kept.extend(k);
+                            (blob, Ok(()))
+                        }
+                        Err(e) => (blob, Err(e)),
+                    },
                 };
                 if let (None, Err(e)) = (&first_error, res) {
-                    first_error = Some((blob, e));
+                    first_error = Some((blob.to_string(), e));
                 }
+            }
+            // One sync for every streamed layer, at the end.
+            let n = kept.len();
+            if let (Err(e), None) = (sink.adopt(kept), &first_error) {
+                first_error = Some((format!("({n} layers)"), e));
             }
             first_error
         });
@@ -73,6 +85,7 @@ pub(crate) fn with_sink<T>(
         let result = work(Some(&unpack));
         drop(unpack);
         let failed = worker.join().ok().flatten();
+        // `work`'s error first: it is the cause of a missing layer.
         let value = result?;
         match failed {
             Some((blob, e)) => Err(RegistryError::Other(format!(

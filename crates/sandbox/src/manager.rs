@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod stream_extract;
-pub use stream_extract::PendingExtract;
+pub use stream_extract::{ExtractedDir, PendingExtract};
 
 const ROOT_KIND: &str = "sandbox";
 

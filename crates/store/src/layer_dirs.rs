@@ -91,10 +91,32 @@ impl Store {
         if self.has_layer_dir(diff_id) {
             return Ok(false);
         }
+        self.sync_for_adoption()?;
+        self.adopt_synced_layer_dir(diff_id, src, tree)
+    }
+
+    /// Make everything written so far on the store's filesystem durable
+    /// (one `syncfs`): the first half of adopting layer dirs, done once for
+    /// any number of them (see [`Store::adopt_synced_layer_dir`]).
+    pub fn sync_for_adoption(&self) -> Result<()> {
         let layers = self.layout().layers();
         let dir = fs::File::open(&layers).map_err(StoreError::io("open", &layers))?;
         rustix::fs::syncfs(&dir)
-            .map_err(|e| StoreError::io("syncfs", &layers)(std::io::Error::from(e)))?;
+            .map_err(|e| StoreError::io("syncfs", &layers)(std::io::Error::from(e)))
+    }
+
+    /// [`Store::adopt_layer_dir`] for a `src` whose content was complete
+    /// before the caller's last [`Store::sync_for_adoption`].
+    pub fn adopt_synced_layer_dir(
+        &self,
+        diff_id: &Digest,
+        src: &Path,
+        tree: Option<Digest>,
+    ) -> Result<bool> {
+        if self.has_layer_dir(diff_id) {
+            return Ok(false);
+        }
+        let layers = self.layout().layers();
         let marker = LayerMarker {
             diff_id: *diff_id,
             tree: tree.unwrap_or(*diff_id),

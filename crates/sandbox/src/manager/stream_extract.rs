@@ -85,10 +85,15 @@ impl SandboxManager<'_> {
 
     /// Finish an extraction begun by [`SandboxManager::begin_extract`]
     /// (its pipe must be dropped first). `verified`: the blob's bytes were
-    /// all written and its digest and size checked out. The dir is adopted
-    /// only then and when its diff id is the expected one; otherwise it is
-    /// removed, and the extraction's own failure, if any, is returned.
-    pub fn end_extract(&self, pending: PendingExtract, verified: bool) -> Result<(), ManagerError> {
+    /// all written and its digest and size checked out. Only then, and when
+    /// its diff id is the expected one, is the dir returned, to be adopted
+    /// by [`SandboxManager::adopt_extracted`]; otherwise it is removed, and
+    /// the extraction's own failure, if any, is returned.
+    pub fn end_extract(
+        &self,
+        pending: PendingExtract,
+        verified: bool,
+    ) -> Result<Option<ExtractedDir>, ManagerError> {
         let PendingExtract {
             blob,
             diff_id,
@@ -100,30 +105,69 @@ impl SandboxManager<'_> {
                 "extraction thread panicked".into(),
             ))
         });
-        let adopted = match extracted {
-            Ok(got) if verified && got.diff_id == diff_id.to_string() => self
-                .store
-                .adopt_layer_dir(&diff_id, &tmp, got.tree)
-                .map_err(ManagerError::from),
+        let kept = match extracted {
+            Ok(got) if verified && got.diff_id == diff_id.to_string() => Ok(Some(got.tree)),
             Ok(got) if verified => Err(ManagerError::Sandbox(SandboxError::TaskFailed(format!(
                 "layer {blob} has diff id {}, the config says {diff_id}",
                 got.diff_id
             )))),
             // The download failed or was wrong: its own error says why.
-            Ok(_) => Ok(false),
+            Ok(_) => Ok(None),
             Err(e) if verified => Err(e.into()),
-            Err(_) => Ok(false),
+            Err(_) => Ok(None),
         };
-        if adopted.as_ref().map_or(true, |moved| !moved) {
-            let remover = TaskRemover {
-                launcher: &self.launcher,
-                mapping: &self.mapping,
-            };
-            // Best effort: what stays behind is in tmp/, garbage for GC.
-            let _ = remover.remove_tree(&tmp);
+        match kept {
+            Ok(Some(tree)) => Ok(Some(ExtractedDir { diff_id, tmp, tree })),
+            other => {
+                self.discard(&tmp);
+                other.map(|_| None)
+            }
         }
-        adopted.map(|_| ())
     }
+
+    /// Make extracted dirs durable with one `syncfs` for all of them, then
+    /// name each as its layer dir (one that is already there is dropped).
+    pub fn adopt_extracted(&self, dirs: Vec<ExtractedDir>) -> Result<(), ManagerError> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let synced = self.store.sync_for_adoption();
+        let mut first_error = synced.err().map(ManagerError::from);
+        for dir in dirs {
+            let adopted = match first_error {
+                Some(_) => Ok(false),
+                None => self
+                    .store
+                    .adopt_synced_layer_dir(&dir.diff_id, &dir.tmp, dir.tree),
+            };
+            match adopted {
+                Ok(true) => {}
+                Ok(false) => self.discard(&dir.tmp),
+                Err(e) => {
+                    self.discard(&dir.tmp);
+                    first_error.get_or_insert(e.into());
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Remove a temp dir that will not be adopted. Best effort: what stays
+    /// behind is in tmp/, garbage for GC.
+    fn discard(&self, tmp: &std::path::Path) {
+        let remover = TaskRemover {
+            launcher: &self.launcher,
+            mapping: &self.mapping,
+        };
+        let _ = remover.remove_tree(tmp);
+    }
+}
+
+/// A layer extracted from a verified blob, waiting to be adopted.
+pub struct ExtractedDir {
+    diff_id: Digest,
+    tmp: PathBuf,
+    tree: Option<Digest>,
 }
 
 /// A new empty dir under `tmp_root`. (A leftover of an earlier process

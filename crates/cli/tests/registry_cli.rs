@@ -368,3 +368,57 @@ fn a_blob_failing_its_digest_after_streamed_extraction_leaves_no_layer_dir_and_n
         assert!(!images.contains("tampered"), "{images}");
     }
 }
+
+/// A layer extracted while it downloaded has no tree digest taken at
+/// adoption: its marker names the blob, and `fsck --full` compares the dir
+/// with a fresh extraction of that blob, so a change is still found.
+#[test]
+fn fsck_full_checks_a_streamed_layer_against_its_blob() {
+    let reg = RegistryServer::start();
+    for user in users() {
+        let env = Env::new(user);
+        let who = user.unwrap_or("root");
+        let ctx = env.context_dir(
+            "ctx",
+            &[
+                ("Dockerfile", "FROM busybox:fixture\nCOPY data /data\n"),
+                ("data", &"checked by fsck\n".repeat(1000)),
+            ],
+        );
+        let image = format!("{}/{who}/checked:1", reg.host());
+        ok(
+            &env.cairn(&["build", "-t", &image, ctx.to_str().unwrap()]),
+            "build",
+        );
+        ok(&env.cairn(&["push", &image, &image]), "push");
+
+        let fresh = Env::new(user);
+        ok(&fresh.cairn(&["pull", &image]), "pull");
+        let layers = fresh.store.join("layers");
+        let marker = std::fs::read_dir(&layers)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.extension() == Some("complete".as_ref())
+                    && std::fs::read_to_string(p).unwrap().contains("\"blob\"")
+            })
+            .expect("a streamed layer's marker names its blob");
+        let dir = marker.with_extension("");
+        assert!(dir.join("data").is_file(), "{}", dir.display());
+        assert_eq!(
+            ok(&fresh.cairn(&["fsck", "--full"]), "fsck --full").trim(),
+            "ok"
+        );
+        // As root (the test runner), change the file behind cairn's back.
+        std::fs::write(dir.join("data"), "changed\n").unwrap();
+        let out = fresh.cairn(&["fsck", "--full"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains(&dir.display().to_string()),
+            "{}",
+            text(&out.stdout)
+        );
+        let leftovers = dir_names(&fresh.store.join("tmp"));
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

@@ -13,7 +13,7 @@ use super::{io, ManagerError, SandboxManager};
 use crate::launch::{Extracted, TaskRemover};
 use crate::SandboxError;
 use cairn_layer::Digest;
-use cairn_store::layer_dirs::TreeRemover;
+use cairn_store::layer_dirs::{TreeRef, TreeRemover};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -106,7 +106,7 @@ impl SandboxManager<'_> {
             ))
         });
         let kept = match extracted {
-            Ok(got) if verified && got.diff_id == diff_id.to_string() => Ok(Some(got.tree)),
+            Ok(got) if verified && got.diff_id == diff_id.to_string() => Ok(Some(())),
             Ok(got) if verified => Err(ManagerError::Sandbox(SandboxError::TaskFailed(format!(
                 "layer {blob} has diff id {}, the config says {diff_id}",
                 got.diff_id
@@ -117,7 +117,7 @@ impl SandboxManager<'_> {
             Err(_) => Ok(None),
         };
         match kept {
-            Ok(Some(tree)) => Ok(Some(ExtractedDir { diff_id, tmp, tree })),
+            Ok(Some(())) => Ok(Some(ExtractedDir { blob, diff_id, tmp })),
             other => {
                 self.discard(&tmp);
                 other.map(|_| None)
@@ -136,9 +136,11 @@ impl SandboxManager<'_> {
         for dir in dirs {
             let adopted = match first_error {
                 Some(_) => Ok(false),
-                None => self
-                    .store
-                    .adopt_synced_layer_dir(&dir.diff_id, &dir.tmp, dir.tree),
+                None => self.store.adopt_synced_layer_dir(
+                    &dir.diff_id,
+                    &dir.tmp,
+                    TreeRef::Blob(dir.blob),
+                ),
             };
             match adopted {
                 Ok(true) => {}
@@ -165,9 +167,9 @@ impl SandboxManager<'_> {
 
 /// A layer extracted from a verified blob, waiting to be adopted.
 pub struct ExtractedDir {
+    blob: Digest,
     diff_id: Digest,
     tmp: PathBuf,
-    tree: Option<Digest>,
 }
 
 /// A new empty dir under `tmp_root`. (A leftover of an earlier process

@@ -71,8 +71,13 @@ impl Builder<'_> {
                 (Ok(d), _) => d,
                 (Err(cairn_store::StoreError::UnknownImage(_)), Some(registry)) => {
                     tracing::info!("FROM {base}: not in the store, pulling");
+                    // Layers are extracted as they download.
+                    let sink = crate::layer_sink::Extractor(SandboxManager::new(
+                        self.store,
+                        self.launcher.clone(),
+                    ));
                     registry
-                        .pull_platform(self.store, base, platform, None, Some(step))?
+                        .pull_platform(self.store, base, platform, Some(&sink), Some(step))?
                         .manifest
                 }
                 (Err(e), _) => return Err(e.into()),

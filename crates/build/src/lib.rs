@@ -23,6 +23,7 @@ pub mod explain;
 mod fetch;
 mod image_write;
 pub mod keys;
+pub mod layer_sink;
 mod memo;
 mod mount_setup;
 mod mounts;

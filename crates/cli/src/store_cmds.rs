@@ -236,6 +236,23 @@ impl store::gc::LayerVerifier for TaskVerifier {
             .tree_digest(&self.mapping, dir)
             .map_err(|e| e.to_string())
     }
+
+    fn blob_tree_digest(&self, blob: &Path, scratch: &Path) -> Result<store::Digest, String> {
+        let what = format!("blob {}", blob.display());
+        let limits = cairn::layer::ExtractLimits::from_env().map_err(|e| e.to_string())?;
+        let extracted =
+            self.launcher
+                .extract_layer(&self.mapping, blob, scratch, limits, &what, true);
+        let remover = cairn::sandbox::TaskRemover {
+            launcher: &self.launcher,
+            mapping: &self.mapping,
+        };
+        let _ = store::layer_dirs::TreeRemover::remove_tree(&remover, scratch);
+        match extracted.map_err(|e| e.to_string())?.tree {
+            Some(tree) => Ok(tree),
+            None => Err(format!("no tree digest of {what}")),
+        }
+    }
 }
 
 pub fn fsck(root: Option<&Path>, args: FsckArgs) -> Result<(), CliError> {

@@ -278,3 +278,147 @@ fn push_to_two_regions() {
         text(&out.stderr)
     );
 }
+
+/// Every blob `data` file under the registry's storage.
+fn registry_blob_files(reg: &RegistryServer) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut dirs = vec![reg.storage_dir().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name() == Some("data".as_ref())
+                && path.starts_with(reg.storage_dir().join("docker/registry/v2/blobs"))
+            {
+                found.insert(path);
+            }
+        }
+    }
+    found
+}
+
+fn dir_names(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Default::default(),
+    }
+}
+
+#[test]
+fn a_blob_failing_its_digest_after_streamed_extraction_leaves_no_layer_dir_and_no_blob() {
+    let reg = RegistryServer::start();
+    for user in users() {
+        let env = Env::new(user);
+        let who = user.unwrap_or("root");
+        let base = format!("{}/{who}/base:1", reg.host());
+        ok(&env.cairn(&["push", "busybox:fixture", &base]), "push base");
+        let before = registry_blob_files(&reg);
+        let ctx = env.context_dir(
+            "ctx",
+            &[
+                (
+                    "Dockerfile",
+                    "FROM busybox:fixture\nCOPY payload /payload\n",
+                ),
+                ("payload", &"streamed payload\n".repeat(4096)),
+            ],
+        );
+        let image = format!("{}/{who}/tampered:1", reg.host());
+        ok(
+            &env.cairn(&["build", "-t", &image, ctx.to_str().unwrap()]),
+            "build",
+        );
+        ok(&env.cairn(&["push", &image, &image]), "push");
+        // The new gzip blob is the COPY layer. Its gzip header's OS byte
+        // changed: the same archive (the diff id checks out, extraction
+        // runs to its end) in different bytes, which only the blob's
+        // digest check at the end can refuse.
+        let layer = registry_blob_files(&reg)
+            .difference(&before)
+            .find(|p| std::fs::read(p).unwrap().starts_with(&[0x1f, 0x8b]))
+            .cloned()
+            .unwrap();
+        let hex = layer.parent().unwrap().file_name().unwrap();
+        let hex = hex.to_str().unwrap().to_string();
+        let mut body = std::fs::read(&layer).unwrap();
+        body[9] ^= 1;
+        std::fs::write(&layer, &body).unwrap();
+
+        let fresh = Env::new(user);
+        // The base's layer dir is made first: the pull adds nothing to it.
+        ok(
+            &fresh.cairn(&["run", "--rm", "busybox:fixture", "true"]),
+            "run",
+        );
+        let layers_before = dir_names(&fresh.store.join("layers"));
+        let out = fresh.cairn(&["pull", &image]);
+        assert!(!out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(&hex), "{}", text(&out.stderr));
+        let store = &fresh.store;
+        assert!(!store.join("blobs/sha256").join(&hex).exists());
+        let layers_after = dir_names(&store.join("layers"));
+        let new: Vec<_> = layers_after.difference(&layers_before).collect();
+        assert!(new.is_empty(), "{new:?}");
+        let leftovers = dir_names(&store.join("tmp"));
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let images = text(&fresh.cairn(&["images"]).stdout);
+        assert!(!images.contains("tampered"), "{images}");
+    }
+}
+
+/// A layer extracted while it downloaded has no tree digest taken at
+/// adoption: its marker names the blob, and `fsck --full` compares the dir
+/// with a fresh extraction of that blob, so a change is still found.
+#[test]
+fn fsck_full_checks_a_streamed_layer_against_its_blob() {
+    let reg = RegistryServer::start();
+    for user in users() {
+        let env = Env::new(user);
+        let who = user.unwrap_or("root");
+        let ctx = env.context_dir(
+            "ctx",
+            &[
+                ("Dockerfile", "FROM busybox:fixture\nCOPY data /data\n"),
+                ("data", &"checked by fsck\n".repeat(1000)),
+            ],
+        );
+        let image = format!("{}/{who}/checked:1", reg.host());
+        ok(
+            &env.cairn(&["build", "-t", &image, ctx.to_str().unwrap()]),
+            "build",
+        );
+        ok(&env.cairn(&["push", &image, &image]), "push");
+
+        let fresh = Env::new(user);
+        ok(&fresh.cairn(&["pull", &image]), "pull");
+        let layers = fresh.store.join("layers");
+        let marker = std::fs::read_dir(&layers)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.extension() == Some("complete".as_ref())
+                    && std::fs::read_to_string(p).unwrap().contains("\"blob\"")
+            })
+            .expect("a streamed layer's marker names its blob");
+        let dir = marker.with_extension("");
+        assert!(dir.join("data").is_file(), "{}", dir.display());
+        assert_eq!(
+            ok(&fresh.cairn(&["fsck", "--full"]), "fsck --full").trim(),
+            "ok"
+        );
+        // As root (the test runner), change the file behind cairn's back.
+        std::fs::write(dir.join("data"), "changed\n").unwrap();
+        let out = fresh.cairn(&["fsck", "--full"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains(&dir.display().to_string()),
+            "{}",
+            text(&out.stdout)
+        );
+        let leftovers = dir_names(&fresh.store.join("tmp"));
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

@@ -135,7 +135,8 @@ impl Registry {
                 });
             }
             if !store.has_blob(&config.digest) {
-                crate::blob_transfer::download_blob(&sess, store, &oref, &config, None).await?;
+                crate::blob_transfer::download_blob(&sess, store, &oref, &config, None, None)
+                    .await?;
             }
             Ok(FetchedArtifact {
                 reference: image.to_string(),
@@ -175,7 +176,8 @@ impl Registry {
                 .map(|blob| {
                     let (sess, oref) = (&sess, &oref);
                     async move {
-                        crate::blob_transfer::download_blob(sess, store, oref, &blob, None).await
+                        crate::blob_transfer::download_blob(sess, store, oref, &blob, None, None)
+                            .await
                     }
                 })
                 .buffer_unordered(self.opts.max_parallel.max(1))
@@ -184,6 +186,45 @@ impl Registry {
             let digests: Vec<Digest> = blobs.iter().map(|b| b.digest).collect();
             store.note_remote_blobs(image.registry(), image.repository(), &digests)?;
             Ok(count)
+        })
+    }
+}
+
+impl Registry {
+    /// Download the layers (blob, diff id) the store lacks from
+    /// `reference`'s repository, in parallel, each extracted by `sink` as
+    /// it downloads (or from the store, when its blob is already here);
+    /// how many blobs were downloaded.
+    pub fn fetch_layers(
+        &self,
+        store: &Store,
+        reference: &str,
+        layers: &[(BlobRef, Digest)],
+        sink: &dyn crate::LayerSink,
+    ) -> Result<usize> {
+        let image = parse_ref(reference)?;
+        crate::unpack::with_sink(Some(sink), |unpack| {
+            self.block_on(async {
+                let sess = Session::open(&self.opts, image.registry()).await?;
+                let oref = oci_reference(&image);
+                let fetched = futures_util::stream::iter(layers.iter().cloned())
+                    .map(|(blob, diff_id)| {
+                        let (sess, oref) = (&sess, &oref);
+                        async move {
+                            let diff_id = Some(diff_id);
+                            crate::unpack::fetch_blob(
+                                sess, store, oref, &blob, diff_id, unpack, None,
+                            )
+                            .await
+                        }
+                    })
+                    .buffer_unordered(self.opts.max_parallel.max(1))
+                    .try_collect::<Vec<bool>>()
+                    .await?;
+                let digests: Vec<Digest> = layers.iter().map(|(b, _)| b.digest).collect();
+                store.note_remote_blobs(image.registry(), image.repository(), &digests)?;
+                Ok(fetched.into_iter().filter(|f| *f).count())
+            })
         })
     }
 }

@@ -7,6 +7,7 @@
 use crate::error::{RegistryError, Result};
 use crate::retry::{from_oci, verdict, Verdict};
 use crate::session::Session;
+use crate::LayerFeed;
 use bytes::Bytes;
 use cairn_store::image::BlobRef;
 use cairn_store::{BlobInfo, BlobWriter, Store};
@@ -47,13 +48,17 @@ fn descriptor(blob: &BlobRef) -> OciDescriptor {
 /// Download `blob` into the store. A connection that breaks mid-blob is
 /// resumed from the last byte received (HTTP Range); the blob is named only
 /// after its digest and size check out, and a failed one leaves nothing.
+/// `feed`, if given, gets every byte as it arrives (an extractor's pipe);
+/// the flag returned says it got the whole blob, in order, exactly once
+/// (false when the download had to start over: its bytes are spoiled).
 pub(crate) async fn download_blob(
     sess: &Session,
     store: &Store,
     oref: &Reference,
     blob: &BlobRef,
+    mut feed: Option<LayerFeed>,
     progress: Option<&dyn crate::PullProgress>,
-) -> Result<BlobInfo> {
+) -> Result<(BlobInfo, bool)> {
     let _span = cairn_layer::timing::span("registry.download_blob");
     let target = sess.target(oref.repository(), format!("blob {}", blob.digest));
     let mut reported: u64 = 0;
@@ -61,11 +66,19 @@ pub(crate) async fn download_blob(
     let mut attempt: u32 = 0;
     'whole: loop {
         attempt += 1;
-        let writer = store.blob_writer_cached()?;
+        // Only a first attempt can feed: a second one restarts the bytes.
+        let tee = feed.take();
+        let teed = tee.is_some();
+        // Fed to an extractor, the blob is not read back soon: it goes
+        // around the page cache. Else the extraction reads it next.
+        let writer = match teed {
+            true => store.blob_writer()?,
+            false => store.blob_writer_cached()?,
+        };
         let (tx, rx) = mpsc::channel::<Feed>(CHANNEL_DEPTH);
         let (done_tx, done_rx) = oneshot::channel();
         std::thread::spawn(move || {
-            let _ = done_tx.send(write_feed(writer, rx, expected));
+            let _ = done_tx.send(write_feed(writer, tee, rx, expected));
         });
         let mut offset: u64 = 0;
         let mut stalls: u32 = 0;
@@ -170,7 +183,7 @@ pub(crate) async fn download_blob(
             .await
             .unwrap_or_else(|_| Err(RegistryError::Other("the blob writer thread died".into())));
         match (failure, written) {
-            (None, Ok(info)) => return Ok(info),
+            (None, Ok((info, whole))) => return Ok((info, teed && whole)),
             (Some(e), _) => return Err(e),
             (
                 None,
@@ -194,20 +207,39 @@ pub(crate) async fn download_blob(
     }
 }
 
-/// The blocking half of a download: write what arrives, verify at the end.
+/// The blocking half of a download: write what arrives (to the blob and to
+/// `tee`), verify at the end. True with the blob when `tee` got all of it.
 fn write_feed(
     mut writer: BlobWriter,
+    mut tee: Option<LayerFeed>,
     mut rx: mpsc::Receiver<Feed>,
     expected: (cairn_store::Digest, u64),
-) -> Result<BlobInfo> {
+) -> Result<(BlobInfo, bool)> {
+    let mut whole = true;
     while let Some(feed) = rx.blocking_recv() {
         match feed {
-            Feed::Chunk(b) => writer.write_all(&b).map_err(RegistryError::io(format!(
-                "write {}",
-                writer.tmp_path().display()
-            )))?,
-            Feed::Restart(fresh) => writer = *fresh,
-            Feed::Done => return Ok(writer.commit(Some(expected))?),
+            Feed::Chunk(b) => {
+                if let Some(t) = tee.as_mut() {
+                    if t.write_all(&b).is_err() {
+                        // The extractor stopped (its end says why); the
+                        // blob still completes.
+                        tee = None;
+                    }
+                }
+                writer.write_all(&b).map_err(RegistryError::io(format!(
+                    "write {}",
+                    writer.tmp_path().display()
+                )))?
+            }
+            Feed::Restart(fresh) => {
+                writer = *fresh;
+                tee = None;
+                whole = false;
+            }
+            Feed::Done => {
+                drop(tee); // the extractor sees the end while we verify
+                return Ok((writer.commit(Some(expected))?, whole));
+            }
         }
     }
     Err(RegistryError::Other("download abandoned".into()))

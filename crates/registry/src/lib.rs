@@ -20,6 +20,7 @@ mod push;
 pub mod regions;
 mod retry;
 mod session;
+mod unpack;
 
 pub use artifact::{ArtifactSpec, FetchedArtifact};
 pub use error::{RegistryError, Result, Target};
@@ -30,11 +31,52 @@ pub use session::{is_loopback, Platform, RegistryOptions, DEFAULT_MONOLITHIC_MAX
 use cairn_store::{Digest, ImageRef, Store};
 use session::Session;
 
-/// Told about each layer of a pull as soon as its blob is in the store, on
-/// a thread of its own, so layers can be extracted while others download.
+/// Told about each layer of a pull, so layers are extracted while others
+/// download. Called from a thread of the pull's own.
 pub trait LayerSink: Sync {
+    /// The layer's blob is in the store: extract it.
     fn layer_ready(&self, blob: &Digest, diff_id: &Digest) -> std::result::Result<(), String>;
+
+    /// The layer's blob is about to download: start extracting it from the
+    /// returned writer, which gets every byte of the blob in order and is
+    /// dropped at the end (or when the download fails). `None`: this sink
+    /// extracts stored blobs only ([`LayerSink::layer_ready`] follows).
+    /// Called from the download's async task: it must not block.
+    fn begin_stream(
+        &self,
+        _blob: &Digest,
+        _diff_id: &Digest,
+    ) -> std::result::Result<Option<(LayerFeed, StreamTicket)>, String> {
+        Ok(None)
+    }
+
+    /// The download begun with [`LayerSink::begin_stream`] ended (its
+    /// writer is dropped). `verified`: the whole blob went through the
+    /// writer and its digest and size checked out; only then may the
+    /// extracted layer be kept. Otherwise it must be thrown away (and, if
+    /// the blob is stored after all, `layer_ready` follows). A layer kept
+    /// comes back as a ticket for [`LayerSink::adopt`].
+    fn end_stream(
+        &self,
+        _ticket: StreamTicket,
+        _verified: bool,
+    ) -> std::result::Result<Option<StreamTicket>, String> {
+        Ok(None)
+    }
+
+    /// At the end of the pull: make the kept layers durable (once for
+    /// all of them) and name them.
+    fn adopt(&self, _kept: Vec<StreamTicket>) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
+
+/// Where a streamed layer's bytes go (e.g. the pipe to an extractor).
+pub type LayerFeed = Box<dyn std::io::Write + Send>;
+
+/// A sink's own record of an extraction under way, handed back to
+/// [`LayerSink::end_stream`].
+pub struct StreamTicket(pub Box<dyn std::any::Any + Send>);
 
 /// Told how far each blob of a pull or push has come: after every MiB or so
 /// of a download, after each chunk an upload hands to the HTTP client, and
@@ -134,22 +176,8 @@ impl Registry {
         progress: Option<&dyn PullProgress>,
     ) -> Result<PullReport> {
         let image = parse_ref(reference)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Digest, Digest)>(64);
-        std::thread::scope(|scope| {
-            let extractor = sink.map(|sink| {
-                scope.spawn(move || {
-                    let mut first_error = None;
-                    for (blob, diff_id) in rx {
-                        if first_error.is_none() {
-                            first_error =
-                                sink.layer_ready(&blob, &diff_id).err().map(|e| (blob, e));
-                        }
-                    }
-                    first_error
-                })
-            });
-            let tx = extractor.as_ref().map(|_| tx);
-            let report = self.block_on(async {
+        unpack::with_sink(sink, |unpack| {
+            self.block_on(async {
                 let sess = Session::open(&self.opts, image.registry()).await?;
                 pull::pull(
                     &sess,
@@ -157,20 +185,11 @@ impl Registry {
                     &image,
                     platform,
                     self.opts.max_parallel,
-                    tx.as_ref(),
+                    unpack,
                     progress,
                 )
                 .await
-            });
-            drop(tx);
-            let extract_error = extractor.and_then(|h| h.join().ok().flatten());
-            let report = report?;
-            if let Some((blob, e)) = extract_error {
-                return Err(RegistryError::Other(format!(
-                    "extracting layer {blob}: {e}"
-                )));
-            }
-            Ok(report)
+            })
         })
     }
 

@@ -3,9 +3,9 @@
 //! named. The manifest is recorded and tagged only when every blob is in, so
 //! an interrupted pull leaves complete blobs (reused next time) and no image.
 
-use crate::blob_transfer::download_blob;
 use crate::error::{RegistryError, Result};
 use crate::session::{Platform, Session};
+use crate::unpack::{fetch_blob, Unpack};
 use crate::PullReport;
 use cairn_store::image::{parse_manifest, BlobRef, ManifestKind};
 use cairn_store::{Digest, ImageRef, Store};
@@ -128,7 +128,7 @@ pub(crate) async fn pull(
     image: &ImageRef,
     platform: &Platform,
     max_parallel: usize,
-    sink: Option<&std::sync::mpsc::SyncSender<(Digest, Digest)>>,
+    unpack: Option<&Unpack<'_>>,
     progress: Option<&dyn crate::PullProgress>,
 ) -> Result<PullReport> {
     let name = image.to_string();
@@ -163,17 +163,16 @@ pub(crate) async fn pull(
 
     let fetched = AtomicU64::new(0);
     let bytes_in = AtomicU64::new(0);
-    let fetch = |blob: BlobRef| {
+    // The config (no diff id) is not a layer: the sink never sees it.
+    let fetch = |blob: BlobRef, diff_id: Option<Digest>| {
         let oref = &oref;
         let (fetched, bytes_in) = (&fetched, &bytes_in);
         async move {
-            if store.has_blob(&blob.digest) {
-                return Ok::<_, RegistryError>(blob);
+            if fetch_blob(sess, store, oref, &blob, diff_id, unpack, progress).await? {
+                fetched.fetch_add(1, Ordering::Relaxed);
+                bytes_in.fetch_add(blob.size, Ordering::Relaxed);
             }
-            download_blob(sess, store, oref, &blob, progress).await?;
-            fetched.fetch_add(1, Ordering::Relaxed);
-            bytes_in.fetch_add(blob.size, Ordering::Relaxed);
-            Ok(blob)
+            Ok::<_, RegistryError>(())
         }
     };
     // The config first: it names the diff ids the layer dirs are named by.
@@ -184,23 +183,11 @@ pub(crate) async fn pull(
             limit: crate::manifest_fetch::MAX_MANIFEST_SIZE,
         });
     }
-    fetch(config.clone()).await?;
+    fetch(config.clone(), None).await?;
     let diff_ids = diff_ids(store, &config.digest, parsed.children.len());
     let layers = parsed.children.clone();
     futures_util::stream::iter(layers.into_iter().enumerate())
-        .map(|(i, layer)| {
-            let diff_id = diff_ids.get(i).copied();
-            let fetch = &fetch;
-            async move {
-                let layer = fetch(layer).await?;
-                if let (Some(tx), Some(diff_id)) = (sink, diff_id) {
-                    // The extractor may have stopped on an error; the pull
-                    // itself still completes and the error is reported there.
-                    let _ = tx.send((layer.digest, diff_id));
-                }
-                Ok::<_, RegistryError>(())
-            }
-        })
+        .map(|(i, layer)| fetch(layer, diff_ids.get(i).copied()))
         .buffer_unordered(max_parallel.max(1))
         .try_collect::<Vec<()>>()
         .await?;

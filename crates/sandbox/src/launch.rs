@@ -329,13 +329,32 @@ impl Launcher {
         what: &str,
         tree_digest: bool,
     ) -> Result<Extracted, SandboxError> {
+        self.extract_layer_from(mapping, blob, None, dest, limits, what, tree_digest)
+    }
+
+    /// [`Launcher::extract_layer`] reading the blob from `stream` (e.g. the
+    /// read end of a pipe a download feeds) instead of opening `blob`, which
+    /// then only names it in messages. A stream that ends early or carries
+    /// a broken archive is a task failure; the caller removes `dest`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn extract_layer_from(
+        &self,
+        mapping: &IdMapping,
+        blob: &std::path::Path,
+        stream: Option<std::os::fd::OwnedFd>,
+        dest: &std::path::Path,
+        limits: cairn_layer::ExtractLimits,
+        what: &str,
+        tree_digest: bool,
+    ) -> Result<Extracted, SandboxError> {
         let task = Task::ExtractLayer {
             blob: blob.to_path_buf(),
             dest: dest.to_path_buf(),
             limits,
             tree_digest,
         };
-        let mut reply = self.run_task(mapping, task)?;
+        let mut reply =
+            self.run_task_io(mapping, task, stream.map(Stdio::from), &mut std::io::sink())?;
         if let Some(v) = reply.get_mut("limit_exceeded") {
             let exceeded = serde_json::from_value(v.take()).map_err(|e| {
                 SandboxError::TaskFailed(format!("malformed limit report for {what}: {e}"))
@@ -375,6 +394,18 @@ impl Launcher {
         task: Task,
         out: &mut dyn Write,
     ) -> Result<serde_json::Value, SandboxError> {
+        self.run_task_io(mapping, task, None, out)
+    }
+
+    /// [`Launcher::run_task_to`] with `stdin` for the helper (`None`: a
+    /// layer task's blob file, else nothing).
+    fn run_task_io(
+        &self,
+        mapping: &IdMapping,
+        task: Task,
+        stdin: Option<Stdio>,
+        out: &mut dyn Write,
+    ) -> Result<serde_json::Value, SandboxError> {
         if nix::unistd::geteuid().is_root() && matches!(task, Task::RemoveTree(_)) {
             // Real root may delete anything, and must: the tree may mix host
             // root's files (the generated /etc files) with container root's
@@ -384,13 +415,14 @@ impl Launcher {
         prepare_task_dirs(mapping, &task)?;
         // A layer blob is opened here and handed over as stdin: under real
         // root's shifted mapping, container root may not read the store's blobs.
-        let stdin = match &task {
-            Task::ExtractLayer { blob, .. } => {
+        let stdin = match (&task, stdin) {
+            (_, Some(given)) => given,
+            (Task::ExtractLayer { blob, .. }, None) => {
                 std::fs::File::open(blob).map(Stdio::from).map_err(|e| {
                     SandboxError::io(format!("opening layer blob {}", blob.display()), e)
                 })?
             }
-            _ => Stdio::null(),
+            (_, None) => Stdio::null(),
         };
         let request = Request::Task {
             id_mapping: mapping.clone(),

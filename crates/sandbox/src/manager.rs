@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod stream_extract;
+pub use stream_extract::{ExtractedDir, PendingExtract};
+
 const ROOT_KIND: &str = "sandbox";
 
 /// Processes a sandbox or RUN step may have unless told otherwise (podman's

@@ -16,7 +16,7 @@ use crate::state::SnapshotState;
 use crate::version;
 use cairn_build::{tenancy, BuildError, BuildEvent, BuildRequest, Builder};
 use cairn_layer::Compression;
-use cairn_registry::{LayerSink, Platform, Regions, Registry, RegistryError};
+use cairn_registry::{Platform, Regions, Registry, RegistryError};
 use cairn_sandbox::manager::{
     CreateOptions as SandboxOptions, ManagerError, SandboxManager, SandboxRecord,
 };
@@ -159,17 +159,9 @@ pub struct SnapshotService<'s> {
 /// The default idle threshold: two weeks without a sandbox.
 pub const DEFAULT_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
-/// A pull's [`LayerSink`] that extracts each layer into the store's layer
-/// dirs as it lands (rootless: in a helper task), so a sandbox from the
-/// image starts without waiting for extraction.
-pub struct Extractor<'a>(pub SandboxManager<'a>);
-impl LayerSink for Extractor<'_> {
-    fn layer_ready(&self, blob: &Digest, diff_id: &Digest) -> std::result::Result<(), String> {
-        self.0
-            .extract_layers(&[(*blob, *diff_id)])
-            .map_err(|e| e.to_string())
-    }
-}
+/// A pull's `cairn_registry::LayerSink` that extracts each layer into the store's layer
+/// dirs as it downloads (one implementation, the build engine's).
+pub use cairn_build::layer_sink::Extractor;
 
 /// The store name of snapshot `name:version` of `org` (its namespace is
 /// the injective encoding of the id: `acme` and `ACME` never share it).

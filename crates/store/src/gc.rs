@@ -25,6 +25,31 @@ pub struct GcReport {
 /// supplies one that runs in a user namespace, for subordinate-owned files).
 pub trait LayerVerifier {
     fn tree_digest(&self, dir: &std::path::Path) -> std::result::Result<Digest, String>;
+
+    /// The tree digest of `blob` freshly extracted into `scratch` (an empty
+    /// dir under the store's `tmp/`, which this removes again): the
+    /// reference for a layer dir extracted while it downloaded.
+    fn blob_tree_digest(
+        &self,
+        blob: &std::path::Path,
+        scratch: &std::path::Path,
+    ) -> std::result::Result<Digest, String> {
+        let extracted = std::fs::File::open(blob)
+            .map_err(|e| format!("opening {}: {e}", blob.display()))
+            .and_then(|file| {
+                let opts = cairn_layer::ExtractOptions {
+                    whiteout_mode: cairn_layer::WhiteoutMode::Overlay(
+                        cairn_layer::OverlayFlavour::UserXattr,
+                    ),
+                    ..cairn_layer::ExtractOptions::default()
+                };
+                cairn_layer::extract_layer(std::io::BufReader::new(file), scratch, &opts)
+                    .map_err(|e| e.to_string())
+            });
+        let tree = extracted.and_then(|_| self.tree_digest(scratch));
+        let _ = std::fs::remove_dir_all(scratch);
+        tree
+    }
 }
 
 /// Re-reads with the caller's own rights, in this process.
@@ -415,8 +440,18 @@ impl Store {
                 continue;
             };
             let Some(verifier) = verifier else { continue };
+            let want = match marker.blob {
+                Some(blob) => match self.blob_reference(verifier, &blob) {
+                    Ok(tree) => tree,
+                    Err(e) => {
+                        bad.push(format!("layer dir {}: {e}", path.display()));
+                        continue;
+                    }
+                },
+                None => marker.tree,
+            };
             match verifier.tree_digest(&path) {
-                Ok(tree) if tree == marker.tree => {}
+                Ok(tree) if tree == want => {}
                 Ok(tree) => bad.push(format!(
                     "layer dir {}: content changed since it was extracted (its tar now has digest {tree}, {} when adopted)",
                     path.display(),
@@ -426,6 +461,23 @@ impl Store {
             }
         }
         Ok(bad)
+    }
+
+    /// The tree digest a layer dir extracted from `blob` must have: that
+    /// of a fresh extraction of the blob (verified against its name first).
+    fn blob_reference(
+        &self,
+        verifier: &dyn LayerVerifier,
+        blob: &Digest,
+    ) -> std::result::Result<Digest, String> {
+        self.verify_blob(blob)
+            .map_err(|e| format!("its blob {blob} cannot serve as reference: {e}"))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("fsck-")
+            .tempdir_in(self.layout().tmp())
+            .map_err(|e| format!("scratch dir: {e}"))?
+            .keep();
+        verifier.blob_tree_digest(&self.blob_path(blob), &scratch)
     }
 
     /// index.json must list exactly the tags, each with its manifest's

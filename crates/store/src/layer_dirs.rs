@@ -51,7 +51,23 @@ pub struct LayerMarker {
     /// Digest of the deterministic tar of the dir as adopted (uncompressed,
     /// no timestamp clamp): what `fsck --full` compares a fresh re-tar with.
     /// Equal to `diff_id` for a dir that is exactly its layer's tar.
+    /// Not taken (and `diff_id` here) when `blob` is set.
     pub tree: Digest,
+    /// The layer blob the dir was extracted from while it downloaded, set
+    /// instead of taking `tree` (re-reading the new dir would cost as much
+    /// as the extraction): `fsck --full` then compares the dir with a fresh
+    /// extraction of this verified blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<Digest>,
+}
+
+/// What a layer dir is checked against later (see [`LayerMarker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeRef {
+    /// The digest of the dir's deterministic tar, when not the diff id.
+    Tree(Option<Digest>),
+    /// The blob it was extracted from.
+    Blob(Digest),
 }
 
 impl Store {
@@ -91,13 +107,40 @@ impl Store {
         if self.has_layer_dir(diff_id) {
             return Ok(false);
         }
+        self.sync_for_adoption()?;
+        self.adopt_synced_layer_dir(diff_id, src, TreeRef::Tree(tree))
+    }
+
+    /// Make everything written so far on the store's filesystem durable
+    /// (one `syncfs`): the first half of adopting layer dirs, done once for
+    /// any number of them (see [`Store::adopt_synced_layer_dir`]).
+    pub fn sync_for_adoption(&self) -> Result<()> {
         let layers = self.layout().layers();
         let dir = fs::File::open(&layers).map_err(StoreError::io("open", &layers))?;
         rustix::fs::syncfs(&dir)
-            .map_err(|e| StoreError::io("syncfs", &layers)(std::io::Error::from(e)))?;
+            .map_err(|e| StoreError::io("syncfs", &layers)(std::io::Error::from(e)))
+    }
+
+    /// [`Store::adopt_layer_dir`] for a `src` whose content was complete
+    /// before the caller's last [`Store::sync_for_adoption`].
+    pub fn adopt_synced_layer_dir(
+        &self,
+        diff_id: &Digest,
+        src: &Path,
+        reference: TreeRef,
+    ) -> Result<bool> {
+        if self.has_layer_dir(diff_id) {
+            return Ok(false);
+        }
+        let layers = self.layout().layers();
+        let (tree, blob) = match reference {
+            TreeRef::Tree(tree) => (tree.unwrap_or(*diff_id), None),
+            TreeRef::Blob(blob) => (*diff_id, Some(blob)),
+        };
         let marker = LayerMarker {
             diff_id: *diff_id,
-            tree: tree.unwrap_or(*diff_id),
+            tree,
+            blob,
         };
         let was_marked = self.write_marker(&marker)?;
         let dest = self.layer_dir(diff_id);

@@ -49,6 +49,9 @@ struct Session {
     /// The imported entries by key, with the reference to pull from;
     /// fetched once per build, on the first local miss.
     index: OnceLock<HashMap<String, (String, Entry)>>,
+    /// Every layer of the cache was fetched (and extracted) at the first
+    /// hit: the steps after it find theirs in the store.
+    prefetched: OnceLock<()>,
     /// A cache registry failed mid-build: stop asking it.
     broken: AtomicBool,
     /// The keys the build's layer steps looked up, for the export.
@@ -155,6 +158,10 @@ pub(crate) fn import(builder: &Builder, req: &BuildRequest, key: &str) -> bool {
     let Some(registry) = session.registry(builder) else {
         return false;
     };
+    let index = session.index(builder, req);
+    session
+        .prefetched
+        .get_or_init(|| prefetch(builder, registry, index));
     if let Err(e) = registry.fetch_blobs(builder.store, &reference, &[entry.blob()]) {
         tracing::warn!(
             "--cache-from {reference}: layer {}: {e}; building locally",
@@ -171,6 +178,30 @@ pub(crate) fn import(builder: &Builder, req: &BuildRequest, key: &str) -> bool {
                 entry.layer
             );
             false
+        }
+    }
+}
+
+/// The first hit shows the cache applies: fetch all its layers at once,
+/// in parallel, each extracted as it downloads. Best effort: a layer that
+/// fails here is tried again, alone, by its own step.
+fn prefetch(builder: &Builder, registry: &Registry, index: &HashMap<String, (String, Entry)>) {
+    let mut by_ref: HashMap<&str, Vec<_>> = HashMap::new();
+    for (reference, entry) in index.values() {
+        if !builder.store.has_layer_dir(&entry.diff_id) {
+            by_ref
+                .entry(reference)
+                .or_default()
+                .push((entry.blob(), entry.diff_id));
+        }
+    }
+    let sink =
+        crate::layer_sink::Extractor(SandboxManager::new(builder.store, builder.launcher.clone()));
+    for (reference, mut layers) in by_ref {
+        layers.sort_by_key(|(b, _)| (std::cmp::Reverse(b.size), b.digest.to_string()));
+        layers.dedup_by_key(|(b, _)| b.digest);
+        if let Err(e) = registry.fetch_layers(builder.store, reference, &layers, &sink) {
+            tracing::warn!("--cache-from {reference}: prefetching layers: {e}");
         }
     }
 }

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p cairn-cli
 cairn=$PWD/target/release/cairn
-work=/tmp/cairn-build-bench-$$
+work=/tmp/cairn-builder-bench-$$
 mkdir -p "$work"
 bash fixtures/busybox/make-image.sh "$work/layout" >/dev/null
 cp -r benches/build-context "$work/ctx"

@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Cairn;
 use crate::sandboxes::{ExecRequest, SandboxOptions};
 use crate::snapshots::SnapshotRequest;
-use cairn_build::{BuildEvent, BuildResult, CancelToken};
+use cairn_builder::{BuildEvent, BuildResult, CancelToken};
 use cairn_registry::{PullReport, PushReport};
 use cairn_sandbox::manager::SandboxRecord;
 use cairn_sandbox::{ExecOutput, RunOutcome, StdStream};

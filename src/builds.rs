@@ -3,7 +3,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Cairn;
-use cairn_build::{BuildEvent, BuildResult, Builder, CancelToken, RunPolicy};
+use cairn_builder::{BuildEvent, BuildResult, Builder, CancelToken, RunPolicy};
 use cairn_layer::Compression;
 use cairn_sandbox::Network;
 use std::collections::BTreeMap;
@@ -170,7 +170,7 @@ impl BuildRequest {
 /// The request as the build crate takes it, and the temp dir behind an
 /// empty context (removed when dropped).
 struct Prepared {
-    request: cairn_build::BuildRequest,
+    request: cairn_builder::BuildRequest,
     _empty_context: Option<tempfile::TempDir>,
 }
 
@@ -199,7 +199,7 @@ fn prepare(cairn: &Cairn, req: &BuildRequest, cancel: &CancelToken) -> Result<Pr
             (dir.path().to_path_buf(), Some(dir))
         }
     };
-    let mut request = cairn_build::BuildRequest {
+    let mut request = cairn_builder::BuildRequest {
         dockerfile: text,
         dockerfile_path: path,
         context,

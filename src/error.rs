@@ -2,7 +2,7 @@
 //! message, the Dockerfile position when there is one, and the sub-crate's
 //! typed error as [`std::error::Error::source`].
 
-use cairn_build::BuildError;
+use cairn_builder::BuildError;
 use cairn_registry::RegistryError;
 use cairn_sandbox::manager::ManagerError;
 use cairn_sandbox::SandboxError;
@@ -29,7 +29,7 @@ pub enum ErrorKind {
 }
 
 /// Where in a Dockerfile an error points (file, line, column when known).
-pub use cairn_build::Position;
+pub use cairn_builder::Position;
 
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -135,7 +135,7 @@ fn manager_kind(e: &ManagerError) -> ErrorKind {
 }
 
 fn build_kind(e: &BuildError) -> ErrorKind {
-    use cairn_build::ErrorKind as Build;
+    use cairn_builder::ErrorKind as Build;
     match e {
         // Nested errors keep their crate's finer kinds (e.g. a registry down).
         BuildError::Store(s) => store_kind(s),

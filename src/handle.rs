@@ -261,7 +261,7 @@ impl Cairn {
 
     /// Refuse an empty or malformed organization id early, as [`ErrorKind::Invalid`].
     pub(crate) fn check_org(org: &str) -> Result<()> {
-        cairn_build::tenancy::check_org(org)
+        cairn_builder::tenancy::check_org(org)
             .map_err(|e| Error::new(ErrorKind::Invalid, e.to_string()))
     }
 }

@@ -52,11 +52,11 @@ pub use options::CairnOptions;
 pub use sandboxes::{ExecRequest, SandboxOptions};
 pub use snapshots::SnapshotRequest;
 
-pub use cairn_build::{BuildEvent, BuildResult, CancelToken};
+pub use cairn_builder::{BuildEvent, BuildResult, CancelToken};
 pub use cairn_sandbox::{ExecOutput, StdStream};
 
-/// Builds: Dockerfile + context into an image (the `cairn-build` crate).
-pub use cairn_build as build;
+/// Builds: Dockerfile + context into an image (the `cairn-builder` crate).
+pub use cairn_builder as build;
 /// Dockerfile parsing (the `cairn-dockerfile` crate).
 pub use cairn_dockerfile as dockerfile;
 /// Layers: diff, tar, compression, extraction (the `cairn-layer` crate).

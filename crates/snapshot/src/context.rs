@@ -105,7 +105,7 @@ pub fn assemble(
 /// `..` clamps, symlinks resolve in the root), and the symlinks crossed on
 /// the way, as links, so the build resolves the same path the same way.
 fn take_derived(root: &Path, src: &str, dest: &Path) -> Result<PathBuf> {
-    use cairn_build::context::resolve;
+    use cairn_builder::context::resolve;
     let found = resolve::resolve(root, src, true)
         .map_err(|e| invalid(format!("build context {src:?}: {e}")))?;
     let reached = root.join(&found.rel);

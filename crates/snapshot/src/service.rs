@@ -14,7 +14,7 @@ use crate::record::{BuildInfo, Resources, Snapshot};
 use crate::repo::{ListQuery, NewSnapshot, Page, SnapshotDb, SnapshotError, SnapshotRepo};
 use crate::state::SnapshotState;
 use crate::version;
-use cairn_build::{tenancy, BuildError, BuildEvent, BuildRequest, Builder};
+use cairn_builder::{tenancy, BuildError, BuildEvent, BuildRequest, Builder};
 use cairn_layer::Compression;
 use cairn_registry::{Platform, Regions, Registry, RegistryError};
 use cairn_sandbox::manager::{
@@ -161,7 +161,7 @@ pub const DEFAULT_IDLE_AFTER: std::time::Duration = std::time::Duration::from_se
 
 /// A pull's `cairn_registry::LayerSink` that extracts each layer into the store's layer
 /// dirs as it downloads (one implementation, the build engine's).
-pub use cairn_build::layer_sink::Extractor;
+pub use cairn_builder::layer_sink::Extractor;
 
 /// The store name of snapshot `name:version` of `org` (its namespace is
 /// the injective encoding of the id: `acme` and `ACME` never share it).

@@ -12,7 +12,7 @@
 //! Bytes: [`ImageConfig::to_bytes`] writes every object with its keys in
 //! sorted order and no spaces, which is what Cairn has always written
 //! (serde_json's sorted maps); an image's digest depends on it, so
-//! `crates/build/tests/config_golden.rs` pins it.
+//! `crates/builder/tests/config_golden.rs` pins it.
 
 use crate::Digest;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

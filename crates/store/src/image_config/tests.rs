@@ -53,14 +53,14 @@ fn null_and_absent_stay_apart() {
     assert_eq!(cfg.to_bytes().unwrap(), br#"{"config":{}}"#);
 }
 
-/// The configs the builds of `crates/build/tests/config_golden.rs` wrote
+/// The configs the builds of `crates/builder/tests/config_golden.rs` wrote
 /// before this type existed come back out byte for byte.
 #[test]
 fn golden_build_configs_round_trip_byte_for_byte() {
     for golden in [
-        &include_bytes!("../../../build/tests/data/config-golden/full.json")[..],
-        include_bytes!("../../../build/tests/data/config-golden/scratch.json"),
-        include_bytes!("../../../build/tests/data/config-golden/bare.json"),
+        &include_bytes!("../../../builder/tests/data/config-golden/full.json")[..],
+        include_bytes!("../../../builder/tests/data/config-golden/scratch.json"),
+        include_bytes!("../../../builder/tests/data/config-golden/bare.json"),
     ] {
         let cfg = ImageConfig::from_slice(golden).unwrap();
         assert_eq!(

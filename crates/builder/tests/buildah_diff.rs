@@ -25,7 +25,7 @@
 #[path = "diff/image.rs"]
 mod image;
 
-use cairn_build::{BuildRequest, Builder};
+use cairn_builder::{BuildRequest, Builder};
 use cairn_layer::Compression;
 use cairn_sandbox::{init_hook, Launcher, Network};
 use cairn_store::transport::Transport;
@@ -380,7 +380,7 @@ impl Fixture {
         }
     }
 
-    fn cairn_build(
+    fn cairn_builder(
         &self,
         ctx: &Path,
         dockerfile: &str,
@@ -418,7 +418,7 @@ impl Fixture {
         let ctx = self.tmp.path().join(format!("{name}-cairn"));
         prepare_context(name, &ctx);
         if let Some(base) = &spec.base {
-            self.cairn_build(
+            self.cairn_builder(
                 &ctx,
                 base,
                 &format!("diff-{name}-base:latest"),
@@ -426,7 +426,7 @@ impl Fixture {
             )?;
         }
         let manifest =
-            self.cairn_build(&ctx, "Dockerfile", &format!("diff-{name}:latest"), &spec)?;
+            self.cairn_builder(&ctx, "Dockerfile", &format!("diff-{name}:latest"), &spec)?;
         let out = self.tmp.path().join(format!("{name}-cairn-out"));
         self.store
             .export(

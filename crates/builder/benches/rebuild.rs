@@ -9,7 +9,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use cairn_build::Builder;
+use cairn_builder::Builder;
 use cairn_sandbox::{init_hook, Launcher};
 use cairn_store::reference::ImageRef;
 use cairn_store::Store;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use cairn_build::{BuildError, Builder};
+use cairn_builder::{BuildError, Builder};
 use cairn_sandbox::{init_hook, Launcher};
 use cairn_store::Store;
 use cairn_testsupport::http_server::HttpServer;

@@ -7,7 +7,7 @@
 //! changed image digest for every user. `UPDATE_GOLDEN=1` rewrites them.
 //! Root and rootless (harness = false: `main` calls the init hook).
 
-use cairn_build::Builder;
+use cairn_builder::Builder;
 use cairn_layer::{Compression, Digest};
 use cairn_sandbox::{init_hook, Launcher};
 use cairn_store::reference::ImageRef;

@@ -2,7 +2,7 @@
 //! test starts from, which steps ran, and unpacking a result with umoci.
 #![allow(dead_code)] // each suite uses its own part
 
-use cairn_build::{BuildRequest, BuildResult, StepOutcome};
+use cairn_builder::{BuildRequest, BuildResult, StepOutcome};
 use cairn_layer::Compression;
 use cairn_sandbox::Network;
 use cairn_store::transport::Transport;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use cairn_build::{BuildError, BuildResult, Builder, Secret};
+use cairn_builder::{BuildError, BuildResult, Builder, Secret};
 use cairn_sandbox::{init_hook, Launcher};
 use std::collections::BTreeMap;
 use std::path::Path;

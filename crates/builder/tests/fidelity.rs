@@ -6,7 +6,7 @@
 
 mod common;
 
-use cairn_build::{BuildRequest, Builder};
+use cairn_builder::{BuildRequest, Builder};
 use cairn_registry::Platform;
 use cairn_sandbox::{init_hook, Launcher};
 use serde_json::Value;

@@ -7,7 +7,7 @@
 
 mod common;
 
-use cairn_build::Builder;
+use cairn_builder::Builder;
 use cairn_sandbox::{init_hook, Launcher};
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,7 @@ use common::Fixture;
 const HOST_SECRET: &str = "HOST SECRET, never in an image\n";
 
 impl Fixture {
-    fn build(&self, context: &Path) -> Result<String, cairn_build::BuildError> {
+    fn build(&self, context: &Path) -> Result<String, cairn_builder::BuildError> {
         let req = common::request(context, "localhost/context-escape:latest");
         let builder = Builder::new(&self.store, Launcher::current_exe().unwrap());
         Ok(builder.build(&req, &mut |_| {})?.manifest.to_string())

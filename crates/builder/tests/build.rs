@@ -3,7 +3,7 @@
 
 mod common;
 
-use cairn_build::{
+use cairn_builder::{
     BuildError, BuildEvent, BuildRequest, Builder, CancelToken, OutputStream, StepOutcome,
 };
 use cairn_sandbox::{init_hook, Launcher};
@@ -20,7 +20,7 @@ impl Fixture {
         &self,
         context: &Path,
         args: &[(&str, &str)],
-    ) -> Result<(String, Vec<usize>), cairn_build::BuildError> {
+    ) -> Result<(String, Vec<usize>), cairn_builder::BuildError> {
         let req = self.request(context, args);
         let builder = Builder::new(&self.store, Launcher::current_exe().unwrap());
         let result = builder.build(&req, &mut |_| {})?;
@@ -34,7 +34,7 @@ impl Fixture {
         context: &Path,
         on_event: &mut dyn FnMut(&BuildEvent),
     ) -> (
-        Result<cairn_build::BuildResult, BuildError>,
+        Result<cairn_builder::BuildResult, BuildError>,
         Vec<BuildEvent>,
     ) {
         let req = self.request(context, &[]);
@@ -207,7 +207,7 @@ fn failures_are_clear(f: &Fixture) {
     assert!(
         matches!(
             err,
-            cairn_build::BuildError::RunFailed {
+            cairn_builder::BuildError::RunFailed {
                 code: 3,
                 line: 2,
                 ..
@@ -680,8 +680,8 @@ fn planner_agrees_with_the_build(f: &Fixture) {
             assert!(
                 matches!(
                     &run.reason,
-                    Some(cairn_build::Reason::ParentChanged { cause: Some(c), .. })
-                        if matches!(&**c, cairn_build::Reason::VarChanged { name, .. } if name == "V")
+                    Some(cairn_builder::Reason::ParentChanged { cause: Some(c), .. })
+                        if matches!(&**c, cairn_builder::Reason::VarChanged { name, .. } if name == "V")
                 ),
                 "{:?}",
                 run.reason
@@ -690,7 +690,7 @@ fn planner_agrees_with_the_build(f: &Fixture) {
         let copy = &plan.graph.stages[1].steps[2];
         assert_eq!(
             copy.key,
-            cairn_build::StepKey::Pending(cairn_build::Pending::Sources)
+            cairn_builder::StepKey::Pending(cairn_builder::Pending::Sources)
         );
     }
 }

@@ -10,7 +10,7 @@
 
 mod common;
 
-use cairn_build::{BuildRequest, BuildResult, Builder, CacheExport, CacheImport, CacheMode};
+use cairn_builder::{BuildRequest, BuildResult, Builder, CacheExport, CacheImport, CacheMode};
 use cairn_sandbox::{init_hook, Launcher};
 use cairn_store::Store;
 use cairn_testsupport::fault_proxy::FaultProxy;
@@ -264,9 +264,9 @@ fn serve_cache_manifest(
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": cairn_build::remote_cache::ARTIFACT_TYPE,
+        "artifactType": cairn_builder::remote_cache::ARTIFACT_TYPE,
         "config": {
-            "mediaType": cairn_build::remote_cache::CONFIG_MEDIA_TYPE,
+            "mediaType": cairn_builder::remote_cache::CONFIG_MEDIA_TYPE,
             "digest": digest.to_string(),
             "size": config.len(),
         },
@@ -299,7 +299,7 @@ fn a_cache_manifest_over_the_size_cap_costs_a_local_build(f: &Fixture) {
         .fetch_artifact(
             &r.a,
             &source,
-            cairn_build::remote_cache::ARTIFACT_TYPE,
+            cairn_builder::remote_cache::ARTIFACT_TYPE,
             std::time::Duration::from_secs(30),
         )
         .unwrap();

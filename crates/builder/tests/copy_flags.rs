@@ -5,7 +5,7 @@
 
 mod common;
 
-use cairn_build::Builder;
+use cairn_builder::Builder;
 use cairn_sandbox::{init_hook, Launcher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use common::Fixture;
 
 impl Fixture {
     /// Build; the manifest digest and the lines of the steps that ran.
-    fn build(&self, context: &Path) -> Result<(String, Vec<usize>), cairn_build::BuildError> {
+    fn build(&self, context: &Path) -> Result<(String, Vec<usize>), cairn_builder::BuildError> {
         let req = common::request(context, "localhost/copy-flags:latest");
         let builder = Builder::new(&self.store, Launcher::current_exe().unwrap());
         let result = builder.build(&req, &mut |_| {})?;

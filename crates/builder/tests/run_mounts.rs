@@ -4,7 +4,7 @@
 
 mod common;
 
-use cairn_build::{BuildError, BuildEvent, Builder, OutputStream, Secret};
+use cairn_builder::{BuildError, BuildEvent, Builder, OutputStream, Secret};
 use cairn_sandbox::{init_hook, Launcher};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +14,7 @@ use common::Fixture;
 /// What a build gave: its result (or error), the RUN output lines, and
 /// which lines ran.
 struct Outcome {
-    result: Result<cairn_build::BuildResult, BuildError>,
+    result: Result<cairn_builder::BuildResult, BuildError>,
     output: Vec<String>,
     ran: Vec<usize>,
 }
@@ -167,7 +167,7 @@ RUN --mount=type=cache,target=/var/cache/app,id=counter,ro sh -c 'wc -l < /var/c
     // the count starts again.
     let launcher = Launcher::current_exe().unwrap();
     assert_eq!(
-        cairn_build::remove_cache_mounts(&f.store, &launcher).unwrap(),
+        cairn_builder::remove_cache_mounts(&f.store, &launcher).unwrap(),
         2
     );
     let third = f.build_with(&ctx, &[], true);

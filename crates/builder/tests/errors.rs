@@ -5,7 +5,7 @@
 
 mod common;
 
-use cairn_build::{BuildError, Builder, ErrorKind};
+use cairn_builder::{BuildError, Builder, ErrorKind};
 use cairn_sandbox::Launcher;
 use cairn_store::Store;
 

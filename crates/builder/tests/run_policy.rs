@@ -5,13 +5,13 @@
 
 mod common;
 
-use cairn_build::{BuildError, BuildEvent, BuildRequest, Builder, RunPolicy};
+use cairn_builder::{BuildError, BuildEvent, BuildRequest, Builder, RunPolicy};
 use cairn_sandbox::{init_hook, Launcher, Network};
 use common::Fixture;
 
 /// A build's result, its RUN output (both streams) and its warnings.
 struct Outcome {
-    result: Result<cairn_build::BuildResult, BuildError>,
+    result: Result<cairn_builder::BuildResult, BuildError>,
     output: String,
     warnings: Vec<String>,
 }

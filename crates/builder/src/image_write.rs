@@ -2,7 +2,7 @@
 //! one commit path, with its build-cache entry; then into the stage) and, at
 //! the end, the image.
 
-use crate::config::{Field, History};
+use crate::config::Field;
 use crate::state::{created_time, LayerRef, StageState};
 use crate::BuildRequest;
 use crate::{BuildError, Builder};
@@ -59,12 +59,7 @@ impl Builder<'_> {
     /// Add a step's committed layer to the stage.
     pub(crate) fn add_layer(&self, state: &mut StageState, step: CommittedStep, created_by: &str) {
         let CommittedStep { layer, created } = step;
-        state.config.push_diff_id(&layer.diff_id);
-        state
-            .config
-            .push_history(History::new(&created, created_by, false));
-        state.created = created;
-        state.layers.push(layer);
+        self.reuse_layer(state, layer, created_by, created);
     }
 
     pub(crate) fn write_image(

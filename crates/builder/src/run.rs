@@ -67,6 +67,8 @@ impl Builder<'_> {
         Ok(StepOutcome::Ran)
     }
 
+    /// Put a layer (cached or just committed) on top of the stage: its
+    /// diff id, its history entry and its time.
     pub(crate) fn reuse_layer(
         &self,
         state: &mut StageState,

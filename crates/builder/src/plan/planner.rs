@@ -117,7 +117,7 @@ pub(crate) fn stage_graph(doc: &Dockerfile, input: &PlanInput) -> Result<StageGr
     let file = input.req.dockerfile_name();
     let target = match &input.req.target {
         Some(t) => stage_index(doc, t)
-            .ok_or_else(|| BuildError::input(format!("target stage {t:?} not found")))?,
+            .ok_or_else(|| BuildError::not_found(None, format!("target stage {t:?} not found")))?,
         None => doc.stages.len().saturating_sub(1),
     };
     let globals = global_scope(doc, &scope_input(input, vec![]))

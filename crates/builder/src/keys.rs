@@ -71,7 +71,7 @@ impl KeyBuilder {
     /// Start from the previous step's key (the base image's for the first step).
     pub fn after(parent: &str) -> Self {
         let mut hash = Sha256::new();
-        hash.update(b"cairn-builder-key-v1\0");
+        hash.update(b"cairn-build-key-v1\0");
         field(&mut hash, parent.as_bytes());
         KeyBuilder {
             hash,

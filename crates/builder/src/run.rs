@@ -254,7 +254,7 @@ impl Builder<'_> {
             memory_bytes: policy.memory_bytes,
             pids: Some(policy.pids.unwrap_or(DEFAULT_PIDS_LIMIT)),
         };
-        let name = format!("cairn-builder-{}-{}", std::process::id(), step_serial());
+        let name = format!("cairn-build-{}-{}", std::process::id(), step_serial());
         let applied = cgroup::create(&CgroupParent::detect(), &name, &limits);
         for note in &applied.not_applied {
             // The default pids limit still holds through RLIMIT_NPROC.

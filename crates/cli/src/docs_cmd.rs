@@ -35,7 +35,7 @@ fn write_stdout(bytes: &[u8], doing: &str) -> Result<(), CliError> {
 
 #[derive(Args)]
 pub struct DocsArgs {
-    /// Write man pages (cairn.1, cairn-builder.1, ...) into this directory
+    /// Write man pages (cairn.1, cairn-build.1, ...) into this directory
     #[arg(long, value_name = "DIR")]
     man: Option<PathBuf>,
 }

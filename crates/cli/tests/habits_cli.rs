@@ -321,7 +321,7 @@ fn completions_and_man_pages_are_generated() {
     for page in [
         "cairn.1",
         "cairn-run.1",
-        "cairn-builder.1",
+        "cairn-build.1",
         "cairn-sandbox-exec.1",
     ] {
         let text = std::fs::read_to_string(dir.path().join(page)).unwrap();

@@ -141,7 +141,17 @@ fn run_steps_get_the_sandbox_defences(f: &Fixture) {
     assert!(o.output.contains("Seccomp:\t2"), "{}", o.output);
     assert!(o.output.contains("core-refused"), "{}", o.output);
     if nix::unistd::geteuid().is_root() {
-        let map = o.output.lines().last().unwrap_or_default().to_string();
+        // The uid_map line, wherever stderr's lines fell around it (stdout
+        // and stderr are read from two pipes: their order is not kept).
+        let map = o
+            .output
+            .lines()
+            .find(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.len() == 3 && fields.iter().all(|x| x.parse::<u64>().is_ok())
+            })
+            .unwrap_or_default()
+            .to_string();
         let host: Vec<&str> = map.split_whitespace().collect();
         assert_eq!(host.first(), Some(&"0"), "{map}");
         assert_ne!(host.get(1), Some(&"0"), "RUN as root is host root: {map}");

@@ -201,7 +201,7 @@ fn the_handle_keeps_its_snapshot_connection_across_calls(_: &()) {
 fn main() {
     cairn::init();
     cairn_testsupport::run_suite(
-        &(),
+        (),
         cairn_testsupport::test_cases![();
             cancel_tokens_belong_to_one_build,
             dropped_async_build_is_cancelled,

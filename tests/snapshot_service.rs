@@ -355,7 +355,7 @@ fn gc_during_a_running_sandbox_keeps_its_layers(_: &()) {
 fn main() {
     cairn::init();
     cairn_testsupport::run_suite(
-        &(),
+        (),
         cairn_testsupport::test_cases![();
             two_clients_at_once,
             hung_up_build_and_exec_leave_nothing,

@@ -619,5 +619,5 @@ fn main() {
         let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644));
         std::env::set_var(REFERENCE_ENV, &file);
     }
-    cairn_testsupport::run_suite(&fixture, CASES)
+    cairn_testsupport::run_suite(fixture, CASES)
 }

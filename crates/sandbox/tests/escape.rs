@@ -411,7 +411,7 @@ fn main() {
     let store = cairn_testsupport::store_with_busybox(tmp.path());
     let fixture = Fixture { tmp, store };
     cairn_testsupport::run_suite(
-        &fixture,
+        fixture,
         cairn_testsupport::test_cases![Fixture;
             core_pattern_and_sysrq_cannot_be_written,
             mount_and_unshare_fail,

@@ -142,7 +142,7 @@ fn symlinks_cannot_reach_the_host(_: &()) {
 fn main() {
     init_hook();
     cairn_testsupport::run_suite(
-        &(),
+        (),
         cairn_testsupport::test_cases![();
             output_past_a_pipe_is_captured,
             files_are_written_as_the_sandbox_user,

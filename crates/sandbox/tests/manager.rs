@@ -501,7 +501,7 @@ fn organizations_and_names_are_boundaries(_: &()) {
 fn main() {
     init_hook();
     cairn_testsupport::run_suite(
-        &(),
+        (),
         cairn_testsupport::test_cases![();
             lifecycle,
             limits_apply_or_say_why_not,

@@ -482,7 +482,7 @@ fn main() {
     }
     let fixture = Fixture::new();
     cairn_testsupport::run_suite(
-        &fixture,
+        fixture,
         cairn_testsupport::test_cases![Fixture;
             runs_a_command_with_pid_1_and_own_hostname,
             exit_codes_follow_docker,

@@ -176,7 +176,7 @@ fn main() {
         registry,
     };
     cairn_testsupport::run_suite(
-        &fixture,
+        fixture,
         cairn_testsupport::test_cases![Fixture;
             dockerfile_text_with_a_context_dir,
             language_selects_a_general_snapshot,

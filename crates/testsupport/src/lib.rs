@@ -92,18 +92,20 @@ macro_rules! suite_main {
         fn main() {
             init_hook();
             let fixture = <$fixture>::new();
-            $crate::run_suite(&fixture, $crate::test_cases![$fixture; $($test),*])
+            $crate::run_suite(fixture, $crate::test_cases![$fixture; $($test),*])
         }
     };
 }
 
 /// Run `tests` against `fixture`, then (as root, when the test user exists)
 /// this same binary again as the test user; print a `N passed, N failed`
-/// line and exit non-zero on any failure.
-pub fn run_suite<F>(fixture: &F, tests: &[TestCase<F>]) -> ! {
+/// line and exit non-zero on any failure. The fixture is dropped before the
+/// exit, so the servers it holds (registries, PostgreSQL) stop with the
+/// suite instead of outliving it.
+pub fn run_suite<F>(fixture: F, tests: &[TestCase<F>]) -> ! {
     let (mut passed, mut failed) = (0, 0);
     for (name, test) in tests {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(fixture))).is_ok();
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&fixture))).is_ok();
         println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
         if ok {
             passed += 1
@@ -124,6 +126,7 @@ pub fn run_suite<F>(fixture: &F, tests: &[TestCase<F>]) -> ! {
         ""
     };
     println!("{prefix}{passed} passed, {failed} failed");
+    drop(fixture);
     std::process::exit(if failed > 0 { 1 } else { 0 })
 }
 

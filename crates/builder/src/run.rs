@@ -168,6 +168,8 @@ impl Builder<'_> {
                 upper: dir.join("upper"),
                 work: dir.join("work"),
                 merged: dir.join("merged"),
+                // The commit syncs the upper dir it adopts; a failed step's is deleted.
+                volatile: true,
             },
             process: ProcessSpec {
                 args: run_argv(inputs.run, &cfg.shell()),

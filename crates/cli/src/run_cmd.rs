@@ -119,7 +119,9 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             "the input device is not a TTY: -i -t needs a terminal on stdin; drop -t to pipe input",
         ));
     }
+    let span = cairn::layer::timing::span("run.open_store");
     let store = open_store(root)?;
+    drop(span);
     let manager =
         crate::sandbox_cmds::with_userns(SandboxManager::new(&store, launcher()?), &args.security)?;
     if let Some(name) = &args.sandbox.name {
@@ -138,7 +140,9 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
         security: args.security.security()?,
     };
     // Limits not applied are told by the library's warning (see logging).
+    let span = cairn::layer::timing::span("run.create");
     let record = manager.create(&args.image, create).map_err(classify)?;
+    drop(span);
     warn_single_id(&manager);
     let argv = argv(&record.config, args.entrypoint.as_deref(), args.command);
     let mut opts = args.process.exec_options(argv)?;
@@ -172,11 +176,14 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             ..RunStdio::default()
         }
     };
+    let span = cairn::layer::timing::span("run.exec");
     let result = manager.exec(&record.id, opts).map_err(classify);
+    drop(span);
     if let Some(t) = tty {
         t.finish();
     }
     if args.attach.rm {
+        let _span = cairn::layer::timing::span("run.remove");
         manager.remove(&record.id).map_err(classify)?;
     }
     finish(&manager, result?)

@@ -49,8 +49,7 @@ fn write(path: &str, mode: u32) -> Result<(), FileOpError> {
         nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777),
     )
     .map_err(|e| failed("writing", path, e.into()))?;
-    let mut stdin = std::io::stdin().lock();
-    std::io::copy(&mut stdin, &mut file).map_err(|e| failed("writing", path, e))?;
+    std::io::copy(&mut *raw_std(0), &mut file).map_err(|e| failed("writing", path, e))?;
     Ok(())
 }
 
@@ -64,7 +63,7 @@ fn read(path: &str) -> Result<(), FileOpError> {
             not_found: false,
         });
     }
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = raw_std(1);
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = file
@@ -78,6 +77,15 @@ fn read(path: &str) -> Result<(), FileOpError> {
             .map_err(|e| failed("reading", path, e))?;
     }
     stdout.flush().map_err(|e| failed("reading", path, e))
+}
+
+/// Standard descriptor `fd` unbuffered: this process may be a fork of a
+/// caller whose `std::io` buffers hold its own pending bytes.
+fn raw_std(fd: std::os::fd::RawFd) -> std::mem::ManuallyDrop<File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: 0 and 1 stay open for the process's life; ManuallyDrop
+    // keeps this File from closing them.
+    std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) })
 }
 
 /// Open `path` (absolute or relative to `/`) beneath `/` with

@@ -30,8 +30,10 @@ pub fn init_hook() {
     let Some(fds) = std::env::var_os(HELPER_ENV) else {
         return;
     };
-    let code = helper_main(&fds.to_string_lossy());
-    std::process::exit(code);
+    let code = exec_helper_main(&fds.to_string_lossy());
+    // SAFETY: _exit ends the process at once; nothing of this fresh helper
+    // needs flushing or unwinding.
+    unsafe { libc::_exit(code) }
 }
 
 /// Set by [`init_hook`]: a binary that never called it cannot be its own
@@ -48,7 +50,9 @@ fn parse_fds(value: &str) -> Option<(RawFd, RawFd)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-fn helper_main(fds: &str) -> i32 {
+/// The helper as a fresh exec of the binary: its pipes are named by the
+/// environment, and the request comes down the first one.
+fn exec_helper_main(fds: &str) -> i32 {
     let Some((down_fd, up_fd)) = parse_fds(fds) else {
         eprintln!("cairn-sandbox: malformed {HELPER_ENV}");
         return 125;
@@ -56,9 +60,16 @@ fn helper_main(fds: &str) -> i32 {
     std::env::remove_var(HELPER_ENV);
     // SAFETY: the caller handed these two open descriptors to us and nothing
     // else in this fresh process owns them.
-    let mut down = unsafe { File::from_raw_fd(down_fd) };
-    let mut up = unsafe { File::from_raw_fd(up_fd) };
-    // The caller cleared close-on-exec so we could inherit them; the command
+    let (down, up) = unsafe { (File::from_raw_fd(down_fd), File::from_raw_fd(up_fd)) };
+    serve(down, up, None)
+}
+
+/// Be the helper: unshare, wait for the ID maps, then run the request (a
+/// sandboxed command through PID 1, or a task). `request` is given when the
+/// helper is a fork of the caller (see `launch.rs`), else read from `down`.
+/// Returns the helper's exit code.
+pub(crate) fn serve(mut down: File, mut up: File, request: Option<Request>) -> i32 {
+    // The exec'd helper inherited these without close-on-exec; the command
     // must not: an open `up` would keep the caller waiting for our report.
     for fd in [&down, &up] {
         let _ = nix::fcntl::fcntl(
@@ -66,7 +77,11 @@ fn helper_main(fds: &str) -> i32 {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
     }
-    let request = match read_request(&mut down) {
+    // An ignored SIGCHLD (inherited from a caller that ignores it) would
+    // make the kernel reap our children before we can wait for them.
+    // SAFETY: resetting one disposition to the default.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    let request = match request.map_or_else(|| read_request(&mut down), Ok) {
         Ok(r) => r,
         Err(m) => return report(&mut up, Failure::Setup(m)),
     };
@@ -114,17 +129,40 @@ fn helper_main(fds: &str) -> i32 {
         }
     };
 
-    // SAFETY: this process is single-threaded (init_hook runs before any
-    // thread starts), so the child may allocate freely.
+    // SAFETY: this process is single-threaded (an exec'd helper runs
+    // init_hook before any thread starts; a forked one is a fork of a
+    // single-threaded caller), so the child may allocate freely.
     match unsafe { fork() } {
         Err(e) => report(&mut up, Failure::Setup(format!("fork: {e}"))),
         Ok(ForkResult::Child) => {
             let code = pid1_main(&spec, terminal, op.as_ref(), up);
-            std::process::exit(code)
+            // SAFETY: PID 1 ends here; _exit skips the exit handlers a forked
+            // copy of the caller must not run twice.
+            unsafe { libc::_exit(code) }
         }
         Ok(ForkResult::Parent { child }) => {
             drop(up);
+            // PID 1 has the command's stdio now: holding it here would keep
+            // the caller's pipes from reaching EOF until we are gone.
+            release_stdio();
             wait_exit_code(child)
+        }
+    }
+}
+
+/// Point stdin, stdout and stderr at /dev/null: for the helper and PID 1
+/// once the command has its own copies, so a caller reading the command's
+/// output sees EOF when the command (and what it started) is done, not when
+/// the namespaces are torn down.
+fn release_stdio() {
+    if let Ok(null) = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which we own.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
         }
     }
 }
@@ -167,9 +205,11 @@ fn read_request(down: &mut File) -> Result<Request, String> {
     serde_json::from_slice(&body).map_err(|e| format!("decoding request: {e}"))
 }
 
+/// Send `failure` up (one line) and return its exit code.
 fn report(up: &mut File, failure: Failure) -> i32 {
     let code = failure.exit_code();
-    if let Ok(text) = serde_json::to_vec(&failure) {
+    if let Ok(mut text) = serde_json::to_vec(&failure) {
+        text.push(b'\n');
         let _ = up.write_all(&text);
     }
     code
@@ -196,10 +236,18 @@ fn pid1_main(spec: &RunSpec, terminal: bool, op: Option<&FileOp>, mut up: File) 
     match start_command(spec, terminal, op) {
         Err(failure) => report(&mut up, failure),
         Ok(child) => {
-            // The command is running: nothing more to report. Closing `up`
-            // tells the caller so.
-            drop(up);
-            reap_until(child)
+            let exec_ns = crate::protocol::monotonic_ns();
+            release_stdio();
+            let code = reap_until(child);
+            // Every process of the sandbox is gone: tell the caller now. Our
+            // exit and the helper's wait for the namespaces' teardown
+            // (unmounting the overlay, freeing the user namespace), which
+            // the caller need not wait for.
+            if let Ok(mut text) = serde_json::to_vec(&crate::protocol::Exited { code, exec_ns }) {
+                text.push(b'\n');
+                let _ = up.write_all(&text);
+            }
+            code
         }
     }
 }
@@ -224,12 +272,14 @@ fn start_command(spec: &RunSpec, terminal: bool, op: Option<&FileOp>) -> Result<
         Err(e) => Err(Failure::Setup(format!("fork: {e}"))),
         Ok(ForkResult::Child) => {
             drop(err_r);
+            reset_signals();
             let failure = match op {
                 // Success exits 0 with the pipe closed unwritten, as an exec does.
                 Some(op) => match become_user(spec, &user)
                     .and_then(|()| crate::fileop::perform(op).map_err(file_failure))
                 {
-                    Ok(()) => std::process::exit(0),
+                    // SAFETY: _exit, as after a fork of a caller's copy.
+                    Ok(()) => unsafe { libc::_exit(0) },
                     Err(f) => f,
                 },
                 None => match terminal.then(crate::console::take_terminal) {
@@ -239,7 +289,8 @@ fn start_command(spec: &RunSpec, terminal: bool, op: Option<&FileOp>) -> Result<
             };
             let mut w = File::from(err_w);
             let _ = w.write_all(&serde_json::to_vec(&failure).unwrap_or_default());
-            std::process::exit(failure.exit_code());
+            // SAFETY: _exit: no exit handlers of the caller's copy run here.
+            unsafe { libc::_exit(failure.exit_code()) }
         }
         Ok(ForkResult::Parent { child }) => {
             drop(err_w);
@@ -252,6 +303,40 @@ fn start_command(spec: &RunSpec, terminal: bool, op: Option<&FileOp>) -> Result<
                 }
                 Err(_) => Ok(child),
             }
+        }
+    }
+}
+
+/// Give the command the signal state a fresh process has (as runc does):
+/// nothing blocked, nothing ignored. An ignored signal survives exec, and
+/// the helper ignores SIGPIPE (Rust's runtime does), so without this
+/// `yes | head -1` in the sandbox would end in EPIPE errors, not quietly.
+/// The raw syscall, since glibc's `sigaction` refuses the realtime signals
+/// it reserves (32 and 33), which a caller may have ignored all the same.
+fn reset_signals() {
+    /// The kernel's `struct sigaction` on x86-64 and aarch64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: 0, // SIG_DFL
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: sigprocmask and rt_sigaction with valid pointers; SIGKILL
+    // and SIGSTOP are skipped (the kernel refuses them).
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for sig in (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+            let no_old: *mut KernelSigaction = std::ptr::null_mut();
+            libc::syscall(libc::SYS_rt_sigaction, sig, &default, no_old, 8usize);
         }
     }
 }
@@ -423,7 +508,6 @@ fn exec_command(program: &Path, spec: &RunSpec, user: &ExecUser) -> Failure {
         (Ok(a), Ok(e)) => (a, e),
         (Err(f), _) | (_, Err(f)) => return f,
     };
-    // Restore default signal handling for the command.
     let err = nix::unistd::execve(&prog, &argv, &envp).err();
     let name = program.display();
     match err {

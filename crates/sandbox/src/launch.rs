@@ -5,12 +5,13 @@
 //! `main` calls [`crate::init_hook`] first, and does all namespace work there.
 
 use crate::idmap::{IdMapping, IdRange};
-use crate::protocol::{Failure, Request, Task, TaskReply, HELPER_ENV, MAPPED, UNSHARED};
+use crate::protocol::{Exited, Failure, Request, Task, TaskReply, HELPER_ENV, MAPPED, UNSHARED};
 use crate::spec::RunSpec;
 use crate::SandboxError;
 use nix::fcntl::OFlag;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +31,9 @@ pub struct RunOutcome {
     pub timed_out: bool,
     /// True when the run was killed through its [`CancelToken`].
     pub cancelled: bool,
+    /// From the run call to the command's successful exec (PID 1's report);
+    /// `None` when no command was exec'd or the report was lost.
+    pub exec_after: Option<Duration>,
 }
 
 /// Cancels a running sandbox from any thread: the helper is killed, and with
@@ -227,7 +231,19 @@ impl Launcher {
         stdio: RunStdio,
         control: &RunControl,
     ) -> Result<RunOutcome, SandboxError> {
-        self.run_request(spec, None, stdio, control)
+        self.run_request(spec, None, stdio, control, None)
+    }
+
+    /// [`Launcher::run_with`], keeping `hold` (a sandbox's exec lock) until
+    /// the sandbox's namespaces are gone, which may be after this returns.
+    pub(crate) fn run_holding(
+        &self,
+        spec: &RunSpec,
+        stdio: RunStdio,
+        control: &RunControl,
+        hold: Box<dyn Send>,
+    ) -> Result<RunOutcome, SandboxError> {
+        self.run_request(spec, None, stdio, control, Some(hold))
     }
 
     /// Set the sandbox of `spec` up as for a run, then do `op` as the
@@ -240,17 +256,22 @@ impl Launcher {
         stdio: RunStdio,
         control: &RunControl,
     ) -> Result<RunOutcome, SandboxError> {
-        self.run_request(spec, Some(op), stdio, control)
+        self.run_request(spec, Some(op), stdio, control, None)
     }
 
+    /// A run (or file operation): returns once PID 1 reports the command's
+    /// end; the helper is reaped in the background (`reap.rs`), and `hold`
+    /// dropped once it is gone.
     fn run_request(
         &self,
         spec: &RunSpec,
         op: Option<crate::protocol::FileOp>,
         stdio: RunStdio,
         control: &RunControl,
+        hold: Option<Box<dyn Send>>,
     ) -> Result<RunOutcome, SandboxError> {
         let started = Instant::now();
+        let started_ns = crate::protocol::monotonic_ns();
         let cancel = control.cancel.as_ref();
         if cancel.is_some_and(CancelToken::is_cancelled) {
             return Ok(RunOutcome {
@@ -258,8 +279,10 @@ impl Launcher {
                 failure: None,
                 timed_out: false,
                 cancelled: true,
+                exec_after: None,
             });
         }
+        let span = cairn_layer::timing::span("sandbox.prepare_spec");
         prepare_run_dirs(spec)?;
         let mut spec = spec.clone();
         if spec.security.seccomp && spec.security.programs.is_empty() {
@@ -276,35 +299,65 @@ impl Launcher {
                 op,
             },
         };
+        drop(span);
         let cgroups: Vec<&Path> = control
             .cgroup
             .iter()
             .chain(&control.v1_cgroups)
             .map(PathBuf::as_path)
             .collect();
+        let span = cairn_layer::timing::span("sandbox.helper_start");
         let mut helper = self.start(&request, stdio, &cgroups)?;
-        let result = (|| {
-            // The up pipe stays open until the command is exec'd or a failure
-            // report is written.
-            let mut report = Vec::new();
-            let _ = helper.up.read_to_end(&mut report);
-            let failure: Option<Failure> = serde_json::from_slice(&report).ok();
-            let deadline = control.timeout.map(|t| started + t);
-            let (status, stop) = wait_until(&mut helper.child, deadline, cancel)?;
-            let exit_code = match (&failure, status.code(), status.signal()) {
-                (Some(f), _, _) => f.exit_code(),
-                (None, Some(c), _) => c,
-                (None, None, Some(sig)) => 128 + sig,
-                (None, None, None) => 125,
-            };
-            Ok(RunOutcome {
-                exit_code,
-                failure,
-                timed_out: stop == Some(Stop::Timeout),
-                cancelled: stop == Some(Stop::Cancelled),
-            })
-        })();
-        helper.finish_on_error(result)
+        drop(span);
+        let span = cairn_layer::timing::span("sandbox.mapped_to_report");
+        let deadline = control.timeout.map(|t| started + t);
+        let (report, stop) = match read_report(&mut helper.up, deadline, cancel) {
+            Ok(read) => read,
+            Err(e) => return helper.finish_on_error(Err(e)),
+        };
+        drop(span);
+        let exited = serde_json::from_slice::<Exited>(&report).ok();
+        let failure: Option<Failure> = serde_json::from_slice(&report).ok();
+        let exit_code = match (stop, exited) {
+            // The command ended and nothing of the sandbox runs any more:
+            // the helper's exit (the namespaces' teardown) is not waited for,
+            // unless a cgroup must be empty before its owner removes it.
+            (None, Some(Exited { code, .. })) if cgroups.is_empty() => {
+                crate::reap::reap_later(helper.child, hold);
+                code
+            }
+            _ => {
+                if stop.is_some() {
+                    // Killing the helper kills PID 1 (parent-death signal),
+                    // and with it every process of the PID namespace.
+                    let _ = helper.child.kill();
+                }
+                let status = helper
+                    .child
+                    .wait()
+                    .map_err(|e| SandboxError::io("waiting for the sandbox", e))?;
+                match (exited, &failure, status.code(), status.signal()) {
+                    (Some(Exited { code, .. }), _, _, _) if stop.is_none() => code,
+                    (_, Some(f), _, _) => f.exit_code(),
+                    (_, None, Some(c), _) => c,
+                    (_, None, None, Some(sig)) => 128 + sig,
+                    (_, None, None, None) => 125,
+                }
+            }
+        };
+        let exec_after = exited
+            .filter(|e| e.exec_ns >= started_ns)
+            .map(|e| Duration::from_nanos(e.exec_ns - started_ns));
+        if let Some(d) = exec_after {
+            cairn_layer::timing::report("sandbox.start_to_exec", d);
+        }
+        Ok(RunOutcome {
+            exit_code,
+            failure,
+            timed_out: stop == Some(Stop::Timeout),
+            cancelled: stop == Some(Stop::Cancelled),
+            exec_after,
+        })
     }
 
     /// Do `task` as root of a user namespace with `mapping`.
@@ -471,36 +524,55 @@ impl Launcher {
         let (down_r, down_w) = cloexec_pipe()?;
         let (up_r, up_w) = cloexec_pipe()?;
         let mut cmd = Command::new(&self.helper);
-        cmd.env(
-            HELPER_ENV,
-            format!("{},{}", down_r.as_raw_fd(), up_w.as_raw_fd()),
-        );
         cmd.stdin(stdio.stdin.unwrap_or_else(Stdio::inherit));
         cmd.stdout(stdio.stdout.unwrap_or_else(Stdio::inherit));
         cmd.stderr(stdio.stderr.unwrap_or_else(Stdio::inherit));
         let keep = [down_r.as_raw_fd(), up_w.as_raw_fd()];
         let caller = std::process::id() as libc::pid_t;
-        // SAFETY: between fork and exec only async-signal-safe calls run
-        // (fcntl, prctl, getppid, _exit).
-        unsafe {
-            cmd.pre_exec(move || {
-                for fd in keep {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+        let forked = self.own_binary && crate::spawn::may_fork();
+        if forked {
+            let mut request = Some(request.clone());
+            // SAFETY: this process is single-threaded but for the reaper,
+            // which holds no lock (spawn.rs), so the child may do anything;
+            // it never returns into std's spawn code (it _exits).
+            unsafe {
+                cmd.pre_exec(move || {
+                    prepare_helper_process(caller, &keep)?;
+                    // Every other descriptor is closed, std's exec-status pipe
+                    // too: its EOF tells the caller's `spawn` we are running.
+                    let (down, up) = (File::from_raw_fd(keep[0]), File::from_raw_fd(keep[1]));
+                    let code = match request.take() {
+                        Some(request) => crate::helper::serve(down, up, Some(request)),
+                        None => 125,
+                    };
+                    libc::_exit(code)
+                });
+            }
+        } else {
+            cmd.env(
+                HELPER_ENV,
+                format!("{},{}", down_r.as_raw_fd(), up_w.as_raw_fd()),
+            );
+            // SAFETY: between fork and exec only async-signal-safe calls run
+            // (close_range, fcntl, prctl, getppid, _exit).
+            unsafe {
+                cmd.pre_exec(move || {
+                    // Nothing of the caller's but stdio and our pipes may
+                    // reach the helper (and so the sandbox), even a
+                    // descriptor someone opened without close-on-exec.
+                    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC)
+                        != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
-                }
-                // The helper dies with the thread that started it (which
-                // waits for it in the same call), and so, through PID 1's own
-                // parent-death signal, does the sandbox: a caller that crashes
-                // leaves no sandbox processes behind.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != caller {
-                    libc::_exit(125);
-                }
-                Ok(())
-            });
+                    for fd in keep {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    die_with_caller(caller)
+                });
+            }
         }
         let child = cmd.spawn().map_err(|e| {
             SandboxError::io(format!("starting helper {}", self.helper.display()), e)
@@ -513,9 +585,44 @@ impl Launcher {
             down: down_w.into(),
             up: up_r.into(),
         };
-        let handshake = helper.handshake(request, cgroups);
+        let handshake = helper.handshake(request, !forked, cgroups);
         helper.finish_on_error(handshake).map(|()| helper)
     }
+}
+
+/// In the helper, before anything else: die with the caller, and keep of
+/// the caller's descriptors only stdio and the two pipes in `keep` (a fork
+/// inherits all of them; an exec'd helper would have had only these).
+fn prepare_helper_process(caller: libc::pid_t, keep: &[RawFd; 2]) -> std::io::Result<()> {
+    die_with_caller(caller)?;
+    let (low, high) = (keep[0].min(keep[1]) as u32, keep[0].max(keep[1]) as u32);
+    let ranges = [(3, low.wrapping_sub(1)), (low + 1, high - 1), (high + 1, u32::MAX)];
+    for (first, last) in ranges.into_iter().filter(|(f, l)| f <= l) {
+        // SAFETY: close_range on descriptors nothing in this process uses
+        // any more (the caller's copies live on in the caller).
+        if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The helper dies with the thread that started it (which waits for its
+/// report in the same call), and so, through PID 1's own parent-death
+/// signal, does the sandbox: a caller that crashes leaves no sandbox
+/// processes behind. Async-signal-safe.
+fn die_with_caller(caller: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments; getppid; _exit.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The caller died before the signal was armed.
+        if libc::getppid() != caller {
+            libc::_exit(125);
+        }
+    }
+    Ok(())
 }
 
 /// A running helper process and its two pipes.
@@ -528,13 +635,22 @@ struct Helper {
 }
 
 impl Helper {
-    fn handshake(&mut self, request: &Request, cgroups: &[&Path]) -> Result<(), SandboxError> {
-        let body = serde_json::to_vec(request).map_err(SandboxError::Spec)?;
-        let mut msg = (body.len() as u64).to_le_bytes().to_vec();
-        msg.extend_from_slice(&body);
-        self.down
-            .write_all(&msg)
-            .map_err(|e| SandboxError::io("sending the request to the helper", e))?;
+    /// Send `request` (unless the helper, a fork, has it), wait for it to
+    /// unshare, write its ID maps, place it in `cgroups`, let it go on.
+    fn handshake(
+        &mut self,
+        request: &Request,
+        send: bool,
+        cgroups: &[&Path],
+    ) -> Result<(), SandboxError> {
+        if send {
+            let body = serde_json::to_vec(request).map_err(SandboxError::Spec)?;
+            let mut msg = (body.len() as u64).to_le_bytes().to_vec();
+            msg.extend_from_slice(&body);
+            self.down
+                .write_all(&msg)
+                .map_err(|e| SandboxError::io("sending the request to the helper", e))?;
+        }
         let mut byte = [0u8; 1];
         match self.up.read(&mut byte) {
             Ok(1) if byte[0] == UNSHARED => {}
@@ -648,36 +764,58 @@ enum Stop {
     Cancelled,
 }
 
-/// Wait for the helper; kill it at `deadline` or when `cancel` fires.
-fn wait_until(
-    child: &mut Child,
+/// Read the helper's report: one line (a failure, or PID 1's [`Exited`]),
+/// or whatever came before EOF (PID 1 died without a word). Stops early at
+/// `deadline` or when `cancel` fires, noticed within [`CANCEL_LATENCY`].
+fn read_report(
+    up: &mut File,
     deadline: Option<Instant>,
     cancel: Option<&CancelToken>,
-) -> Result<(std::process::ExitStatus, Option<Stop>), SandboxError> {
-    let wait_err = |e| SandboxError::io("waiting for the sandbox", e);
-    if deadline.is_none() && cancel.is_none() {
-        return Ok((child.wait().map_err(wait_err)?, None));
-    }
-    let mut pause = Duration::from_micros(200);
+) -> Result<(Vec<u8>, Option<Stop>), SandboxError> {
+    let read_err = |e| SandboxError::io("reading the sandbox's report", e);
+    let watched = deadline.is_some() || cancel.is_some();
+    let mut report = Vec::new();
+    let mut buf = [0u8; 4096];
     loop {
-        if let Some(status) = child.try_wait().map_err(wait_err)? {
-            return Ok((status, None));
+        if watched && !readable_within(up, deadline).map_err(read_err)? {
+            if cancel.is_some_and(CancelToken::is_cancelled) {
+                return Ok((report, Some(Stop::Cancelled)));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok((report, Some(Stop::Timeout)));
+            }
+            continue;
         }
-        let stop = if cancel.is_some_and(CancelToken::is_cancelled) {
-            Some(Stop::Cancelled)
-        } else if deadline.is_some_and(|d| Instant::now() >= d) {
-            Some(Stop::Timeout)
-        } else {
-            None
-        };
-        if stop.is_some() {
-            // Killing the helper kills PID 1 (parent-death signal), and with
-            // it every process of the PID namespace.
-            let _ = child.kill();
-            return Ok((child.wait().map_err(wait_err)?, stop));
+        match up.read(&mut buf) {
+            Ok(0) => return Ok((report, None)),
+            Ok(n) => {
+                report.extend_from_slice(&buf[..n]);
+                if buf[..n].contains(&b'\n') {
+                    return Ok((report, None));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_err(e)),
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(CANCEL_LATENCY);
+    }
+}
+
+/// Whether `up` has something to read (or EOF) within [`CANCEL_LATENCY`],
+/// or before `deadline` if that comes first.
+fn readable_within(up: &File, deadline: Option<Instant>) -> std::io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut wait = CANCEL_LATENCY;
+    if let Some(d) = deadline {
+        wait = wait.min(d.saturating_duration_since(Instant::now()));
+    }
+    // Round up: a deadline 0.3 ms away must not become a busy loop.
+    let ms = wait.as_micros().div_ceil(1000) as u16;
+    let mut fds = [PollFd::new(up.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

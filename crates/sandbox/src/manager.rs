@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod stream_extract;
+mod teardown;
 pub use stream_extract::{ExtractedDir, PendingExtract};
 
 const ROOT_KIND: &str = "sandbox";
@@ -559,6 +560,17 @@ impl<'s> SandboxManager<'s> {
     /// organization than this manager's is refused.
     pub fn get(&self, id_or_name: &str) -> Result<SandboxRecord, ManagerError> {
         Self::check_name(id_or_name)?;
+        if names::is_id(id_or_name) {
+            // A full id: its own record, without reading every other one.
+            if let Ok(r) = self.read_record(&self.record_path(id_or_name)) {
+                if r.id == id_or_name {
+                    return match self.may_use(&r) {
+                        true => Ok(r),
+                        false => Err(ManagerError::OtherOrganization { id: r.id }),
+                    };
+                }
+            }
+        }
         let records = self.list_records()?;
         if let Some(r) = records.iter().find(|r| r.id == id_or_name) {
             return match self.may_use(r) {
@@ -620,8 +632,10 @@ impl<'s> SandboxManager<'s> {
         Ok(self.sweep()?.1)
     }
 
-    /// (live records, ids of the dead ones just removed).
+    /// (live records, ids of the dead ones just removed). Also drops the
+    /// roots of sandboxes that are gone.
     fn sweep(&self) -> Result<(Vec<SandboxRecord>, Vec<String>), ManagerError> {
+        self.drop_orphan_roots()?;
         let mut alive = Vec::new();
         let mut dead = Vec::new();
         for record in self.list_records()? {
@@ -649,10 +663,29 @@ impl<'s> SandboxManager<'s> {
             .map_err(|(_, e)| io(format!("locking {}", path.display()))(e.into()))
     }
 
+    /// The lock for removing sandbox `id`: none needed while this process's
+    /// own last exec of it is only being torn down (nothing runs in it).
+    fn lock_for_removal(&self, id: &str) -> Result<Option<Flock<std::fs::File>>, ManagerError> {
+        let path = self.dir(id).join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(_) if teardown::is_pending(&self.dir(id)) => Ok(None),
+            Err(_) => self.lock(id).map(Some),
+        }
+    }
+
     /// Run a command in the sandbox's current filesystem state.
+    /// Returns when the command has ended; the sandbox's mount goes away
+    /// after, and its lock is held until then (`manager/teardown.rs`).
     pub fn exec(&self, id_or_name: &str, opts: ExecOptions) -> Result<RunOutcome, ManagerError> {
         let record = self.get(id_or_name)?;
-        let _lock = self.lock(&record.id)?;
+        let lock = self.lock(&record.id)?;
         let spec = self.run_spec(&record, &opts)?;
         let control = RunControl {
             timeout: opts.timeout,
@@ -660,7 +693,10 @@ impl<'s> SandboxManager<'s> {
             cgroup: self.live_cgroup(&record)?,
             v1_cgroups: self.live_v1_cgroups(&record),
         };
-        Ok(self.launcher.run_with(&spec, opts.stdio, &control)?)
+        let hold = Box::new(teardown::Teardown::new(self.dir(&record.id), lock));
+        Ok(self
+            .launcher
+            .run_holding(&spec, opts.stdio, &control, hold)?)
     }
 
     /// The sandbox's cgroup, made again if it is gone (cgroups do not survive
@@ -731,6 +767,8 @@ impl<'s> SandboxManager<'s> {
                 upper: dir.join("upper"),
                 work: dir.join("work"),
                 merged: dir.join("merged"),
+                // An ephemeral sandbox's state is thrown away with it.
+                volatile: record.owner.is_some(),
             },
             process: ProcessSpec {
                 args,
@@ -872,10 +910,10 @@ impl<'s> SandboxManager<'s> {
     /// Remove a sandbox: its directory (through a task, since files in it may
     /// belong to subordinate IDs) and its GC root.
     pub fn remove(&self, id_or_name: &str) -> Result<(), ManagerError> {
-        let (id, cgroup_dirs) = match self.get(id_or_name) {
+        let (id, cgroup_dirs, ephemeral) = match self.get(id_or_name) {
             Ok(r) => {
                 let dirs: Vec<PathBuf> = r.cgroup.iter().chain(&r.v1_cgroups).cloned().collect();
-                (r.id, dirs)
+                (r.id, dirs, r.owner.is_some())
             }
             // The directory of a create that died before its record was
             // written goes too; only an operator can name it, and only by
@@ -885,13 +923,13 @@ impl<'s> SandboxManager<'s> {
                     && names::is_id(id_or_name)
                     && self.dir(id_or_name).is_dir() =>
             {
-                (id_or_name.to_string(), vec![])
+                (id_or_name.to_string(), vec![], false)
             }
             Err(e) => return Err(e),
         };
         let dir = self.dir(&id);
         {
-            let _lock = self.lock(&id)?;
+            let _lock = self.lock_for_removal(&id)?;
             for cg in &cgroup_dirs {
                 // Kills anything left inside, then removes it. Kept before the
                 // record goes, so a failure here can be retried.
@@ -900,9 +938,33 @@ impl<'s> SandboxManager<'s> {
             // Drop the record first: a half-removed sandbox is then just garbage.
             let _ = std::fs::remove_file(self.record_path(&id));
         }
-        self.launcher
-            .run_task(&self.mapping, Task::RemoveTree(dir))?;
-        self.store.remove_roots(ROOT_KIND, &id)?;
+        let remover = crate::TaskRemover {
+            launcher: &self.launcher,
+            mapping: &self.mapping,
+        };
+        cairn_store::layer_dirs::TreeRemover::remove_tree(&remover, &dir)
+            .map_err(SandboxError::TaskFailed)?;
+        // An ephemeral sandbox made nothing durable, and its removal need
+        // not be either: a root a power loss brings back is swept with the
+        // other roots of missing sandboxes (`sweep`).
+        match ephemeral {
+            true => self.store.remove_volatile_roots(ROOT_KIND, &id)?,
+            false => self.store.remove_roots(ROOT_KIND, &id)?,
+        };
+        Ok(())
+    }
+
+    /// Drop the GC roots of sandboxes whose directory is gone (a removal
+    /// whose last, relaxed commit a power loss undid). A sandbox's dir is
+    /// made before its root and removed before it, so a root without a dir
+    /// is never one of a sandbox being created.
+    fn drop_orphan_roots(&self) -> Result<(), ManagerError> {
+        for id in self.store.root_ids(ROOT_KIND)? {
+            if names::is_id(&id) && !self.dir(&id).exists() {
+                tracing::info!(sandbox = %id, "dropping the GC root of a sandbox that is gone");
+                self.store.remove_roots(ROOT_KIND, &id)?;
+            }
+        }
         Ok(())
     }
 }

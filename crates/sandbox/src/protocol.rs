@@ -1,11 +1,15 @@
 //! The little protocol between the caller and its helper process.
 //!
-//! The caller writes a length-prefixed JSON [`Request`] on the "down" pipe,
-//! then a single byte once the ID maps are written. The helper writes on the
-//! "up" pipe: `U` when it has unshared (maps can be written), then at most one
-//! JSON message: for a run, a [`Failure`] if setup or exec failed (EOF with no
-//! report means the command itself ran; its status is the helper's exit
-//! status); for a task, its [`TaskReply`].
+//! The caller writes a length-prefixed JSON [`Request`] on the "down" pipe
+//! (unless the helper is a fork of the caller, which has it already), then a
+//! single byte once the ID maps are written. The helper writes on the "up"
+//! pipe: `U` when it has unshared (maps can be written), then at most one
+//! JSON message ending in a newline: for a run, a [`Failure`] if setup or
+//! exec failed, or, once the command has ended and every process of the
+//! sandbox is reaped, PID 1's [`Exited`] with its exit code (so the caller
+//! need not wait for the namespaces' teardown, which the helper's own exit
+//! waits for); EOF with no message means PID 1 died (its status is then the
+//! helper's exit status). For a task, its [`TaskReply`].
 
 use crate::idmap::IdMapping;
 use crate::spec::RunSpec;
@@ -46,6 +50,29 @@ impl Failure {
             Failure::Setup(m) | Failure::CannotExec(m) | Failure::NotFound(m) => m,
         }
     }
+}
+
+/// PID 1's last word: the command ended with `code` (its own exit code, or
+/// 128+N when signal N killed it) and no process of the sandbox is left.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Exited {
+    pub code: i32,
+    /// CLOCK_MONOTONIC (ns) when the command's exec had succeeded (or the
+    /// file operation started): the caller's measure of its start latency.
+    #[serde(default)]
+    pub exec_ns: u64,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for the caller and the
+/// sandbox (no time namespace is made).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// What the helper is asked to do.

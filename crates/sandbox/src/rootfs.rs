@@ -129,7 +129,28 @@ pub fn enter(spec: &RunSpec, terminal: bool) -> Result<(), RootfsError> {
 
 fn mount_overlay(spec: &RunSpec) -> Result<(), RootfsError> {
     let r = &spec.rootfs;
+    if r.volatile && !r.layers.is_empty() {
+        // A volatile mount leaves `work/work/incompat/volatile/dirty`, and
+        // overlay refuses a work dir holding it: an earlier exec of this
+        // sandbox's throwaway state made it.
+        let marker = r.work.join("work/incompat/volatile");
+        let _ = std::fs::remove_file(marker.join("dirty"));
+        let _ = std::fs::remove_dir(&marker);
+        let _ = std::fs::remove_dir(r.work.join("work/incompat"));
+        let volatile = OverlayOpts { volatile: true };
+        return mount_overlay_with(&r.layers, &r.upper, &r.work, &r.merged, volatile);
+    }
     mount_overlay_at(&r.layers, &r.upper, &r.work, &r.merged)
+}
+
+/// Options of an overlay mount beyond its dirs.
+#[derive(Default, Clone, Copy)]
+struct OverlayOpts {
+    /// Skip every sync of the upper dir, the one at unmount included (a
+    /// syncfs of the whole host filesystem): for upper dirs nothing keeps
+    /// (`run --rm`) or that are synced when kept (build steps: the commit
+    /// syncs the layer dir it adopts).
+    volatile: bool,
 }
 
 /// Mount `layers` (lowest first) under `upper` at `merged`.
@@ -138,6 +159,16 @@ fn mount_overlay_at(
     upper: &Path,
     work: &Path,
     merged: &Path,
+) -> Result<(), RootfsError> {
+    mount_overlay_with(layers, upper, work, merged, OverlayOpts::default())
+}
+
+fn mount_overlay_with(
+    layers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+    extra: OverlayOpts,
 ) -> Result<(), RootfsError> {
     if layers.is_empty() {
         // FROM scratch: nothing below, the upper dir is the whole tree.
@@ -152,9 +183,10 @@ fn mount_overlay_at(
     }
     let (lower, shared_parent) = lowerdir_list(layers);
     let opts = format!(
-        "lowerdir={lower},upperdir={},workdir={},userxattr",
+        "lowerdir={lower},upperdir={},workdir={},userxattr{}",
         upper.display(),
-        work.display()
+        work.display(),
+        if extra.volatile { ",volatile" } else { "" }
     );
     if let Some(p) = &shared_parent {
         std::env::set_current_dir(p).map_err(io_err("entering", p))?;

@@ -40,6 +40,12 @@ pub struct RootfsSpec {
     pub work: PathBuf,
     /// Where the merged tree is mounted (inside the sandbox's mount namespace only).
     pub merged: PathBuf,
+    /// The upper dir is thrown away after the run (`run --rm`) or made
+    /// durable by whoever keeps it (a build step's commit syncs the layer
+    /// dir it adopts): mount the overlay `volatile`, so its unmount does not
+    /// sync the whole host filesystem.
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 /// The process to run.

@@ -257,6 +257,7 @@ fn syscalls_are_filtered(f: &Fixture) {
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: dir.join("merged"),
+            volatile: false,
         },
         process: ProcessSpec {
             args: vec!["/probe".into()],

@@ -435,6 +435,45 @@ fn dead_owners_sandboxes_are_removed(_: &()) {
     manager.remove(&mine.id).unwrap();
 }
 
+/// `run --rm`'s path: an ephemeral sandbox's exec returns on the command's
+/// report, its removal leaves no directory and no GC root (removed without
+/// an fsync), and a root a power loss would bring back (a root of a
+/// sandbox whose dir is gone) is dropped by `remove_dead`, so it cannot
+/// pin the image. A long-lived sandbox's execs run one after the other
+/// over the same upper dir, each seeing the last one's changes.
+fn run_rm_leaves_nothing_and_lost_removals_are_swept(_: &()) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cairn_testsupport::store_with_busybox(tmp.path());
+    let manager = SandboxManager::new(&store, Launcher::current_exe().unwrap());
+    let ephemeral = CreateOptions {
+        ephemeral: true,
+        ..CreateOptions::default()
+    };
+    for _ in 0..2 {
+        let sb = manager.create("busybox:fixture", ephemeral.clone()).unwrap();
+        for expected in [0, 7] {
+            let script = format!("echo ran; exit {expected}");
+            let got = capture(&manager, &sb.id, &["sh", "-c", &script]);
+            assert_eq!(got, (expected, "ran\n".to_string()));
+        }
+        manager.remove(&sb.id).unwrap();
+        assert!(!store.layout().sandboxes().join(&sb.id).exists());
+    }
+    assert_eq!(store.root_ids("sandbox").unwrap(), Vec::<String>::new());
+
+    let kept = manager.create("busybox:fixture", CreateOptions::default()).unwrap();
+    for (step, seen) in [("echo 1 >> /n", ""), ("echo 2 >> /n", ""), ("cat /n", "1\n2\n")] {
+        let got = capture(&manager, &kept.id, &["sh", "-c", step]);
+        assert_eq!(got, (0, seen.to_string()), "{step}");
+    }
+    let lost = "0123456789abcdef01234567";
+    let image = store.resolve("busybox:fixture").unwrap();
+    store.add_root("sandbox", lost, &image).unwrap();
+    manager.remove_dead().unwrap();
+    assert_eq!(store.root_ids("sandbox").unwrap(), vec![kept.id.clone()]);
+    manager.remove(&kept.id).unwrap();
+}
+
 /// A sandbox of one organization is not another's: get, exec, commit and
 /// remove refuse it, listings hide it; names and ids are never paths.
 fn organizations_and_names_are_boundaries(_: &()) {
@@ -508,6 +547,7 @@ fn main() {
             limits_land_in_a_delegated_cgroup,
             dead_owners_sandboxes_are_removed,
             organizations_and_names_are_boundaries,
+            run_rm_leaves_nothing_and_lost_removals_are_swept,
         ],
     )
 }

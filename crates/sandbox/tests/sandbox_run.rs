@@ -45,6 +45,7 @@ impl Fixture {
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: dir.join("merged"),
+            volatile: false,
         }
     }
 
@@ -456,6 +457,88 @@ fn background_processes_are_killed_when_the_command_exits(f: &Fixture) {
     assert!(left.is_empty(), "leftover processes: {left}");
 }
 
+/// The helper is a fork of this (single-threaded) test process by default,
+/// an exec of it with `CAIRN_SANDBOX_SPAWN=exec`: the command must get the
+/// same sandbox either way. None of the caller's descriptors may reach it
+/// (a fork inherits all of them, an exec those without close-on-exec: here
+/// one is planted without it), no signal may be ignored or blocked (Rust's
+/// runtime ignores SIGPIPE, and ignoring survives exec), and exit codes come
+/// through PID 1's report.
+fn both_helper_spawns_give_the_same_sandbox(f: &Fixture) {
+    let planted = std::fs::File::open("/etc/hostname").unwrap();
+    // SAFETY: dup of an open descriptor; the copy has no close-on-exec.
+    let leaked = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&planted)) };
+    assert!(leaked > 2);
+    let script = "ls /proc/self/fd | tr '\\n' ' '; echo; grep -E '^Sig(Ign|Blk)' /proc/self/status; exit 3";
+    for mode in ["exec", "fork"] {
+        std::env::set_var(cairn_sandbox::spawn::SPAWN_ENV, mode);
+        let (code, out, err) = sh(f, &format!("spawn-{mode}"), script);
+        std::env::remove_var(cairn_sandbox::spawn::SPAWN_ENV);
+        assert_eq!(code, 3, "{mode}: stderr: {err}");
+        let mut lines = out.lines();
+        // 0-2, and the descriptor ls reads /proc/self/fd through.
+        assert_eq!(lines.next(), Some("0 1 2 3 "), "{mode}: descriptors: {out}");
+        for line in lines {
+            assert!(line.ends_with("0000000000000000"), "{mode}: {line}");
+        }
+    }
+    // SAFETY: closing the descriptor dup gave us.
+    unsafe { libc::close(leaked) };
+}
+
+/// A run returns on PID 1's report, before the helper has gone (its exit
+/// waits for the namespaces' teardown); the helper is then reaped in the
+/// background: no child of ours may stay a zombie.
+fn helpers_are_reaped_after_the_run_returns(f: &Fixture) {
+    for i in 0..3 {
+        let (code, _, err) = sh(f, &format!("reap-{i}"), "exit 0");
+        assert_eq!(code, 0, "stderr: {err}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let children = own_children();
+        if children.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "children left (pid, state): {children:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (pid, state) of every child of this process.
+fn own_children() -> Vec<(String, String)> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(list.split_whitespace().map(str::to_string));
+    }
+    pids.into_iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().unwrap_or("").trim().chars().take(1).collect();
+            (pid, state)
+        })
+        .collect()
+}
+
+/// A volatile overlay (what `run --rm` and build steps mount) keeps the
+/// command's changes in the upper dir, and the same dirs mount again (the
+/// marker a volatile mount leaves in the work dir is cleared first).
+fn a_volatile_rootfs_keeps_changes_and_mounts_again(f: &Fixture) {
+    let mut spec = f.spec("volatile", &["/bin/sh", "-c", "echo one > /made"]);
+    spec.rootfs.volatile = true;
+    let (code, _, err) = run_capture(&spec, None);
+    assert_eq!(code, 0, "stderr: {err}");
+    let made = spec.rootfs.upper.join("made");
+    assert_eq!(std::fs::read_to_string(&made).unwrap(), "one\n");
+    spec.process.args = vec!["/bin/cat".into(), "/made".into()];
+    let (code, out, err) = run_capture(&spec, None);
+    assert_eq!((code, out.as_str()), (0, "one\n"), "stderr: {err}");
+}
+
 fn pids_limit_stops_a_fork_bomb(f: &Fixture) {
     if IdMapping::for_current_user().single_id {
         println!("  (skipped: no subordinate ID range for this user)");
@@ -496,6 +579,9 @@ fn main() {
             cancel_from_another_thread_kills_the_whole_tree,
             writes_outside_the_rootfs_fail,
             single_id_fallback_without_a_range,
+            both_helper_spawns_give_the_same_sandbox,
+            helpers_are_reaped_after_the_run_returns,
+            a_volatile_rootfs_keeps_changes_and_mounts_again,
         ],
     )
 }

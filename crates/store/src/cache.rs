@@ -226,6 +226,32 @@ impl Store {
             )
             .map_err(self.db_err())
     }
+
+    /// [`Store::remove_roots`] without waiting for the disk (for a `run
+    /// --rm` sandbox's root: no fsync on that path). A power loss may bring
+    /// the root back; whoever owns `kind` must then drop roots whose holder
+    /// is gone (the sandbox manager sweeps roots of missing sandboxes).
+    pub fn remove_volatile_roots(&self, kind: &str, id: &str) -> Result<usize> {
+        self.relaxed_commit(|db| {
+            db.execute(
+                "DELETE FROM roots WHERE kind = ?1 AND id = ?2",
+                params![kind, id],
+            )
+        })
+    }
+
+    /// The distinct ids holding roots of `kind`.
+    pub fn root_ids(&self, kind: &str) -> Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT DISTINCT id FROM roots WHERE kind = ?1")
+            .map_err(self.db_err())?;
+        let ids = stmt
+            .query_map([kind], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(self.db_err())?;
+        Ok(ids)
+    }
 }
 
 /// One cache row by `sql` (layer_digest, diff_id, size, value).

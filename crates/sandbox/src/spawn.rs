@@ -1,0 +1,51 @@
+//! How the caller starts its helper: a fork of itself, or an exec of the
+//! helper binary.
+//!
+//! Exec is always possible, but the fresh process pays the dynamic loader
+//! (the `cairn` binary links libssl and libcrypto), page faults over a
+//! 24 MB binary and the runtime's start-up: about 4 ms of CPU per sandbox.
+//! A fork of a *single-threaded* caller is an ordinary process that may do
+//! anything, including `unshare(CLONE_NEWUSER)`, so the helper can be the
+//! forked copy itself, given its request in memory. A multithreaded caller
+//! (a platform service) must not: another thread may hold a lock the child
+//! would need, and the kernel refuses it a user namespace anyway. Then, or
+//! when `CAIRN_SANDBOX_SPAWN=exec`, or for a launcher of another binary
+//! (`Launcher::with_helper`), the helper is exec'd as before.
+
+/// `CAIRN_SANDBOX_SPAWN`: `exec` forces an exec'd helper; `fork` (the
+/// default) forks when it is safe.
+pub const SPAWN_ENV: &str = "CAIRN_SANDBOX_SPAWN";
+
+/// Whether the helper may be a fork of this process now: no thread runs
+/// here but the calling one and the reaper (which is only ever blocked in
+/// `recv` or `waitpid`, holding no lock, see `reap.rs`).
+pub(crate) fn may_fork() -> bool {
+    if std::env::var_os(SPAWN_ENV).is_some_and(|v| v == "exec") {
+        return false;
+    }
+    thread_count() == Some(1 + crate::reap::threads())
+}
+
+/// The number of threads of this process (`num_threads` of /proc/self/stat).
+fn thread_count() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces and parens):
+    // state is field 3, num_threads field 20.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(17)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_this_processs_threads() {
+        let before = thread_count().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        assert_eq!(thread_count(), Some(before + 1));
+        drop(tx);
+        let _ = t.join();
+    }
+}

@@ -9,8 +9,8 @@ use crate::protocol::{Exited, Failure, Request, Task, TaskReply, HELPER_ENV, MAP
 use crate::spec::RunSpec;
 use crate::SandboxError;
 use nix::fcntl::OFlag;
-use std::io::{Read, Write};
 use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -560,8 +560,12 @@ impl Launcher {
                     // Nothing of the caller's but stdio and our pipes may
                     // reach the helper (and so the sandbox), even a
                     // descriptor someone opened without close-on-exec.
-                    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC)
-                        != 0
+                    if libc::syscall(
+                        libc::SYS_close_range,
+                        3u32,
+                        u32::MAX,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    ) != 0
                     {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -596,7 +600,11 @@ impl Launcher {
 fn prepare_helper_process(caller: libc::pid_t, keep: &[RawFd; 2]) -> std::io::Result<()> {
     die_with_caller(caller)?;
     let (low, high) = (keep[0].min(keep[1]) as u32, keep[0].max(keep[1]) as u32);
-    let ranges = [(3, low.wrapping_sub(1)), (low + 1, high - 1), (high + 1, u32::MAX)];
+    let ranges = [
+        (3, low.wrapping_sub(1)),
+        (low + 1, high - 1),
+        (high + 1, u32::MAX),
+    ];
     for (first, last) in ranges.into_iter().filter(|(f, l)| f <= l) {
         // SAFETY: close_range on descriptors nothing in this process uses
         // any more (the caller's copies live on in the caller).

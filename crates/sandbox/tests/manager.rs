@@ -450,7 +450,9 @@ fn run_rm_leaves_nothing_and_lost_removals_are_swept(_: &()) {
         ..CreateOptions::default()
     };
     for _ in 0..2 {
-        let sb = manager.create("busybox:fixture", ephemeral.clone()).unwrap();
+        let sb = manager
+            .create("busybox:fixture", ephemeral.clone())
+            .unwrap();
         for expected in [0, 7] {
             let script = format!("echo ran; exit {expected}");
             let got = capture(&manager, &sb.id, &["sh", "-c", &script]);
@@ -461,8 +463,14 @@ fn run_rm_leaves_nothing_and_lost_removals_are_swept(_: &()) {
     }
     assert_eq!(store.root_ids("sandbox").unwrap(), Vec::<String>::new());
 
-    let kept = manager.create("busybox:fixture", CreateOptions::default()).unwrap();
-    for (step, seen) in [("echo 1 >> /n", ""), ("echo 2 >> /n", ""), ("cat /n", "1\n2\n")] {
+    let kept = manager
+        .create("busybox:fixture", CreateOptions::default())
+        .unwrap();
+    for (step, seen) in [
+        ("echo 1 >> /n", ""),
+        ("echo 2 >> /n", ""),
+        ("cat /n", "1\n2\n"),
+    ] {
         let got = capture(&manager, &kept.id, &["sh", "-c", step]);
         assert_eq!(got, (0, seen.to_string()), "{step}");
     }

@@ -469,7 +469,8 @@ fn both_helper_spawns_give_the_same_sandbox(f: &Fixture) {
     // SAFETY: dup of an open descriptor; the copy has no close-on-exec.
     let leaked = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&planted)) };
     assert!(leaked > 2);
-    let script = "ls /proc/self/fd | tr '\\n' ' '; echo; grep -E '^Sig(Ign|Blk)' /proc/self/status; exit 3";
+    let script =
+        "ls /proc/self/fd | tr '\\n' ' '; echo; grep -E '^Sig(Ign|Blk)' /proc/self/status; exit 3";
     for mode in ["exec", "fork"] {
         std::env::set_var(cairn_sandbox::spawn::SPAWN_ENV, mode);
         let (code, out, err) = sh(f, &format!("spawn-{mode}"), script);
@@ -518,7 +519,14 @@ fn own_children() -> Vec<(String, String)> {
     pids.into_iter()
         .map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit(')').next().unwrap_or("").trim().chars().take(1).collect();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(1)
+                .collect();
             (pid, state)
         })
         .collect()

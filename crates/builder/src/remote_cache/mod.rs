@@ -22,7 +22,6 @@ use crate::events::BuildEvent;
 use crate::BuildError;
 use crate::{BuildRequest, BuildResult, Builder};
 use cairn_registry::{ArtifactSpec, Registry, RegistryOptions};
-use cairn_sandbox::manager::SandboxManager;
 use document::Entry;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -195,12 +194,11 @@ fn prefetch(builder: &Builder, registry: &Registry, index: &HashMap<String, (Str
                 .push((entry.blob(), entry.diff_id));
         }
     }
-    let sink =
-        crate::layer_sink::Extractor(SandboxManager::new(builder.store, builder.launcher.clone()));
+    let sink = builder.tasks.layer_sink();
     for (reference, mut layers) in by_ref {
         layers.sort_by_key(|(b, _)| (std::cmp::Reverse(b.size), b.digest.to_string()));
         layers.dedup_by_key(|(b, _)| b.digest);
-        if let Err(e) = registry.fetch_layers(builder.store, reference, &layers, &sink) {
+        if let Err(e) = registry.fetch_layers(builder.store, reference, &layers, &*sink) {
             tracing::warn!("--cache-from {reference}: prefetching layers: {e}");
         }
     }
@@ -208,8 +206,9 @@ fn prefetch(builder: &Builder, registry: &Registry, index: &HashMap<String, (Str
 
 /// Extract the pulled layer (its diff id is checked) and record the entry.
 fn adopt(builder: &Builder, entry: &Entry) -> Result<(), BuildError> {
-    let manager = SandboxManager::new(builder.store, builder.launcher.clone());
-    manager.extract_layers(&[(entry.layer, entry.diff_id)])?;
+    builder
+        .tasks
+        .extract_layers(&[(entry.layer, entry.diff_id)])?;
     let value = json!({
         "media_type": entry.media_type,
         "created_by": entry.created_by,

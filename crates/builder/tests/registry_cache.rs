@@ -403,7 +403,11 @@ fn cached_layers_stay_blobs_until_something_needs_their_tree(f: &Fixture) {
     assert_eq!(layers.len(), 5, "COPY, RUN, RUN, WORKDIR, RUN");
     for l in &layers {
         assert!(r.b.has_blob(&l.blob.digest), "blob {}", l.blob.digest);
-        assert!(!r.b.has_layer_dir(&l.diff_id), "{} was extracted", l.diff_id);
+        assert!(
+            !r.b.has_layer_dir(&l.diff_id),
+            "{} was extracted",
+            l.diff_id
+        );
     }
     assert_sound(&r.b, "after the cached build");
 

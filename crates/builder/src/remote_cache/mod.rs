@@ -28,10 +28,10 @@ use cairn_store::cache::CacheEntry;
 use document::Entry;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use verify::DiffIdCheck;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+use verify::DiffIdCheck;
 
 /// How long fetching the cache manifests may take, all of them together.
 const FETCH_DEADLINE: Duration = Duration::from_secs(15);

@@ -14,7 +14,7 @@ use cairn_layer::{BlobDiffId, LayerError};
 use cairn_registry::{LayerFeed, LayerSink, StreamTicket};
 use cairn_store::{Digest, Store};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
@@ -92,7 +92,7 @@ impl LayerSink for DiffIdCheck<'_> {
         let limit = self.limit;
         let hasher = std::thread::Builder::new()
             .name("cairn-diff-id".into())
-            .spawn(move || cairn_layer::blob_diff_id(ChunkReader::new(rx), limit))
+            .spawn(move || cairn_layer::buffered_blob_diff_id(ChunkReader::new(rx), limit))
             .map_err(|e| format!("starting the diff id check: {e}"))?;
         let feed: LayerFeed = Box::new(ChunkWriter::new(tx));
         let ticket = StreamTicket(Box::new(Checking {
@@ -193,18 +193,30 @@ impl ChunkReader {
 
 impl Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let chunk = self.fill_buf()?;
+        let n = out.len().min(chunk.len());
+        out[..n].copy_from_slice(&chunk[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// The decoder reads straight from the chunks (no copy into a buffer).
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(chunk) => {
                     self.chunk = chunk;
                     self.pos = 0;
                 }
-                Err(_) => return Ok(0),
+                Err(_) => return Ok(&[]),
             }
         }
-        let n = out.len().min(self.chunk.len() - self.pos);
-        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.chunk.len());
     }
 }

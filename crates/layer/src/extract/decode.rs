@@ -74,7 +74,13 @@ pub(crate) fn run_decoder<R: Read>(
 /// `blob`'s compression (detected by content) and a reader of its
 /// uncompressed bytes.
 fn decoder<'r, R: Read + 'r>(blob: R) -> Result<(Compression, Box<dyn Read + 'r>), LayerError> {
-    let mut input = BufReader::with_capacity(256 * 1024, blob);
+    buffered_decoder(BufReader::with_capacity(256 * 1024, blob))
+}
+
+/// [`decoder`] for a reader with its own buffer (no second copy).
+fn buffered_decoder<'r, R: BufRead + 'r>(
+    mut input: R,
+) -> Result<(Compression, Box<dyn Read + 'r>), LayerError> {
     let head = input.fill_buf().map_err(LayerError::Stream)?;
     let compression = Compression::detect(head);
     let reader: Box<dyn Read + 'r> = match compression {
@@ -106,7 +112,15 @@ pub struct BlobDiffId {
 /// `limit` bounds the uncompressed size: a blob that inflates past it is
 /// refused ([`LayerError::Limit`]) once that many bytes are hashed.
 pub fn blob_diff_id<R: Read>(blob: R, limit: Option<u64>) -> Result<BlobDiffId, LayerError> {
-    let (compression, mut reader) = decoder(blob)?;
+    buffered_blob_diff_id(BufReader::with_capacity(256 * 1024, blob), limit)
+}
+
+/// [`blob_diff_id`] of a reader with its own buffer, read from it directly.
+pub fn buffered_blob_diff_id<R: BufRead>(
+    blob: R,
+    limit: Option<u64>,
+) -> Result<BlobDiffId, LayerError> {
+    let (compression, mut reader) = buffered_decoder(blob)?;
     let mut hasher = HashingWriter::new(io::sink());
     let mut block = vec![0u8; BLOCK];
     loop {

@@ -55,6 +55,8 @@ struct Session {
     /// Every layer of the cache the local one lacked was fetched at the
     /// first hit (not extracted): the keys recorded then.
     prefetched: OnceLock<HashSet<String>>,
+    /// The diff ids the import's layer blobs were found to have.
+    found: verify::Found,
     /// A cache registry failed mid-build: stop asking it.
     broken: AtomicBool,
     /// The keys the build's layer steps looked up, for the export.
@@ -166,12 +168,12 @@ pub(crate) fn import(builder: &Builder, req: &BuildRequest, key: &str) -> bool {
     };
     let recorded = session
         .prefetched
-        .get_or_init(|| prefetch(builder, registry, index));
+        .get_or_init(|| prefetch(builder, registry, index, &session.found));
     if recorded.contains(key) {
         return true;
     }
     // Not had at the first hit: this layer alone, once more.
-    let check = DiffIdCheck::new(builder.store, size_limit());
+    let check = DiffIdCheck::new(builder.store, size_limit(), &session.found);
     let layer = [(entry.blob(), entry.diff_id)];
     let fetched = registry.fetch_layers(builder.store, reference, &layer, &check);
     let checked = check.verified(&entry.layer, &entry.diff_id);
@@ -212,6 +214,7 @@ fn prefetch(
     builder: &Builder,
     registry: &Registry,
     index: &HashMap<String, (String, Entry)>,
+    found: &verify::Found,
 ) -> HashSet<String> {
     let wanted: Vec<&(String, Entry)> = index
         .values()
@@ -224,7 +227,7 @@ fn prefetch(
             .or_default()
             .push((entry.blob(), entry.diff_id));
     }
-    let check = DiffIdCheck::new(builder.store, size_limit());
+    let check = DiffIdCheck::new(builder.store, size_limit(), found);
     for (reference, mut layers) in by_ref {
         layers.sort_by_key(|(b, _)| (std::cmp::Reverse(b.size), b.digest.to_string()));
         layers.dedup_by_key(|(b, _)| b.digest);

@@ -24,21 +24,24 @@ const CHUNK: usize = 1 << 20;
 /// Chunks in flight: bounds memory to a few MiB per download.
 const IN_FLIGHT: usize = 4;
 
+/// Blob -> the diff id it was found to have: kept for a whole build, so no
+/// blob is decompressed twice.
+pub(crate) type Found = Mutex<HashMap<Digest, Digest>>;
+
 /// Checks the diff ids of the layers a cache import fetches.
 pub(crate) struct DiffIdCheck<'a> {
     store: &'a Store,
     /// Bound on a layer's uncompressed size (`CAIRN_MAX_EXTRACT_SIZE`).
     limit: Option<u64>,
-    /// Blob -> the diff id it was found to have.
-    found: Mutex<HashMap<Digest, Digest>>,
+    found: &'a Found,
 }
 
 impl<'a> DiffIdCheck<'a> {
-    pub fn new(store: &'a Store, limit: Option<u64>) -> Self {
+    pub fn new(store: &'a Store, limit: Option<u64>, found: &'a Found) -> Self {
         DiffIdCheck {
             store,
             limit,
-            found: Mutex::new(HashMap::new()),
+            found,
         }
     }
 
@@ -56,12 +59,13 @@ impl<'a> DiffIdCheck<'a> {
         self.found_map().insert(*blob, got.diff_id);
         match got.diff_id == *want {
             true => Ok(()),
-            false => Err(format!(
-                "has diff id {}, the cache manifest says {want}",
-                got.diff_id
-            )),
+            false => Err(mismatch(&got.diff_id, want)),
         }
     }
+}
+
+fn mismatch(got: &Digest, want: &Digest) -> String {
+    format!("has diff id {got}, the cache manifest says {want}")
 }
 
 /// A streamed check under way.
@@ -73,8 +77,12 @@ struct Checking {
 
 impl LayerSink for DiffIdCheck<'_> {
     fn layer_ready(&self, blob: &Digest, diff_id: &Digest) -> Result<(), String> {
-        if self.verified(blob, diff_id) {
-            return Ok(());
+        let known = self.found_map().get(blob).copied();
+        if let Some(got) = known {
+            return match got == *diff_id {
+                true => Ok(()),
+                false => Err(mismatch(&got, diff_id)),
+            };
         }
         let path = self.store.blob_path(blob);
         let file =

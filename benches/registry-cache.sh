@@ -10,8 +10,8 @@
 #
 #   usage: benches/registry-cache.sh     (RUNS=N, CAIRN_BIN=..., CAIRN_BENCH_WORK=DIR)
 #
-# Each fresh store holds ~0.5 GiB (blob + extracted dir): about
-# 1 + RUNS * 1 GiB in all. The work dir is removed at the end, after all
+# A cold store holds ~0.5 GiB (blob + extracted dir), a --cache-from one
+# ~0.25 GiB (the cache's layers stay blobs): about 1 + RUNS * 0.75 GiB. The work dir is removed at the end, after all
 # measuring (DESIGN.md: deleting big trees slows creation for minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."

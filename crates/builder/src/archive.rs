@@ -136,10 +136,7 @@ pub(crate) fn extract(
         })?;
         out
     };
-    builder
-        .launcher
-        .extract_layer(&builder.mapping, &blob, dest, limits, &what, false)?;
-    Ok(())
+    builder.tasks.extract_tar(&blob, dest, limits, &what)
 }
 
 /// Why a rewrite stopped.

@@ -10,7 +10,6 @@ use crate::{BuildError, Builder};
 use cairn_dockerfile::Dockerfile;
 use cairn_layer::Digest;
 use cairn_registry::Platform;
-use cairn_sandbox::manager::SandboxManager;
 use cairn_store::transport::Transport;
 use cairn_store::StoreError;
 use std::path::PathBuf;
@@ -72,12 +71,9 @@ impl Builder<'_> {
                 (Err(cairn_store::StoreError::UnknownImage(_)), Some(registry)) => {
                     tracing::info!("FROM {base}: not in the store, pulling");
                     // Layers are extracted as they download.
-                    let sink = crate::layer_sink::Extractor(SandboxManager::new(
-                        self.store,
-                        self.launcher.clone(),
-                    ));
+                    let sink = self.tasks.layer_sink();
                     registry
-                        .pull_platform(self.store, base, platform, Some(&sink), Some(step))?
+                        .pull_platform(self.store, base, platform, Some(&*sink), Some(step))?
                         .manifest
                 }
                 (Err(e), _) => return Err(e.into()),
@@ -146,11 +142,9 @@ impl Builder<'_> {
 
     /// Make sure every layer of `state` has its extracted dir.
     pub(crate) fn ensure_extracted(&self, state: &StageState) -> Result<(), BuildError> {
-        let manager = SandboxManager::new(self.store, self.launcher.clone());
         let pairs: Vec<(Digest, Digest)> =
             state.layers.iter().map(|l| (l.digest, l.diff_id)).collect();
-        manager.extract_layers(&pairs)?;
-        Ok(())
+        self.tasks.extract_layers(&pairs)
     }
 }
 

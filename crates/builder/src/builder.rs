@@ -2,6 +2,7 @@
 //! (`build`, `build_with_events`, `plan`).
 
 use crate::events::BuildEvent;
+use crate::exec::{FsTasks, SandboxTasks};
 use crate::memo::HashMemo;
 use crate::plan::{plan_build, PlanInput};
 use crate::report::{BuildResult, Plan, StepReport};
@@ -19,7 +20,9 @@ use std::time::Instant;
 /// Builds Dockerfiles into one store.
 pub struct Builder<'s> {
     pub(crate) store: &'s Store,
-    pub(crate) launcher: Launcher,
+    /// The filesystem tasks steps are done with (sandbox and store; a fake
+    /// in the executor's tests).
+    pub(crate) tasks: Arc<dyn FsTasks + 's>,
     pub(crate) mapping: IdMapping,
     /// Where `FROM` images missing from the store are pulled from.
     pub(crate) registry: Option<&'s Registry>,
@@ -40,10 +43,16 @@ pub struct Builder<'s> {
 
 impl<'s> Builder<'s> {
     pub fn new(store: &'s Store, launcher: Launcher) -> Self {
-        Builder {
+        let mapping = IdMapping::for_current_user();
+        let tasks = SandboxTasks {
             store,
             launcher,
-            mapping: IdMapping::for_current_user(),
+            mapping: mapping.clone(),
+        };
+        Builder {
+            store,
+            tasks: Arc::new(tasks),
+            mapping,
             registry: None,
             cancel: None,
             parallelism: std::thread::available_parallelism()
@@ -186,7 +195,7 @@ impl<'s> Builder<'s> {
     fn for_one_build(&self, dry_run: bool) -> Builder<'s> {
         Builder {
             store: self.store,
-            launcher: self.launcher.clone(),
+            tasks: self.tasks.clone(),
             mapping: self.mapping.clone(),
             registry: self.registry,
             cancel: self.cancel.clone(),

@@ -23,8 +23,8 @@ impl Builder<'_> {
         }
     }
 
-    /// A local hit: the step's layer (if its blob and extracted dir are still
-    /// there) and the time it was first made. A dry run only peeks (the entry
+    /// A local hit: the step's layer (if its blob is still there) and the
+    /// time it was first made. A dry run only peeks (the entry
     /// is not marked used).
     fn local_cached_layer(
         &self,
@@ -44,7 +44,10 @@ impl Builder<'_> {
         let (Some(digest), Some(diff_id)) = (entry.layer_digest, entry.diff_id) else {
             return Ok(None);
         };
-        if !self.store.has_blob(&digest) || !self.store.has_layer_dir(&diff_id) {
+        // The blob is enough: a layer without its dir (imported from a
+        // registry cache, or its dir pruned) is extracted when a step needs
+        // the tree (`ensure_extracted`).
+        if !self.store.has_blob(&digest) {
             return Ok(None);
         }
         let value: Value = serde_json::from_str(&entry.value).unwrap_or(Value::Null);

@@ -3,11 +3,11 @@
 //! the end, the image.
 
 use crate::config::Field;
+use crate::exec::LayerCommit;
 use crate::state::{created_time, LayerRef, StageState};
 use crate::BuildRequest;
 use crate::{BuildError, Builder};
 use cairn_layer::Digest;
-use cairn_sandbox::UpperLayerWriter;
 use cairn_store::image::BlobRef;
 use cairn_store::CacheRecord;
 use serde_json::json;
@@ -30,19 +30,15 @@ impl Builder<'_> {
         let value =
             json!({ "media_type": media_type, "created_by": step.created_by, "created": created })
                 .to_string();
-        let writer = UpperLayerWriter {
-            launcher: &self.launcher,
-            mapping: &self.mapping,
+        let commit = LayerCommit {
             compression: req.compression,
-            // With clamped mtimes (whose tar differs from the dir's own) the
-            // task also takes the dir's tree digest.
             timestamp: req.timestamp,
+            cache: Some(CacheRecord {
+                key: step.key,
+                value: &value,
+            }),
         };
-        let cache = CacheRecord {
-            key: step.key,
-            value: &value,
-        };
-        let layer = self.store.commit_layer(&writer, upper, Some(cache))?;
+        let layer = self.tasks.commit_layer(upper, commit)?;
         if layer.adopted {
             // The caller's scratch dir keeps its shape for its removal.
             std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;

@@ -359,9 +359,7 @@ impl Builder<'_> {
         match cairn_sandbox::remove_empty(&paths) {
             Ok(()) => Ok(()),
             Err((_, e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                self.launcher
-                    .run_task(&self.mapping, Task::RemoveEmpty(paths))?;
-                Ok(())
+                self.tasks.remove_empty(paths)
             }
             Err((path, source)) => Err(BuildError::Io { path, source }),
         }

@@ -12,10 +12,8 @@ use crate::{BuildRequest, Builder, StepOutcome};
 use cairn_dockerfile::typed::{CommandLine, NetworkMode, Run, SecurityMode};
 use cairn_dockerfile::{Dockerfile, Instruction};
 use cairn_sandbox::cgroup::{self, CgroupParent, Limits};
-use cairn_sandbox::manager::{remove_mount_stubs, SandboxManager, DEFAULT_PIDS_LIMIT};
-use cairn_sandbox::{
-    Network, ProcessSpec, RootfsSpec, RunControl, RunOutcome, RunSpec, RunStdio, Task,
-};
+use cairn_sandbox::manager::{remove_mount_stubs, DEFAULT_PIDS_LIMIT};
+use cairn_sandbox::{Network, ProcessSpec, RootfsSpec, RunControl, RunOutcome, RunSpec, RunStdio};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -62,7 +60,7 @@ impl Builder<'_> {
         let result = self
             .run_in(req, state, &dir, step, inputs)
             .and_then(|()| self.commit_upper(req, &dir.join("upper"), &commit));
-        let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
+        let _ = self.tasks.remove_tree(&dir);
         self.add_layer(state, result?, &created_by);
         Ok(StepOutcome::Ran)
     }
@@ -159,8 +157,6 @@ impl Builder<'_> {
         let mounts =
             self.setup_mounts(&inputs.mounts, doc, inputs.context, inputs.done, state, dir)?;
         env.extend(mounts.env.iter().cloned());
-        let manager = SandboxManager::new(self.store, self.launcher.clone());
-        let bind_files = manager.etc_files(dir, "buildkitsandbox")?;
         let layer_dirs = self.layer_dirs(state);
         let spec = RunSpec {
             rootfs: RootfsSpec {
@@ -179,14 +175,15 @@ impl Builder<'_> {
             },
             network,
             hostname: "buildkitsandbox".into(),
-            bind_files,
+            // The sandbox's own /etc files, written into `dir` by the task.
+            bind_files: Vec::new(),
             mounts: mounts.mounts.clone(),
             id_mapping: self.mapping.clone(),
             pids_limit: Some(req.run_policy.pids.unwrap_or(DEFAULT_PIDS_LIMIT)),
             security: Default::default(),
         };
         let run_span = cairn_layer::timing::span("build.run_sandbox_and_command");
-        let outcome = self.run_limited(req, &spec, step)?;
+        let outcome = self.run_limited(req, dir, &spec, step)?;
         drop(run_span);
         if outcome.timed_out {
             return Err(BuildError::input_at(
@@ -247,6 +244,7 @@ impl Builder<'_> {
     fn run_limited(
         &self,
         req: &BuildRequest,
+        dir: &Path,
         spec: &RunSpec,
         step: &StepCtx,
     ) -> Result<RunOutcome, BuildError> {
@@ -273,7 +271,7 @@ impl Builder<'_> {
             cgroup: applied.dir.clone(),
             v1_cgroups: applied.v1_dirs.clone(),
         };
-        let result = self.run_captured(spec, step, &control);
+        let result = self.run_captured(dir, spec, step, &control);
         for dir in applied.dirs() {
             let _ = cgroup::remove(&dir);
         }
@@ -282,6 +280,7 @@ impl Builder<'_> {
 
     fn run_captured(
         &self,
+        dir: &Path,
         spec: &RunSpec,
         step: &StepCtx,
         control: &RunControl,
@@ -307,7 +306,7 @@ impl Builder<'_> {
             // spawned: the readers end when the sandbox's processes are gone.
             scope.spawn(|| forward_lines(out_r, OutputStream::Stdout, step));
             scope.spawn(|| forward_lines(err_r, OutputStream::Stderr, step));
-            Ok(self.launcher.run_with(spec, stdio, control)?)
+            self.tasks.run(dir, spec, stdio, control)
         })
     }
 }

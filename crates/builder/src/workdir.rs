@@ -11,7 +11,6 @@ use crate::view::LayerView;
 use crate::BuildError;
 use crate::{BuildRequest, Builder, StepOutcome};
 use cairn_dockerfile::Instruction;
-use cairn_sandbox::Task;
 
 impl Builder<'_> {
     /// After WORKDIR set the config: make the dir if missing. `None` when it
@@ -67,9 +66,7 @@ impl Builder<'_> {
                 };
                 self.commit_upper(req, &scratch.join("upper"), &commit)
             });
-        let _ = self
-            .launcher
-            .run_task(&self.mapping, Task::RemoveTree(scratch));
+        let _ = self.tasks.remove_tree(&scratch);
         self.add_layer(state, result?, &created_by);
         Ok(Some(StepOutcome::Ran))
     }

@@ -4,13 +4,18 @@
 //! produces the first's digest; mode=max carries intermediate stages;
 //! a dead or garbage cache registry costs a local build, not a failure; an
 //! unchanged re-export sends no blob; a cache manifest or config one byte
-//! over the size cap is not read; and with one `--timestamp` two stores
-//! give one digest without any cache. As root and again as the
-//! unprivileged test user (harness = false: `main` calls the init hook).
+//! over the size cap is not read; a cache manifest lying about a layer's
+//! diff id is not believed; layers taken from the cache stay blobs until
+//! something needs their tree (a sandbox, a RUN that misses); and with one
+//! `--timestamp` two stores give one digest without any cache. As root and
+//! again as the unprivileged test user (harness = false: `main` calls the
+//! init hook).
 
 mod common;
 
 use cairn_builder::{BuildRequest, BuildResult, Builder, CacheExport, CacheImport, CacheMode};
+use cairn_sandbox::idmap::IdMapping;
+use cairn_sandbox::manager::{Argv, CreateOptions, ExecOptions, SandboxManager};
 use cairn_sandbox::{init_hook, Launcher};
 use cairn_store::Store;
 use cairn_testsupport::fault_proxy::FaultProxy;
@@ -336,6 +341,161 @@ fn a_cache_manifest_over_the_size_cap_costs_a_local_build(f: &Fixture) {
     }
 }
 
+/// The layers of `image` above the busybox fixture's (the ones a build made).
+fn built_layers(store: &Store, image: &cairn_store::Digest) -> Vec<cairn_store::image::ImageLayer> {
+    let base = store.resolve("busybox:fixture").unwrap();
+    let below = store.image(&base).unwrap().layers.len();
+    store.image(image).unwrap().layers.split_off(below)
+}
+
+/// `fsck --full`'s check, as the CLI runs it: layer dirs re-read in a user
+/// namespace (their files may belong to subordinate IDs).
+struct TaskVerifier(Launcher);
+
+impl cairn_store::gc::LayerVerifier for TaskVerifier {
+    fn tree_digest(&self, dir: &std::path::Path) -> Result<cairn_store::Digest, String> {
+        self.0
+            .tree_digest(&IdMapping::for_current_user(), dir)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn assert_sound(store: &Store, when: &str) {
+    assert_eq!(store.fsck().unwrap(), Vec::<String>::new(), "fsck {when}");
+    let verifier = TaskVerifier(Launcher::current_exe().unwrap());
+    let full = store.fsck_full(&verifier).unwrap();
+    assert_eq!(full, Vec::<String>::new(), "fsck --full {when}");
+}
+
+/// What `cmd` prints in a new sandbox of `image` (created, run, removed).
+fn run_in(store: &Store, image: &str, cmd: &[&str]) -> String {
+    let manager = SandboxManager::new(store, Launcher::current_exe().unwrap());
+    let sb = manager.create(image, CreateOptions::default()).unwrap();
+    let opts = ExecOptions {
+        argv: Argv::Direct(cmd.iter().map(|s| s.to_string()).collect()),
+        ..ExecOptions::default()
+    };
+    let out = manager.exec_output(&sb.id, opts).unwrap();
+    manager.remove(&sb.id).unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A layer taken from the cache is kept as its verified blob, not
+/// extracted: after a fully cached build the store has every layer's blob
+/// and no dir for any of them, and fsck (quick and full) finds nothing
+/// wrong with that. A sandbox of the image extracts them on demand and
+/// shows the first store's RUN output.
+fn cached_layers_stay_blobs_until_something_needs_their_tree(f: &Fixture) {
+    let r = Runners::new();
+    let ctx = r.context("lazy", EIGHT_STEPS);
+    let cache = format!("{}/cache/lazy:main", f.registry.host());
+    let mut req = common::request(&ctx, "localhost/lazy:latest");
+    req.cache_to = export(&cache, CacheMode::Min);
+    let first = build(&r.a, &req);
+    let mut req = common::request(&ctx, "localhost/lazy:latest");
+    req.cache_from = import(&cache);
+    let second = build(&r.b, &req);
+    assert!(common::ran_lines(&second).is_empty(), "{:?}", second.steps);
+    assert_eq!(first.manifest, second.manifest);
+
+    let layers = built_layers(&r.b, &second.manifest);
+    assert_eq!(layers.len(), 5, "COPY, RUN, RUN, WORKDIR, RUN");
+    for l in &layers {
+        assert!(r.b.has_blob(&l.blob.digest), "blob {}", l.blob.digest);
+        assert!(
+            !r.b.has_layer_dir(&l.diff_id),
+            "{} was extracted",
+            l.diff_id
+        );
+    }
+    assert_sound(&r.b, "after the cached build");
+
+    let want = run_in(&r.a, "localhost/lazy:latest", &["cat", "/app/both"]);
+    assert!(want.starts_with(|c: char| c.is_ascii_digit()), "{want:?}");
+    let got = run_in(&r.b, "localhost/lazy:latest", &["cat", "/app/both"]);
+    assert_eq!(got, want);
+    for l in &layers {
+        assert!(r.b.has_layer_dir(&l.diff_id), "{} not extracted", l.diff_id);
+    }
+    assert_sound(&r.b, "after the sandbox extracted the layers");
+}
+
+/// A partly cached build whose first miss is a RUN on top of layers
+/// imported lazily: they are extracted for it and it sees their files;
+/// the layers it reused are the first store's, byte for byte.
+fn a_miss_on_lazy_layers_runs_on_their_files(f: &Fixture) {
+    let r = Runners::new();
+    let cache = format!("{}/cache/partly:main", f.registry.host());
+    let ctx = r.context("partly-a", EIGHT_STEPS);
+    let mut req = common::request(&ctx, "localhost/partly:latest");
+    req.cache_to = export(&cache, CacheMode::Min);
+    let first = build(&r.a, &req);
+    let more = format!("{EIGHT_STEPS}RUN cat /a.txt /app/both > /app/seen\n");
+    let ctx = r.context("partly-b", &more);
+    let mut req = common::request(&ctx, "localhost/partly:latest");
+    req.cache_from = import(&cache);
+    let second = build(&r.b, &req);
+    assert_eq!(common::ran_lines(&second), [9]);
+
+    let reused = built_layers(&r.a, &first.manifest);
+    let layers = built_layers(&r.b, &second.manifest);
+    assert_eq!(layers.len(), reused.len() + 1);
+    for (got, want) in layers.iter().zip(&reused) {
+        assert_eq!(got.blob.digest, want.blob.digest);
+        assert_eq!(got.diff_id, want.diff_id);
+    }
+    let both = run_in(&r.a, "localhost/partly:latest", &["cat", "/app/both"]);
+    let seen = run_in(&r.b, "localhost/partly:latest", &["cat", "/app/seen"]);
+    assert_eq!(seen, format!("hello\n{both}"));
+    assert_sound(&r.b, "after the partly cached build");
+}
+
+/// A cache manifest whose entries name the wrong diff ids (every other
+/// field true, the blobs real): the check made while the blob downloads
+/// refuses them, so the step runs here and its image carries the true
+/// diff id. (Believed, the lie would go into the image config, whose
+/// layers would then not match it.)
+fn a_cache_manifest_lying_about_diff_ids_is_not_believed(f: &Fixture) {
+    let r = Runners::new();
+    let ctx = r.context("lie", "FROM busybox:fixture\nRUN date +%s%N > /f\n");
+    let source = format!("{}/cache/lie:src", f.registry.host());
+    let mut req = common::request(&ctx, "localhost/lie:latest");
+    req.cache_to = export(&source, CacheMode::Max);
+    build(&r.a, &req);
+    let registry =
+        cairn_registry::Registry::new(cairn_registry::RegistryOptions::from_env()).unwrap();
+    let art = registry
+        .fetch_artifact(
+            &r.a,
+            &source,
+            cairn_builder::remote_cache::ARTIFACT_TYPE,
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap();
+    let lie = cairn_store::Digest::of(b"not this layer");
+    let mut doc: serde_json::Value = serde_json::from_slice(&art.config).unwrap();
+    for entry in doc["entries"].as_array_mut().unwrap() {
+        entry["diff_id"] = lie.to_string().into();
+    }
+    let server = HttpServer::start();
+    server.put("/v2/", "{}", None);
+    for layer in &art.layers {
+        let blob = r.a.read_blob_bytes(&layer.digest).unwrap();
+        server.put(&format!("/v2/cache/big/blobs/{}", layer.digest), blob, None);
+    }
+    let config = serde_json::to_vec(&doc).unwrap();
+    serve_cache_manifest(&server, "lie", &config, &art, None);
+
+    req.cache_to = vec![];
+    req.cache_from = import(&format!("{}/cache/big:lie", server.addr()));
+    let result = build(&r.b, &req);
+    assert_eq!(common::ran_lines(&result), [2]);
+    let layers = built_layers(&r.b, &result.manifest);
+    assert!(layers.iter().all(|l| l.diff_id != lie), "{layers:?}");
+    assert_sound(&r.b, "after refusing the lie");
+}
+
 fn one_timestamp_one_digest_in_two_stores(_: &Fixture) {
     let r = Runners::new();
     let df = "FROM busybox:fixture
@@ -361,5 +521,8 @@ cairn_testsupport::suite_main!(Fixture;
     a_dead_or_garbage_cache_registry_costs_a_local_build,
     an_unchanged_re_export_sends_no_blob,
     a_cache_manifest_over_the_size_cap_costs_a_local_build,
+    cached_layers_stay_blobs_until_something_needs_their_tree,
+    a_miss_on_lazy_layers_runs_on_their_files,
+    a_cache_manifest_lying_about_diff_ids_is_not_believed,
     one_timestamp_one_digest_in_two_stores,
 );

@@ -25,7 +25,10 @@ mod write;
 pub use compression::Compression;
 pub use digest::{Digest, HashingWriter};
 pub use error::LayerError;
-pub use extract::{extract_layer, is_real_root, ExtractOptions, ExtractStats, WhiteoutMode};
+pub use extract::{
+    blob_diff_id, buffered_blob_diff_id, extract_layer, is_real_root, BlobDiffId, ExtractOptions,
+    ExtractStats, WhiteoutMode,
+};
 pub use idmap::{IdMap, IdRange};
 pub use limits::{ExtractLimits, LimitExceeded, LimitKind};
 pub use pgzip::ParallelGzEncoder;

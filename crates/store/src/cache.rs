@@ -29,6 +29,23 @@ pub struct StepRecord {
     pub inputs: String,
 }
 
+/// Insert or replace one entry, marked used now.
+fn put_row(db: &rusqlite::Connection, entry: &CacheEntry) -> rusqlite::Result<()> {
+    db.prepare_cached(
+        "INSERT OR REPLACE INTO build_cache(key, layer_digest, diff_id, size, value, last_used)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        entry.key,
+        entry.layer_digest.map(|d| d.to_string()),
+        entry.diff_id.map(|d| d.to_string()),
+        entry.size as i64,
+        entry.value,
+        now_nanos()
+    ])?;
+    Ok(())
+}
+
 /// A monotonic-enough clock for LRU order: nanoseconds since the epoch.
 fn now_nanos() -> i64 {
     std::time::SystemTime::now()
@@ -133,21 +150,25 @@ impl Store {
 
     /// Insert or replace an entry (its layer blob should already be stored).
     pub fn cache_put(&self, entry: &CacheEntry) -> Result<()> {
-        self.db()
-            .execute(
-                "INSERT OR REPLACE INTO build_cache(key, layer_digest, diff_id, size, value, last_used)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    entry.key,
-                    entry.layer_digest.map(|d| d.to_string()),
-                    entry.diff_id.map(|d| d.to_string()),
-                    entry.size as i64,
-                    entry.value,
-                    now_nanos()
-                ],
-            )
-            .map_err(self.db_err())?;
-        Ok(())
+        put_row(&self.db(), entry).map_err(self.db_err())
+    }
+
+    /// Record entries whose layers came from elsewhere (a registry cache's
+    /// verified blobs, no extracted dirs), in one transaction committed
+    /// without an fsync ([`Store::relaxed_commit`]): their blobs are
+    /// durable before this, and a power loss that forgets the entries only
+    /// costs the next build their import again.
+    pub fn cache_put_imported(&self, entries: &[CacheEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.relaxed_commit(|db| {
+            let tx = db.unchecked_transaction()?;
+            for entry in entries {
+                put_row(&tx, entry)?;
+            }
+            tx.commit()
+        })
     }
 
     /// Mark an entry used without reading it (no fsync, as `cache_get`).

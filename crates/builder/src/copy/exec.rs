@@ -14,7 +14,6 @@ use crate::view::LayerView;
 use crate::{BuildError, BuildRequest, Builder, StepOutcome};
 use cairn_dockerfile::{Dockerfile, Instruction};
 use cairn_sandbox::fscopy::{Copier, CopyOptions};
-use cairn_sandbox::Task;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -52,7 +51,7 @@ impl Builder<'_> {
             };
             self.commit_upper(req, &dir.join("upper"), &commit)
         });
-        let _ = self.launcher.run_task(&self.mapping, Task::RemoveTree(dir));
+        let _ = self.tasks.remove_tree(&dir);
         self.add_layer(state, result?, &created_by);
         Ok(StepOutcome::Ran)
     }
@@ -134,7 +133,7 @@ impl Builder<'_> {
             if !copy.whiteouts.is_empty() {
                 layers.push(flags::write_mask(self, &view, &copy.whiteouts, dir, index)?);
             }
-            let task = Task::CopyFromLayers {
+            let copy = crate::exec::LayerCopy {
                 layers,
                 mountpoint: dir.join("merged"),
                 sources: copy.sources.clone(),
@@ -144,7 +143,7 @@ impl Builder<'_> {
                 owner: plan.owner,
                 chmod: plan.chmod.clone(),
             };
-            self.launcher.run_task(&self.mapping, task)?;
+            self.tasks.copy_from_layers(copy)?;
         }
         Ok(())
     }

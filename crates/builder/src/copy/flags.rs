@@ -16,7 +16,6 @@ use crate::BuildError;
 use crate::Builder;
 use cairn_dockerfile::ignore::DockerIgnore;
 use cairn_dockerfile::typed::Files;
-use cairn_sandbox::Task;
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -337,16 +336,10 @@ pub(crate) fn write_mask(
         .map_err(BuildError::io(&tar_path))?;
     let mask = dir.join(format!("mask{index}"));
     std::fs::create_dir_all(&mask).map_err(BuildError::io(&mask))?;
-    builder.launcher.run_task(
-        &builder.mapping,
-        Task::ExtractLayer {
-            blob: tar_path,
-            dest: mask.clone(),
-            // Our own tar of whiteouts: no caps needed.
-            limits: cairn_layer::ExtractLimits::unlimited(),
-            tree_digest: false,
-        },
-    )?;
+    // Our own tar of whiteouts: no caps needed.
+    let limits = cairn_layer::ExtractLimits::unlimited();
+    let what = tar_path.display().to_string();
+    builder.tasks.extract_tar(&tar_path, &mask, limits, &what)?;
     Ok(mask)
 }
 

@@ -6,7 +6,6 @@ use super::fs::lchown;
 use crate::{BuildError, Builder};
 use cairn_sandbox::fscopy::Owners;
 use cairn_sandbox::idmap::IdMapping;
-use cairn_sandbox::Task;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -91,18 +90,13 @@ impl TreeWriter {
         }
         let tar_path = dir.join("stage.tar");
         write_tree_tar(&self.root, &self.owners, self.default_owner, &tar_path)?;
-        builder.launcher.run_task(
-            &builder.mapping,
-            Task::ExtractLayer {
-                blob: tar_path,
-                dest: dir.join("upper"),
-                // Our own tar of the staged context files (sized by the
-                // context, not by a stranger): no caps.
-                limits: cairn_layer::ExtractLimits::unlimited(),
-                tree_digest: false,
-            },
-        )?;
-        Ok(())
+        // Our own tar of the staged context files (sized by the context,
+        // not by a stranger): no caps.
+        let limits = cairn_layer::ExtractLimits::unlimited();
+        let what = tar_path.display().to_string();
+        builder
+            .tasks
+            .extract_tar(&tar_path, &dir.join("upper"), limits, &what)
     }
 }
 

@@ -5,6 +5,9 @@ mod dispatch;
 mod scheduler;
 mod stage;
 mod step;
+pub(crate) mod tasks;
+
+pub(crate) use tasks::{FsTasks, LayerCommit, LayerCopy, SandboxTasks};
 
 use crate::context::Context;
 use crate::state::StageState;

@@ -9,8 +9,8 @@ use cairn_store::cache::CacheEntry;
 
 /// What the planner may read of the store. Nothing here writes.
 pub(crate) trait CacheView {
-    /// The usable build cache entry of `key` (its layer's blob and
-    /// extracted dir are still there), without marking it used.
+    /// The usable build cache entry of `key` (its layer's blob is still
+    /// there), without marking it used.
     fn peek(&self, key: &str) -> Result<Option<CacheEntry>, BuildError>;
     /// The last build of the step at `slot`: its key and named inputs.
     fn step_record(&self, slot: &str) -> Result<Option<(String, Vec<KeyInput>)>, BuildError>;
@@ -22,9 +22,8 @@ pub(crate) trait CacheView {
 impl CacheView for Builder<'_> {
     fn peek(&self, key: &str) -> Result<Option<CacheEntry>, BuildError> {
         let usable = |e: &CacheEntry| match (e.layer_digest, e.diff_id) {
-            (Some(digest), Some(diff_id)) => {
-                self.store.has_blob(&digest) && self.store.has_layer_dir(&diff_id)
-            }
+            // The blob is enough: a missing dir is extracted on demand.
+            (Some(digest), Some(_)) => self.store.has_blob(&digest),
             _ => false,
         };
         Ok(self.store.cache_peek(key)?.filter(usable))

@@ -7,13 +7,15 @@
 //! stores building the same thing compute the same keys.
 //!
 //! The builder calls in at two points: where a local cache lookup misses
-//! ([`import`]: the step's layer is pulled, extracted and recorded in the
-//! local cache, then the local lookup is retried) and after the build
-//! ([`export`]). A cache registry that is down, slow or answers garbage
+//! ([`import`]: the step's layer blob is pulled, its diff id checked, and
+//! the entry recorded in the local cache, then the local lookup is
+//! retried; the layer is extracted only when a later step or a sandbox
+//! needs its tree) and after the build ([`export`]). A cache registry that is down, slow or answers garbage
 //! costs a `tracing::warn!` and a local build, never a failure.
 
 mod document;
 mod spec;
+mod verify;
 
 pub use document::{ARTIFACT_TYPE, CONFIG_MEDIA_TYPE};
 pub use spec::{CacheExport, CacheImport, CacheMode};
@@ -22,13 +24,14 @@ use crate::events::BuildEvent;
 use crate::BuildError;
 use crate::{BuildRequest, BuildResult, Builder};
 use cairn_registry::{ArtifactSpec, Registry, RegistryOptions};
-use cairn_sandbox::manager::SandboxManager;
+use cairn_store::cache::CacheEntry;
 use document::Entry;
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+use verify::DiffIdCheck;
 
 /// How long fetching the cache manifests may take, all of them together.
 const FETCH_DEADLINE: Duration = Duration::from_secs(15);
@@ -49,9 +52,11 @@ struct Session {
     /// The imported entries by key, with the reference to pull from;
     /// fetched once per build, on the first local miss.
     index: OnceLock<HashMap<String, (String, Entry)>>,
-    /// Every layer of the cache was fetched (and extracted) at the first
-    /// hit: the steps after it find theirs in the store.
-    prefetched: OnceLock<()>,
+    /// Every layer of the cache the local one lacked was fetched at the
+    /// first hit (not extracted): the keys recorded then.
+    prefetched: OnceLock<HashSet<String>>,
+    /// The diff ids the import's layer blobs were found to have.
+    found: verify::Found,
     /// A cache registry failed mid-build: stop asking it.
     broken: AtomicBool,
     /// The keys the build's layer steps looked up, for the export.
@@ -142,8 +147,10 @@ fn fetch_entries(registry: &Registry, builder: &Builder, reference: &str) -> Vec
 }
 
 /// A local cache miss of `key`: if a `--cache-from` manifest has the key,
-/// pull its layer (only a missing blob moves), extract it as a layer dir
-/// and record it in the local cache. True when the local cache now has it.
+/// get its layer blob (only a missing blob moves; its digest and diff id
+/// are checked as it downloads) and record the entry in the local cache.
+/// The layer is not extracted: its dir is made when something needs the
+/// tree. True when the local cache now has the key.
 pub(crate) fn import(builder: &Builder, req: &BuildRequest, key: &str) -> bool {
     if req.cache_from.is_empty() || req.no_cache {
         return false;
@@ -152,76 +159,115 @@ pub(crate) fn import(builder: &Builder, req: &BuildRequest, key: &str) -> bool {
     if session.broken.load(Ordering::Relaxed) {
         return false;
     }
-    let Some((reference, entry)) = session.index(builder, req).get(key).cloned() else {
+    let index = session.index(builder, req);
+    let Some((reference, entry)) = index.get(key) else {
         return false;
     };
     let Some(registry) = session.registry(builder) else {
         return false;
     };
-    let index = session.index(builder, req);
-    session
+    let recorded = session
         .prefetched
-        .get_or_init(|| prefetch(builder, registry, index));
-    if let Err(e) = registry.fetch_blobs(builder.store, &reference, &[entry.blob()]) {
-        tracing::warn!(
-            "--cache-from {reference}: layer {}: {e}; building locally",
-            entry.layer
-        );
-        session.broken.store(true, Ordering::Relaxed);
-        return false;
+        .get_or_init(|| prefetch(builder, registry, index, &session.found));
+    if recorded.contains(key) {
+        return true;
     }
-    match adopt(builder, &entry) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(
-                "--cache-from {reference}: layer {}: {e}; building locally",
-                entry.layer
-            );
-            false
+    // Not had at the first hit: this layer alone, once more.
+    let check = DiffIdCheck::new(builder.store, size_limit(), &session.found);
+    let layer = [(entry.blob(), entry.diff_id)];
+    let fetched = registry.fetch_layers(builder.store, reference, &layer, &check);
+    let checked = check.verified(&entry.layer, &entry.diff_id);
+    let why = match (fetched, checked) {
+        (_, true) => match record(builder, &[entry]) {
+            Ok(()) => return true,
+            Err(e) => e.to_string(),
+        },
+        (Err(e), false) => {
+            if !builder.store.has_blob(&entry.layer) {
+                // The transfer failed: stop asking this build's registry.
+                session.broken.store(true, Ordering::Relaxed);
+            }
+            e.to_string()
         }
-    }
+        (Ok(_), false) => "its diff id was not checked".into(),
+    };
+    tracing::warn!(
+        "--cache-from {reference}: layer {}: {why}; building locally",
+        entry.layer
+    );
+    false
 }
 
-/// The first hit shows the cache applies: fetch all its layers at once,
-/// in parallel, each extracted as it downloads. Best effort: a layer that
-/// fails here is tried again, alone, by its own step.
-fn prefetch(builder: &Builder, registry: &Registry, index: &HashMap<String, (String, Entry)>) {
+/// The uncompressed size a cache layer may have (the extraction limit).
+fn size_limit() -> Option<u64> {
+    cairn_layer::ExtractLimits::from_env()
+        .unwrap_or_default()
+        .max_size
+}
+
+/// The first hit shows the cache applies: fetch the blobs of every entry
+/// the local cache lacks, at once and in parallel, each checked as it
+/// downloads (`verify`), and record the entries whose layers checked out,
+/// in one commit. Their keys. Best effort: a layer that fails here is tried
+/// again, alone, by its own step.
+fn prefetch(
+    builder: &Builder,
+    registry: &Registry,
+    index: &HashMap<String, (String, Entry)>,
+    found: &verify::Found,
+) -> HashSet<String> {
+    let wanted: Vec<&(String, Entry)> = index
+        .values()
+        .filter(|(_, e)| !matches!(builder.store.cache_peek(&e.key), Ok(Some(_))))
+        .collect();
     let mut by_ref: HashMap<&str, Vec<_>> = HashMap::new();
-    for (reference, entry) in index.values() {
-        if !builder.store.has_layer_dir(&entry.diff_id) {
-            by_ref
-                .entry(reference)
-                .or_default()
-                .push((entry.blob(), entry.diff_id));
-        }
+    for (reference, entry) in &wanted {
+        by_ref
+            .entry(reference.as_str())
+            .or_default()
+            .push((entry.blob(), entry.diff_id));
     }
-    let sink =
-        crate::layer_sink::Extractor(SandboxManager::new(builder.store, builder.launcher.clone()));
+    let check = DiffIdCheck::new(builder.store, size_limit(), found);
     for (reference, mut layers) in by_ref {
         layers.sort_by_key(|(b, _)| (std::cmp::Reverse(b.size), b.digest.to_string()));
         layers.dedup_by_key(|(b, _)| b.digest);
-        if let Err(e) = registry.fetch_layers(builder.store, reference, &layers, &sink) {
+        if let Err(e) = registry.fetch_layers(builder.store, reference, &layers, &check) {
             tracing::warn!("--cache-from {reference}: prefetching layers: {e}");
+        }
+    }
+    let good: Vec<&Entry> = wanted
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| check.verified(&e.layer, &e.diff_id))
+        .collect();
+    match record(builder, &good) {
+        Ok(()) => good.iter().map(|e| e.key.clone()).collect(),
+        Err(e) => {
+            tracing::warn!("--cache-from: recording the imported entries: {e}");
+            HashSet::new()
         }
     }
 }
 
-/// Extract the pulled layer (its diff id is checked) and record the entry.
-fn adopt(builder: &Builder, entry: &Entry) -> Result<(), BuildError> {
-    let manager = SandboxManager::new(builder.store, builder.launcher.clone());
-    manager.extract_layers(&[(entry.layer, entry.diff_id)])?;
-    let value = json!({
-        "media_type": entry.media_type,
-        "created_by": entry.created_by,
-        "created": entry.created,
-    });
-    builder.store.cache_put(&cairn_store::cache::CacheEntry {
-        key: entry.key.clone(),
-        layer_digest: Some(entry.layer),
-        diff_id: Some(entry.diff_id),
-        size: entry.size,
-        value: value.to_string(),
-    })?;
+/// Record imported entries (their blobs stored and checked) in the local
+/// cache, in one commit.
+fn record(builder: &Builder, entries: &[&Entry]) -> Result<(), BuildError> {
+    let rows: Vec<CacheEntry> = entries
+        .iter()
+        .map(|entry| CacheEntry {
+            key: entry.key.clone(),
+            layer_digest: Some(entry.layer),
+            diff_id: Some(entry.diff_id),
+            size: entry.size,
+            value: json!({
+                "media_type": entry.media_type,
+                "created_by": entry.created_by,
+                "created": entry.created,
+            })
+            .to_string(),
+        })
+        .collect();
+    builder.store.cache_put_imported(&rows)?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Decompression on its own thread, so inflating the next megabytes overlaps
 //! with creating files. The thread also hashes the uncompressed stream (the
 //! diffID) and enforces the size limit; the tar reader sees a plain `Read`.
+//! [`blob_diff_id`] is the same decoding and hashing without an extraction.
 
 use crate::compression::Compression;
 use crate::digest::{Digest, HashingWriter};
@@ -29,20 +30,7 @@ pub(crate) fn run_decoder<R: Read>(
     limit: Option<u64>,
     tx: SyncSender<Block>,
 ) -> Result<Decoded, LayerError> {
-    let mut input = BufReader::with_capacity(256 * 1024, blob);
-    let head = input.fill_buf().map_err(LayerError::Stream)?;
-    let compression = Compression::detect(head);
-    let mut reader: Box<dyn Read + '_> = match compression {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Compression::Zstd => {
-            let mut d =
-                zstd::stream::read::Decoder::with_buffer(input).map_err(LayerError::Stream)?;
-            // Refuse frames that ask for more than 128 MiB of window.
-            d.window_log_max(27).map_err(LayerError::Stream)?;
-            Box::new(d)
-        }
-        Compression::None => Box::new(input),
-    };
+    let (compression, mut reader) = decoder(blob)?;
     let mut hasher = HashingWriter::new(io::sink());
     loop {
         let mut block = vec![0u8; BLOCK];
@@ -77,6 +65,81 @@ pub(crate) fn run_decoder<R: Read>(
     }
     let (_, diff_id, size) = hasher.finish();
     Ok(Decoded {
+        compression,
+        diff_id,
+        size,
+    })
+}
+
+/// `blob`'s compression (detected by content) and a reader of its
+/// uncompressed bytes.
+fn decoder<'r, R: Read + 'r>(blob: R) -> Result<(Compression, Box<dyn Read + 'r>), LayerError> {
+    buffered_decoder(BufReader::with_capacity(256 * 1024, blob))
+}
+
+/// [`decoder`] for a reader with its own buffer (no second copy).
+fn buffered_decoder<'r, R: BufRead + 'r>(
+    mut input: R,
+) -> Result<(Compression, Box<dyn Read + 'r>), LayerError> {
+    let head = input.fill_buf().map_err(LayerError::Stream)?;
+    let compression = Compression::detect(head);
+    let reader: Box<dyn Read + 'r> = match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => {
+            let mut d =
+                zstd::stream::read::Decoder::with_buffer(input).map_err(LayerError::Stream)?;
+            // Refuse frames that ask for more than 128 MiB of window.
+            d.window_log_max(27).map_err(LayerError::Stream)?;
+            Box::new(d)
+        }
+        Compression::None => Box::new(input),
+    };
+    Ok((compression, reader))
+}
+
+/// What [`blob_diff_id`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobDiffId {
+    pub compression: Compression,
+    /// The digest of the uncompressed stream.
+    pub diff_id: Digest,
+    /// Its length.
+    pub size: u64,
+}
+
+/// The diff id of a layer blob (gzip, zstd or plain, detected by content),
+/// without extracting it: decompress and hash, on the calling thread.
+/// `limit` bounds the uncompressed size: a blob that inflates past it is
+/// refused ([`LayerError::Limit`]) once that many bytes are hashed.
+pub fn blob_diff_id<R: Read>(blob: R, limit: Option<u64>) -> Result<BlobDiffId, LayerError> {
+    buffered_blob_diff_id(BufReader::with_capacity(256 * 1024, blob), limit)
+}
+
+/// [`blob_diff_id`] of a reader with its own buffer, read from it directly.
+pub fn buffered_blob_diff_id<R: BufRead>(
+    blob: R,
+    limit: Option<u64>,
+) -> Result<BlobDiffId, LayerError> {
+    let (compression, mut reader) = buffered_decoder(blob)?;
+    let mut hasher = HashingWriter::new(io::sink());
+    let mut block = vec![0u8; BLOCK];
+    loop {
+        let n = read_full(&mut reader, &mut block).map_err(LayerError::Stream)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(limit) = limit.filter(|l| hasher.written() + n as u64 > *l) {
+            return Err(LayerError::Limit(crate::limits::LimitExceeded {
+                kind: crate::limits::LimitKind::Size,
+                limit,
+                entry: None,
+            }));
+        }
+        // Hashing into io::sink cannot fail.
+        let _ = hasher.write_all(&block[..n]);
+    }
+    let (_, diff_id, size) = hasher.finish();
+    Ok(BlobDiffId {
         compression,
         diff_id,
         size,
@@ -141,5 +204,49 @@ impl Read for BlockReader {
         buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_bytes() -> Vec<u8> {
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, "f", &b"hello"[..]).unwrap();
+        t.into_inner().unwrap()
+    }
+
+    #[test]
+    fn blob_diff_id_is_the_digest_of_the_uncompressed_stream() {
+        let tar = tar_bytes();
+        let want = Digest::of(&tar);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        for (blob, compression) in [
+            (&tar, Compression::None),
+            (&gz, Compression::Gzip),
+            (&zst, Compression::Zstd),
+        ] {
+            let got = blob_diff_id(&blob[..], None).unwrap();
+            assert_eq!(got.compression, compression);
+            assert_eq!(got.diff_id, want, "{compression}");
+            assert_eq!(got.size, tar.len() as u64);
+        }
+        // Over the limit: refused, not hashed to the end.
+        let err = blob_diff_id(&gz[..], Some(100)).unwrap_err();
+        assert!(matches!(err, LayerError::Limit(_)), "{err}");
+        // A corrupt gzip stream is an error, not a digest.
+        let mut bad = gz.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        bad.truncate(bad.len() - 4);
+        assert!(blob_diff_id(&bad[..], None).is_err());
     }
 }

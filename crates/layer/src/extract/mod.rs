@@ -1,6 +1,7 @@
 //! Safe extraction of a layer blob into a directory.
 
 mod decode;
+pub use decode::{blob_diff_id, buffered_blob_diff_id, BlobDiffId};
 mod name;
 mod root;
 

@@ -167,6 +167,7 @@ fn now_ns() -> i128 {
 /// this context's lines are parsed: the memo of a store that also built
 /// a 20,000-file context cost a one-file build most of its CPU.
 fn read_entries(path: &Path, scope: Option<&str>) -> Loaded {
+    let _span = cairn_layer::timing::span("context.memo_load");
     let Ok(text) = std::fs::read_to_string(path) else {
         return Loaded::default();
     };

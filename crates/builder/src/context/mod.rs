@@ -189,10 +189,14 @@ impl Context {
     ) -> Result<String, BuildError> {
         let mut h = Sha256::new();
         if let Some((_, memo)) = &self.memo {
+            let _wait = cairn_layer::timing::span("context.memo_wait");
             memo.ready();
         }
         for (i, src) in sources.iter().enumerate() {
+            let scanned = cairn_layer::timing::span("context.scan");
             let found = scan::scan(&self.root, src, &|rel| self.includes(rel) && keep(i, rel))?;
+            drop(scanned);
+            let _described = cairn_layer::timing::span("context.describe_and_hash");
             let described: Vec<Result<Vec<u8>, BuildError>> =
                 found.par_iter().map(|f| self.describe(f)).collect();
             for (f, e) in found.iter().zip(described) {

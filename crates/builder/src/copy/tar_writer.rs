@@ -110,15 +110,28 @@ impl TreeWriter {
             };
             return pass.run(&self.root);
         }
-        let tar_path = dir.join("stage.tar");
-        write_tree_tar(&self.root, &self.owners, self.default_owner, &tar_path)?;
-        // Our own tar of the staged context files (sized by the context,
-        // not by a stranger): no caps.
-        let limits = cairn_layer::ExtractLimits::unlimited();
-        let what = tar_path.display().to_string();
-        builder
-            .tasks
-            .extract_tar(&tar_path, &dir.join("upper"), limits, &what)
+        // The tar goes through a pipe into the extract task as it is
+        // written (no tar file; writing and extraction on both cores).
+        let (read, write) = std::io::pipe().map_err(BuildError::io(dir))?;
+        let upper = dir.join("upper");
+        let what = format!("the copied files staged in {}", self.root.display());
+        std::thread::scope(|scope| {
+            let extract = scope.spawn(|| {
+                // Our own tar of the staged context files (sized by the
+                // context, not by a stranger): no caps.
+                let limits = cairn_layer::ExtractLimits::unlimited();
+                builder
+                    .tasks
+                    .extract_tar_stream(read.into(), &upper, limits, &what)
+            });
+            // Dropping the write end (also on an error) ends the stream.
+            let written = write_tree_tar(&self.root, &self.owners, self.default_owner, write);
+            let extracted = extract.join().unwrap_or_else(|_| {
+                Err(BuildError::Internal("the extract thread panicked".into()))
+            });
+            // A failed extraction closes the pipe: its error says why.
+            extracted.and(written)
+        })
     }
 }
 
@@ -178,16 +191,15 @@ impl OwnerPass<'_> {
     }
 }
 
-/// A tar of `root`'s contents: modes and times as they are, owners from
-/// `owners` or `default_owner`, hard links as links.
+/// A tar of `root`'s contents into `out`: modes and times as they are,
+/// owners from `owners` or `default_owner`, hard links as links.
 fn write_tree_tar(
     root: &Path,
     owners: &HashMap<String, (u32, u32)>,
     default_owner: (u32, u32),
-    out: &Path,
+    out: impl std::io::Write,
 ) -> Result<(), BuildError> {
-    let file = std::fs::File::create(out).map_err(BuildError::io(out))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let mut tar = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry.map_err(|e| BuildError::input(format!("staging tree: {e}")))?;
@@ -228,5 +240,5 @@ fn write_tree_tar(
     }
     tar.into_inner()
         .and_then(|mut w| std::io::Write::flush(&mut w))
-        .map_err(BuildError::io(out))
+        .map_err(BuildError::io(root))
 }

@@ -6,6 +6,7 @@ use super::fs::lchown;
 use crate::{BuildError, Builder};
 use cairn_sandbox::idmap::IdMapping;
 use std::collections::{HashMap, HashSet};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -112,7 +113,7 @@ impl TreeWriter {
         }
         // The tar goes through a pipe into the extract task as it is
         // written (no tar file; writing and extraction on both cores).
-        let (read, write) = std::io::pipe().map_err(BuildError::io(dir))?;
+        let (read, write) = pipe().map_err(BuildError::io(dir))?;
         let upper = dir.join("upper");
         let what = format!("the copied files staged in {}", self.root.display());
         std::thread::scope(|scope| {
@@ -122,10 +123,15 @@ impl TreeWriter {
                 let limits = cairn_layer::ExtractLimits::unlimited();
                 builder
                     .tasks
-                    .extract_tar_stream(read.into(), &upper, limits, &what)
+                    .extract_tar_stream(read, &upper, limits, &what)
             });
             // Dropping the write end (also on an error) ends the stream.
-            let written = write_tree_tar(&self.root, &self.owners, self.default_owner, write);
+            let written = write_tree_tar(
+                &self.root,
+                &self.owners,
+                self.default_owner,
+                std::fs::File::from(write),
+            );
             let extracted = extract.join().unwrap_or_else(|_| {
                 Err(BuildError::Internal("the extract thread panicked".into()))
             });
@@ -133,6 +139,16 @@ impl TreeWriter {
             extracted.and(written)
         })
     }
+}
+
+/// A pipe (read end, write end), both close-on-exec.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just returned these two descriptors, owned by no one.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// The host IDs `mapping` gives the container owner `(uid, gid)`.

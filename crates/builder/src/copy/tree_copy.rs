@@ -63,6 +63,7 @@ impl<'a> TreeCopy<'a> {
         chmod: Option<&'a Chmod>,
         filter: Option<(&'a CopyPlan, &'a str)>,
     ) -> Self {
+        raise_fd_limit();
         TreeCopy {
             owner,
             chmod,
@@ -334,6 +335,27 @@ fn copy_by_reading(src: &OwnedFd, dst: &OwnedFd) -> io::Result<()> {
     let src = std::fs::File::from(src.try_clone()?);
     let dst = std::fs::File::from(dst.try_clone()?);
     io::copy(&mut &src, &mut &dst).map(|_| ())
+}
+
+/// Each directory being copied holds two descriptors until its contents
+/// are done, so a deep tree holds two per level (and more while the pool
+/// works on several branches): the soft limit on open files is raised to
+/// the hard one, once, as Go's runtime does for every program.
+fn raise_fd_limit() {
+    static RAISED: OnceLock<()> = OnceLock::new();
+    RAISED.get_or_init(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscalls on a local struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
 }
 
 /// The process's umask, read once (`/proc/self/status`; when unknown,
@@ -644,6 +666,24 @@ mod tests {
         copy.copy(&src.join("file"), "file", &dst.join("sub"))
             .unwrap();
         assert_eq!(std::fs::read_to_string(dst.join("sub")).unwrap(), "new");
+    }
+
+    #[test]
+    fn a_deep_tree_is_copied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        let mut leaf = src.clone();
+        for _ in 0..700 {
+            leaf.push("d");
+        }
+        std::fs::create_dir_all(&leaf).unwrap();
+        std::fs::write(leaf.join("f"), "deep").unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        TreeCopy::new(None, None, None)
+            .copy_contents(&src, "", &dst)
+            .unwrap();
+        let copied = dst.join(leaf.strip_prefix(&src).unwrap()).join("f");
+        assert_eq!(std::fs::read_to_string(copied).unwrap(), "deep");
     }
 
     #[test]

@@ -130,7 +130,9 @@ PY
       pair "fully cached rebuild, context of 20,000 small files" buildah : \
         "$cairn build $work/ctx20k" : "buildah $bs build --layers -q $work/ctx20k"
     else
-      touch_one='echo $RANDOM$RANDOM >> $work/ctx20k/tree/d050/f100'
+      # sync first: the store makes its new layer durable (syncfs), which
+      # would otherwise also flush what the other tool's last run left dirty.
+      touch_one='echo $RANDOM$RANDOM >> $work/ctx20k/tree/d050/f100; sync'
       pair "rebuild after 1 of those 20,000 files changed (COPY tree /tree)" buildah \
         "$touch_one" "$cairn build $work/ctx20k" "$touch_one" "buildah $bs build --layers -q $work/ctx20k"
     fi ;;

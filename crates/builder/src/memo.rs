@@ -84,13 +84,22 @@ struct Entry {
 }
 
 impl Entry {
+    #[cfg(test)]
     fn parse(line: &str) -> Option<(String, Entry)> {
-        let mut f = line.splitn(8, ' ');
+        let (fields, path) = split_path(line)?;
+        Some((path.to_string(), Entry::parse_fields(fields)?))
+    }
+
+    /// The seven fields before the path.
+    fn parse_fields(fields: &str) -> Option<Entry> {
+        let mut f = fields.split(' ');
         let mut num = || decimal(f.next()?);
         let (dev, ino, size) = (num()? as u64, num()? as u64, num()? as u64);
         let (mtime_ns, ctime_ns, hashed_ns) = (num()?, num()?, num()?);
         let sha256 = unhex(f.next()?)?;
-        let path = f.next()?.to_string();
+        if f.next().is_some() {
+            return None;
+        }
         let entry = Entry {
             dev,
             ino,
@@ -101,7 +110,7 @@ impl Entry {
             sha256,
             used: false,
         };
-        Some((path, entry))
+        Some(entry)
     }
 
     fn write(&self, path: &str, out: &mut impl Write) -> std::io::Result<()> {
@@ -117,6 +126,14 @@ impl Entry {
             hex::encode(self.sha256)
         )
     }
+}
+
+/// A memo line split into its seven fields and its path (after the
+/// seventh space; a path may hold spaces).
+fn split_path(line: &str) -> Option<(&str, &str)> {
+    let mut spaces = line.match_indices(' ').map(|(i, _)| i);
+    let at = spaces.nth(6)?;
+    Some((&line[..at], &line[at + 1..]))
 }
 
 type Entries = HashMap<String, Entry>;
@@ -167,6 +184,7 @@ fn now_ns() -> i128 {
 /// this context's lines are parsed: the memo of a store that also built
 /// a 20,000-file context cost a one-file build most of its CPU.
 fn read_entries(path: &Path, scope: Option<&str>) -> Loaded {
+    let _span = cairn_layer::timing::span("context.memo_load");
     let Ok(text) = std::fs::read_to_string(path) else {
         return Loaded::default();
     };
@@ -176,28 +194,23 @@ fn read_entries(path: &Path, scope: Option<&str>) -> Loaded {
     else {
         return Loaded::default();
     };
+    // One pass: each line's path is found once; only this context's lines
+    // are parsed, into a map sized for all of them. On this thread only: a
+    // look-up from a rayon worker waits for this thread, so it must not
+    // wait for the pool.
     let mut others = String::new();
-    let mine: Vec<&str> = match scope {
-        None => body.lines().collect(),
-        Some(prefix) => body
-            .lines()
-            .filter(|line| {
-                let inside = line
-                    .splitn(8, ' ')
-                    .nth(7)
-                    .is_some_and(|p| p.starts_with(prefix));
-                if !inside {
-                    others.push_str(line);
-                    others.push('\n');
-                }
-                inside
-            })
-            .collect(),
-    };
-    // Into a map sized once. On this thread only: a look-up from a rayon
-    // worker waits for this thread, so it must not wait for the pool.
-    let mut entries = HashMap::with_capacity(mine.len());
-    entries.extend(mine.into_iter().filter_map(Entry::parse));
+    let mut entries = HashMap::with_capacity(body.len() / 150);
+    for line in body.lines() {
+        let Some((fields, path)) = split_path(line) else {
+            continue;
+        };
+        if scope.is_some_and(|prefix| !path.starts_with(prefix)) {
+            others.push_str(line);
+            others.push('\n');
+        } else if let Some(entry) = Entry::parse_fields(fields) {
+            entries.insert(path.to_string(), entry);
+        }
+    }
     Loaded {
         entries: Mutex::new(entries),
         others,

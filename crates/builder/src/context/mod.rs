@@ -188,11 +188,19 @@ impl Context {
         each: &mut dyn FnMut(&str, &[u8]),
     ) -> Result<String, BuildError> {
         let mut h = Sha256::new();
-        if let Some((_, memo)) = &self.memo {
-            memo.ready();
-        }
         for (i, src) in sources.iter().enumerate() {
+            let scanned = cairn_layer::timing::span("context.scan");
             let found = scan::scan(&self.root, src, &|rel| self.includes(rel) && keep(i, rel))?;
+            drop(scanned);
+            // The memo loads on its own thread while the first source is
+            // scanned (it was waited for first: a cached rebuild paid the
+            // load and the scan one after the other). Waited for here,
+            // before the look-ups on the pool.
+            if let Some((_, memo)) = &self.memo {
+                let _wait = cairn_layer::timing::span("context.memo_wait");
+                memo.ready();
+            }
+            let _described = cairn_layer::timing::span("context.describe_and_hash");
             let described: Vec<Result<Vec<u8>, BuildError>> =
                 found.par_iter().map(|f| self.describe(f)).collect();
             for (f, e) in found.iter().zip(described) {

@@ -6,6 +6,7 @@ use super::flags;
 use super::fs::{join, make_parents, parent, set_perm, set_times};
 use super::plan::{CopyPlan, FromSource, Source};
 use super::tar_writer::TreeWriter;
+use super::tree_copy::TreeCopy;
 use crate::config_apply::history_text;
 use crate::context::Context;
 use crate::image_write::StepCommit;
@@ -13,7 +14,6 @@ use crate::state::StageState;
 use crate::view::LayerView;
 use crate::{BuildError, BuildRequest, Builder, StepOutcome};
 use cairn_dockerfile::{Dockerfile, Instruction};
-use cairn_sandbox::fscopy::{Copier, CopyOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -44,14 +44,20 @@ impl Builder<'_> {
         }
         self.ensure_extracted(state)?;
         let dir = self.scratch_dir("copy")?;
-        let result = self.write_copy_step(state, &plan, &dir).and_then(|()| {
+        let written = {
+            let _span = cairn_layer::timing::span("copy.write_tree");
+            self.write_copy_step(state, &plan, &dir)
+        };
+        let result = written.and_then(|()| {
             let commit = StepCommit {
                 key,
                 created_by: &created_by,
             };
             self.commit_upper(req, &dir.join("upper"), &commit)
         });
+        let removed = cairn_layer::timing::span("copy.remove_scratch");
         let _ = self.tasks.remove_tree(&dir);
+        drop(removed);
         self.add_layer(state, result?, &created_by);
         Ok(StepOutcome::Ran)
     }
@@ -83,7 +89,9 @@ impl Builder<'_> {
             set_perm(&path, mode)?;
             set_times(&path, secs, nanos)?;
         }
+        let finished = cairn_layer::timing::span("copy.tree_owners");
         writer.finish(self, dir)?;
+        drop(finished);
         if let Some(from) = &plan.from {
             self.copy_from(plan, from, dir)?;
         }
@@ -159,14 +167,11 @@ fn write_copy(
     // Dirs `--parents` made: their modes and times are set last, as
     // writing into them changes the time and a read-only mode would stop it.
     let mut made_dirs = Vec::new();
+    let owner = writer.copy_owner(plan.owner)?;
     for source in sources {
-        // One copier per source: hard links are kept within a source, as
+        // One copy per source: hard links are kept within a source, as
         // BuildKit copies each source on its own.
-        let mut copier = Copier::new(CopyOptions {
-            owners: writer.copier_owners(plan.owner),
-            chmod: plan.chmod.clone(),
-            skip_whiteouts: false,
-        });
+        let copy = TreeCopy::new(owner, plan.chmod.as_ref(), None);
         match source {
             Source::Archive { .. } => {} // extracted afterwards
             Source::Url(url) => {
@@ -202,26 +207,19 @@ fn write_copy(
                 let to = join(&plan.dest, place);
                 if from.is_dir() {
                     make_context_dirs(plan, writer, pivot, place, &mut made_dirs)?;
-                    copy_dir_filtered(
-                        &mut copier,
-                        plan,
-                        writer,
-                        rel,
-                        pivot,
-                        &from,
-                        &root.join(to),
-                    )?;
+                    copy_dir_filtered(owner, plan, writer, rel, pivot, &from, &root.join(to))?;
                 } else {
                     make_context_dirs(plan, writer, pivot, &parent(place), &mut made_dirs)?;
                     let to = root.join(to);
-                    copier.copy(&from, &to).map_err(BuildError::io(&to))?;
+                    copy.copy(&from, rel, &to).map_err(BuildError::io(&to))?;
+                    writer.mark_owned(&to);
                 }
             }
             Source::Context { rel, name, .. } => {
                 let from = plan.context_root.join(rel);
                 if from.is_dir() {
                     let to = root.join(&plan.dest);
-                    copy_dir_filtered(&mut copier, plan, writer, rel, rel, &from, &to)?;
+                    copy_dir_filtered(owner, plan, writer, rel, rel, &from, &to)?;
                 } else {
                     let to = if plan.dest_is_dir {
                         join(&plan.dest, name)
@@ -229,7 +227,8 @@ fn write_copy(
                         plan.dest.clone()
                     };
                     let to = root.join(to);
-                    copier.copy(&from, &to).map_err(BuildError::io(&to))?;
+                    copy.copy(&from, rel, &to).map_err(BuildError::io(&to))?;
+                    writer.mark_owned(&to);
                 }
             }
         }
@@ -274,12 +273,12 @@ fn make_context_dirs(
     Ok(())
 }
 
-/// Copy the contents of context dir `from` (`rel` in the context) into `to`,
-/// leaving out what .dockerignore and `--exclude` (relative to `base`)
-/// exclude. An excluded dir that holds a re-included file is made to hold
-/// it (as BuildKit does).
+/// Copy the contents of context dir `from` (`rel` in the context) into
+/// `to`, on every core ([`TreeCopy`]), leaving out what .dockerignore and
+/// `--exclude` (relative to `base`) exclude. An excluded dir that holds a
+/// re-included file is made to hold it (as BuildKit does).
 fn copy_dir_filtered(
-    copier: &mut Copier,
+    owner: Option<(u32, u32)>,
     plan: &CopyPlan,
     writer: &mut TreeWriter,
     rel: &str,
@@ -287,46 +286,13 @@ fn copy_dir_filtered(
     from: &Path,
     to: &Path,
 ) -> Result<(), BuildError> {
-    if !plan.filter_context {
-        return copier.copy_contents(from, to).map_err(BuildError::io(to));
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(from)
-        .map_err(BuildError::io(from))?
-        .collect::<Result<_, _>>()
-        .map_err(BuildError::io(from))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let child_rel = join(rel, &name);
-        let src = entry.path();
-        let dst = to.join(&name);
-        let meta = src.symlink_metadata().map_err(BuildError::io(&src))?;
-        if meta.is_dir() {
-            if plan.skips(base, &child_rel) {
-                continue;
-            }
-            let existed = dst.is_dir();
-            if !existed {
-                std::fs::create_dir(&dst).map_err(BuildError::io(&dst))?;
-            }
-            copy_dir_filtered(copier, plan, writer, &child_rel, base, &src, &dst)?;
-            let keep = existed
-                || plan.keeps(base, &child_rel)
-                || std::fs::read_dir(&dst).is_ok_and(|mut d| d.next().is_some());
-            if !keep {
-                std::fs::remove_dir(&dst).map_err(BuildError::io(&dst))?;
-                continue;
-            }
-            if let Some(owner) = plan.owner {
-                let dst_rel = writer.rel_of(&dst);
-                writer.set_owner(&dst_rel, owner)?;
-            }
-            let mode = meta.mode() & 0o7777;
-            set_perm(&dst, plan.mode_of(mode, true).unwrap_or(mode))?;
-            set_times(&dst, meta.mtime(), meta.mtime_nsec())?;
-        } else if plan.keeps(base, &child_rel) {
-            copier.copy(&src, &dst).map_err(BuildError::io(&dst))?;
-        }
+    let filter = plan.filter_context.then_some((plan, base));
+    let copy = TreeCopy::new(owner, plan.chmod.as_ref(), filter);
+    let written = copy
+        .copy_contents(from, rel, to)
+        .map_err(BuildError::io(to))?;
+    for name in written {
+        writer.mark_owned(&to.join(name));
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //!
 //! `plan` resolves a COPY/ADD against the context and the image (sources, destination, owner,
 //! mode, the key's digest); `exec` writes it into a fresh upper dir (or copies out of another
-//! stage in a task); `tar_writer` gives entries their owners rootless; `fs` holds the small
+//! stage in a task); `tree_copy` copies context trees on every core; `tar_writer`
+//! gives entries their owners; `fs` holds the small
 //! file-system helpers; `flags` the selection flags (`--exclude`, `--parents`, `--link`).
 
 mod exec;
@@ -10,6 +11,7 @@ mod flags;
 mod fs;
 mod plan;
 mod tar_writer;
+mod tree_copy;
 
 pub(crate) use fs::make_parents;
 pub(crate) use plan::plan;

@@ -15,6 +15,7 @@ use cairn_sandbox::idmap::IdMapping;
 use cairn_sandbox::manager::SandboxManager;
 use cairn_sandbox::{Launcher, RunControl, RunOutcome, RunSpec, RunStdio, Task, UpperLayerWriter};
 use cairn_store::{CacheRecord, CommittedLayer, Store};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// `COPY --from`: paths copied out of a stack of layer dirs (seen as one
@@ -71,6 +72,23 @@ pub(crate) trait FsTasks: Send + Sync {
         limits: ExtractLimits,
         what: &str,
     ) -> Result<(), BuildError>;
+
+    /// [`FsTasks::extract_tar`] of the tar read from `stream` (the read
+    /// end of a pipe the caller writes as this runs), so nothing is staged
+    /// on disk. By default the stream is saved next to `dest` first.
+    fn extract_tar_stream(
+        &self,
+        stream: OwnedFd,
+        dest: &Path,
+        limits: ExtractLimits,
+        what: &str,
+    ) -> Result<(), BuildError> {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let mut saved = tempfile::NamedTempFile::new_in(dir).map_err(BuildError::io(dir))?;
+        std::io::copy(&mut std::fs::File::from(stream), saved.as_file_mut())
+            .map_err(BuildError::io(saved.path()))?;
+        self.extract_tar(saved.path(), dest, limits, what)
+    }
 
     /// See [`LayerCopy`].
     fn copy_from_layers(&self, copy: LayerCopy) -> Result<(), BuildError>;
@@ -141,6 +159,25 @@ impl FsTasks for SandboxTasks<'_> {
     ) -> Result<(), BuildError> {
         self.launcher
             .extract_layer(&self.mapping, blob, dest, limits, what, false)?;
+        Ok(())
+    }
+
+    fn extract_tar_stream(
+        &self,
+        stream: OwnedFd,
+        dest: &Path,
+        limits: ExtractLimits,
+        what: &str,
+    ) -> Result<(), BuildError> {
+        self.launcher.extract_layer_from(
+            &self.mapping,
+            Path::new(what),
+            Some(stream),
+            dest,
+            limits,
+            what,
+            false,
+        )?;
         Ok(())
     }
 

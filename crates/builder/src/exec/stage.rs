@@ -30,6 +30,7 @@ impl Builder<'_> {
         let stage = &doc.stages[index];
         let slots = step_slots(req, index);
         let ordinal = std::cell::Cell::new(0usize);
+        let caller = self.caller_cancel(req);
         let ctx = |line: usize| {
             ordinal.set(ordinal.get() + 1);
             StepCtx {
@@ -37,6 +38,7 @@ impl Builder<'_> {
                 stage: index,
                 line,
                 cancel: cancel.clone(),
+                caller: caller.clone(),
                 slot: format!("{slots}:{}", ordinal.get()),
             }
         };

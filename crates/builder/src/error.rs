@@ -131,6 +131,11 @@ pub enum BuildError {
         position: Option<Position>,
         message: String,
     },
+    /// The request collides with what exists or is allowed: a tag in
+    /// another organization's snapshot namespace. (Two builds tagging one
+    /// name do not conflict: the last one wins, as in docker and buildah.)
+    #[error("{message}")]
+    Conflict { message: String },
     /// A RUN exited non-zero.
     #[error("{file}:{line}: RUN {command:?} failed with exit code {code}")]
     RunFailed {
@@ -290,6 +295,7 @@ impl BuildError {
         match self {
             BuildError::Input { .. } => ErrorKind::BadInput,
             BuildError::NotFound { .. } => ErrorKind::NotFound,
+            BuildError::Conflict { .. } => ErrorKind::Conflict,
             BuildError::RunFailed { .. } => ErrorKind::FailedStep,
             BuildError::Cancelled => ErrorKind::Cancelled,
             BuildError::Unsupported(_) => ErrorKind::Unsupported,

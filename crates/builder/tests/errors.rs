@@ -142,3 +142,38 @@ fn add_url_errors_carry_their_position() {
     // The text keeps its shape.
     assert!(err.to_string().starts_with("line 3: ADD "), "{err}");
 }
+
+#[test]
+fn tagging_another_organizations_snapshot_name_is_a_conflict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let context = common::write_context(
+        tmp.path(),
+        "ctx",
+        "FROM scratch\nENV A=1\n",
+        &[] as &[(&str, &str)],
+    );
+    let builder = Builder::new(&store, Launcher::current_exe().unwrap());
+    let build = |org: &str, tag: &str| {
+        let mut req = common::request(&context, tag);
+        req.organization = Some(org.to_string());
+        builder.build(&req, &mut |_| {})
+    };
+    let theirs = "localhost/snapshots/bravo/web:1";
+    let err = build("alpha", theirs).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.is_bad_input());
+    assert!(err.to_string().contains(theirs), "{err}");
+    assert!(store.resolve(theirs).is_err(), "nothing was tagged");
+    // Its own namespace, the general one and other names are fine.
+    for tag in [
+        "localhost/snapshots/alpha/web:1",
+        "localhost/snapshots/general__snapshots/web:1",
+        "localhost/alpha/web:1",
+    ] {
+        build("alpha", tag).unwrap();
+        assert!(store.resolve(tag).is_ok(), "{tag}");
+    }
+    // The same name, built for its organization.
+    build("bravo", theirs).unwrap();
+}

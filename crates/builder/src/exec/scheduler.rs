@@ -32,6 +32,9 @@ impl Builder<'_> {
         if let Some(org) = &req.organization {
             crate::tenancy::check_org(org)?;
         }
+        for tag in &req.tags {
+            crate::tenancy::check_tag(req.organization.as_deref(), tag)?;
+        }
         let mut context = Context::open(
             &req.context,
             Some(req.dockerfile_path.as_path()).filter(|p| !p.as_os_str().is_empty()),

@@ -89,7 +89,7 @@ impl Builder<'_> {
         manifest: &Digest,
     ) -> Result<StageState, BuildError> {
         let image = self.store.image(manifest).map_err(|e| match e {
-            StoreError::NotAnImage(_) => BuildError::Unsupported(format!(
+            StoreError::NotAnImage(_) => BuildError::unsupported(format!(
                 "FROM {name}: an image index (pick one platform's image)"
             )),
             e @ (StoreError::BadImageConfig { .. } | StoreError::DiffIds { .. }) => {

@@ -49,9 +49,19 @@ impl<'s> Builder<'s> {
             launcher,
             mapping: mapping.clone(),
         };
+        Self::over_tasks(store, Arc::new(tasks), mapping)
+    }
+
+    /// A builder whose steps do their filesystem work through `tasks`
+    /// (the executor's tests give a fake), with sandboxes under `mapping`.
+    pub(crate) fn over_tasks(
+        store: &'s Store,
+        tasks: Arc<dyn FsTasks + 's>,
+        mapping: IdMapping,
+    ) -> Self {
         Builder {
             store,
-            tasks: Arc::new(tasks),
+            tasks,
             mapping,
             registry: None,
             cancel: None,

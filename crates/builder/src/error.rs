@@ -85,6 +85,37 @@ fn located(position: &Option<Position>, message: &str) -> String {
     }
 }
 
+/// What Cairn cannot do yet, and the Dockerfile position that asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotSupported {
+    pub position: Option<Position>,
+    /// What is not supported (without the position).
+    pub message: String,
+}
+
+impl fmt::Display for NotSupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = format!("not supported yet: {}", self.message);
+        f.write_str(&located(&self.position, &message))
+    }
+}
+
+/// Not supported, at no particular position.
+impl From<String> for NotSupported {
+    fn from(message: String) -> Self {
+        NotSupported {
+            position: None,
+            message,
+        }
+    }
+}
+
+impl From<&str> for NotSupported {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -100,6 +131,11 @@ pub enum BuildError {
         position: Option<Position>,
         message: String,
     },
+    /// The request collides with what exists or is allowed: a tag in
+    /// another organization's snapshot namespace. (Two builds tagging one
+    /// name do not conflict: the last one wins, as in docker and buildah.)
+    #[error("{message}")]
+    Conflict { message: String },
     /// A RUN exited non-zero.
     #[error("{file}:{line}: RUN {command:?} failed with exit code {code}")]
     RunFailed {
@@ -115,9 +151,9 @@ pub enum BuildError {
     /// A bug in Cairn (a stage thread panicked); the message says where.
     #[error("internal error: {0}")]
     Internal(String),
-    /// Something not built yet; the message says what.
-    #[error("not supported yet: {0}")]
-    Unsupported(String),
+    /// Something not built yet: what, and where the Dockerfile asks for it.
+    #[error("{0}")]
+    Unsupported(NotSupported),
     #[error(transparent)]
     Store(#[from] cairn_store::StoreError),
     #[error(transparent)]
@@ -169,6 +205,22 @@ impl BuildError {
         }
     }
 
+    /// Something Cairn cannot do yet, asked for at `position`.
+    pub(crate) fn unsupported_at(position: Position, message: impl Into<String>) -> Self {
+        BuildError::Unsupported(NotSupported {
+            position: Some(position),
+            message: message.into(),
+        })
+    }
+
+    /// Something Cairn cannot do yet (placed at its line by `or_at`).
+    pub(crate) fn unsupported(message: impl Into<String>) -> Self {
+        BuildError::Unsupported(NotSupported {
+            position: None,
+            message: message.into(),
+        })
+    }
+
     /// Something named that does not exist.
     pub(crate) fn not_found(position: Option<Position>, message: impl Into<String>) -> Self {
         BuildError::NotFound {
@@ -177,8 +229,35 @@ impl BuildError {
         }
     }
 
-    /// This error, placed at `position` if it is bad input without a
-    /// position of its own (what an instruction's step failed on).
+    /// A FROM line's failure, placed at the line: what `or_at` places, and
+    /// a base that is not there (in the store or the registry) or not a
+    /// valid reference becomes `NotFound`/`Input` at the line (its text
+    /// gains the `FILE:LINE:` prefix). A registry that is down or refuses
+    /// access keeps its own error (and kind): the line is not at fault.
+    pub(crate) fn at_from(self, position: Position) -> Self {
+        use cairn_registry::RegistryError as R;
+        use cairn_store::StoreError as S;
+        let store_base = |e: &S| match e {
+            S::UnknownImage(_) => Some(ErrorKind::NotFound),
+            S::BadReference { .. } => Some(ErrorKind::BadInput),
+            _ => None,
+        };
+        let base = match &self {
+            BuildError::Store(e) | BuildError::Registry(R::Store(e)) => store_base(e),
+            BuildError::Registry(R::NotFound { .. }) => Some(ErrorKind::NotFound),
+            BuildError::Registry(R::NoPlatform { .. }) => Some(ErrorKind::BadInput),
+            _ => None,
+        };
+        match base {
+            Some(ErrorKind::NotFound) => BuildError::not_found(Some(position), self.to_string()),
+            Some(_) => BuildError::input_at(position, self.to_string()),
+            None => self.or_at(position),
+        }
+    }
+
+    /// This error, placed at `position` if it is bad input or not
+    /// supported and has no position of its own (what an instruction's
+    /// step failed on).
     pub(crate) fn or_at(self, position: Position) -> Self {
         match self {
             BuildError::Input {
@@ -189,6 +268,17 @@ impl BuildError {
                 position: None,
                 message,
             } => BuildError::not_found(Some(position), message),
+            BuildError::Unsupported(NotSupported {
+                position: None,
+                message,
+            }) => BuildError::Unsupported(NotSupported {
+                position: Some(position),
+                message,
+            }),
+            // It knows its line; the Dockerfile's name is known here.
+            BuildError::Fetch(e) if e.position().is_none() => {
+                BuildError::Fetch(e.in_file(&position.file))
+            }
             other => other,
         }
     }
@@ -205,6 +295,7 @@ impl BuildError {
         match self {
             BuildError::Input { .. } => ErrorKind::BadInput,
             BuildError::NotFound { .. } => ErrorKind::NotFound,
+            BuildError::Conflict { .. } => ErrorKind::Conflict,
             BuildError::RunFailed { .. } => ErrorKind::FailedStep,
             BuildError::Cancelled => ErrorKind::Cancelled,
             BuildError::Unsupported(_) => ErrorKind::Unsupported,
@@ -236,6 +327,8 @@ impl BuildError {
                 position.clone()
             }
             BuildError::RunFailed { file, line, .. } => Some(Position::line(file.clone(), *line)),
+            BuildError::Unsupported(u) => u.position.clone(),
+            BuildError::Fetch(e) => e.position(),
             _ => None,
         }
     }
@@ -246,6 +339,7 @@ impl BuildError {
             BuildError::Input { message, .. } | BuildError::NotFound { message, .. } => {
                 message.clone()
             }
+            BuildError::Unsupported(u) => format!("not supported yet: {}", u.message),
             other => other.to_string(),
         }
     }

@@ -111,6 +111,10 @@ pub(crate) struct StepCtx {
     /// The build's own token: cancelled by the caller's token or by a
     /// failing sibling stage.
     pub cancel: cairn_sandbox::CancelToken,
+    /// The caller's token, checked before each step too: a cancel stops
+    /// the build before its next step even when the scheduler has not
+    /// passed it on to `cancel` yet.
+    pub caller: cairn_sandbox::CancelToken,
     /// The step's name across builds (Dockerfile, context, stage, position).
     pub slot: String,
 }
@@ -148,7 +152,7 @@ impl StepCtx {
     }
 
     pub fn check_cancelled(&self) -> Result<(), crate::BuildError> {
-        if self.cancel.is_cancelled() {
+        if self.cancel.is_cancelled() || self.caller.is_cancelled() {
             Err(crate::BuildError::Cancelled)
         } else {
             Ok(())

@@ -42,6 +42,8 @@ pub enum FetchError {
     #[error("line {line}: ADD {url}: invalid URL: {message}")]
     InvalidUrl {
         line: usize,
+        /// The Dockerfile, once the error reached its step (else empty).
+        file: String,
         url: String,
         message: String,
     },
@@ -49,6 +51,8 @@ pub enum FetchError {
     #[error("line {line}: ADD {url}: the server answered HTTP {status}")]
     Status {
         line: usize,
+        /// The Dockerfile, once the error reached its step (else empty).
+        file: String,
         url: String,
         status: u16,
     },
@@ -56,6 +60,8 @@ pub enum FetchError {
     #[error("line {line}: ADD {url}: {message}")]
     Transport {
         line: usize,
+        /// The Dockerfile, once the error reached its step (else empty).
+        file: String,
         url: String,
         message: String,
     },
@@ -63,6 +69,8 @@ pub enum FetchError {
     #[error("line {line}: ADD {url}: checksum mismatch: expected {expected}, got {actual}")]
     ChecksumMismatch {
         line: usize,
+        /// The Dockerfile, once the error reached its step (else empty).
+        file: String,
         url: String,
         expected: String,
         actual: String,
@@ -71,12 +79,16 @@ pub enum FetchError {
     #[error("line {line}: ADD {url}: the download is larger than the limit of {limit} bytes (raise it with CAIRN_MAX_EXTRACT_SIZE)")]
     TooLarge {
         line: usize,
+        /// The Dockerfile, once the error reached its step (else empty).
+        file: String,
         url: String,
         limit: u64,
     },
     #[error("line {line}: ADD {url}: writing {path}: {source}")]
     Io {
         line: usize,
+        /// The Dockerfile, once the error reached its step (else empty).
+        file: String,
         url: String,
         path: PathBuf,
         source: std::io::Error,
@@ -84,6 +96,36 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// The ADD's Dockerfile position, once the error reached its step.
+    pub fn position(&self) -> Option<crate::Position> {
+        let (file, line) = self.place();
+        (!file.is_empty()).then(|| crate::Position::line(file.clone(), line))
+    }
+
+    /// The error with the Dockerfile it is about (its line it knows).
+    pub(crate) fn in_file(mut self, name: &str) -> Self {
+        match &mut self {
+            FetchError::InvalidUrl { file, .. }
+            | FetchError::Status { file, .. }
+            | FetchError::Transport { file, .. }
+            | FetchError::ChecksumMismatch { file, .. }
+            | FetchError::TooLarge { file, .. }
+            | FetchError::Io { file, .. } => *file = name.to_string(),
+        }
+        self
+    }
+
+    fn place(&self) -> (&String, usize) {
+        match self {
+            FetchError::InvalidUrl { file, line, .. }
+            | FetchError::Status { file, line, .. }
+            | FetchError::Transport { file, line, .. }
+            | FetchError::ChecksumMismatch { file, line, .. }
+            | FetchError::TooLarge { file, line, .. }
+            | FetchError::Io { file, line, .. } => (file, *line),
+        }
+    }
+
     /// A bad URL or a 4xx (404, 401, 403, 410...) is the Dockerfile's fault;
     /// 408 and 429 are the server being busy, not the input being wrong.
     pub fn is_bad_input(&self) -> bool {
@@ -261,6 +303,7 @@ impl UrlSource {
     ) -> Result<UrlSource, FetchError> {
         let parsed = reqwest::Url::parse(url).map_err(|e| FetchError::InvalidUrl {
             line,
+            file: String::new(),
             url: url.to_string(),
             message: e.to_string(),
         })?;
@@ -346,6 +389,7 @@ impl UrlSource {
             if download.digest != expected.as_str() {
                 return Err(FetchError::ChecksumMismatch {
                     line: self.line,
+                    file: String::new(),
                     url: self.shown.clone(),
                     expected: expected.as_str().to_string(),
                     actual: download.digest.clone(),
@@ -371,6 +415,7 @@ impl UrlSource {
         if !status.is_success() {
             return Err(FetchError::Status {
                 line: self.line,
+                file: String::new(),
                 url: self.shown.clone(),
                 status: status.as_u16(),
             });
@@ -386,6 +431,7 @@ impl UrlSource {
             let (line, url, path) = (self.line, self.shown.clone(), path.to_path_buf());
             move |source| FetchError::Io {
                 line,
+                file: String::new(),
                 url,
                 path,
                 source,
@@ -398,6 +444,7 @@ impl UrlSource {
             .max_size;
         let too_large = |limit| FetchError::TooLarge {
             line: self.line,
+            file: String::new(),
             url: self.shown.clone(),
             limit,
         };
@@ -437,6 +484,7 @@ impl UrlSource {
     fn transport(&self, message: String) -> FetchError {
         FetchError::Transport {
             line: self.line,
+            file: String::new(),
             url: self.shown.clone(),
             message,
         }
@@ -530,6 +578,7 @@ mod tests {
     #[test]
     fn bad_input_statuses() {
         let status = |s| FetchError::Status {
+            file: String::new(),
             line: 1,
             url: "u".into(),
             status: s,

@@ -39,7 +39,7 @@ mod workdir;
 
 pub use builder::Builder;
 pub use cairn_sandbox::CancelToken;
-pub use error::{BuildError, ErrorKind, Position};
+pub use error::{BuildError, ErrorKind, NotSupported, Position};
 pub use events::{BuildEvent, OutputStream};
 pub use explain::{Change, Reason};
 pub use fetch::FetchError;

@@ -240,8 +240,8 @@ impl Builder<'_> {
         setup: &mut MountSetup,
     ) -> Result<MountSource, BuildError> {
         if m.from.is_some() {
-            return Err(BuildError::Unsupported(
-                "RUN --mount=type=cache with from= (a cache seeded from a stage)".into(),
+            return Err(BuildError::unsupported(
+                "RUN --mount=type=cache with from= (a cache seeded from a stage)",
             ));
         }
         let root = cache_mounts_dir(self.store);

@@ -149,10 +149,10 @@ impl Builder<'_> {
             }
         };
         if inputs.run.security == Some(SecurityMode::Insecure) {
-            return Err(BuildError::Unsupported(format!(
-                "RUN --security=insecure (line {}): rootless sandboxes have no host privileges to give",
-                inst.line
-            )));
+            return Err(BuildError::unsupported_at(
+                crate::Position::line(req.dockerfile_name(), inst.line),
+                "RUN --security=insecure: rootless sandboxes have no host privileges to give",
+            ));
         }
         let mounts =
             self.setup_mounts(&inputs.mounts, doc, inputs.context, inputs.done, state, dir)?;

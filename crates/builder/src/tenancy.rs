@@ -92,6 +92,26 @@ pub fn check_readable(org: Option<&str>, reference: &str, what: &str) -> Result<
     )))
 }
 
+/// Refuse a build of `org` that would tag `tag`, a name in another
+/// organization's snapshot namespace: organizations never share names, and
+/// one may change only its own. Its own namespace and the general one (the
+/// snapshot service decides who makes general snapshots) are fine, as is
+/// any tag for the operator (None). A [`BuildError::Conflict`], found
+/// before anything is built.
+pub fn check_tag(org: Option<&str>, tag: &str) -> Result<(), BuildError> {
+    let (Some(org), Some(ns)) = (org, snapshot_namespace(tag)) else {
+        return Ok(());
+    };
+    if ns == GENERAL || ns == namespace(org) {
+        return Ok(());
+    }
+    Err(BuildError::Conflict {
+        message: format!(
+            "-t {tag}: a name in another organization's snapshot namespace; organization {org:?} can tag only its own"
+        ),
+    })
+}
+
 /// For a reference pinned by digest (`sha256:...`, `name@sha256:...`) that
 /// resolved to `manifest` in `store`: refuse it when every name the store
 /// holds for that manifest is another organization's snapshot image, so

@@ -83,3 +83,97 @@ fn expansion_errors_are_bad_input_at_the_line() {
     assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
     assert_eq!(place(&err, &file).map(|p| p.0), Some(2));
 }
+
+#[test]
+fn from_errors_point_at_the_from_line() {
+    // Not in the store (and no registry to pull from).
+    let (err, file) = fail("FROM scratch AS a\nFROM nosuch/image:1\n", &[], None);
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(place(&err, &file), Some((2, None)));
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("{file}:2: no such image: ")) && text.contains("nosuch/image:1"),
+        "{err}"
+    );
+    // Not a valid reference.
+    let (err, file) = fail("FROM scratch\nRUN true\nFROM Bad_Name:x\n", &[], None);
+    assert!(err.is_bad_input(), "{err}");
+    assert_eq!(place(&err, &file), Some((3, None)), "{err}");
+    // An expansion that fails already did.
+    let (err, file) = fail("FROM scratch\nFROM ${BASE:?unset}\n", &[], None);
+    assert_eq!(place(&err, &file).map(|p| p.0), Some(2), "{err}");
+}
+
+#[test]
+fn unsupported_features_carry_their_position() {
+    let (err, file) = fail(
+        "FROM scratch\nADD git@github.com:moby/buildkit.git /src\n",
+        &[],
+        None,
+    );
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(matches!(err, BuildError::Unsupported(_)));
+    assert_eq!(place(&err, &file), Some((2, None)));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{file}:2: not supported yet: ADD of a git repository or a URL that is not http(s)"
+        )
+    );
+    assert_eq!(
+        err.message(),
+        "not supported yet: ADD of a git repository or a URL that is not http(s)"
+    );
+    let (err, file) = fail(
+        "FROM scratch\nENV A=1\nRUN --security=insecure true\n",
+        &[],
+        None,
+    );
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert_eq!(place(&err, &file), Some((3, None)));
+}
+
+#[test]
+fn add_url_errors_carry_their_position() {
+    let (err, file) = fail("FROM scratch\n\nADD http://[::1/x /x\n", &[], None);
+    assert!(matches!(err, BuildError::Fetch(_)), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
+    assert_eq!(place(&err, &file), Some((3, None)));
+    // The text keeps its shape.
+    assert!(err.to_string().starts_with("line 3: ADD "), "{err}");
+}
+
+#[test]
+fn tagging_another_organizations_snapshot_name_is_a_conflict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let context = common::write_context(
+        tmp.path(),
+        "ctx",
+        "FROM scratch\nENV A=1\n",
+        &[] as &[(&str, &str)],
+    );
+    let builder = Builder::new(&store, Launcher::current_exe().unwrap());
+    let build = |org: &str, tag: &str| {
+        let mut req = common::request(&context, tag);
+        req.organization = Some(org.to_string());
+        builder.build(&req, &mut |_| {})
+    };
+    let theirs = "localhost/snapshots/bravo/web:1";
+    let err = build("alpha", theirs).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.is_bad_input());
+    assert!(err.to_string().contains(theirs), "{err}");
+    assert!(store.resolve(theirs).is_err(), "nothing was tagged");
+    // Its own namespace, the general one and other names are fine.
+    for tag in [
+        "localhost/snapshots/alpha/web:1",
+        "localhost/snapshots/general__snapshots/web:1",
+        "localhost/alpha/web:1",
+    ] {
+        build("alpha", tag).unwrap();
+        assert!(store.resolve(tag).is_ok(), "{tag}");
+    }
+    // The same name, built for its organization.
+    build("bravo", theirs).unwrap();
+}

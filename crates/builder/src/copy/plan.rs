@@ -142,10 +142,7 @@ pub(crate) fn plan(
     let expand = |w: &str| expand_word(w, vars, doc.escape).map_err(|e| at(e.to_string()));
     if let Command::Add(add) = &typed.command {
         if add.keep_git_dir {
-            return Err(BuildError::Unsupported(format!(
-                "ADD --keep-git-dir (line {})",
-                typed.line
-            )));
+            return Err(BuildError::unsupported("ADD --keep-git-dir"));
         }
     }
     let dest_word = files.dest.raw();
@@ -438,10 +435,9 @@ fn context_sources(
             continue;
         }
         if is_add && (word.contains("://") || word.starts_with("git@")) {
-            return Err(BuildError::Unsupported(format!(
-                "ADD of a git repository or a URL that is not http(s) (line {})",
-                typed.line
-            )));
+            return Err(BuildError::unsupported(
+                "ADD of a git repository or a URL that is not http(s)",
+            ));
         }
         let pivot = if flags.parents {
             flags::split_pivot(&word).0

@@ -6,6 +6,8 @@ mod scheduler;
 mod stage;
 mod step;
 pub(crate) mod tasks;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use tasks::{FsTasks, LayerCommit, LayerCopy, SandboxTasks};
 

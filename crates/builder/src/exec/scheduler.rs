@@ -32,6 +32,9 @@ impl Builder<'_> {
         if let Some(org) = &req.organization {
             crate::tenancy::check_org(org)?;
         }
+        for tag in &req.tags {
+            crate::tenancy::check_tag(req.organization.as_deref(), tag)?;
+        }
         let mut context = Context::open(
             &req.context,
             Some(req.dockerfile_path.as_path()).filter(|p| !p.as_os_str().is_empty()),
@@ -69,11 +72,7 @@ impl Builder<'_> {
         // The build's own token: the caller's token or a failing stage
         // cancels it, and it stops every stage still running.
         let cancel = CancelToken::new();
-        let user_cancel = req
-            .cancel
-            .clone()
-            .or_else(|| self.cancel.clone())
-            .unwrap_or_default();
+        let user_cancel = self.caller_cancel(req);
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut failure: Option<BuildError> = None;
         let mut records = Vec::new();
@@ -158,6 +157,14 @@ impl Builder<'_> {
             .take()
             .ok_or_else(|| BuildError::input("target stage was not built"))?;
         Ok((order, steps, final_state))
+    }
+
+    /// The caller's token of `req`: its own, else the builder's.
+    pub(crate) fn caller_cancel(&self, req: &BuildRequest) -> CancelToken {
+        req.cancel
+            .clone()
+            .or_else(|| self.cancel.clone())
+            .unwrap_or_default()
     }
 
     /// Keep the key and inputs of the steps whose key changed, for the

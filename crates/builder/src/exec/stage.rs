@@ -30,6 +30,7 @@ impl Builder<'_> {
         let stage = &doc.stages[index];
         let slots = step_slots(req, index);
         let ordinal = std::cell::Cell::new(0usize);
+        let caller = self.caller_cancel(req);
         let ctx = |line: usize| {
             ordinal.set(ordinal.get() + 1);
             StepCtx {
@@ -37,6 +38,7 @@ impl Builder<'_> {
                 stage: index,
                 line,
                 cancel: cancel.clone(),
+                caller: caller.clone(),
                 slot: format!("{slots}:{}", ordinal.get()),
             }
         };
@@ -63,16 +65,19 @@ impl Builder<'_> {
         let platform = platform.or_else(|| self.platform.clone());
         let from_step = ctx(stage.line);
         self.step(req, &from_step, &stage.original, &mut state, |state| {
-            crate::tenancy::check_readable(req.organization.as_deref(), &base, "FROM")?;
+            crate::tenancy::check_readable(req.organization.as_deref(), &base, "FROM")
+                .map_err(|e| e.at_from(from_at.clone()))?;
             let for_platform = platform.clone().unwrap_or_else(Platform::host);
-            *state = self.resolve_base(
-                &base,
-                doc,
-                done,
-                &from_step,
-                req.organization.as_deref(),
-                &for_platform,
-            )?;
+            *state = self
+                .resolve_base(
+                    &base,
+                    doc,
+                    done,
+                    &from_step,
+                    req.organization.as_deref(),
+                    &for_platform,
+                )
+                .map_err(|e| e.at_from(from_at.clone()))?;
             if let Some(platform) = &platform {
                 record_platform(state, platform, &base, &from_step);
             }

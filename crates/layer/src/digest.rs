@@ -3,6 +3,7 @@
 //! Every blob in Cairn is named by `sha256:<hex>`. The hashing writer is the
 //! one place bytes are hashed on their way to disk, so a blob is read once.
 
+pub use crate::hash_thread::BackgroundHasher;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
@@ -32,6 +33,11 @@ impl Digest {
     /// The raw 32 bytes.
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The digest whose raw bytes are `bytes`.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Digest(bytes)
     }
 
     /// Parse bare hex digits (as found in file names).
@@ -84,31 +90,61 @@ impl<'de> Deserialize<'de> for Digest {
 /// Wraps a writer, hashing and counting every byte written through it.
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
-    written: u64,
+    hasher: Hasher,
+}
+
+/// Where a [`HashingWriter`] hashes.
+enum Hasher {
+    Inline(Sha256, u64),
+    /// On a thread of its own ([`BackgroundHasher`]).
+    Thread(BackgroundHasher),
 }
 
 impl<W: Write> HashingWriter<W> {
+    /// Hashes on the writing thread.
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
-            written: 0,
+            hasher: Hasher::Inline(Sha256::new(), 0),
+        }
+    }
+
+    /// Hashes on a thread of its own, so the writing thread only copies
+    /// (for streams of many MiB; the digest is the same).
+    pub fn threaded(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Hasher::Thread(BackgroundHasher::new()),
         }
     }
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.written
+        match &self.hasher {
+            Hasher::Inline(_, n) => *n,
+            Hasher::Thread(t) => t.written(),
+        }
+    }
+
+    /// Hash `data` as if it had been written (for bytes that reached the
+    /// inner writer some other way).
+    pub fn update(&mut self, data: &[u8]) {
+        match &mut self.hasher {
+            Hasher::Inline(h, n) => {
+                h.update(data);
+                *n += data.len() as u64;
+            }
+            Hasher::Thread(t) => t.update(data),
+        }
     }
 
     /// The inner writer, the digest and the byte count of everything written.
     pub fn finish(self) -> (W, Digest, u64) {
-        (
-            self.inner,
-            Digest(self.hasher.finalize().into()),
-            self.written,
-        )
+        let (digest, written) = match self.hasher {
+            Hasher::Inline(h, n) => (Digest(h.finalize().into()), n),
+            Hasher::Thread(t) => t.finish(),
+        };
+        (self.inner, digest, written)
     }
 
     pub fn get_ref(&self) -> &W {
@@ -123,8 +159,7 @@ impl<W: Write> HashingWriter<W> {
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
+        self.update(&buf[..n]);
         Ok(n)
     }
 
@@ -158,5 +193,10 @@ mod tests {
         let (buf, d, n) = w.finish();
         assert_eq!(n, 11);
         assert_eq!(d, Digest::of(&buf));
+        let mut w = HashingWriter::threaded(Vec::new());
+        w.write_all(&vec![7u8; 3 << 20]).unwrap();
+        w.write_all(b"tail").unwrap();
+        let (buf, d, n) = w.finish();
+        assert_eq!((n, d), (buf.len() as u64, Digest::of(&buf)));
     }
 }

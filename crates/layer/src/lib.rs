@@ -13,6 +13,7 @@ pub mod compression;
 pub mod digest;
 pub mod error;
 mod extract;
+mod hash_thread;
 pub mod idmap;
 pub mod limits;
 pub mod meter;
@@ -23,7 +24,7 @@ pub mod timing;
 mod write;
 
 pub use compression::Compression;
-pub use digest::{Digest, HashingWriter};
+pub use digest::{BackgroundHasher, Digest, HashingWriter};
 pub use error::LayerError;
 pub use extract::{
     blob_diff_id, buffered_blob_diff_id, extract_layer, is_real_root, BlobDiffId, ExtractOptions,

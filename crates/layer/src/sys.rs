@@ -307,6 +307,22 @@ pub fn futimes(fd: BorrowedFd<'_>, mtime: i64) -> io::Result<()> {
     check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(drop)
 }
 
+/// Ask the kernel to start writing `len` bytes at `from` back to disk,
+/// without waiting. Best effort: a filesystem without it loses only the
+/// head start (the store's `syncfs` still makes the data durable).
+pub fn start_writeback(fd: BorrowedFd<'_>, from: u64, len: u64) {
+    // SAFETY: sync_file_range only reads its integer arguments; `fd` is
+    // borrowed open for the whole call.
+    let _ = unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            from as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+}
+
 /// Names in the directory `fd` (without `.` and `..`).
 pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     let fd = openat(dir, b".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;

@@ -163,6 +163,10 @@ fn write_stream<W: Write>(
     // multi-threaded zstd synchronises with its workers on every call, so the
     // compressor is fed in 1 MiB pieces.
     let buffered = BufWriter::with_capacity(COMPRESSOR_INPUT, compressor);
+    // The diffID is hashed here, inline: the blob's hash runs in the
+    // caller's process and the compressor has its workers, so the cores are
+    // busy; a hashing thread of its own cost more (a copy per byte and the
+    // switches) than it saved (docs/performance.md, "Fourth pass").
     let tar = HashingWriter::new(buffered);
     let tar = write_tar(&entries, opts.timestamp, tar)?;
     let (buffered, diff_id, uncompressed_size) = tar.finish();

@@ -139,8 +139,7 @@ impl BlobWriter {
         let (pipe, hasher) = self.live()?;
         let mut total = 0u64;
         loop {
-            // Sink writes cannot fail: hashing is all that happens.
-            match pipe.read_from(reader, |data| hasher.write_all(data).unwrap_or(())) {
+            match pipe.read_from(reader, |data| hasher.update(data)) {
                 Ok(0) => return Ok(total),
                 Ok(n) => total += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

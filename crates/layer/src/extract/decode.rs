@@ -12,6 +12,13 @@ use std::sync::mpsc::{Receiver, SyncSender};
 /// One decompressed block, or the error that ended the stream.
 pub(crate) type Block = io::Result<Vec<u8>>;
 
+/// The decoder's ends: blocks out, used blocks back (so no block is
+/// allocated and zeroed per MiB).
+pub(crate) struct Outlet {
+    pub tx: SyncSender<Block>,
+    pub used: Receiver<Vec<u8>>,
+}
+
 const BLOCK: usize = 1024 * 1024;
 /// Blocks in flight between the threads: bounds memory to a few MiB.
 const IN_FLIGHT: usize = 4;
@@ -28,12 +35,17 @@ pub(crate) struct Decoded {
 pub(crate) fn run_decoder<R: Read>(
     blob: R,
     limit: Option<u64>,
-    tx: SyncSender<Block>,
+    outlet: Outlet,
 ) -> Result<Decoded, LayerError> {
+    let Outlet { tx, used } = outlet;
     let (compression, mut reader) = decoder(blob)?;
-    let mut hasher = HashingWriter::new(io::sink());
+    // Decompression here, the diffID's hash on a thread of its own, file
+    // creation on the extractor's: three stages on the cores there are.
+    let mut hasher = HashingWriter::threaded(io::sink());
     loop {
-        let mut block = vec![0u8; BLOCK];
+        let mut block = used.try_recv().unwrap_or_default();
+        // A used block was full: nothing to zero (resize only fills the tail).
+        block.resize(BLOCK, 0);
         let n = match read_full(&mut reader, &mut block) {
             Ok(n) => n,
             Err(e) => {
@@ -159,21 +171,26 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-pub(crate) fn channel() -> (SyncSender<Block>, Receiver<Block>) {
-    std::sync::mpsc::sync_channel(IN_FLIGHT)
+/// The decoder's outlet and the extractor's reader, connected.
+pub(crate) fn channel() -> (Outlet, BlockReader) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(IN_FLIGHT);
+    let (give_back, used) = std::sync::mpsc::sync_channel(IN_FLIGHT + 1);
+    (Outlet { tx, used }, BlockReader::new(rx, give_back))
 }
 
 /// The receiving end as a `Read`.
 pub(crate) struct BlockReader {
     rx: Receiver<Block>,
+    give_back: SyncSender<Vec<u8>>,
     block: Vec<u8>,
     pos: usize,
 }
 
 impl BlockReader {
-    pub fn new(rx: Receiver<Block>) -> Self {
+    fn new(rx: Receiver<Block>, give_back: SyncSender<Vec<u8>>) -> Self {
         BlockReader {
             rx,
+            give_back,
             block: Vec::new(),
             pos: 0,
         }
@@ -193,7 +210,9 @@ impl Read for BlockReader {
         while self.pos == self.block.len() {
             match self.rx.recv() {
                 Ok(Ok(b)) => {
-                    self.block = b;
+                    let used = std::mem::replace(&mut self.block, b);
+                    // Recycled if the decoder has room for it, else freed.
+                    let _ = self.give_back.try_send(used);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),

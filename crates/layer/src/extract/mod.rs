@@ -84,6 +84,8 @@ pub struct ExtractStats {
 }
 
 const MAX_NOTES: usize = 100;
+/// Bytes of one file written before its writeback is started.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 /// Extract a layer blob (gzip, zstd or plain tar, detected by content) into
 /// `dest`, an existing directory. Nothing outside `dest` is ever created,
@@ -96,10 +98,9 @@ pub fn extract_layer<R: Read + Send>(
 ) -> Result<ExtractStats, LayerError> {
     let _span = crate::timing::span("layer.extract");
     let root = Root::open(dest)?;
-    let (tx, rx) = decode::channel();
+    let (outlet, mut reader) = decode::channel();
     std::thread::scope(|s| {
-        let decoder = s.spawn(move || decode::run_decoder(blob, opts.limits.max_size, tx));
-        let mut reader = decode::BlockReader::new(rx);
+        let decoder = s.spawn(move || decode::run_decoder(blob, opts.limits.max_size, outlet));
         let mut ex = Extractor::new(root, opts);
         let result = ex
             .run(&mut reader)
@@ -491,6 +492,10 @@ impl<'o> Extractor<'o> {
         })?;
         let mut file = std::fs::File::from(fd);
         let mut written: u64 = 0;
+        // Where writeback was last started: a layer dir is made durable
+        // (`syncfs`) before the store names it, and a big file whose
+        // writeback began while it was written leaves that sync little to do.
+        let mut synced_to: u64 = 0;
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -513,6 +518,10 @@ impl<'o> Extractor<'o> {
             }
             file.write_all(&self.buf[..n])
                 .map_err(|e| LayerError::extract(raw, "write", e))?;
+            if written - synced_to >= WRITEBACK_CHUNK {
+                sys::start_writeback(file.as_fd(), synced_to, written - synced_to);
+                synced_to = written;
+            }
         }
         let fd = file.as_fd();
         if let Err(e) = sys::fchown(fd, meta.uid, meta.gid) {

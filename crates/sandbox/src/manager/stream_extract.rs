@@ -70,7 +70,7 @@ impl SandboxManager<'_> {
                     &dest,
                     limits,
                     &what,
-                    true,
+                    false,
                 )
             })
             .map_err(io("starting a layer extraction thread"))?;

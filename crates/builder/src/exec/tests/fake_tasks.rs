@@ -67,6 +67,7 @@ fn exited(exit_code: i32) -> RunOutcome {
         failure: None,
         timed_out: false,
         cancelled: false,
+        exec_after: None,
     }
 }
 

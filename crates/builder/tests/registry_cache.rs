@@ -157,6 +157,20 @@ fn mode_max_brings_intermediate_stages(f: &Fixture) {
 }
 
 /// A free loopback port nothing listens on.
+/// The cache artifact at `source`, read back as a second runner would.
+fn fetch_cache(store: &Store, source: &str) -> cairn_registry::FetchedArtifact {
+    let registry =
+        cairn_registry::Registry::new(cairn_registry::RegistryOptions::from_env()).unwrap();
+    registry
+        .fetch_artifact(
+            store,
+            source,
+            cairn_builder::remote_cache::ARTIFACT_TYPE,
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap()
+}
+
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
@@ -298,16 +312,7 @@ fn a_cache_manifest_over_the_size_cap_costs_a_local_build(f: &Fixture) {
     let mut req = common::request(&ctx, "localhost/big:latest");
     req.cache_to = export(&source, CacheMode::Max);
     build(&r.a, &req);
-    let registry =
-        cairn_registry::Registry::new(cairn_registry::RegistryOptions::from_env()).unwrap();
-    let art = registry
-        .fetch_artifact(
-            &r.a,
-            &source,
-            cairn_builder::remote_cache::ARTIFACT_TYPE,
-            std::time::Duration::from_secs(30),
-        )
-        .unwrap();
+    let art = fetch_cache(&r.a, &source);
     let over = usize::try_from(cairn_registry::manifest_fetch::MAX_MANIFEST_SIZE).unwrap() + 1;
     let server = HttpServer::start();
     server.put("/v2/", "{}", None);
@@ -463,16 +468,7 @@ fn a_cache_manifest_lying_about_diff_ids_is_not_believed(f: &Fixture) {
     let mut req = common::request(&ctx, "localhost/lie:latest");
     req.cache_to = export(&source, CacheMode::Max);
     build(&r.a, &req);
-    let registry =
-        cairn_registry::Registry::new(cairn_registry::RegistryOptions::from_env()).unwrap();
-    let art = registry
-        .fetch_artifact(
-            &r.a,
-            &source,
-            cairn_builder::remote_cache::ARTIFACT_TYPE,
-            std::time::Duration::from_secs(30),
-        )
-        .unwrap();
+    let art = fetch_cache(&r.a, &source);
     let lie = cairn_store::Digest::of(b"not this layer");
     let mut doc: serde_json::Value = serde_json::from_slice(&art.config).unwrap();
     for entry in doc["entries"].as_array_mut().unwrap() {

@@ -652,6 +652,13 @@ impl<'s> SandboxManager<'s> {
     }
 
     pub(crate) fn lock(&self, id: &str) -> Result<Flock<std::fs::File>, ManagerError> {
+        let (path, file) = self.lock_file(id)?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| io(format!("locking {}", path.display()))(e.into()))
+    }
+
+    /// Sandbox `id`'s lock file, opened (created if missing), not locked.
+    fn lock_file(&self, id: &str) -> Result<(PathBuf, std::fs::File), ManagerError> {
         let path = self.dir(id).join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -659,20 +666,13 @@ impl<'s> SandboxManager<'s> {
             .write(true)
             .open(&path)
             .map_err(io(format!("opening {}", path.display())))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| io(format!("locking {}", path.display()))(e.into()))
+        Ok((path, file))
     }
 
     /// The lock for removing sandbox `id`: none needed while this process's
     /// own last exec of it is only being torn down (nothing runs in it).
     fn lock_for_removal(&self, id: &str) -> Result<Option<Flock<std::fs::File>>, ManagerError> {
-        let path = self.dir(id).join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(format!("opening {}", path.display())))?;
+        let (_, file) = self.lock_file(id)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(Some(lock)),
             Err(_) if teardown::is_pending(&self.dir(id)) => Ok(None),

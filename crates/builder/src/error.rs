@@ -201,7 +201,10 @@ impl BuildError {
             ScopeError::Expand { line, source } => {
                 BuildError::input_at(Position::line(file, line), source.to_string())
             }
-            other => BuildError::input(format!("{file}: {other}")),
+            // A stage index the planner made itself: a bug, not input.
+            ScopeError::NoStage(stage) => BuildError::Internal(format!(
+                "{file}: scope of a stage that does not exist ({stage})"
+            )),
         }
     }
 
@@ -398,5 +401,24 @@ mod tests {
         let unknown = BuildError::Store(cairn_store::StoreError::UnknownImage("nope".into()));
         assert_eq!(unknown.kind(), ErrorKind::NotFound);
         assert!(unknown.is_bad_input());
+    }
+
+    #[test]
+    fn scope_errors_carry_their_line_or_are_internal() {
+        use cairn_dockerfile::scope::ScopeError;
+        let none = std::collections::BTreeMap::<String, String>::new();
+        let bad = cairn_dockerfile::expand::expand_word("${x:?unset}", &none, '\\')
+            .expect_err("a required variable that is unset");
+        let at = BuildError::scope(
+            "df",
+            ScopeError::Expand {
+                line: 5,
+                source: bad,
+            },
+        );
+        assert_eq!(at.kind(), ErrorKind::BadInput);
+        assert_eq!(at.position().map(|p| p.line), Some(5));
+        let bug = BuildError::scope("df", ScopeError::NoStage(9));
+        assert_eq!(bug.kind(), ErrorKind::Internal);
     }
 }

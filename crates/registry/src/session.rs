@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// The platform an index is resolved to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,8 +261,8 @@ impl Session {
 }
 
 /// The HTTP clients of one registry host, built once per [`ClientCache`]:
-/// building one loads the system's CA files and sets up TLS (~10 ms each,
-/// four per host), and oci-client keeps its bearer tokens in its client.
+/// each loads the system's CA files and sets up TLS (26-38 ms for the four
+/// at load 12), and oci-client keeps its bearer tokens in its client.
 pub(crate) struct Clients {
     /// The registry name as oci-client resolves it (`docker.io` ->
     /// `index.docker.io`): the key of its credentials and the base URL.
@@ -281,8 +282,11 @@ pub(crate) struct Clients {
 /// next `Registry`.
 #[derive(Default)]
 pub(crate) struct ClientCache {
-    hosts: tokio::sync::Mutex<HashMap<(String, AuthKey), Arc<Clients>>>,
+    hosts: std::sync::Mutex<HashMap<(String, AuthKey), HostClients>>,
 }
+
+/// One host's clients, built by the first session that needs them.
+type HostClients = Arc<OnceCell<Arc<Clients>>>;
 
 /// The credentials a [`Clients`] was given, as a cache key (in memory
 /// only, never printed: no `Debug`).
@@ -304,23 +308,28 @@ impl AuthKey {
 }
 
 impl ClientCache {
-    /// The clients for `registry` with `auth`, built on first use. The lock
-    /// is held while building, so sessions opened at once build one set.
+    /// The clients for `registry` with `auth`, built on first use. Sessions
+    /// opened at once to one host build one set; other hosts (a push to
+    /// several regions) do not wait for it. A failed build is tried again
+    /// by the next session.
     async fn get(
         &self,
         opts: &RegistryOptions,
         registry: &str,
         auth: &RegistryAuth,
     ) -> Result<Arc<Clients>> {
-        let mut hosts = self.hosts.lock().await;
-        let key = (registry.to_string(), AuthKey::of(auth));
-        if let Some(c) = hosts.get(&key) {
-            return Ok(c.clone());
-        }
-        let _span = cairn_layer::timing::span("registry.build_clients");
-        let clients = Arc::new(Clients::build(opts, registry, auth).await?);
-        hosts.insert(key, clients.clone());
-        Ok(clients)
+        let cell = {
+            // Poisoned only by a panic while inserting; the map is still whole.
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (registry.to_string(), AuthKey::of(auth));
+            hosts.entry(key).or_default().clone()
+        };
+        cell.get_or_try_init(|| async {
+            let _span = cairn_layer::timing::span("registry.build_clients");
+            Clients::build(opts, registry, auth).await.map(Arc::new)
+        })
+        .await
+        .cloned()
     }
 }
 
@@ -493,6 +502,12 @@ mod tests {
             let other = RegistryAuth::Basic("u".into(), "q".into());
             let basic2 = cache.get(&opts, "127.0.0.1:5000", &other).await.unwrap();
             assert!(!Arc::ptr_eq(&basic, &basic2));
+            // Two sessions opened at once to a new host share one set.
+            let (x, y) = tokio::join!(
+                cache.get(&opts, "127.0.0.1:5002", &anon),
+                cache.get(&opts, "127.0.0.1:5002", &anon)
+            );
+            assert!(Arc::ptr_eq(&x.unwrap(), &y.unwrap()));
         });
     }
 

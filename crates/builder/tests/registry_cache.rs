@@ -363,6 +363,28 @@ impl cairn_store::gc::LayerVerifier for TaskVerifier {
             .tree_digest(&IdMapping::for_current_user(), dir)
             .map_err(|e| e.to_string())
     }
+
+    /// As the CLI does it: the blob extracted by a task with the sandboxes'
+    /// mapping (layers extracted from blobs name their blob).
+    fn blob_tree_digest(
+        &self,
+        blob: &std::path::Path,
+        scratch: &std::path::Path,
+    ) -> Result<cairn_store::Digest, String> {
+        let mapping = IdMapping::for_current_user();
+        let limits = cairn_layer::ExtractLimits::default();
+        let got = self
+            .0
+            .extract_layer(&mapping, blob, scratch, limits, "fsck", true);
+        let remover = cairn_sandbox::TaskRemover {
+            launcher: &self.0,
+            mapping: &mapping,
+        };
+        cairn_store::layer_dirs::TreeRemover::remove_tree(&remover, scratch)?;
+        got.map_err(|e| e.to_string())?
+            .tree
+            .ok_or_else(|| "no tree digest".to_string())
+    }
 }
 
 fn assert_sound(store: &Store, when: &str) {

@@ -84,7 +84,7 @@ impl Registry {
             size: spec.config.len() as u64,
         };
         self.block_on(async {
-            let sess = Session::open(&self.opts, dest_ref.registry()).await?;
+            let sess = Session::open(&self.opts, &self.clients, dest_ref.registry()).await?;
             let base = oci_reference(&dest_ref);
             let tag_ref = match base.digest() {
                 Some(_) => base.clone(),
@@ -124,7 +124,7 @@ impl Registry {
     ) -> Result<FetchedArtifact> {
         let image = parse_ref(reference)?;
         let work = async {
-            let sess = Session::open(&self.opts, image.registry()).await?;
+            let sess = Session::open(&self.opts, &self.clients, image.registry()).await?;
             let oref = oci_reference(&image);
             let (bytes, digest) = fetch_manifest(&sess, &oref).await?;
             let (config, layers) = parse_artifact(&image.to_string(), &bytes, artifact_type)?;
@@ -169,7 +169,7 @@ impl Registry {
             return Ok(0);
         }
         self.block_on(async {
-            let sess = Session::open(&self.opts, image.registry()).await?;
+            let sess = Session::open(&self.opts, &self.clients, image.registry()).await?;
             let oref = oci_reference(&image);
             let count = missing.len();
             futures_util::stream::iter(missing)
@@ -205,7 +205,7 @@ impl Registry {
         let image = parse_ref(reference)?;
         crate::unpack::with_sink(Some(sink), |unpack| {
             self.block_on(async {
-                let sess = Session::open(&self.opts, image.registry()).await?;
+                let sess = Session::open(&self.opts, &self.clients, image.registry()).await?;
                 let oref = oci_reference(&image);
                 let fetched = futures_util::stream::iter(layers.iter().cloned())
                     .map(|(blob, diff_id)| {

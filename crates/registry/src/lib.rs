@@ -114,6 +114,8 @@ pub struct Registry {
     /// Always Some until dropped (taken out in `drop`).
     rt: Option<tokio::runtime::Runtime>,
     opts: RegistryOptions,
+    /// HTTP clients per registry host, set up once (see [`session::ClientCache`]).
+    clients: session::ClientCache,
 }
 
 impl Drop for Registry {
@@ -136,7 +138,11 @@ impl Registry {
             .enable_all()
             .build()
             .map_err(RegistryError::io("start the registry runtime"))?;
-        Ok(Registry { rt: Some(rt), opts })
+        Ok(Registry {
+            rt: Some(rt),
+            opts,
+            clients: Default::default(),
+        })
     }
 
     pub fn options(&self) -> &RegistryOptions {
@@ -178,7 +184,7 @@ impl Registry {
         let image = parse_ref(reference)?;
         unpack::with_sink(sink, |unpack| {
             self.block_on(async {
-                let sess = Session::open(&self.opts, image.registry()).await?;
+                let sess = Session::open(&self.opts, &self.clients, image.registry()).await?;
                 pull::pull(
                     &sess,
                     store,
@@ -236,7 +242,7 @@ impl Registry {
         dest: &ImageRef,
         progress: Option<&dyn PullProgress>,
     ) -> Result<PushReport> {
-        let sess = Session::open(&self.opts, dest.registry()).await?;
+        let sess = Session::open(&self.opts, &self.clients, dest.registry()).await?;
         push::push(
             &sess,
             store,

@@ -6,10 +6,13 @@ use crate::error::{RegistryError, Result, Target};
 use crate::retry::{Retrier, RetryPolicy};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// The platform an index is resolved to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,63 +219,27 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub async fn open(opts: &RegistryOptions, registry: &str) -> Result<Session> {
+    /// A session with `registry`, its clients taken from `cache` (built
+    /// there the first time this registry and these credentials are used).
+    pub async fn open(
+        opts: &RegistryOptions,
+        cache: &ClientCache,
+        registry: &str,
+    ) -> Result<Session> {
         let (auth, auth_hint) = credentials(opts, registry)?;
-        let extra_roots = ca_certificates(opts, registry)?;
-        let insecure = opts.is_insecure(registry);
-        let plain_http = insecure && (is_loopback(registry) || !speaks_tls(registry).await);
-        let scheme = if plain_http { "http" } else { "https" };
-        let config = |monolithic: bool| ClientConfig {
-            protocol: if plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates: insecure,
-            use_monolithic_push: monolithic,
-            extra_root_certificates: extra_roots.clone(),
-            max_concurrent_upload: opts.max_parallel,
-            max_concurrent_download: opts.max_parallel,
-            read_timeout: Some(opts.read_timeout),
-            connect_timeout: Some(opts.connect_timeout),
-            user_agent: concat!("cairn/", env!("CARGO_PKG_VERSION")),
-            ..Default::default()
-        };
-        let build = |monolithic| {
-            oci_client::Client::try_from(config(monolithic)).map_err(|e| {
-                RegistryError::Other(format!("cannot set up a client for {registry}: {e}"))
-            })
-        };
-        let client = build(false)?;
-        let mono = build(true)?;
-        // oci-client keys credentials by the resolved registry name.
-        let key = oci_client::Reference::with_tag(registry.into(), "x".into(), "x".into())
-            .resolve_registry()
-            .to_string();
-        client.store_auth_if_needed(&key, &auth).await;
-        mono.store_auth_if_needed(&key, &auth).await;
-        let http = http_client(opts, insecure, &extra_roots).map_err(|e| {
-            RegistryError::Other(format!("cannot set up a client for {registry}: {e}"))
-        })?;
-        let probe = reqwest::Client::builder()
-            .danger_accept_invalid_certs(insecure)
-            .connect_timeout(opts.connect_timeout)
-            .timeout(opts.connect_timeout)
-            .build()
-            .map_err(|e| {
-                RegistryError::Other(format!("cannot set up a client for {registry}: {e}"))
-            })?;
+        let clients = cache.get(opts, registry, &auth).await?;
+        let scheme = if clients.plain_http { "http" } else { "https" };
         Ok(Session {
             registry: registry.to_string(),
-            client,
-            mono,
-            http,
+            client: clients.client.clone(),
+            mono: clients.mono.clone(),
+            http: clients.http.clone(),
             auth,
             auth_hint,
             retrier: Retrier {
                 policy: opts.retry.clone(),
-                base_url: format!("{scheme}://{key}"),
-                probe,
+                base_url: format!("{scheme}://{}", clients.key),
+                probe: clients.probe.clone(),
                 retries: AtomicU32::new(0),
             },
         })
@@ -290,6 +257,131 @@ impl Session {
         self.retrier
             .retries
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The HTTP clients of one registry host, built once per [`ClientCache`]:
+/// each loads the system's CA files and sets up TLS (26-38 ms for the four
+/// at load 12), and oci-client keeps its bearer tokens in its client.
+pub(crate) struct Clients {
+    /// The registry name as oci-client resolves it (`docker.io` ->
+    /// `index.docker.io`): the key of its credentials and the base URL.
+    key: String,
+    plain_http: bool,
+    client: oci_client::Client,
+    mono: oci_client::Client,
+    http: reqwest::Client,
+    probe: reqwest::Client,
+}
+
+/// [`Clients`] per registry host and credentials, for the life of a
+/// [`crate::Registry`]: a process that pulls, pushes or imports a cache
+/// several times sets up TLS once per host. Keyed by the credentials too,
+/// because oci-client keeps the first ones it is given. Options are fixed
+/// per `Registry`; a CA file added to a certs.d dir later is read by the
+/// next `Registry`.
+#[derive(Default)]
+pub(crate) struct ClientCache {
+    hosts: std::sync::Mutex<HashMap<(String, AuthKey), HostClients>>,
+}
+
+/// One host's clients, built by the first session that needs them.
+type HostClients = Arc<OnceCell<Arc<Clients>>>;
+
+/// The credentials a [`Clients`] was given, as a cache key (in memory
+/// only, never printed: no `Debug`).
+#[derive(PartialEq, Eq, Hash)]
+enum AuthKey {
+    Anonymous,
+    Basic(String, String),
+    Bearer(String),
+}
+
+impl AuthKey {
+    fn of(auth: &RegistryAuth) -> AuthKey {
+        match auth {
+            RegistryAuth::Anonymous => AuthKey::Anonymous,
+            RegistryAuth::Basic(u, p) => AuthKey::Basic(u.clone(), p.clone()),
+            RegistryAuth::Bearer(t) => AuthKey::Bearer(t.clone()),
+        }
+    }
+}
+
+impl ClientCache {
+    /// The clients for `registry` with `auth`, built on first use. Sessions
+    /// opened at once to one host build one set; other hosts (a push to
+    /// several regions) do not wait for it. A failed build is tried again
+    /// by the next session.
+    async fn get(
+        &self,
+        opts: &RegistryOptions,
+        registry: &str,
+        auth: &RegistryAuth,
+    ) -> Result<Arc<Clients>> {
+        let cell = {
+            // Poisoned only by a panic while inserting; the map is still whole.
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (registry.to_string(), AuthKey::of(auth));
+            hosts.entry(key).or_default().clone()
+        };
+        cell.get_or_try_init(|| async {
+            let _span = cairn_layer::timing::span("registry.build_clients");
+            Clients::build(opts, registry, auth).await.map(Arc::new)
+        })
+        .await
+        .cloned()
+    }
+}
+
+impl Clients {
+    async fn build(opts: &RegistryOptions, registry: &str, auth: &RegistryAuth) -> Result<Clients> {
+        let extra_roots = ca_certificates(opts, registry)?;
+        let insecure = opts.is_insecure(registry);
+        let plain_http = insecure && (is_loopback(registry) || !speaks_tls(registry).await);
+        let config = |monolithic: bool| ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: insecure,
+            use_monolithic_push: monolithic,
+            extra_root_certificates: extra_roots.clone(),
+            max_concurrent_upload: opts.max_parallel,
+            max_concurrent_download: opts.max_parallel,
+            read_timeout: Some(opts.read_timeout),
+            connect_timeout: Some(opts.connect_timeout),
+            user_agent: concat!("cairn/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        let setup = |e: &dyn std::fmt::Display| {
+            RegistryError::Other(format!("cannot set up a client for {registry}: {e}"))
+        };
+        let build =
+            |monolithic| oci_client::Client::try_from(config(monolithic)).map_err(|e| setup(&e));
+        let client = build(false)?;
+        let mono = build(true)?;
+        // oci-client keys credentials by the resolved registry name.
+        let key = oci_client::Reference::with_tag(registry.into(), "x".into(), "x".into())
+            .resolve_registry()
+            .to_string();
+        client.store_auth_if_needed(&key, auth).await;
+        mono.store_auth_if_needed(&key, auth).await;
+        let http = http_client(opts, insecure, &extra_roots).map_err(|e| setup(&e))?;
+        let probe = reqwest::Client::builder()
+            .danger_accept_invalid_certs(insecure)
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.connect_timeout)
+            .build()
+            .map_err(|e| setup(&e))?;
+        Ok(Clients {
+            key,
+            plain_http,
+            client,
+            mono,
+            http,
+            probe,
+        })
     }
 }
 
@@ -383,6 +475,41 @@ async fn speaks_tls(registry: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_are_built_once_per_host_and_credentials() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let opts = RegistryOptions::from_env();
+        let cache = ClientCache::default();
+        rt.block_on(async {
+            let anon = RegistryAuth::Anonymous;
+            let a = cache.get(&opts, "127.0.0.1:5000", &anon).await.unwrap();
+            let again = cache.get(&opts, "127.0.0.1:5000", &anon).await.unwrap();
+            assert!(
+                Arc::ptr_eq(&a, &again),
+                "a second session builds no clients"
+            );
+            let host = cache.get(&opts, "127.0.0.1:5001", &anon).await.unwrap();
+            assert!(!Arc::ptr_eq(&a, &host), "another host has its own");
+            // oci-client keeps the first credentials it is given, so other
+            // credentials need other clients.
+            let user = RegistryAuth::Basic("u".into(), "p".into());
+            let basic = cache.get(&opts, "127.0.0.1:5000", &user).await.unwrap();
+            assert!(!Arc::ptr_eq(&a, &basic));
+            let other = RegistryAuth::Basic("u".into(), "q".into());
+            let basic2 = cache.get(&opts, "127.0.0.1:5000", &other).await.unwrap();
+            assert!(!Arc::ptr_eq(&basic, &basic2));
+            // Two sessions opened at once to a new host share one set.
+            let (x, y) = tokio::join!(
+                cache.get(&opts, "127.0.0.1:5002", &anon),
+                cache.get(&opts, "127.0.0.1:5002", &anon)
+            );
+            assert!(Arc::ptr_eq(&x.unwrap(), &y.unwrap()));
+        });
+    }
 
     #[test]
     fn loopback_names() {

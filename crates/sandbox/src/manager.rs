@@ -19,6 +19,7 @@ use crate::SandboxError;
 use cairn_layer::{Compression, Digest};
 use cairn_store::image::{BlobRef, Image};
 use cairn_store::image_config::{Field, History, RunConfig};
+use cairn_store::layer_dirs::TreeRef;
 use cairn_store::reference::ImageRef;
 use cairn_store::{Store, StoreError};
 use nix::fcntl::{Flock, FlockArg};
@@ -504,7 +505,7 @@ impl<'s> SandboxManager<'s> {
                         tmp,
                         limits,
                         &what,
-                        true,
+                        false,
                     )?;
                     if got.diff_id != diff_id.to_string() {
                         return Err(SandboxError::TaskFailed(format!(
@@ -512,7 +513,9 @@ impl<'s> SandboxManager<'s> {
                             got.diff_id
                         )));
                     }
-                    Ok(got.tree)
+                    // The blob is verified in the store: it is the dir's
+                    // reference, so the new dir is not read back.
+                    Ok(TreeRef::Blob(*blob_digest))
                 })
                 .map_err(|e| match e {
                     cairn_store::layer_dirs::EnsureLayerError::Store(s) => ManagerError::Store(s),

@@ -452,11 +452,16 @@ impl Store {
             };
             match verifier.tree_digest(&path) {
                 Ok(tree) if tree == want => {}
-                Ok(tree) => bad.push(format!(
-                    "layer dir {}: content changed since it was extracted (its tar now has digest {tree}, {} when adopted)",
-                    path.display(),
-                    marker.tree
-                )),
+                Ok(tree) => bad.push(match marker.blob {
+                    Some(blob) => format!(
+                        "layer dir {}: content changed since it was extracted (its tar now has digest {tree}, a fresh extraction of its blob {blob} {want})",
+                        path.display()
+                    ),
+                    None => format!(
+                        "layer dir {}: content changed since it was extracted (its tar now has digest {tree}, {want} when adopted)",
+                        path.display()
+                    ),
+                }),
                 Err(e) => bad.push(format!("layer dir {}: cannot re-read it: {e}", path.display())),
             }
         }

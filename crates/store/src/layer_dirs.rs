@@ -104,11 +104,16 @@ impl Store {
         src: &Path,
         tree: Option<Digest>,
     ) -> Result<bool> {
+        self.adopt_layer_dir_as(diff_id, src, TreeRef::Tree(tree))
+    }
+
+    /// [`Store::adopt_layer_dir`] with the marker's reference given.
+    fn adopt_layer_dir_as(&self, diff_id: &Digest, src: &Path, reference: TreeRef) -> Result<bool> {
         if self.has_layer_dir(diff_id) {
             return Ok(false);
         }
         self.sync_for_adoption()?;
-        self.adopt_synced_layer_dir(diff_id, src, TreeRef::Tree(tree))
+        self.adopt_synced_layer_dir(diff_id, src, reference)
     }
 
     /// Make everything written so far on the store's filesystem durable
@@ -197,21 +202,25 @@ impl Store {
         diff_id: &Digest,
         fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
     ) -> std::result::Result<PathBuf, EnsureLayerError<E>> {
-        self.ensure_layer_dir_with(diff_id, &PlainRemover, |dir| fill(dir).map(|()| None))
+        self.ensure_layer_dir_with(diff_id, &PlainRemover, |dir| {
+            fill(dir).map(|()| TreeRef::Tree(None))
+        })
     }
 
     /// Return the layer dir, creating it with `fill` if it is not complete.
-    /// `fill` gets an empty temp dir under `tmp/` and returns the digest of
-    /// the dir's deterministic tar when it differs from the diff id (see
-    /// [`LayerMarker::tree`]); its result is adopted through
-    /// [`Store::adopt_layer_dir`]. If `fill` fails, nothing is named, the
-    /// temp dir is removed through `remover` (what it cannot remove stays in
-    /// `tmp/` for GC) and the error is returned.
+    /// `fill` gets an empty temp dir under `tmp/` and returns what the dir
+    /// is checked against later ([`TreeRef`]: the digest of its
+    /// deterministic tar when that differs from the diff id, or the blob it
+    /// was extracted from, which spares a read-back of the new dir); the dir
+    /// is then synced and adopted as in [`Store::adopt_layer_dir`]. If
+    /// `fill` fails, nothing is named, the temp dir is removed through
+    /// `remover` (what it cannot remove stays in `tmp/` for GC) and the
+    /// error is returned.
     pub fn ensure_layer_dir_with<E>(
         &self,
         diff_id: &Digest,
         remover: &dyn TreeRemover,
-        fill: impl FnOnce(&Path) -> std::result::Result<Option<Digest>, E>,
+        fill: impl FnOnce(&Path) -> std::result::Result<TreeRef, E>,
     ) -> std::result::Result<PathBuf, EnsureLayerError<E>> {
         let dest = self.layer_dir(diff_id);
         if self.has_layer_dir(diff_id) {
@@ -226,8 +235,8 @@ impl Store {
             })?
             .keep();
         let adopted = match fill(&tmp) {
-            Ok(tree) => self
-                .adopt_layer_dir(diff_id, &tmp, tree)
+            Ok(reference) => self
+                .adopt_layer_dir_as(diff_id, &tmp, reference)
                 .map_err(EnsureLayerError::Store),
             Err(e) => Err(EnsureLayerError::Fill(e)),
         };

@@ -56,7 +56,7 @@ impl Builder<'_> {
             self.commit_upper(req, &dir.join("upper"), &commit)
         });
         let removed = cairn_layer::timing::span("copy.remove_scratch");
-        let _ = self.tasks.remove_tree(&dir);
+        remove_scratch(self, &dir);
         drop(removed);
         self.add_layer(state, result?, &created_by);
         Ok(StepOutcome::Ran)
@@ -157,6 +157,18 @@ impl Builder<'_> {
     }
 }
 
+/// Remove a COPY's scratch dir. Rootless, once the commit adopted the
+/// upper dir, what is left (the staging dirs) is the caller's own: removed
+/// here, without starting a helper in a user namespace (`newuidmap` and
+/// `newgidmap` each time); what the caller cannot remove (a failed step's
+/// upper dir, owned by subordinate IDs) is left to the task.
+fn remove_scratch(builder: &Builder, dir: &Path) {
+    if !nix::unistd::geteuid().is_root() && std::fs::remove_dir_all(dir).is_ok() {
+        return;
+    }
+    let _ = builder.tasks.remove_tree(dir);
+}
+
 /// Do a context COPY into the writer's tree.
 fn write_copy(
     sources: &[Source],
@@ -169,9 +181,6 @@ fn write_copy(
     let mut made_dirs = Vec::new();
     let owner = writer.copy_owner(plan.owner)?;
     for source in sources {
-        // One copy per source: hard links are kept within a source, as
-        // BuildKit copies each source on its own.
-        let copy = TreeCopy::new(owner, plan.chmod.as_ref(), None);
         match source {
             Source::Archive { .. } => {} // extracted afterwards
             Source::Url(url) => {
@@ -180,6 +189,7 @@ fn write_copy(
                 } else {
                     plan.dest.clone()
                 };
+                writer.forget(&root.join(&to));
                 url.write_to(&root.join(&to), plan.mode_of(0o600, false))?;
                 if let Some(owner) = plan.owner {
                     writer.set_owner(&to, owner)?;
@@ -192,6 +202,7 @@ fn write_copy(
                     plan.dest.clone()
                 };
                 let path = root.join(&to);
+                writer.forget(&path);
                 std::fs::write(&path, body).map_err(BuildError::io(&path))?;
                 set_perm(&path, plan.mode_of(0o644, false).unwrap_or(0o644))?;
                 if let Some(owner) = plan.owner {
@@ -211,7 +222,7 @@ fn write_copy(
                 } else {
                     make_context_dirs(plan, writer, pivot, &parent(place), &mut made_dirs)?;
                     let to = root.join(to);
-                    copy.copy(&from, rel, &to).map_err(BuildError::io(&to))?;
+                    copy_one(owner, plan, writer, &from, rel, &to)?;
                     writer.mark_owned(&to);
                 }
             }
@@ -227,7 +238,7 @@ fn write_copy(
                         plan.dest.clone()
                     };
                     let to = root.join(to);
-                    copy.copy(&from, rel, &to).map_err(BuildError::io(&to))?;
+                    copy_one(owner, plan, writer, &from, rel, &to)?;
                     writer.mark_owned(&to);
                 }
             }
@@ -238,6 +249,21 @@ fn write_copy(
         set_times(path, meta.mtime(), meta.mtime_nsec())?;
     }
     Ok(())
+}
+
+/// Copy one context file (or dir, or symlink) to `to`. One copy per
+/// source: hard links are kept within a source, as BuildKit copies each
+/// source on its own.
+fn copy_one(
+    owner: Option<(u32, u32)>,
+    plan: &CopyPlan,
+    writer: &TreeWriter,
+    from: &Path,
+    rel: &str,
+    to: &Path,
+) -> Result<(), BuildError> {
+    let copy = TreeCopy::new(owner, plan.chmod.as_ref(), None).deferring(writer.deferred());
+    copy.copy(from, rel, to).map_err(BuildError::io(to))
 }
 
 /// `--parents`: make the dirs of `place` (below the destination) that are
@@ -264,7 +290,7 @@ fn make_context_dirs(
             .map_err(|e| BuildError::input(format!("COPY --parents {written:?}: {e}")))?;
         let src = plan.context_root.join(reached.rel);
         let meta = std::fs::metadata(&src).map_err(BuildError::io(&src))?;
-        std::fs::create_dir(&path).map_err(BuildError::io(&path))?;
+        writer.create_dir(&path)?;
         if let Some(owner) = plan.owner {
             writer.set_owner(&to_rel, owner)?;
         }
@@ -287,7 +313,7 @@ fn copy_dir_filtered(
     to: &Path,
 ) -> Result<(), BuildError> {
     let filter = plan.filter_context.then_some((plan, base));
-    let copy = TreeCopy::new(owner, plan.chmod.as_ref(), filter);
+    let copy = TreeCopy::new(owner, plan.chmod.as_ref(), filter).deferring(writer.deferred());
     let written = copy
         .copy_contents(from, rel, to)
         .map_err(BuildError::io(to))?;

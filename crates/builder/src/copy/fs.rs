@@ -25,7 +25,7 @@ pub(crate) fn make_parents(
         if path.is_dir() {
             continue;
         }
-        std::fs::create_dir(&path).map_err(BuildError::io(&path))?;
+        writer.create_dir(&path)?;
         match view.and_then(|v| v.lookup(&rel)) {
             Some(f) if f.meta.is_dir() => {
                 let m = f.meta;

@@ -2,10 +2,11 @@
 //!
 //! `plan` resolves a COPY/ADD against the context and the image (sources, destination, owner,
 //! mode, the key's digest); `exec` writes it into a fresh upper dir (or copies out of another
-//! stage in a task); `tree_copy` copies context trees on every core; `tar_writer`
-//! gives entries their owners; `fs` holds the small
-//! file-system helpers; `flags` the selection flags (`--exclude`, `--parents`, `--link`).
+//! stage in a task); `tree_copy` copies context trees on every core (rootless it records
+//! files in `deferred`, read straight into the tar); `tar_writer` gives entries their
+//! owners; `fs` holds the small file-system helpers; `flags` the selection flags (`--exclude`, `--parents`, `--link`).
 
+mod deferred;
 mod exec;
 mod flags;
 mod fs;

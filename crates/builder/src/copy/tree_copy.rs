@@ -18,6 +18,7 @@
 //! directory's mode, owner and time are set after its contents (writing
 //! into it moves its time; a read-only mode would stop the writes).
 
+use super::deferred::{Body, Deferred, Entry};
 use super::plan::CopyPlan;
 use cairn_sandbox::chmod::Chmod;
 use rayon::prelude::*;
@@ -27,6 +28,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// How one copy gives owners, modes and which context paths it takes.
@@ -41,6 +43,22 @@ pub(super) struct TreeCopy<'a> {
     /// Files with more than one link, by source (dev, ino): the path of
     /// the first copy (the later names link to it).
     links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    /// Rootless: files and symlinks are recorded here (read into the tar
+    /// later), not written; dirs are made as always.
+    defer: Option<&'a Deferred>,
+    /// Deferring: this copy's index, source root and top destination dir.
+    started: OnceLock<(usize, PathBuf, PathBuf)>,
+    /// Deferring: an entry was recorded in the top destination dir, whose
+    /// time then moves as if it had been written there.
+    touched_top: AtomicBool,
+}
+
+/// What [`TreeCopy::entry`] did with one entry.
+enum Wrote {
+    Nothing,
+    Written,
+    /// Boxed: this is returned up a recursion as deep as the tree.
+    Recorded(Box<Entry>),
 }
 
 /// One entry to copy: the source directory and name, its context path,
@@ -55,6 +73,8 @@ struct At<'a> {
     src_path: &'a Path,
     /// Path of the destination dir (for errors and links).
     dst_path: &'a Path,
+    /// The destination dir was made by this copy (nothing else is in it).
+    fresh: bool,
 }
 
 impl<'a> TreeCopy<'a> {
@@ -69,7 +89,38 @@ impl<'a> TreeCopy<'a> {
             chmod,
             filter,
             links: Mutex::new(HashMap::new()),
+            defer: None,
+            started: OnceLock::new(),
+            touched_top: AtomicBool::new(false),
         }
+    }
+
+    /// Record files and symlinks in `defer` instead of writing them.
+    pub fn deferring(mut self, defer: Option<&'a Deferred>) -> Self {
+        self.defer = defer;
+        self
+    }
+
+    /// Deferring: register this copy's source root (open as `src`) and
+    /// top destination dir.
+    fn start(&self, src: BorrowedFd, src_path: &Path, top: &Path) -> io::Result<()> {
+        if let Some(defer) = self.defer {
+            let index = defer.add_copy(src, src_path)?;
+            let _ = self
+                .started
+                .set((index, src_path.to_path_buf(), top.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    /// Deferring: move the top destination dir's time as writing into it
+    /// would have.
+    fn touch_top(&self, dst: BorrowedFd, path: &Path) -> io::Result<()> {
+        if self.touched_top.load(Ordering::Relaxed) {
+            check(unsafe { libc::futimens(dst.as_raw_fd(), std::ptr::null()) })
+                .map_err(ctx("setting times of", path))?;
+        }
+        Ok(())
     }
 
     /// Copy `from` (file, symlink, or dir with everything below it; `rel`
@@ -86,7 +137,8 @@ impl<'a> TreeCopy<'a> {
         let src_name = cstr(src_name)?;
         let dst_name = cstr(dst_name)?;
         let st = lstat_at(src_dir.as_fd(), &src_name).map_err(ctx("reading", from))?;
-        self.entry(
+        self.start(src_dir.as_fd(), src_parent, dst_parent)?;
+        let wrote = self.entry(
             &At {
                 src_dir: src_dir.as_fd(),
                 dst_dir: dst_dir.as_fd(),
@@ -94,11 +146,16 @@ impl<'a> TreeCopy<'a> {
                 rel,
                 src_path: src_parent,
                 dst_path: dst_parent,
+                fresh: false,
             },
             &src_name,
             &st,
-        )
-        .map(|_| ())
+        )?;
+        if let (Wrote::Recorded(entry), Some(defer)) = (wrote, self.defer) {
+            defer.record(dst_parent, vec![(dst_name.into_bytes(), *entry)]);
+            self.touched_top.store(true, Ordering::Relaxed);
+        }
+        self.touch_top(dst_dir.as_fd(), dst_parent)
     }
 
     /// Copy the contents of dir `from` (`rel` in the context) into the
@@ -106,10 +163,14 @@ impl<'a> TreeCopy<'a> {
     pub fn copy_contents(&self, from: &Path, rel: &str, to: &Path) -> io::Result<Vec<String>> {
         let src = open_dir(None, &cstr(from.as_os_str())?, from)?;
         let dst = open_dir(None, &cstr(to.as_os_str())?, to)?;
-        self.contents(src.as_fd(), dst.as_fd(), rel, from, to)
+        self.start(src.as_fd(), from, to)?;
+        let written = self.contents(src.as_fd(), dst.as_fd(), rel, from, to, false)?;
+        self.touch_top(dst.as_fd(), to)?;
+        Ok(written)
     }
 
-    /// Copy every entry of the open dir `src` into `dst`, on every core.
+    /// Copy every entry of the open dir `src` into `dst` (`fresh`: made
+    /// by this copy), on every core. Returns the names written.
     fn contents(
         &self,
         src: BorrowedFd,
@@ -117,9 +178,10 @@ impl<'a> TreeCopy<'a> {
         rel: &str,
         src_path: &Path,
         dst_path: &Path,
+        fresh: bool,
     ) -> io::Result<Vec<String>> {
         let names = read_names(src).map_err(ctx("reading", src_path))?;
-        let written: Vec<Option<String>> = names
+        let wrote: Vec<(String, Wrote)> = names
             .par_iter()
             .map(|name| {
                 let text = String::from_utf8_lossy(name.to_bytes());
@@ -132,72 +194,155 @@ impl<'a> TreeCopy<'a> {
                     rel: &child,
                     src_path,
                     dst_path,
+                    fresh,
                 };
-                Ok(self.entry(&at, name, &st)?.then(|| text.into_owned()))
+                Ok((text.into_owned(), self.entry(&at, name, &st)?))
             })
             .collect::<io::Result<_>>()?;
-        Ok(written.into_iter().flatten().collect())
+        let mut written = Vec::with_capacity(wrote.len());
+        let mut recorded = Vec::new();
+        for (name, wrote) in wrote {
+            match wrote {
+                Wrote::Nothing => continue,
+                Wrote::Written => {}
+                Wrote::Recorded(entry) => recorded.push((name.as_bytes().to_vec(), *entry)),
+            }
+            written.push(name);
+        }
+        if let Some(defer) = self.defer.filter(|_| !recorded.is_empty()) {
+            if self.started.get().is_some_and(|s| s.2 == dst_path) {
+                self.touched_top.store(true, Ordering::Relaxed);
+            }
+            defer.record(dst_path, recorded);
+        }
+        Ok(written)
     }
 
     /// Copy one entry named `src_name` in `at.src_dir` (stat `st`) to
-    /// `at.name` in `at.dst_dir`. Says whether anything was written.
-    fn entry(&self, at: &At, src_name: &CStr, st: &libc::stat) -> io::Result<bool> {
+    /// `at.name` in `at.dst_dir`. Says what it did.
+    fn entry(&self, at: &At, src_name: &CStr, st: &libc::stat) -> io::Result<Wrote> {
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => self.dir(at, src_name, st),
             libc::S_IFREG | libc::S_IFLNK => {
                 if let Some((plan, base)) = self.filter {
                     if !plan.keeps(base, at.rel) {
-                        return Ok(false);
+                        return Ok(Wrote::Nothing);
                     }
+                }
+                if self.defer.is_some() {
+                    return self.record(at, src_name, st).map(Wrote::Recorded);
                 }
                 if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
                     self.symlink(at, src_name, st)?;
                 } else {
                     self.file(at, src_name, st)?;
                 }
-                Ok(true)
+                Ok(Wrote::Written)
             }
-            _ => Ok(false), // sockets, fifos and devices are not copied
+            _ => Ok(Wrote::Nothing), // sockets, fifos and devices are not copied
         }
     }
 
-    fn dir(&self, at: &At, src_name: &CStr, st: &libc::stat) -> io::Result<bool> {
+    /// Deferring: what a file or symlink would be written as, after the
+    /// real entry at its name (if any) is removed as [`replace_with`] would.
+    /// Not inlined: [`TreeCopy::entry`] is in a recursion as deep as the
+    /// tree, and its frame must stay small.
+    #[inline(never)]
+    fn record(&self, at: &At, src_name: &CStr, st: &libc::stat) -> io::Result<Box<Entry>> {
+        let to = || at.dst_path.join(OsStr::from_bytes(at.name.to_bytes()));
+        if !at.fresh {
+            match lstat_at(at.dst_dir, at.name) {
+                Ok(old) => self.remove_real(at, &old, &to())?,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(ctx("reading", &to())(e)),
+            }
+        }
+        let Some((copy, root, _)) = self.started.get() else {
+            return Err(io::Error::other("a deferred copy that was not started"));
+        };
+        let body = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            let target = read_link_at(at.src_dir, src_name, st.st_size as usize)
+                .map_err(ctx("reading", &to()))?;
+            Body::Symlink(target)
+        } else {
+            let src_dir = at.src_path.strip_prefix(root).map_err(|_| {
+                io::Error::other(format!(
+                    "{} is not below the copy's source",
+                    at.src_path.display()
+                ))
+            })?;
+            Body::File {
+                src_dir: src_dir.to_path_buf(),
+                name: src_name.to_owned(),
+                size: st.st_size as u64,
+                id: (st.st_dev, st.st_ino),
+                linked: st.st_nlink > 1,
+            }
+        };
+        let mode = match (&body, self.chmod) {
+            (Body::Symlink(_), _) => 0o777,
+            (_, Some(chmod)) => chmod.apply(st.st_mode, false),
+            (_, None) => st.st_mode & 0o7777,
+        };
+        Ok(Box::new(Entry {
+            body,
+            copy: *copy,
+            mode,
+            mtime: st.st_mtime,
+        }))
+    }
+
+    /// Deferring: remove the real entry (stat `old`) at `at.name`, and for
+    /// a dir, the entries recorded below it.
+    #[inline(never)]
+    fn remove_real(&self, at: &At, old: &libc::stat, to: &Path) -> io::Result<()> {
+        if old.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            std::fs::remove_dir_all(to).map_err(ctx("replacing", to))?;
+            if let Some(defer) = self.defer {
+                defer.forget_below(to);
+            }
+            Ok(())
+        } else {
+            unlink_at(at.dst_dir, at.name, false).map_err(ctx("replacing", to))
+        }
+    }
+
+    fn dir(&self, at: &At, src_name: &CStr, st: &libc::stat) -> io::Result<Wrote> {
         if let Some((plan, base)) = self.filter {
             if plan.skips(base, at.rel) {
-                return Ok(false);
+                return Ok(Wrote::Nothing);
             }
         }
         let to = at.dst_path.join(OsStr::from_bytes(at.name.to_bytes()));
         let existed = match mkdir_at(at.dst_dir, at.name) {
-            Ok(()) => false,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                let old = lstat_at(at.dst_dir, at.name).map_err(ctx("reading", &to))?;
-                if old.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                    unlink_at(at.dst_dir, at.name, false).map_err(ctx("replacing", &to))?;
-                    mkdir_at(at.dst_dir, at.name).map_err(ctx("creating", &to))?;
-                    false
-                } else {
-                    true
+            Ok(()) => {
+                // A file recorded at this name is replaced by the dir.
+                if let Some(defer) = self.defer.filter(|_| !at.fresh) {
+                    defer.forget(at.dst_path, at.name.to_bytes());
                 }
+                false
             }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => dir_over(at, &to)?,
             Err(e) => return Err(ctx("creating", &to)(e)),
         };
         let from_path = at.src_path.join(OsStr::from_bytes(src_name.to_bytes()));
         let src = open_dir(Some(at.src_dir), src_name, &from_path)?;
         let dst = open_dir(Some(at.dst_dir), at.name, &to)?;
-        let written = self.contents(src.as_fd(), dst.as_fd(), at.rel, &from_path, &to)?;
+        let written = self.contents(src.as_fd(), dst.as_fd(), at.rel, &from_path, &to, !existed)?;
         if let Some((plan, base)) = self.filter {
             // An excluded dir is made only to hold a re-included entry.
             if !existed && written.is_empty() && !plan.keeps(base, at.rel) {
                 drop(dst);
                 unlink_at(at.dst_dir, at.name, true).map_err(ctx("removing", &to))?;
-                return Ok(false);
+                return Ok(Wrote::Nothing);
             }
         }
         self.finish(dst.as_fd(), st, true, &to)?;
-        Ok(true)
+        Ok(Wrote::Written)
     }
 
+    // Leaves of the recursion, kept out of [`TreeCopy::entry`]'s frame.
+    #[inline(never)]
     fn file(&self, at: &At, src_name: &CStr, st: &libc::stat) -> io::Result<()> {
         let to = || at.dst_path.join(OsStr::from_bytes(at.name.to_bytes()));
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
@@ -225,6 +370,7 @@ impl<'a> TreeCopy<'a> {
         self.finish(dst.as_fd(), st, false, &to())
     }
 
+    #[inline(never)]
     fn symlink(&self, at: &At, src_name: &CStr, st: &libc::stat) -> io::Result<()> {
         let to = at.dst_path.join(OsStr::from_bytes(at.name.to_bytes()));
         let target =
@@ -273,6 +419,21 @@ impl<'a> TreeCopy<'a> {
         let times = [timespec(st), timespec(st)];
         check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
             .map_err(ctx("setting times of", to))
+    }
+}
+
+/// The name of a dir to make is taken: a dir there is kept (true), a
+/// non-dir is replaced by a new dir (false). Not inlined: the copy's
+/// recursion is as deep as the tree and its frames must stay small.
+#[inline(never)]
+fn dir_over(at: &At, to: &Path) -> io::Result<bool> {
+    let old = lstat_at(at.dst_dir, at.name).map_err(ctx("reading", to))?;
+    if old.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        unlink_at(at.dst_dir, at.name, false).map_err(ctx("replacing", to))?;
+        mkdir_at(at.dst_dir, at.name).map_err(ctx("creating", to))?;
+        Ok(false)
+    } else {
+        Ok(true)
     }
 }
 
@@ -684,6 +845,92 @@ mod tests {
             .unwrap();
         let copied = dst.join(leaf.strip_prefix(&src).unwrap()).join("f");
         assert_eq!(std::fs::read_to_string(copied).unwrap(), "deep");
+        // Deferring (rootless) walks the same recursion.
+        let staged = tmp.path().join("staged");
+        std::fs::create_dir(&staged).unwrap();
+        let deferred = Deferred::default();
+        TreeCopy::new(None, None, None)
+            .deferring(Some(&deferred))
+            .copy_contents(&src, "", &staged)
+            .unwrap();
+        let leaf_dir = staged.join(leaf.strip_prefix(&src).unwrap());
+        assert!(deferred.take(&leaf_dir).contains_key(b"f".as_slice()));
+    }
+
+    #[test]
+    fn deferring_makes_dirs_and_records_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("a"), "aaa").unwrap();
+        std::fs::write(src.join("sub/b"), "b").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", src.join("out")).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        // A file already in the tree where a recorded one goes is removed.
+        std::fs::write(dst.join("a"), "old").unwrap();
+        let deferred = Deferred::default();
+        let copy = TreeCopy::new(None, None, None).deferring(Some(&deferred));
+        let mut names = copy.copy_contents(&src, "", &dst).unwrap();
+        names.sort();
+        assert_eq!(names, ["a", "out", "sub"]);
+        let on_disk: Vec<_> = walkdir::WalkDir::new(&dst)
+            .min_depth(1)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| !e.file_type().is_dir())
+            .map(|e| e.path().to_path_buf())
+            .collect();
+        assert!(on_disk.is_empty(), "only dirs are written: {on_disk:?}");
+        let top = deferred.take(&dst);
+        assert_eq!(
+            top.keys().cloned().collect::<Vec<_>>(),
+            [b"a".to_vec(), b"out".to_vec()]
+        );
+        assert!(
+            matches!(&top[&b"out".to_vec()].body, Body::Symlink(t) if t.to_bytes() == b"/etc/passwd")
+        );
+        let sub = deferred.take(&dst.join("sub"));
+        let mut read = String::new();
+        let mut sources = super::super::deferred::SourceDirs::default();
+        let mut file = deferred
+            .open(&mut sources, &sub[&b"b".to_vec()])
+            .unwrap()
+            .unwrap();
+        io::Read::read_to_string(&mut file, &mut read).unwrap();
+        assert_eq!(read, "b");
+    }
+
+    #[test]
+    fn a_recorded_file_swapped_for_a_link_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("a"), "aaa").unwrap();
+        std::fs::write(src.join("sub/b"), "b").unwrap();
+        std::fs::write(tmp.path().join("secret"), "secret").unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        let deferred = Deferred::default();
+        let copy = TreeCopy::new(None, None, None).deferring(Some(&deferred));
+        copy.copy_contents(&src, "", &dst).unwrap();
+        // Between the walk and the tar: the file becomes a link out of the
+        // context, and the dir a link to a dir outside.
+        std::fs::remove_file(src.join("a")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), src.join("a")).unwrap();
+        std::fs::rename(src.join("sub"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("moved"), src.join("sub")).unwrap();
+        let mut sources = super::super::deferred::SourceDirs::default();
+        let top = deferred.take(&dst);
+        let err = deferred
+            .open(&mut sources, &top[&b"a".to_vec()])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("src/a"), "{err}");
+        let sub = deferred.take(&dst.join("sub"));
+        let err = deferred
+            .open(&mut sources, &sub[&b"b".to_vec()])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("opening"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Why not seccompiler (docs/sandbox.md): it emits one compare per syscall
 //! in a linear chain (1,541 instructions for Docker's profile), so the
 //! kernel walks hundreds of instructions per filtered call and per syscall
-//! number when it builds its allow cache at install; a search is ~9 deep.
+//! number when it builds its allow cache at install; the search is 6 deep.
 
 use std::collections::BTreeMap;
 

@@ -850,8 +850,13 @@ fn write_id_maps(pid: u32, m: &IdMapping) -> Result<(), SandboxError> {
         write_proc(&proc_dir.join("gid_map"), &lines(&m.map.gids))?;
         return Ok(());
     }
-    run_map_tool("newuidmap", pid, &m.map.uids)?;
-    run_map_tool("newgidmap", pid, &m.map.gids)
+    // Both tools at once: they write different files of the helper, and
+    // each is an exec of a setuid binary (~1.5 ms of a rootless start).
+    let uid = spawn_map_tool("newuidmap", pid, &m.map.uids)?;
+    let gid = spawn_map_tool("newgidmap", pid, &m.map.gids);
+    let uid_done = finish_map_tool("newuidmap", uid);
+    let gid_done = gid.and_then(|child| finish_map_tool("newgidmap", child));
+    uid_done.and(gid_done)
 }
 
 fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {
@@ -859,7 +864,7 @@ fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {
         .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))
 }
 
-fn run_map_tool(tool: &str, pid: u32, ranges: &[IdRange]) -> Result<(), SandboxError> {
+fn spawn_map_tool(tool: &str, pid: u32, ranges: &[IdRange]) -> Result<Child, SandboxError> {
     let mut cmd = Command::new(tool);
     cmd.arg(pid.to_string());
     for r in ranges {
@@ -869,9 +874,17 @@ fn run_map_tool(tool: &str, pid: u32, ranges: &[IdRange]) -> Result<(), SandboxE
             r.len.to_string(),
         ]);
     }
-    let out = cmd
-        .output()
-        .map_err(|e| SandboxError::io(format!("running {tool} (install the uidmap package)"), e))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SandboxError::io(format!("running {tool} (install the uidmap package)"), e))
+}
+
+fn finish_map_tool(tool: &str, child: Child) -> Result<(), SandboxError> {
+    let out = child
+        .wait_with_output()
+        .map_err(|e| SandboxError::io(format!("waiting for {tool}"), e))?;
     if !out.status.success() {
         return Err(SandboxError::IdMap {
             tool: tool.to_string(),

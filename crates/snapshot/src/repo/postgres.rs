@@ -183,40 +183,7 @@ fn open(config: &postgres::Config, tls: &TlsOptions, target: &str) -> Result<Cli
 }
 
 #[cfg(feature = "postgres-tls")]
-mod tls {
-    use super::{Result, SnapshotError, TlsOptions};
-    use postgres::Client;
-
-    /// Connect through the system's TLS (OpenSSL on Linux), checking what
-    /// `tls` asks (libpq's meaning of each `sslmode`, `pg_url.rs`).
-    pub fn connect(config: &postgres::Config, tls: &TlsOptions, target: &str) -> Result<Client> {
-        let bad = |message: String| SnapshotError::Config {
-            target: target.to_string(),
-            message,
-        };
-        let mut builder = native_tls::TlsConnector::builder();
-        if let Some(path) = &tls.root_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| bad(format!("sslrootcert {}: {e}", path.display())))?;
-            let cert = native_tls::Certificate::from_pem(&pem)
-                .map_err(|e| bad(format!("sslrootcert {}: {e}", path.display())))?;
-            // Given a root, libpq trusts it alone.
-            builder.add_root_certificate(cert);
-            builder.disable_built_in_roots(true);
-        }
-        builder.danger_accept_invalid_certs(!tls.verify_chain());
-        builder.danger_accept_invalid_hostnames(!tls.verify_host());
-        let connector = builder
-            .build()
-            .map_err(|e| bad(format!("TLS setup: {e}")))?;
-        config
-            .connect(postgres_native_tls::MakeTlsConnector::new(connector))
-            .map_err(|source| SnapshotError::Postgres {
-                target: target.to_string(),
-                source,
-            })
-    }
-}
+mod tls;
 
 #[cfg(not(feature = "postgres-tls"))]
 mod tls {

@@ -19,6 +19,18 @@ use std::time::Duration;
 /// small, and often already in the store, so they are not worth a sync.
 const EARLY_SYNC_AFTER: Duration = Duration::from_millis(40);
 
+/// With less than this dirty in the page cache (the whole system's, from
+/// /proc/meminfo: a cheap, safe hint) there is no early sync at all.
+const EARLY_SYNC_DIRTY: u64 = 16 << 20;
+
+/// `Dirty:` of /proc/meminfo in bytes; `None` if it cannot be read.
+fn dirty_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("Dirty:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Writes a directory as a layer blob into the store's writer. The store
 /// cannot read every layer dir itself (its files may belong to subordinate
 /// IDs): the sandbox crate's writer runs a task in a user namespace.
@@ -137,6 +149,12 @@ impl Store {
         &self,
         write: impl FnOnce() -> T,
     ) -> (T, Option<crate::error::Result<()>>) {
+        if dirty_bytes().is_some_and(|d| d < EARLY_SYNC_DIRTY) {
+            // Little to write back: the sync at adoption is quick, and no
+            // second thread keeps the caller single-threaded, so the
+            // writer's helper may be forked (`cairn_sandbox::spawn`).
+            return (write(), None);
+        }
         let (done, wait) = mpsc::channel::<()>();
         std::thread::scope(|scope| {
             let syncer = std::thread::Builder::new()

@@ -24,7 +24,8 @@ enum Lie {
     DiffId,
     Fail,
     /// No lie: the write takes 100 ms first, so the store's sync starts
-    /// beside it (`EARLY_SYNC_AFTER`) and the adoption uses that sync.
+    /// beside it (`EARLY_SYNC_AFTER`, when enough is dirty) and the
+    /// adoption uses that sync.
     Slow,
     /// `Slow`, then fails.
     SlowFail,
@@ -192,6 +193,9 @@ fn a_wrong_report_or_a_failed_writer_names_nothing() {
 fn a_slow_write_is_adopted_after_the_sync_that_ran_beside_it() {
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path().join("store")).unwrap();
+    // Dirty pages, so the store sees a sync worth starting early (it skips
+    // it below 16 MiB dirty system-wide; the asserts hold either way).
+    std::fs::write(t.path().join("dirty"), vec![7u8; 24 << 20]).unwrap();
     let slow = |lie| InProcess {
         compression: Compression::Gzip,
         lie,

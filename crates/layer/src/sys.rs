@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in name"))
@@ -51,6 +52,114 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// `listxattrat(2)` (Linux 6.13), x86_64 and the generic table alike.
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// Whether `listxattrat` answered ENOSYS (an older kernel) or EPERM (a
+/// seccomp filter that does not know it): then names go by path.
+static NO_LISTXATTRAT: AtomicBool = AtomicBool::new(false);
+
+/// All xattrs of `name` in `dir` (not following a final symlink), sorted:
+/// [`list_xattrs`] without a lookup of the whole path when the kernel has
+/// `listxattrat`. Nearly every node has none, so the values (one more call
+/// each) are read by `abs`, the same node's full path.
+pub fn list_xattrs_at(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    abs: &Path,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    if NO_LISTXATTRAT.load(Ordering::Relaxed) {
+        return list_xattrs(abs);
+    }
+    let c = cstring(name)?;
+    let mut names = [0u8; 256];
+    // SAFETY: c is NUL-terminated; names is valid for its length; the
+    // kernel writes at most that many bytes.
+    let n = unsafe {
+        libc::syscall(
+            SYS_LISTXATTRAT,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+            names.as_mut_ptr(),
+            names.len(),
+        )
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EPERM) => NO_LISTXATTRAT.store(true, Ordering::Relaxed),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            // ERANGE (a long list) and real errors: the path-based call
+            // sizes its buffer and reports the error the same way as before.
+            _ => {}
+        }
+    }
+    list_xattrs(abs)
+}
+
+/// `statx` of `name` in `dir` without following a final symlink, asking
+/// only for what a layer entry records.
+pub fn statx_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<libc::statx> {
+    let c = cstring(name)?;
+    let mask = libc::STATX_TYPE
+        | libc::STATX_MODE
+        | libc::STATX_NLINK
+        | libc::STATX_UID
+        | libc::STATX_GID
+        | libc::STATX_MTIME
+        | libc::STATX_INO
+        | libc::STATX_SIZE;
+    // SAFETY: an all-zero statx is a valid out-parameter.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated; st is a valid out-pointer.
+    check(unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            mask,
+            &mut st,
+        )
+    })?;
+    Ok(st)
+}
+
+/// The target of the symlink `name` in `dir`.
+pub fn readlinkat(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Vec<u8>> {
+    let c = cstring(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: c is NUL-terminated; buf is valid for buf.len() bytes.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        if buf.len() >= 1 << 16 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "symlink target too long",
+            ));
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
 }
 
 fn get_xattr(path: &CString, name: &[u8]) -> io::Result<Option<Vec<u8>>> {

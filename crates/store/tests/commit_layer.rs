@@ -23,6 +23,12 @@ enum Lie {
     Size,
     DiffId,
     Fail,
+    /// No lie: the write takes 100 ms first, so the store's sync starts
+    /// beside it (`EARLY_SYNC_AFTER`, when enough is dirty) and the
+    /// adoption uses that sync.
+    Slow,
+    /// `Slow`, then fails.
+    SlowFail,
 }
 
 impl LayerWriter for InProcess {
@@ -33,13 +39,16 @@ impl LayerWriter for InProcess {
             compression: self.compression,
             ..LayerOptions::default()
         };
+        if matches!(self.lie, Lie::Slow | Lie::SlowFail) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let w = write_layer_unhashed(DiffSource::Full(dir), &opts, &mut *out).map_err(|e| {
             StoreError::BadSource {
                 source_name: dir.display().to_string(),
                 reason: e.to_string(),
             }
         })?;
-        if self.lie == Lie::Fail {
+        if matches!(self.lie, Lie::Fail | Lie::SlowFail) {
             return Err(StoreError::BadSource {
                 source_name: "writer".into(),
                 reason: "failed on purpose".into(),
@@ -61,6 +70,14 @@ fn layer_dir(root: &Path, name: &str) -> std::path::PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(dir.join("etc")).unwrap();
     std::fs::write(dir.join("etc/greeting"), "hello\n").unwrap();
+    // Fixed mtimes: two dirs made a second apart are still the same layer.
+    let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    for p in [dir.join("etc/greeting"), dir.join("etc")] {
+        std::fs::File::open(&p)
+            .unwrap()
+            .set_modified(epoch)
+            .unwrap();
+    }
     dir
 }
 
@@ -170,4 +187,44 @@ fn a_wrong_report_or_a_failed_writer_names_nothing() {
             "no layer dir"
         );
     }
+}
+
+#[test]
+fn a_slow_write_is_adopted_after_the_sync_that_ran_beside_it() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("store")).unwrap();
+    // Dirty pages, so the store sees a sync worth starting early (it skips
+    // it below 16 MiB dirty system-wide; the asserts hold either way).
+    std::fs::write(t.path().join("dirty"), vec![7u8; 24 << 20]).unwrap();
+    let slow = |lie| InProcess {
+        compression: Compression::Gzip,
+        lie,
+    };
+    // A failed write names nothing and leaves the dir, sync or not.
+    let src = layer_dir(&store.layout().tmp(), "upper");
+    assert!(store
+        .commit_layer(&slow(Lie::SlowFail), &src, None)
+        .is_err());
+    assert!(src.join("etc/greeting").exists());
+    assert_eq!(
+        tmp_entries(&store),
+        1,
+        "only the source dir is left in tmp/"
+    );
+
+    let layer = store.commit_layer(&slow(Lie::Slow), &src, None).unwrap();
+    assert!(layer.adopted);
+    assert!(!src.exists());
+    assert!(store.has_blob(&layer.digest));
+    let marker = store.layer_marker(&layer.diff_id).unwrap();
+    assert_eq!(marker.tree, layer.diff_id);
+    assert_eq!(
+        std::fs::read_to_string(store.layer_dir(&layer.diff_id).join("etc/greeting")).unwrap(),
+        "hello\n"
+    );
+    // The same content again, slowly: already there, not adopted.
+    let again = layer_dir(&store.layout().tmp(), "upper2");
+    let second = store.commit_layer(&slow(Lie::Slow), &again, None).unwrap();
+    assert!(!second.adopted && again.exists());
+    assert_eq!(second.diff_id, layer.diff_id);
 }

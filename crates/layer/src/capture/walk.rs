@@ -4,8 +4,10 @@
 use crate::error::LayerError;
 use crate::sys;
 use rayon::prelude::*;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Directories with at least this many names have them read in parallel.
@@ -45,48 +47,48 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    fn read(abs: PathBuf, rel: Vec<u8>) -> Result<Node, LayerError> {
-        let meta = std::fs::symlink_metadata(&abs).map_err(|e| LayerError::source_io(&abs, e))?;
-        let ft = meta.file_type();
-        let file_type = if ft.is_dir() {
-            FileType::Dir
-        } else if ft.is_file() {
-            FileType::File
-        } else if ft.is_symlink() {
-            FileType::Symlink
-        } else if ft.is_fifo() {
-            FileType::Fifo
-        } else if ft.is_char_device() {
-            FileType::Char
-        } else if ft.is_block_device() {
-            FileType::Block
-        } else {
-            FileType::Socket
+    /// The node `name` of the directory `dir` (open, at `abs`'s parent):
+    /// `statx`, and `listxattrat`, relative to `dir`, so no call walks the
+    /// whole path again (most of a small file's capture cost was that).
+    fn read(
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        abs: PathBuf,
+        rel: Vec<u8>,
+    ) -> Result<Node, LayerError> {
+        let io_err = |e| LayerError::source_io(&abs, e);
+        let st = sys::statx_at(dir, name).map_err(io_err)?;
+        let file_type = match u32::from(st.stx_mode) & libc::S_IFMT {
+            libc::S_IFDIR => FileType::Dir,
+            libc::S_IFREG => FileType::File,
+            libc::S_IFLNK => FileType::Symlink,
+            libc::S_IFIFO => FileType::Fifo,
+            libc::S_IFCHR => FileType::Char,
+            libc::S_IFBLK => FileType::Block,
+            _ => FileType::Socket,
         };
-        let link_target = if file_type == FileType::Symlink {
-            let t = std::fs::read_link(&abs).map_err(|e| LayerError::source_io(&abs, e))?;
-            Some(t.as_os_str().as_bytes().to_vec())
-        } else {
-            None
+        let link_target = match file_type {
+            FileType::Symlink => Some(sys::readlinkat(dir, name).map_err(io_err)?),
+            _ => None,
         };
-        let xattrs = sys::list_xattrs(&abs).map_err(|e| LayerError::source_io(&abs, e))?;
+        let xattrs = sys::list_xattrs_at(dir, name, &abs).map_err(io_err)?;
         Ok(Node {
             rel,
             file_type,
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
+            mode: u32::from(st.stx_mode),
+            uid: st.stx_uid,
+            gid: st.stx_gid,
             size: if file_type == FileType::File {
-                meta.size()
+                st.stx_size
             } else {
                 0
             },
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-            rdev: meta.rdev(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            nlink: meta.nlink(),
+            mtime: st.stx_mtime.tv_sec,
+            mtime_nsec: i64::from(st.stx_mtime.tv_nsec),
+            rdev: libc::makedev(st.stx_rdev_major, st.stx_rdev_minor),
+            dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            nlink: u64::from(st.stx_nlink),
             link_target,
             xattrs,
             abs,
@@ -109,19 +111,32 @@ pub(crate) fn walk_tree(
 ) -> Result<(), LayerError> {
     let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
     while let Some((dir_abs, dir_rel)) = stack.pop() {
+        let io_err = |e| LayerError::source_io(&dir_abs, e);
         let mut names: Vec<_> = std::fs::read_dir(&dir_abs)
-            .map_err(|e| LayerError::source_io(&dir_abs, e))?
+            .map_err(io_err)?
             .map(|r| r.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
-            .map_err(|e| LayerError::source_io(&dir_abs, e))?;
+            .map_err(io_err)?;
         names.sort();
+        // Below the root the walk never follows a symlink (the name was
+        // a directory when it was stat'd; a swap since is refused).
+        let nofollow = if dir_rel.is_empty() {
+            0
+        } else {
+            libc::O_NOFOLLOW
+        };
+        let dir = File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | nofollow)
+            .open(&dir_abs)
+            .map_err(io_err)?;
         let read = |name: &std::ffi::OsString| {
             let mut rel = dir_rel.clone();
             if !rel.is_empty() {
                 rel.push(b'/');
             }
             rel.extend_from_slice(name.as_bytes());
-            Node::read(dir_abs.join(name), rel)
+            Node::read(dir.as_fd(), name.as_bytes(), dir_abs.join(name), rel)
         };
         // Big directories are read on every core (a stat and an xattr
         // list per name, mostly syscall time); in name order either way, so
@@ -131,6 +146,7 @@ pub(crate) fn walk_tree(
         } else {
             names.iter().map(read).collect()
         };
+        drop(dir);
         let mut subdirs = Vec::new();
         for node in nodes {
             let node = node?;
@@ -143,4 +159,160 @@ pub(crate) fn walk_tree(
         stack.extend(subdirs.into_iter().rev());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    /// The walk's node as it was read before the walk went relative to
+    /// directory fds: everything by the node's full path, through std.
+    fn read_by_path(abs: PathBuf, rel: Vec<u8>) -> Node {
+        let meta = std::fs::symlink_metadata(&abs).unwrap();
+        let ft = meta.file_type();
+        let file_type = if ft.is_dir() {
+            FileType::Dir
+        } else if ft.is_file() {
+            FileType::File
+        } else if ft.is_symlink() {
+            FileType::Symlink
+        } else if ft.is_fifo() {
+            FileType::Fifo
+        } else if ft.is_char_device() {
+            FileType::Char
+        } else if ft.is_block_device() {
+            FileType::Block
+        } else {
+            FileType::Socket
+        };
+        let link_target = (file_type == FileType::Symlink).then(|| {
+            std::fs::read_link(&abs)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        });
+        Node {
+            rel,
+            file_type,
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: if file_type == FileType::File {
+                meta.size()
+            } else {
+                0
+            },
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            rdev: meta.rdev(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            nlink: meta.nlink(),
+            link_target,
+            xattrs: sys::list_xattrs(&abs).unwrap(),
+            abs,
+        }
+    }
+
+    fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+        let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        // SAFETY: NUL-terminated strings; value valid for its length.
+        let r = unsafe {
+            libc::lsetxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(r, 0, "setxattr {name}: {}", io::Error::last_os_error());
+    }
+
+    /// Every kind of node the capture meets: a big directory (read on both
+    /// cores), small files, empty dirs, symlinks (one with a long target),
+    /// hard links, a fifo, xattrs (one list longer than the first buffer),
+    /// long names, a 0:0 whiteout device where we may make one.
+    fn make_tree(root: &Path) {
+        let many = root.join("many");
+        std::fs::create_dir(&many).unwrap();
+        for i in 0..3000 {
+            std::fs::write(many.join(format!("f{i}")), vec![b'x'; i % 1500]).unwrap();
+        }
+        std::fs::create_dir_all(root.join("empty/deeper/still")).unwrap();
+        std::fs::create_dir(root.join("e2")).unwrap();
+        let long = "n".repeat(200);
+        std::fs::create_dir(root.join(&long)).unwrap();
+        std::fs::write(root.join(&long).join(&long), b"long").unwrap();
+        std::os::unix::fs::symlink("many/f1", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("t/".repeat(300), root.join("longlink")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", many.join("dangling")).unwrap();
+        std::fs::hard_link(many.join("f7"), root.join("hard")).unwrap();
+        std::fs::hard_link(many.join("f7"), root.join("e2/hard2")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+        set_xattr(&many.join("f3"), "user.one", b"1");
+        set_xattr(&root.join("e2"), "user.dir", b"opaque?");
+        for i in 0..40 {
+            set_xattr(
+                &root.join("hard"),
+                &format!("user.{}{i}", "k".repeat(20)),
+                b"v",
+            );
+        }
+        let wh = std::ffi::CString::new(root.join("gone").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path. Fails without CAP_MKNOD: skipped then.
+        let _ = unsafe { libc::mknod(wh.as_ptr(), libc::S_IFCHR | 0o600, 0) };
+    }
+
+    #[test]
+    fn the_fd_relative_walk_reads_what_the_path_walk_read() {
+        let dir = tempfile::tempdir().unwrap();
+        make_tree(dir.path());
+        let mut walked = Vec::new();
+        walk_tree(dir.path(), &mut |node| {
+            walked.push(node);
+            Ok(())
+        })
+        .unwrap();
+        assert!(walked.len() > 3010, "{} nodes", walked.len());
+        assert!(walked.iter().any(|n| n.xattrs.len() == 40));
+        for node in &walked {
+            let by_path = read_by_path(node.abs.clone(), node.rel.clone());
+            assert_eq!(format!("{node:?}"), format!("{by_path:?}"));
+        }
+        // A directory's names in name order, its children after it.
+        let rels: Vec<_> = walked.iter().map(|n| n.rel.clone()).collect();
+        let pos = |p: &[u8]| rels.iter().position(|r| r == p).unwrap();
+        assert!(pos(b"e2") < pos(b"empty") && pos(b"empty") < pos(b"fifo"));
+        assert!(pos(b"e2") < pos(b"e2/hard2") && pos(b"many/f10") < pos(b"many/f2"));
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let mut swapped = false;
+        let res = walk_tree(dir.path(), &mut |node| {
+            if node.rel == b"d" {
+                std::fs::remove_dir(&node.abs).unwrap();
+                std::os::unix::fs::symlink(outside.path(), &node.abs).unwrap();
+                swapped = true;
+            }
+            assert!(!node.rel.ends_with(b"secret"), "followed the swapped link");
+            Ok(())
+        });
+        assert!(swapped);
+        assert!(
+            res.is_err(),
+            "the swap must be an error, not a walk elsewhere"
+        );
+    }
 }

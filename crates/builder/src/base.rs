@@ -128,6 +128,7 @@ impl Builder<'_> {
             inputs,
             change: None,
             missing_base: None,
+            pending_files: None,
         })
     }
 

@@ -7,6 +7,12 @@
 //! granularity of the moment it was hashed could change again without its
 //! mtime moving, so an entry is used only when the file's mtime and ctime
 //! are at least [`RACY_WINDOW_NS`] older than the hash (git's "racily clean").
+//!
+//! Beside it, [`scans`] maps the fingerprint of a whole sources scan to
+//! the digest it gave: a fully cached rebuild of an unchanged context
+//! takes its digest from there and never loads the per-file entries
+//! (they are read only when a look-up needs them, or early, on a thread,
+//! when no scan of this context was recorded).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,6 +20,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+pub(crate) mod scans;
 
 /// Coarser than any filesystem's timestamp granularity we expect (ext3: 1 s).
 pub(crate) const RACY_WINDOW_NS: i128 = 1_000_000_000;
@@ -147,16 +155,23 @@ struct Loaded {
     others: String,
 }
 
-/// The memo of one build: loaded at its start, saved at its end.
+/// The memo of one build: loaded at its start (or at its first look-up),
+/// saved at its end.
 #[derive(Debug)]
 pub(crate) struct HashMemo {
     path: PathBuf,
     tmp_dir: PathBuf,
-    /// The file is read and parsed by a thread started in `load`, so the
-    /// parse overlaps the build's start (Dockerfile, base image); the
-    /// first look-up waits for it.
+    /// `canonical context root/`: only those entries are parsed.
+    scope: Option<String>,
+    /// When no scan of this context was recorded, the file is read and
+    /// parsed by a thread started in `load`, so the parse overlaps the
+    /// build's start; the first look-up waits for it. Otherwise it is read
+    /// by the first look-up (a matching scan needs none).
     loading: Mutex<Option<std::thread::JoinHandle<Loaded>>>,
     loaded: OnceLock<Loaded>,
+    /// Whole-scan fingerprints and their digests (`ROOT/context-scans`).
+    scans: scans::ScanRecords,
+    scans_path: PathBuf,
     /// Files whose content was read (not served by the memo) in this build.
     pub reads: AtomicU64,
 }
@@ -171,7 +186,7 @@ fn stat_key(meta: &std::fs::Metadata) -> (u64, u64, u64, i128, i128) {
     )
 }
 
-fn now_ns() -> i128 {
+pub(crate) fn now_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
@@ -219,39 +234,44 @@ fn read_entries(path: &Path, scope: Option<&str>) -> Loaded {
 
 impl HashMemo {
     /// Load the memo at `path` (empty when missing or unreadable); only
-    /// the entries below `context` (a canonical directory) are parsed.
+    /// the entries below `context` (a canonical directory) are parsed,
+    /// on a thread now when no scan of `context` is recorded in
+    /// `ROOT/context-scans` beside it, else by the first look-up.
     pub fn load(path: PathBuf, tmp_dir: PathBuf, context: Option<&Path>) -> HashMemo {
-        if let Some(dir) = path.parent() {
-            // Best effort: an old memo left behind only takes space.
-            let _ = std::fs::remove_file(dir.join(OLD_NAME));
-        }
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Best effort: an old memo left behind only takes space.
+        let _ = std::fs::remove_file(dir.join(OLD_NAME));
+        let scans_path = dir.join("context-scans");
+        let scans = scans::ScanRecords::load(&scans_path);
         // Memo paths are `canonical root` + `/` + relative path.
-        let scope = context
-            .and_then(Path::to_str)
-            .map(|root| format!("{}/", root.trim_end_matches('/')));
-        let file = path.clone();
-        let thread_scope = scope.clone();
-        let loading = std::thread::Builder::new()
-            .name("cairn-memo-load".into())
-            .spawn(move || read_entries(&file, thread_scope.as_deref()));
-        let loaded = OnceLock::new();
-        let loading = match loading {
-            Ok(handle) => Some(handle),
-            Err(_) => {
-                let _ = loaded.set(read_entries(&path, scope.as_deref()));
-                None
+        let root = context.and_then(Path::to_str);
+        let scope = root.map(|root| format!("{}/", root.trim_end_matches('/')));
+        let known = root.is_some_and(|root| scans.knows_root(root));
+        let loading = match known {
+            true => None,
+            false => {
+                let file = path.clone();
+                let thread_scope = scope.clone();
+                std::thread::Builder::new()
+                    .name("cairn-memo-load".into())
+                    .spawn(move || read_entries(&file, thread_scope.as_deref()))
+                    .ok()
             }
         };
         HashMemo {
             loading: Mutex::new(loading),
-            loaded,
+            loaded: OnceLock::new(),
             path,
             tmp_dir,
+            scope,
+            scans,
+            scans_path,
             reads: AtomicU64::new(0),
         }
     }
 
-    /// The memo, once the loading thread is done (empty if it failed).
+    /// The memo, once loaded: by the loading thread (empty if it failed),
+    /// else here.
     fn loaded(&self) -> &Loaded {
         self.loaded.get_or_init(|| {
             let handle = self
@@ -259,8 +279,22 @@ impl HashMemo {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
-            handle.and_then(|h| h.join().ok()).unwrap_or_default()
+            match handle {
+                Some(h) => h.join().unwrap_or_default(),
+                None => read_entries(&self.path, self.scope.as_deref()),
+            }
         })
+    }
+
+    /// The sources digest recorded for a scan fingerprinted `print`.
+    pub fn scan_digest(&self, print: &[u8; 32]) -> Option<String> {
+        self.scans.digest(print)
+    }
+
+    /// Record that a settled scan fingerprinted `print` (of the context at
+    /// the canonical `root`) gave `digest`.
+    pub fn record_scan(&self, print: [u8; 32], digest: &str, root: &Path) {
+        self.scans.record(print, digest, root);
     }
 
     fn entries(&self) -> &Mutex<Entries> {
@@ -327,6 +361,7 @@ impl HashMemo {
     /// this build, then older ones up to the bound), atomically. Failures
     /// only cost re-reads later.
     pub fn save(&self) {
+        self.scans.save(&self.scans_path, &self.tmp_dir);
         if self.reads.load(Ordering::Relaxed) == 0 {
             // Every hash came from the memo: it has nothing new.
             return;

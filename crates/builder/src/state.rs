@@ -35,6 +35,36 @@ pub(crate) struct StageState {
     /// A dry run's FROM image that is not in the store: nothing after it
     /// can be keyed.
     pub missing_base: Option<String>,
+    /// The context files of the last step (a COPY whose sources digest
+    /// came from a recorded scan), not listed yet: `--explain` lists them
+    /// into `inputs` only when it needs them.
+    pub pending_files: Option<PendingFiles>,
+}
+
+/// Lists a COPY's context files as [`KeyInput::File`]s, in digest order.
+#[derive(Clone)]
+pub(crate) struct PendingFiles(
+    pub std::sync::Arc<dyn Fn() -> Result<Vec<KeyInput>, crate::BuildError> + Send + Sync>,
+);
+
+impl std::fmt::Debug for PendingFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingFiles")
+    }
+}
+
+impl StageState {
+    /// `inputs` with the pending context files listed in (before the
+    /// COPY's last input, its "sources, owner, mode and flags" setting,
+    /// where a listing digest puts them).
+    pub(crate) fn list_pending_files(&mut self) -> Result<(), crate::BuildError> {
+        if let Some(pending) = self.pending_files.take() {
+            let files = (pending.0)()?;
+            let at = self.inputs.len().saturating_sub(1);
+            self.inputs.splice(at..at, files);
+        }
+        Ok(())
+    }
 }
 
 impl StageState {
@@ -48,6 +78,7 @@ impl StageState {
             inputs,
             change: None,
             missing_base: None,
+            pending_files: None,
         }
     }
 }

@@ -566,6 +566,45 @@ fn unchanged_context_is_not_reread(f: &Fixture) {
         .any(|s| s.line == 2 && s.outcome == StepOutcome::Ran));
 }
 
+/// A COPY whose digest came from the recorded scan of an unchanged
+/// context still records its files when it runs (its parent changed), so
+/// the next build names the one file that changed.
+fn a_recorded_scan_still_explains_file_changes(f: &Fixture) {
+    let ctx = f.context(
+        "scan-explain",
+        "FROM busybox:fixture\nARG V\nRUN echo $V\nCOPY . /ctx/\n",
+        &[("a.txt", "A\n"), ("sub/b.txt", "B\n")],
+    );
+    // Settled files: only then is a scan recorded.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let build = |v: &str| {
+        f.builder()
+            .build(&f.request(&ctx, &[("V", v)]), &mut |_| {})
+            .unwrap()
+    };
+    let copy_step =
+        |r: &cairn_builder::BuildResult| r.steps.iter().find(|s| s.line == 4).cloned().unwrap();
+    build("1");
+    // The context is unchanged: its digest comes from the record; the
+    // COPY runs because its parent did.
+    let second = build("2");
+    assert_eq!(second.context_files_read, 0);
+    assert_eq!(copy_step(&second).outcome, StepOutcome::Ran);
+    std::fs::write(ctx.join("sub/b.txt"), "C\n").unwrap();
+    let third = build("2");
+    assert_eq!(third.context_files_read, 1);
+    assert_eq!(
+        copy_step(&third).reason,
+        Some(cairn_builder::Reason::FileChanged {
+            path: "sub/b.txt".into(),
+            change: cairn_builder::Change::Modified,
+        }),
+        "the second build recorded the files it did not list"
+    );
+    let cached = build("2");
+    assert_eq!(copy_step(&cached).outcome, StepOutcome::Cached);
+}
+
 fn unused_build_args_warn(f: &Fixture) {
     let ctx = f.context(
         "unused-args",
@@ -705,6 +744,7 @@ cairn_testsupport::suite_main![Fixture;
     cancel_kills_the_run_and_tags_nothing,
     independent_stages_build_at_once,
     unchanged_context_is_not_reread,
+    a_recorded_scan_still_explains_file_changes,
     unused_build_args_warn,
     from_platform_is_recorded,
     planner_agrees_with_the_build,

@@ -94,7 +94,36 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// WAL pages after which a commit checkpoints the WAL into the database.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 128;
+pub(crate) const WAL_AUTOCHECKPOINT_PAGES: i64 = 128;
+
+/// The automatic checkpoint, truncating the WAL when it can. A PASSIVE
+/// checkpoint (SQLite's own) leaves the WAL's frames in place until the
+/// next write in the same process; the next process rebuilds the WAL index
+/// from them as if none were checkpointed, so once the WAL passed the
+/// limit every later write (a cached build's LRU mark) checkpointed it all
+/// again: three fsyncs per `cairn build`. TRUNCATE empties the file. It
+/// does not wait for readers (busy timeout 0 while it runs): when one
+/// holds an old snapshot, it checkpoints what it can, as PASSIVE does.
+unsafe extern "C" fn checkpoint_and_truncate(
+    _: *mut std::ffi::c_void,
+    db: *mut rusqlite::ffi::sqlite3,
+    name: *const std::ffi::c_char,
+    pages: std::ffi::c_int,
+) -> std::ffi::c_int {
+    if i64::from(pages) >= WAL_AUTOCHECKPOINT_PAGES {
+        let (null, mode) = (
+            std::ptr::null_mut(),
+            rusqlite::ffi::SQLITE_CHECKPOINT_TRUNCATE,
+        );
+        rusqlite::ffi::sqlite3_busy_timeout(db, 0);
+        rusqlite::ffi::sqlite3_wal_checkpoint_v2(db, name, mode, null, null);
+        rusqlite::ffi::sqlite3_busy_timeout(db, BUSY_TIMEOUT.as_millis() as std::ffi::c_int);
+    }
+    rusqlite::ffi::SQLITE_OK
+}
+
+/// How long a connection waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Open `meta.db`, configure it and bring its schema up to date.
 pub fn open(path: &Path) -> Result<Connection> {
@@ -104,7 +133,7 @@ pub fn open(path: &Path) -> Result<Connection> {
     };
     let mut conn = Connection::open(path).map_err(db_err)?;
     // Other processes hold write transactions briefly; wait rather than fail.
-    conn.busy_timeout(Duration::from_secs(60)).map_err(db_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
     // Switching a fresh database to WAL while another opener does the same
     // can answer SQLITE_BUSY without calling the busy handler: retry.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -132,6 +161,15 @@ pub fn open(path: &Path) -> Result<Connection> {
     // cost a `cairn run` or cached build ~4 ms of CPU and 450 preads).
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         .map_err(db_err)?;
+    // SAFETY: the hook is a plain function that uses only the handle and
+    // name SQLite passes it; it replaces the automatic checkpoint's hook.
+    unsafe {
+        rusqlite::ffi::sqlite3_wal_hook(
+            conn.handle(),
+            Some(checkpoint_and_truncate),
+            std::ptr::null_mut(),
+        );
+    }
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
         true,

@@ -4,6 +4,7 @@
 //! the root), and `.dockerignore` applies to the path reached and to every
 //! symlink crossed on the way.
 
+mod fingerprint;
 pub mod resolve;
 mod scan;
 
@@ -16,6 +17,10 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Hears each entry of a sources digest: its path and the bytes that
+/// stand for it.
+type Listing<'a> = &'a mut dyn FnMut(&str, &[u8]);
 
 /// A context directory with its ignore rules.
 #[derive(Clone)]
@@ -171,47 +176,96 @@ impl Context {
         sources: &[String],
         keep: &dyn Fn(usize, &str) -> bool,
     ) -> Result<String, BuildError> {
-        self.digest_sources_listing(sources, keep, &mut |_, _| {})
+        self.digest(sources, keep, None, true)
+            .map(|(digest, _)| digest)
     }
 
     /// [`Context::digest_sources_where`], telling `each` every entry's
     /// path and the bytes that stand for it in the digest (for `--explain`).
-    ///
-    /// One `statx` per entry at its directory's descriptor ([`scan`]);
-    /// the memo look-ups and the reads of changed files run on every
-    /// core; the results are hashed in walk order, so the digest is the
-    /// one a single thread gives.
     pub fn digest_sources_listing(
         &self,
         sources: &[String],
         keep: &dyn Fn(usize, &str) -> bool,
         each: &mut dyn FnMut(&str, &[u8]),
     ) -> Result<String, BuildError> {
-        let mut h = Sha256::new();
-        for (i, src) in sources.iter().enumerate() {
-            let scanned = cairn_layer::timing::span("context.scan");
-            let found = scan::scan(&self.root, src, &|rel| self.includes(rel) && keep(i, rel))?;
-            drop(scanned);
-            // The memo loads on its own thread while the first source is
-            // scanned (it was waited for first: a cached rebuild paid the
-            // load and the scan one after the other). Waited for here,
-            // before the look-ups on the pool.
-            if let Some((_, memo)) = &self.memo {
-                let _wait = cairn_layer::timing::span("context.memo_wait");
-                memo.ready();
+        self.digest(sources, keep, Some(each), false)
+            .map(|(digest, _)| digest)
+    }
+
+    /// [`Context::digest_sources_listing`] when the scan is not the one
+    /// recorded, else the recorded digest without a listing: the bool says
+    /// whether `each` heard the entries (a caller lists them later with
+    /// `digest_sources_listing` when it needs them).
+    pub fn digest_sources_or_listing(
+        &self,
+        sources: &[String],
+        keep: &dyn Fn(usize, &str) -> bool,
+        each: &mut dyn FnMut(&str, &[u8]),
+    ) -> Result<(String, bool), BuildError> {
+        self.digest(sources, keep, Some(each), true)
+    }
+
+    /// The sources digest. One `statx` per entry at its directory's
+    /// descriptor ([`scan`]), then the scan's [`fingerprint`]: when the
+    /// memo recorded it and `recorded_ok`, its digest (nothing else is
+    /// read; `each`, when given, hears nothing and the bool is false). Else the memo
+    /// look-ups and the reads of changed files run on every core, and the
+    /// results are hashed in walk order (the digest a single thread
+    /// gives); a settled scan's digest is recorded.
+    fn digest(
+        &self,
+        sources: &[String],
+        keep: &dyn Fn(usize, &str) -> bool,
+        mut each: Option<Listing>,
+        recorded_ok: bool,
+    ) -> Result<(String, bool), BuildError> {
+        let began_ns = crate::memo::now_ns();
+        let scanned = cairn_layer::timing::span("context.scan");
+        let found: Vec<Vec<scan::Found>> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, src)| scan::scan(&self.root, src, &|rel| self.includes(rel) && keep(i, rel)))
+            .collect::<Result<_, _>>()?;
+        drop(scanned);
+        let print = self.memo.as_ref().map(|(canonical, memo)| {
+            let _span = cairn_layer::timing::span("context.fingerprint");
+            (
+                fingerprint::of(canonical, sources, &found, began_ns),
+                canonical,
+                memo,
+            )
+        });
+        if let Some((print, _, memo)) = &print {
+            if let Some(digest) = memo.scan_digest(&print.sum).filter(|_| recorded_ok) {
+                return Ok((digest, false));
             }
-            let _described = cairn_layer::timing::span("context.describe_and_hash");
+            // The memo loads now (or on its thread since the build began),
+            // before the look-ups on the pool.
+            let _wait = cairn_layer::timing::span("context.memo_wait");
+            memo.ready();
+        }
+        let _described = cairn_layer::timing::span("context.describe_and_hash");
+        let mut h = Sha256::new();
+        for entries in &found {
             let described: Vec<Result<Vec<u8>, BuildError>> =
-                found.par_iter().map(|f| self.describe(f)).collect();
-            for (f, e) in found.iter().zip(described) {
+                entries.par_iter().map(|f| self.describe(f)).collect();
+            for (f, e) in entries.iter().zip(described) {
                 let e = e?;
                 h.update(f.rel.as_bytes());
                 h.update([0]);
                 h.update(&e);
-                each(&f.rel, &e);
+                if let Some(each) = each.as_mut() {
+                    each(&f.rel, &e);
+                }
             }
         }
-        Ok(hex::encode(h.finalize()))
+        let digest = hex::encode(h.finalize());
+        if let Some((print, canonical, memo)) = print {
+            if print.settled {
+                memo.record_scan(print.sum, &digest, canonical);
+            }
+        }
+        Ok((digest, true))
     }
 
     /// The bytes that stand for one entry in a sources digest: mode, and
@@ -290,7 +344,10 @@ pub fn clean(path: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod clean_tests {
     use super::clean;
 
     #[test]

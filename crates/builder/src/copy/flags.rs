@@ -21,6 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// `--exclude`, `--parents` and `--link` of one COPY/ADD.
+#[derive(Clone)]
 pub(crate) struct CopyFlags {
     /// The `--exclude` patterns, dockerignore syntax, when any.
     exclude: Option<DockerIgnore>,

@@ -6,7 +6,7 @@ use super::flags::{self, CopyFlags, StageTree};
 use crate::config::Runtime;
 use crate::context::{clean, Context};
 use crate::keys::{short_digest, KeyInput};
-use crate::state::StageState;
+use crate::state::{PendingFiles, StageState};
 use crate::view::LayerView;
 use crate::{BuildError, Builder};
 use cairn_dockerfile::expand::expand_word;
@@ -67,6 +67,9 @@ pub(crate) struct CopyPlan {
     /// What went into `sources_digest`, by name: the context files (or the
     /// source stage), for `--explain`.
     pub inputs: Vec<KeyInput>,
+    /// The context files, when `inputs` lacks them (see
+    /// `StageState::pending_files`).
+    pub pending_files: Option<PendingFiles>,
     pub(super) context_root: PathBuf,
     /// The context's ignore rules, when it has any (dir sources are filtered).
     pub(super) context: Option<Context>,
@@ -169,6 +172,7 @@ pub(crate) fn plan(
     // What is copied, whether it is one file, and the digest of its content.
     let link_dest;
     let mut inputs = Vec::new();
+    let mut pending_files = None;
     let (sources, from, single_file, content_digest) = match from {
         Some(from) => {
             let from = expand(from)?;
@@ -192,7 +196,7 @@ pub(crate) fn plan(
             (vec![], Some(FromSource { state, copies }), single, digest)
         }
         None => {
-            let (sources, digest, read) = context_sources(
+            let (sources, digest, read, pending) = context_sources(
                 context,
                 typed,
                 &expand,
@@ -201,6 +205,7 @@ pub(crate) fn plan(
                 &flags,
             )?;
             inputs = read;
+            pending_files = pending;
             link_dest = link_dest_of_context(context, &sources).filter(|_| flags.link);
             let single = sources.len() == 1
                 && match &sources[0] {
@@ -234,6 +239,7 @@ pub(crate) fn plan(
         ),
         chmod,
         inputs,
+        pending_files,
         context_root: context.root.clone(),
         context: context.has_ignore_rules().then(|| context.clone()),
         filter_context: context.has_ignore_rules() || flags.has_exclude(),
@@ -368,6 +374,10 @@ fn parents_copies(
     Ok(copies)
 }
 
+/// The sources, their content digest, the inputs by name (for
+/// `--explain`) and the files not listed in them yet.
+type ContextSources = (Vec<Source>, String, Vec<KeyInput>, Option<PendingFiles>);
+
 /// The context files and heredocs a COPY/ADD names, and their content
 /// digest, and every file read (for `--explain`).
 fn context_sources(
@@ -377,7 +387,7 @@ fn context_sources(
     at: &dyn Fn(String) -> BuildError,
     tmp: &Path,
     flags: &CopyFlags,
-) -> Result<(Vec<Source>, String, Vec<KeyInput>), BuildError> {
+) -> Result<ContextSources, BuildError> {
     let (files, add) = match &typed.command {
         Command::Copy(c) => (&c.files, None),
         Command::Add(a) => (&a.files, Some(a)),
@@ -479,13 +489,34 @@ fn context_sources(
         let base = exclude_bases.get(i).map(String::as_str).unwrap_or("");
         !flags.excludes(&flags::relative(base, rel))
     };
-    let digest = context.digest_sources_listing(&context_paths, &keep, &mut |rel, entry| {
-        inputs.push(KeyInput::File {
-            path: rel.to_string(),
-            digest: short_digest(entry),
-        })
-    })?;
-    Ok((sources, format!("{digest}:{inline_digest}"), inputs))
+    let (digest, listed) =
+        context.digest_sources_or_listing(&context_paths, &keep, &mut |rel, entry| {
+            inputs.push(KeyInput::File {
+                path: rel.to_string(),
+                digest: short_digest(entry),
+            })
+        })?;
+    // A recorded scan gave the digest: the files are listed only if
+    // `--explain` needs them (the step runs, or its record changes).
+    let pending = (!listed).then(|| {
+        let (context, flags) = (context.clone(), flags.clone());
+        PendingFiles(std::sync::Arc::new(move || {
+            let keep = |i: usize, rel: &str| {
+                let base = exclude_bases.get(i).map(String::as_str).unwrap_or("");
+                !flags.excludes(&flags::relative(base, rel))
+            };
+            let mut files = Vec::new();
+            context.digest_sources_listing(&context_paths, &keep, &mut |rel, entry| {
+                files.push(KeyInput::File {
+                    path: rel.to_string(),
+                    digest: short_digest(entry),
+                })
+            })?;
+            Ok(files)
+        }))
+    });
+    let digest = format!("{digest}:{inline_digest}");
+    Ok((sources, digest, inputs, pending))
 }
 
 /// `--chown`, resolved in the image's passwd and group files.

@@ -111,6 +111,7 @@ impl Builder<'_> {
                     .named(plan.sources_digest.as_bytes(), setting)
                     .finish_with_inputs();
                 state.inputs = inputs;
+                state.pending_files = plan.pending_files.take();
                 outcome = self
                     .copy_step(req, inst, plan, state, &key_with_sources)
                     .map_err(|e| e.or_at(line.clone()))?;

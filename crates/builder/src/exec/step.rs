@@ -79,6 +79,8 @@ impl Builder<'_> {
         state: &mut StageState,
         outcome: StepOutcome,
     ) -> Result<Option<Reason>, BuildError> {
+        // This step's COPY files not listed yet (a recorded scan), if any.
+        let mut pending = state.pending_files.take();
         if let Some(image) = &state.missing_base {
             return Ok(Some(Reason::BaseNotInStore {
                 image: image.clone(),
@@ -95,6 +97,10 @@ impl Builder<'_> {
             _ => CacheView::step_record(self, &ctx.slot)?,
         };
         let changed = old.as_ref().is_none_or(|(key, _)| *key != state.key);
+        if changed || !matches!(outcome, StepOutcome::Cached) {
+            state.pending_files = pending.take();
+            state.list_pending_files()?;
+        }
         let parent = state.change.as_ref();
         let reason = step_reason(
             old.as_ref(),

@@ -127,6 +127,10 @@ impl<'a> TreeCopy<'a> {
     /// in the context) to the path `to`, replacing what is there unless
     /// both are dirs.
     pub fn copy(&self, from: &Path, rel: &str, to: &Path) -> io::Result<()> {
+        on_deep_stacks(|| self.copy_on_this_thread(from, rel, to))
+    }
+
+    fn copy_on_this_thread(&self, from: &Path, rel: &str, to: &Path) -> io::Result<()> {
         let (src_parent, src_name) = split(from)?;
         let (dst_parent, dst_name) = split(to)?;
         if src_name.as_bytes() == b"." || dst_name.as_bytes() == b"." {
@@ -161,6 +165,15 @@ impl<'a> TreeCopy<'a> {
     /// Copy the contents of dir `from` (`rel` in the context) into the
     /// existing dir `to`. Returns the names written at the top.
     pub fn copy_contents(&self, from: &Path, rel: &str, to: &Path) -> io::Result<Vec<String>> {
+        on_deep_stacks(|| self.copy_contents_on_this_thread(from, rel, to))
+    }
+
+    fn copy_contents_on_this_thread(
+        &self,
+        from: &Path,
+        rel: &str,
+        to: &Path,
+    ) -> io::Result<Vec<String>> {
         let src = open_dir(None, &cstr(from.as_os_str())?, from)?;
         let dst = open_dir(None, &cstr(to.as_os_str())?, to)?;
         self.start(src.as_fd(), from, to)?;
@@ -314,6 +327,12 @@ impl<'a> TreeCopy<'a> {
             }
         }
         let to = at.dst_path.join(OsStr::from_bytes(at.name.to_bytes()));
+        if at.rel.bytes().filter(|&b| b == b'/').count() >= MAX_DEPTH {
+            return Err(io::Error::other(format!(
+                "{}: more than {MAX_DEPTH} nested directories",
+                to.display()
+            )));
+        }
         let existed = match mkdir_at(at.dst_dir, at.name) {
             Ok(()) => {
                 // A file recorded at this name is replaced by the dir.
@@ -419,6 +438,35 @@ impl<'a> TreeCopy<'a> {
         let times = [timespec(st), timespec(st)];
         check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
             .map_err(ctx("setting times of", to))
+    }
+}
+
+/// How deep the copy goes before it refuses. PATH_MAX (4,096 bytes) already
+/// keeps a context's paths above ~2,000 levels; this bounds the recursion
+/// below what [`COPY_STACK`] holds whatever the paths are.
+const MAX_DEPTH: usize = 4096;
+
+/// The copy recurses once per directory level, and each level costs a few
+/// KiB of stack with rayon's frames: a default 2 MiB worker stack ends
+/// near 700 levels, and a stack overflow aborts the whole process, while a
+/// context can nest directories ~2,000 deep. So the copy runs on a pool of
+/// its own whose threads have room (virtual memory: only the pages a deep
+/// tree touches are backed).
+const COPY_STACK: usize = 64 << 20;
+
+/// Run `f` on the copy's pool (on this thread if the pool cannot be made).
+fn on_deep_stacks<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .stack_size(COPY_STACK)
+            .thread_name(|i| format!("cairn-copy-{i}"))
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
     }
 }
 
@@ -834,7 +882,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
         let mut leaf = src.clone();
-        for _ in 0..700 {
+        // Deeper than a default 2 MiB thread stack holds (~700 levels).
+        for _ in 0..1800 {
             leaf.push("d");
         }
         std::fs::create_dir_all(&leaf).unwrap();

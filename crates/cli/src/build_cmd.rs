@@ -405,7 +405,7 @@ fn parse_all<T: std::str::FromStr<Err = String>>(values: &[String]) -> Result<Ve
         .collect()
 }
 
-/// `--allow`, `--memory`, `--cpus`, `--timeout`, `--pids-limit` of `cairn build`.
+// `--allow`, `--memory`, `--cpus`, `--timeout`, `--pids-limit` of `cairn build`.
 #[derive(clap::Args)]
 struct RunLimitArgs {
     /// Grant an entitlement to RUN steps: network.host (RUN --network=host

@@ -17,7 +17,7 @@ pub struct CompletionArgs {
 
 /// Print the completion script; e.g. `cairn completion bash > /etc/bash_completion.d/cairn`.
 pub fn completion(args: CompletionArgs) -> Result<(), CliError> {
-    let mut cmd = crate::command();
+    let mut cmd = crate::tree::eager_command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "cairn", &mut script);
     write_stdout(&script, "writing the completion script")
@@ -42,7 +42,7 @@ pub struct DocsArgs {
 
 /// Man pages into `--man DIR`, else the Markdown reference on stdout.
 pub fn docs(args: DocsArgs) -> Result<(), CliError> {
-    let cmd = crate::command();
+    let cmd = crate::tree::eager_command();
     match args.man {
         Some(dir) => {
             std::fs::create_dir_all(&dir)

@@ -19,6 +19,7 @@ mod security_args;
 mod snapshot_cmds;
 mod store_cmds;
 mod transfer_progress;
+mod tree;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -45,7 +46,11 @@ pub struct Cli {
     command: Command,
 }
 
+/// `defer`: a subcommand's flags are built only when it is the one parsed
+/// (see `tree.rs`). A flattened `Args` struct's doc comment would then
+/// replace the variant's about: keep those structs' comments plain (`//`).
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Build an image from a Dockerfile (or Containerfile) and a context
     Build(build_cmd::BuildArgs),
@@ -103,29 +108,7 @@ enum Command {
     Docs(docs_cmd::DocsArgs),
 }
 
-/// Subcommands that never open a store: `--store` is accepted there (it is
-/// global) but not shown in their help.
-const STORELESS: [&str; 5] = ["parse", "login", "logout", "version", "completion"];
-
-/// The CLI's clap command, with the global `--store` hidden where unused:
-/// those subcommands get a hidden `--store` of their own, which clap's
-/// propagation of the global one then leaves in place.
-pub fn command() -> clap::Command {
-    let mut cmd = <Cli as clap::CommandFactory>::command();
-    for name in STORELESS {
-        cmd = cmd.mut_subcommand(name, |sub| {
-            sub.arg(
-                clap::Arg::new("store")
-                    .long("store")
-                    .env("CAIRN_STORE")
-                    .value_name("DIR")
-                    .value_parser(clap::value_parser!(PathBuf))
-                    .hide(true),
-            )
-        });
-    }
-    cmd
-}
+pub use tree::command;
 
 /// `cairn snapshot list | head -1`: when the reader goes away, `println!`
 /// panics with "failed printing to stdout: Broken pipe". SIGPIPE stays

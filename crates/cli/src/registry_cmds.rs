@@ -12,7 +12,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// How to reach registries; shared by every command that talks to one.
+// How to reach registries; shared by every command that talks to one.
 #[derive(Args, Clone, Default)]
 pub struct RegistryFlags {
     /// false: allow plain HTTP and unverified TLS for every registry
@@ -66,8 +66,8 @@ pub struct PullArgs {
     registry: RegistryFlags,
 }
 
-/// What pull and push print: a summary (text) or one JSON object on stdout,
-/// and progress on stderr when it is a terminal.
+// What pull and push print: a summary (text) or one JSON object on stdout,
+// and progress on stderr when it is a terminal.
 #[derive(Args, Clone, Copy)]
 pub struct OutputFlags {
     /// Result format on stdout: the digest (text) or a JSON report

@@ -18,8 +18,8 @@ use std::process::Stdio;
 
 pub use detach::{detached, logs, DetachedArgs, LogsArgs};
 
-/// Limits and identity of the sandbox `run` creates. Flags that shape the
-/// sandbox (rather than the process) belong here.
+// Limits and identity of the sandbox `run` creates. Flags that shape the
+// sandbox (rather than the process) belong here.
 #[derive(Args)]
 pub struct SandboxOpts {
     /// Name the sandbox (for `sandbox exec|commit|rm` and `inspect`)
@@ -39,7 +39,7 @@ pub struct SandboxOpts {
     pids_limit: Option<u64>,
 }
 
-/// How the command is attached to this terminal.
+// How the command is attached to this terminal.
 #[derive(Args)]
 pub struct AttachOpts {
     /// Run in the background: print the sandbox id and leave it for

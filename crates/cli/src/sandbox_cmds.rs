@@ -40,7 +40,7 @@ pub fn with_userns<'s>(
     })
 }
 
-/// Options shared by `run` and `sandbox exec`.
+// Options shared by `run` and `sandbox exec`.
 #[derive(Args)]
 pub struct ProcessArgs {
     /// Set an environment variable (KEY=VALUE), repeatable

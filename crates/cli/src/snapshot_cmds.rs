@@ -13,7 +13,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// Flags every snapshot command takes.
+// Flags every snapshot command takes.
 #[derive(Args, Clone)]
 pub struct Common {
     /// The organization acting (sees its own and the general snapshots)

@@ -72,27 +72,24 @@ impl Layout {
     /// The root and the dirs that hold tenants' files (`layers/`,
     /// `sandboxes/`, `tmp/` where RUN upper dirs live) are 0700: as root,
     /// other local users must not reach a tenant's files (a setuid binary
-    /// built into a layer, say).
+    /// built into a layer, say). An existing store costs one `stat` per
+    /// directory and one read of `oci-layout` (every command opens it).
     pub fn create(&self) -> Result<()> {
-        for dir in [
-            self.root.clone(),
-            self.blobs(),
-            self.layers(),
-            self.tmp(),
-            self.sandboxes(),
+        for (dir, private) in [
+            (self.root.clone(), true),
+            (self.blobs(), false),
+            (self.layers(), true),
+            (self.tmp(), true),
+            (self.sandboxes(), true),
         ] {
-            fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
-        }
-        for dir in [
-            self.root.clone(),
-            self.layers(),
-            self.tmp(),
-            self.sandboxes(),
-        ] {
-            make_private(&dir)?;
+            let meta = ensure_dir(&dir, "create directory")?;
+            if private {
+                make_private(&dir, &meta)?;
+            }
         }
         let layout = self.oci_layout();
         match fs::read(&layout) {
+            Ok(bytes) if bytes == OCI_LAYOUT.as_bytes() => {}
             Ok(bytes) => {
                 let v: serde_json::Value =
                     serde_json::from_slice(&bytes).map_err(|e| StoreError::BadLayout {
@@ -115,14 +112,27 @@ impl Layout {
     }
 }
 
+/// `dir` as a directory, created (with its parents) when missing: one
+/// `stat` when it exists. Anything else at that path fails as
+/// `create_dir_all` fails there, with `action` in the message.
+pub(crate) fn ensure_dir(dir: &Path, action: &'static str) -> Result<fs::Metadata> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(meta),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io(action, dir)(e)),
+    }
+    fs::create_dir_all(dir).map_err(StoreError::io(action, dir))?;
+    fs::metadata(dir).map_err(StoreError::io("stat", dir))
+}
+
 /// Mode 0700 on `dir` unless it already has no group/other bits but group
 /// search (0710: real root lets its sandboxes' container root, a group of
 /// one subordinate ID, walk through; see `cairn_sandbox::owners`). A dir we do
 /// not own (EPERM: a store another user prepared for us) keeps its mode: the
 /// store still works, and tightening it is its owner's call.
-pub(crate) fn make_private(dir: &Path) -> Result<()> {
+pub(crate) fn make_private(dir: &Path, meta: &fs::Metadata) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = fs::metadata(dir).map_err(StoreError::io("stat", dir))?;
     if meta.permissions().mode() & 0o067 == 0 {
         return Ok(());
     }
@@ -130,5 +140,71 @@ pub(crate) fn make_private(dir: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
         Err(e) => Err(StoreError::io("chmod 0700", dir)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// The one-`stat` path still creates what is missing and tightens what
+    /// is too open, as the mkdir-everything path did.
+    #[test]
+    fn create_makes_missing_dirs_and_tightens_open_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("store"));
+        layout.create().unwrap();
+        fs::remove_dir(layout.tmp()).unwrap();
+        fs::set_permissions(layout.layers(), fs::Permissions::from_mode(0o755)).unwrap();
+        layout.create().unwrap();
+        assert_eq!(mode(&layout.tmp()), 0o700);
+        assert_eq!(mode(&layout.layers()), 0o700);
+        assert!(layout.blobs().is_dir());
+        assert_eq!(
+            fs::read(layout.oci_layout()).unwrap(),
+            OCI_LAYOUT.as_bytes()
+        );
+    }
+
+    /// Something other than a directory where one belongs is refused with
+    /// the path in the error, and is left as it was.
+    #[test]
+    fn a_file_where_a_store_dir_belongs_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("store"));
+        layout.create().unwrap();
+        fs::remove_dir(layout.sandboxes()).unwrap();
+        fs::write(layout.sandboxes(), b"x").unwrap();
+        let err = layout.create().unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Io { action: "create directory", path, .. } if *path == layout.sandboxes()),
+            "{err}"
+        );
+        assert_eq!(fs::read(layout.sandboxes()).unwrap(), b"x");
+    }
+
+    /// An `oci-layout` that differs from ours byte for byte but says the
+    /// same (other spacing) is accepted; one that says otherwise is not.
+    #[test]
+    fn oci_layout_is_checked_by_meaning() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("store"));
+        layout.create().unwrap();
+        fs::write(
+            layout.oci_layout(),
+            b"{ \"imageLayoutVersion\": \"1.0.0\" }\n",
+        )
+        .unwrap();
+        layout.create().unwrap();
+        fs::write(layout.oci_layout(), b"{\"imageLayoutVersion\":\"2.0.0\"}").unwrap();
+        assert!(matches!(
+            layout.create().unwrap_err(),
+            StoreError::BadLayout { .. }
+        ));
     }
 }

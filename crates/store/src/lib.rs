@@ -104,8 +104,7 @@ impl Store {
             .map_err(StoreError::io("resolve store directory", root.as_ref()))?;
         let layout = Layout::new(root);
         // The lock comes first: a GC must not run between our mkdirs and our work.
-        std::fs::create_dir_all(layout.root())
-            .map_err(StoreError::io("create store directory", layout.root()))?;
+        layout::ensure_dir(layout.root(), "create store directory")?;
         let lock = StoreLock::acquire(&layout.lock(), mode)?;
         layout.create()?;
         let conn = db::open(&layout.meta_db())?;

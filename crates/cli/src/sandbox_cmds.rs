@@ -11,7 +11,17 @@ use std::path::Path;
 use std::time::Duration;
 
 pub fn launcher() -> Result<Launcher, CliError> {
+    prime_cpu_features();
     Launcher::current_exe().map_err(CliError::failed)
+}
+
+/// Run std's CPU-feature probe now, before a sandbox helper is forked. It
+/// is cached per process, but nothing here asks for it before the fork, so
+/// the helper's PID 1 probed on its way to the command's exec (memchr asks)
+/// and this process again after: ~10 `cpuid`s of ~8 us each in a VM.
+fn prime_cpu_features() {
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::arch::is_x86_feature_detected!("avx2");
 }
 
 /// Remove the sandboxes whose owner process is gone (for `prune`; `sandbox

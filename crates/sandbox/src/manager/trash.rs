@@ -169,3 +169,51 @@ pub(crate) fn reclaim_leftovers(store: &Store, remover: &dyn TreeRemover) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn own_unreadable_dirs_are_opened_up_and_symlinks_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let trash = tmp.path().join("trash");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(trash.join("work/work/deeper")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, trash.join("link")).unwrap();
+        for p in [&outside, &trash.join("work/work/deeper")] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        std::fs::set_permissions(
+            trash.join("work/work"),
+            std::fs::Permissions::from_mode(0o050),
+        )
+        .unwrap();
+        open_up_own_dirs(&trash);
+        assert_eq!(mode(&trash.join("work/work")), 0o750);
+        assert_eq!(mode(&trash.join("work/work/deeper")), 0o700);
+        // The symlink's target is not the trash's: left as it was.
+        assert_eq!(mode(&outside), 0o000);
+        remove(&cairn_store::layer_dirs::PlainRemover, &trash).unwrap();
+        assert!(!trash.exists() && outside.exists());
+    }
+
+    #[test]
+    fn moving_aside_a_missing_dir_is_not_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sandboxes-id");
+        let aside = tmp.path().join("trash-sandbox-id");
+        assert!(!move_aside(&dir, &aside).unwrap());
+        std::fs::create_dir_all(dir.join("upper")).unwrap();
+        // A leftover of the same name is replaced.
+        std::fs::create_dir_all(aside.join("old")).unwrap();
+        assert!(move_aside(&dir, &aside).unwrap());
+        assert!(aside.join("upper").is_dir() && !aside.join("old").exists() && !dir.exists());
+    }
+}

@@ -281,6 +281,9 @@ fn start_command(spec: &RunSpec, terminal: bool, op: Option<&FileOp>) -> Result<
     // child may use the heap; it never returns (exec or _exit), so nothing
     // PID 1 owns is dropped here. Signal handlers, descriptors, seccomp,
     // credentials and capabilities are per task: set for the child alone.
+    // The child runs on PID 1's thread descriptor: glibc's cached tid is
+    // PID 1's, so nothing here may raise()/abort() on purpose (the set-up
+    // reports failures through the pipe and _exits instead).
     let child_main = move || -> isize {
         // SAFETY: this task's own copy of the descriptor table.
         unsafe { libc::close(err_r_fd) };

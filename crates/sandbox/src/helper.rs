@@ -255,44 +255,74 @@ fn pid1_main(spec: &RunSpec, terminal: bool, op: Option<&FileOp>, mut up: File) 
 /// Set up the rootfs, then fork and exec the command (or do the file
 /// operation); Ok once exec succeeded (the operation was started).
 fn start_command(spec: &RunSpec, terminal: bool, op: Option<&FileOp>) -> Result<Pid, Failure> {
+    let span = cairn_layer::timing::span("sandbox.pid1_rootfs");
     rootfs::enter(spec, terminal).map_err(|e| Failure::Setup(e.to_string()))?;
+    drop(span);
+    let span = cairn_layer::timing::span("sandbox.pid1_user_and_program");
     let user = load_user(&spec.process.user).map_err(Failure::Setup)?;
     prepare_cwd(&spec.process.cwd, &user).map_err(Failure::Setup)?;
     let program = match op {
         Some(_) => PathBuf::new(),
         None => resolve_program(&spec.process.args, &spec.process.env)?,
     };
+    drop(span);
+    let _span = cairn_layer::timing::span("sandbox.pid1_fork_to_exec");
 
     // The command tells whether exec worked through this pipe: it is
     // close-on-exec, so EOF means success.
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Failure::Setup(format!("pipe: {e}")))?;
-    // SAFETY: PID 1 is single-threaded.
-    match unsafe { fork() } {
-        Err(e) => Err(Failure::Setup(format!("fork: {e}"))),
-        Ok(ForkResult::Child) => {
-            drop(err_r);
-            reset_signals();
-            let failure = match op {
-                // Success exits 0 with the pipe closed unwritten, as an exec does.
-                Some(op) => match become_user(spec, &user)
-                    .and_then(|()| crate::fileop::perform(op).map_err(file_failure))
-                {
-                    // SAFETY: _exit, as after a fork of a caller's copy.
-                    Ok(()) => unsafe { libc::_exit(0) },
-                    Err(f) => f,
-                },
-                None => match terminal.then(crate::console::take_terminal) {
-                    Some(Err(message)) => Failure::Setup(message),
-                    _ => exec_command(&program, spec, &user),
-                },
-            };
-            let mut w = File::from(err_w);
-            let _ = w.write_all(&serde_json::to_vec(&failure).unwrap_or_default());
-            // SAFETY: _exit: no exit handlers of the caller's copy run here.
-            unsafe { libc::_exit(failure.exit_code()) }
-        }
-        Ok(ForkResult::Parent { child }) => {
+    use std::os::fd::AsRawFd;
+    let (err_r_fd, err_w_fd) = (err_r.as_raw_fd(), err_w.as_raw_fd());
+    // The command's process shares PID 1's memory until its exec (a vfork,
+    // as posix_spawn does): no copy of PID 1's page tables (a fork of the
+    // 26 MB caller's copy), no copy-on-write faults, and its exec does not
+    // tear down a big address space. PID 1 is suspended meanwhile, so the
+    // child may use the heap; it never returns (exec or _exit), so nothing
+    // PID 1 owns is dropped here. Signal handlers, descriptors, seccomp,
+    // credentials and capabilities are per task: set for the child alone.
+    // The child runs on PID 1's thread descriptor: glibc's cached tid is
+    // PID 1's, so nothing here may raise()/abort() on purpose (the set-up
+    // reports failures through the pipe and _exits instead).
+    let child_main = move || -> isize {
+        // SAFETY: this task's own copy of the descriptor table.
+        unsafe { libc::close(err_r_fd) };
+        reset_signals();
+        let failure = match op {
+            // Success exits 0 with the pipe closed unwritten, as an exec does.
+            Some(op) => match become_user(spec, &user)
+                .and_then(|()| crate::fileop::perform(op).map_err(file_failure))
+            {
+                // SAFETY: _exit, as after a fork of a caller's copy.
+                Ok(()) => unsafe { libc::_exit(0) },
+                Err(f) => f,
+            },
+            None => match terminal.then(crate::console::take_terminal) {
+                Some(Err(message)) => Failure::Setup(message),
+                _ => exec_command(&program, spec, &user),
+            },
+        };
+        let text = serde_json::to_vec(&failure).unwrap_or_default();
+        // SAFETY: writes this task's copy of the pipe's write end.
+        unsafe { libc::write(err_w_fd, text.as_ptr().cast(), text.len()) };
+        // SAFETY: _exit: no exit handlers of the caller's copy run here.
+        unsafe { libc::_exit(failure.exit_code()) }
+    };
+    let mut stack = vec![0u8; COMMAND_STACK];
+    // SAFETY: PID 1 is single-threaded and suspended until the child has
+    // exec'd or exited (CLONE_VFORK), so `stack` and what the closure
+    // borrows outlive its use.
+    let started = unsafe {
+        nix::sched::clone(
+            Box::new(child_main),
+            &mut stack,
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            Some(libc::SIGCHLD),
+        )
+    };
+    match started {
+        Err(e) => Err(Failure::Setup(format!("clone: {e}"))),
+        Ok(child) => {
             drop(err_w);
             let mut failure_report = Vec::new();
             let _ = File::from(err_r).read_to_end(&mut failure_report);
@@ -306,6 +336,10 @@ fn start_command(spec: &RunSpec, terminal: bool, op: Option<&FileOp>) -> Result<
         }
     }
 }
+
+/// Stack of the command's process until its exec: the user and
+/// capability set-up and, on failure, the report (touched pages only).
+const COMMAND_STACK: usize = 1 << 20;
 
 /// Give the command the signal state a fresh process has (as runc does):
 /// nothing blocked, nothing ignored. An ignored signal survives exec, and

@@ -29,7 +29,9 @@ use std::time::Duration;
 
 mod stream_extract;
 mod teardown;
+mod trash;
 pub use stream_extract::{ExtractedDir, PendingExtract};
+pub use trash::INLINE_ENV as RECLAIM_INLINE_ENV;
 
 const ROOT_KIND: &str = "sandbox";
 
@@ -639,6 +641,11 @@ impl<'s> SandboxManager<'s> {
     /// roots of sandboxes that are gone.
     fn sweep(&self) -> Result<(Vec<SandboxRecord>, Vec<String>), ManagerError> {
         self.drop_orphan_roots()?;
+        let remover = crate::TaskRemover {
+            launcher: &self.launcher,
+            mapping: &self.mapping,
+        };
+        trash::reclaim_leftovers(self.store, &remover);
         let mut alive = Vec::new();
         let mut dead = Vec::new();
         for record in self.list_records()? {
@@ -910,8 +917,11 @@ impl<'s> SandboxManager<'s> {
         Ok(self.store.record_image(&image.config, &layers)?)
     }
 
-    /// Remove a sandbox: its directory (through a task, since files in it may
-    /// belong to subordinate IDs) and its GC root.
+    /// Remove a sandbox: its record, its directory (moved into the store's
+    /// `tmp/` at once, then deleted, through a task when files in it belong
+    /// to subordinate IDs: detached from a single-threaded caller, see
+    /// `manager/trash.rs`) and its GC root. When this returns the sandbox
+    /// is gone from listings and its id and name are free.
     pub fn remove(&self, id_or_name: &str) -> Result<(), ManagerError> {
         let (id, cgroup_dirs, ephemeral) = match self.get(id_or_name) {
             Ok(r) => {
@@ -941,12 +951,23 @@ impl<'s> SandboxManager<'s> {
             // Drop the record first: a half-removed sandbox is then just garbage.
             let _ = std::fs::remove_file(self.record_path(&id));
         }
+        // One rename takes the sandbox out of `sandboxes/`; its files are
+        // reclaimed after (`manager/trash.rs` has the contract).
+        let trash = trash::path(self.store, &id);
+        let moved = trash::move_aside(&dir, &trash).map_err(io(format!(
+            "moving {} to {}",
+            dir.display(),
+            trash.display()
+        )))?;
         let remover = crate::TaskRemover {
             launcher: &self.launcher,
             mapping: &self.mapping,
         };
-        cairn_store::layer_dirs::TreeRemover::remove_tree(&remover, &dir)
-            .map_err(SandboxError::TaskFailed)?;
+        if moved {
+            let _span = cairn_layer::timing::span("sandbox.remove_reclaim");
+            trash::reclaim(self.store, &remover, &trash).map_err(SandboxError::TaskFailed)?;
+        }
+        let _span = cairn_layer::timing::span("sandbox.remove_root");
         // An ephemeral sandbox made nothing durable, and its removal need
         // not be either: a root a power loss brings back is swept with the
         // other roots of missing sandboxes (`sweep`).

@@ -1,4 +1,4 @@
-//! Waiting for helpers in the background.
+//! Waiting for helpers (and detached reclaimers) in the background.
 //!
 //! A run's outcome is known when PID 1 reports the command's exit; the
 //! helper's own exit comes later, after the kernel has torn the sandbox's
@@ -17,10 +17,31 @@ use std::process::Child;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Mutex, OnceLock};
 
-/// A helper to wait for, and what to drop once it is gone.
+/// A helper (or a forked reclaimer) to wait for, and what to drop once it
+/// is gone.
 struct Pending {
-    child: Child,
+    child: Waitable,
     hold: Option<Box<dyn Send>>,
+}
+
+/// A child of this process, spawned through `std::process` or forked.
+enum Waitable {
+    Child(Child),
+    Pid(nix::unistd::Pid),
+}
+
+impl Waitable {
+    /// Block until it has exited; an error means it was already reaped.
+    fn wait(&mut self) {
+        match self {
+            Waitable::Child(c) => {
+                let _ = c.wait();
+            }
+            Waitable::Pid(pid) => {
+                let _ = nix::sys::wait::waitpid(*pid, None);
+            }
+        }
+    }
 }
 
 /// The reaper's queue; `None` when its thread could not be started.
@@ -29,8 +50,23 @@ static REAPER: OnceLock<Option<Mutex<Sender<Pending>>>> = OnceLock::new();
 /// Wait for `child` on the reaper thread, then drop `hold`. Waits here
 /// instead if there is no reaper thread.
 pub(crate) fn reap_later(child: Child, hold: Option<Box<dyn Send>>) {
+    queue(Pending {
+        child: Waitable::Child(child),
+        hold,
+    });
+}
+
+/// Wait for the forked child `pid` on the reaper thread (a detached
+/// reclaimer, `manager/trash.rs`), or here if there is none.
+pub(crate) fn reap_pid_later(pid: nix::unistd::Pid) {
+    queue(Pending {
+        child: Waitable::Pid(pid),
+        hold: None,
+    });
+}
+
+fn queue(pending: Pending) {
     let queue = REAPER.get_or_init(start);
-    let pending = Pending { child, hold };
     let unsent = match queue {
         Some(tx) => match tx.lock() {
             Ok(tx) => tx.send(pending).err().map(|e| e.0),
@@ -40,7 +76,7 @@ pub(crate) fn reap_later(child: Child, hold: Option<Box<dyn Send>>) {
     };
     if let Some(mut p) = unsent {
         // Reaped here: blocking, but never a zombie.
-        let _ = p.child.wait();
+        p.child.wait();
     }
 }
 
@@ -55,8 +91,7 @@ fn start() -> Option<Mutex<Sender<Pending>>> {
         .name("cairn-reaper".into())
         .spawn(move || {
             for mut pending in rx {
-                // An error means it was already reaped: nothing to wait for.
-                let _ = pending.child.wait();
+                pending.child.wait();
                 drop(pending.hold);
             }
         });

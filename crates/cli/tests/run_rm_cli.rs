@@ -1,0 +1,205 @@
+//! `run --rm` leaves nothing behind: the sandbox is gone from listings
+//! when the command returns, its dir is reclaimed right after (a detached
+//! reclaimer, `crates/sandbox/src/manager/trash.rs`), and removals cut
+//! short (a killed `run --rm`, a crash between the move and the reclaim)
+//! are reclaimed by the next sweep or GC. Root and rootless.
+
+mod cli_env;
+
+use cli_env::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Entries of the store's `tmp/` that are removed sandboxes' dirs.
+fn trash(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("trash-sandbox-"))
+        .collect()
+}
+
+fn sandbox_dirs(store: &Path) -> usize {
+    std::fs::read_dir(store.join("sandboxes")).unwrap().count()
+}
+
+/// Wait (bounded) until no removed sandbox's dir is left in `tmp/`.
+fn wait_for_reclaim(store: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !trash(store).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "never reclaimed: {:?}",
+            trash(store)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The GC roots the store holds for sandboxes. Opens the store as this
+/// (root) process: call it last, when the test user is done with it.
+fn sandbox_roots(store: &Path) -> Vec<String> {
+    cairn_store::Store::open(store)
+        .unwrap()
+        .root_ids("sandbox")
+        .unwrap()
+}
+
+fn ls_json(env: &Env) -> String {
+    text(&env.cairn(&["sandbox", "ls", "--format", "json"]).stdout)
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn run_rm_leaves_no_dir_no_trash_and_no_root() {
+    for user in users() {
+        let env = Env::new(user);
+        // Output and exit codes are the command's, as before.
+        let out = env.cairn(&[
+            "run",
+            "--rm",
+            "busybox:fixture",
+            "sh",
+            "-c",
+            "echo hi; echo x > /f",
+        ]);
+        assert_eq!(ok(&out, "run --rm"), "hi\n");
+        // Gone from the store's sandboxes when `run --rm` returns.
+        assert_eq!(sandbox_dirs(&env.store), 0);
+        assert_eq!(ls_json(&env), "[]");
+        for (args, code) in [
+            (&["sh", "-c", "exit 3"][..], 3),
+            (&["no-such-command"][..], 127),
+            (&["/etc"][..], 126),
+            (&["sh", "-c", "kill -9 $$"][..], 137),
+        ] {
+            let mut all = vec!["run", "--rm", "busybox:fixture"];
+            all.extend_from_slice(args);
+            let out = env.cairn(&all);
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
+            assert_eq!(sandbox_dirs(&env.store), 0, "{args:?}");
+        }
+        // `$(cairn run --rm ...)` ends with the CLI: the reclaimer holds
+        // none of its descriptors (Command::output waits for EOF).
+        let out = env.cairn(&["run", "--rm", "busybox:fixture", "echo", "done"]);
+        assert_eq!(ok(&out, "run --rm"), "done\n");
+        // Its bytes are reclaimed right after, and nothing stays.
+        wait_for_reclaim(&env.store);
+        assert_eq!(sandbox_dirs(&env.store), 0);
+        let out = env.cairn(&["fsck"]);
+        assert!(out.status.success(), "{}", text(&out.stdout));
+        assert_eq!(sandbox_roots(&env.store), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn removals_cut_short_are_reclaimed_by_the_sweep_and_by_gc() {
+    for user in users() {
+        let env = Env::new(user);
+        // Two sandboxes that ran once (an overlay work dir, mode 000 and
+        // container root's, is what needs the user namespace to delete).
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let out = env.cairn(&["sandbox", "create", "busybox:fixture"]);
+            let id = ok(&out, "create").lines().last().unwrap().to_string();
+            let out = env.cairn(&["sandbox", "exec", &id, "--", "sh", "-c", "echo x > /f"]);
+            ok(&out, "exec");
+            ids.push(id);
+        }
+        // A removal that crashed after moving the dirs aside: the record
+        // gone with the dir, the dir in tmp/, the GC root still there.
+        for id in &ids {
+            let dir = env.store.join("sandboxes").join(id);
+            let aside = env.store.join("tmp").join(format!("trash-sandbox-{id}"));
+            std::fs::rename(&dir, &aside).unwrap();
+            std::fs::remove_file(aside.join("sandbox.json")).unwrap();
+        }
+        assert_eq!(trash(&env.store).len(), 2);
+        // Trash is not corruption.
+        let out = env.cairn(&["fsck"]);
+        assert!(out.status.success(), "{}", text(&out.stdout));
+        // The next listing reclaims it and drops the roots of the gone.
+        assert_eq!(ls_json(&env), "[]");
+        assert_eq!(trash(&env.store), Vec::<String>::new());
+        // GC clears a leftover too (one made after that listing).
+        let out = env.cairn(&["sandbox", "create", "busybox:fixture"]);
+        let id = ok(&out, "create").lines().last().unwrap().to_string();
+        ok(&env.cairn(&["sandbox", "exec", &id, "--", "true"]), "exec");
+        let aside = env.store.join("tmp").join(format!("trash-sandbox-{id}"));
+        std::fs::rename(env.store.join("sandboxes").join(&id), &aside).unwrap();
+        let out = env.cairn(&["prune"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(trash(&env.store), Vec::<String>::new());
+        assert_eq!(sandbox_dirs(&env.store), 0);
+        assert_eq!(sandbox_roots(&env.store), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn a_killed_run_rm_is_removed_and_reclaimed_by_the_next_listing() {
+    for user in users() {
+        let env = Env::new(user);
+        let cairn = env!("CARGO_BIN_EXE_cairn");
+        let mut cmd = match user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--", cairn]);
+                c
+            }
+            None => Command::new(cairn),
+        };
+        let mut child = cmd
+            .args([
+                "run",
+                "--rm",
+                "busybox:fixture",
+                "sh",
+                "-c",
+                "echo up; exec sleep 4323",
+            ])
+            .env("CAIRN_STORE", &env.store)
+            .current_dir("/tmp")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Up once the command printed: the sandbox exists and runs.
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert_eq!(line, "up\n");
+        let owner = std::fs::read_dir(env.store.join("sandboxes"))
+            .unwrap()
+            .flatten()
+            .find_map(|e| {
+                let bytes = std::fs::read(e.path().join("sandbox.json")).ok()?;
+                let r: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+                r["owner"]["pid"].as_u64()
+            })
+            .expect("a running --rm sandbox has a record naming its owner");
+        let st = Command::new("kill")
+            .args(["-9", &owner.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let _ = child.wait();
+        assert_eq!(sandbox_dirs(&env.store), 1);
+        // The listing removes it (its owner is gone)...
+        assert_eq!(ls_json(&env), "[]");
+        assert_eq!(sandbox_dirs(&env.store), 0);
+        // ...and its dir is reclaimed; nothing stays.
+        wait_for_reclaim(&env.store);
+        let out = env.cairn(&["fsck"]);
+        assert!(out.status.success(), "{}", text(&out.stdout));
+        assert_eq!(sandbox_roots(&env.store), Vec::<String>::new());
+    }
+}

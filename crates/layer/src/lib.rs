@@ -34,6 +34,7 @@ pub use extract::{
 pub use idmap::{IdMap, IdRange};
 pub use limits::{ExtractLimits, LimitExceeded, LimitKind};
 pub use pgzip::ParallelGzEncoder;
+pub use pzstd::ZstdEncoder;
 pub use sys::openat2_in_root;
 pub use write::{write_layer, write_layer_unhashed, LayerInfo, WrittenLayer};
 

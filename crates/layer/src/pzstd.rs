@@ -3,7 +3,7 @@
 //!
 //! The input is cut into fixed 1 MiB chunks (at fixed offsets of the
 //! stream, whatever the write sizes). Each whole chunk gets a cheap trial
-//! ([`looks_incompressible`]: a few samples compressed at level 1).
+//! ([`Trial::looks_incompressible`]: a few samples compressed at level 1).
 //!
 //! * A chunk that compresses goes through libzstd's multi-threaded
 //!   streaming encoder (`zstd_safe::CCtx`, `ZSTD_compressStream2`) at the
@@ -15,7 +15,7 @@
 //! * A chunk that does not compress ends the open frame (if any) and is
 //!   written as a frame of its own made of Raw blocks (RFC 8878: magic,
 //!   a frame header with the content size, blocks of at most 128 KiB): a
-//!   memory copy instead of ~2.3 ms of CPU per MiB in the match finder.
+//!   memory copy instead of 1-2 ms of CPU per MiB in the match finder.
 //!
 //! A concatenation of frames is one valid zstd stream (RFC 8878 section 3),
 //! read as such by `zstd -d`, the Go decoder of containerd/skopeo, and our

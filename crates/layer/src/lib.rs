@@ -18,6 +18,7 @@ pub mod idmap;
 pub mod limits;
 pub mod meter;
 mod pgzip;
+mod pzstd;
 mod sys;
 mod tar_writer;
 pub mod timing;
@@ -33,6 +34,7 @@ pub use extract::{
 pub use idmap::{IdMap, IdRange};
 pub use limits::{ExtractLimits, LimitExceeded, LimitKind};
 pub use pgzip::ParallelGzEncoder;
+pub use pzstd::ZstdEncoder;
 pub use sys::openat2_in_root;
 pub use write::{write_layer, write_layer_unhashed, LayerInfo, WrittenLayer};
 

@@ -6,12 +6,10 @@ use crate::compression::Compression;
 use crate::digest::{Digest, HashingWriter};
 use crate::error::LayerError;
 use crate::pgzip::ParallelGzEncoder;
+use crate::pzstd::ZstdEncoder;
 use crate::tar_writer::write_tar;
 use crate::{DiffSource, LayerOptions};
 use std::io::{self, BufWriter, Write};
-
-/// zstd multi-threaded job size.
-const ZSTD_JOB_SIZE: u32 = 4 << 20;
 
 /// Bytes handed to the compressor per call.
 const COMPRESSOR_INPUT: usize = 1 << 20;
@@ -34,7 +32,7 @@ pub struct LayerInfo {
 }
 
 enum Compressor<W: Write> {
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Zstd(ZstdEncoder<W>),
     Gzip(ParallelGzEncoder<W>),
     None(W),
 }
@@ -44,18 +42,9 @@ impl<W: Write> Compressor<W> {
         let level = opts.level.unwrap_or(opts.compression.default_level());
         let threads = opts.threads.max(1);
         Ok(match opts.compression {
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
-                // zstd's multi-threaded output is the same for any worker count
-                // >= 1, so the digest does not depend on the machine.
-                enc.multithread(threads as u32)?;
-                // Smaller jobs than libzstd's default (4x the window) keep the
-                // buffers of all in-flight jobs, and so peak memory, well under
-                // 100 MiB for any layer size. Fixed, so the output stays the same
-                // on every machine.
-                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                Compressor::Zstd(enc)
-            }
+            // Raw frames for chunks that do not compress; libzstd's
+            // multi-threaded stream, as before, for the rest (pzstd.rs).
+            Compression::Zstd => Compressor::Zstd(ZstdEncoder::new(sink, level, threads)?),
             Compression::Gzip => Compressor::Gzip(ParallelGzEncoder::new(
                 sink,
                 level.clamp(0, 9) as u32,
@@ -160,9 +149,13 @@ fn write_stream<W: Write>(
     let blob = BlobMeter::new(sink, hash_blob);
     let compressor = Compressor::new(opts, blob).map_err(LayerError::Sink)?;
     // The tar writer makes many small writes (512-byte headers, small files);
-    // multi-threaded zstd synchronises with its workers on every call, so the
-    // compressor is fed in 1 MiB pieces.
-    let buffered = BufWriter::with_capacity(COMPRESSOR_INPUT, compressor);
+    // the compressors want big pieces. The zstd writer gathers its own 1 MiB
+    // chunks (a buffer in front of it would be a second copy of every byte).
+    let capacity = match opts.compression {
+        Compression::Zstd => 0,
+        _ => COMPRESSOR_INPUT,
+    };
+    let buffered = BufWriter::with_capacity(capacity, compressor);
     // The diffID is hashed here, inline: the blob's hash runs in the
     // caller's process and the compressor has its workers, so the cores are
     // busy; a hashing thread of its own cost more (a copy per byte and the

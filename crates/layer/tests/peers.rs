@@ -122,6 +122,60 @@ fn umoci_unpacks_what_cairn_writes() {
 }
 
 #[test]
+fn skopeo_reads_a_cairn_zstd_layer_with_raw_frames() {
+    // umoci 0.4.7 reads no zstd, so skopeo (containers/image, the Go zstd
+    // decoder containerd and buildah use too) converts the image to gzip,
+    // which means decoding every frame of ours, and umoci unpacks that.
+    if !(have("skopeo") && have("umoci") && is_root()) {
+        eprintln!(
+            "SKIP skopeo_reads_a_cairn_zstd_layer_with_raw_frames: needs skopeo, umoci and root"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    make_every_type(&src, 1_600_000_000);
+    // Incompressible MiBs (raw frames) between compressible ones.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..3 * (1 << 20) + 999)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect();
+    std::fs::write(src.join("noise.bin"), &noise).unwrap();
+    let text: String = (0..80_000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(src.join("z-text"), text).unwrap();
+    let layout = tmp.path().join("layout-zstd");
+    oci_layout(&layout, &src, Compression::Zstd);
+    let zblob = &layer_blobs(&layout)[0];
+    assert!(
+        zblob
+            .windows(5)
+            .any(|w| w == [0x28, 0xb5, 0x2f, 0xfd, 0xa0]),
+        "the layer has raw frames"
+    );
+    let gz = tmp.path().join("layout-gz");
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-compress",
+            "--dest-compress-format",
+            "gzip",
+        ])
+        .arg(format!("oci:{}:t", layout.display()))
+        .arg(format!("oci:{}:t", gz.display())));
+    let gblob = &layer_blobs(&gz)[0];
+    assert!(gblob.starts_with(&[0x1f, 0x8b]), "skopeo recompressed it");
+    let rootfs = umoci_rootfs(&gz, "t", &tmp.path().join("bundle"));
+    assert_same_tree(&snapshot(&src, &FULL), &snapshot(&rootfs, &FULL));
+}
+
+#[test]
 fn cairn_extracts_gnu_tar_layers_like_gnu_tar() {
     if !is_root() {
         eprintln!(

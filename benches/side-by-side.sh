@@ -30,14 +30,18 @@ bash fixtures/busybox/make-image.sh "$work/layout" >/dev/null
 "$cairn" import "oci:$work/layout:fixture" localhost/bbfixture:latest >/dev/null
 buildah $bs tag "$(buildah $bs pull -q "oci:$work/layout:fixture")" localhost/bbfixture:latest
 
-# ms CMD...: wall time of one run, in milliseconds (output discarded; a
+# ms CMD...: wall time of one run, in milliseconds to 0.1 (output discarded; a
 # failing command aborts the bench).
+# The clock is bash's own $EPOCHREALTIME (microseconds), not `date`: two
+# forks of `date` per sample added ~1-2 ms to every figure, which shrank
+# the ratio of the short rows (`run --rm`) and not the peer's long ones.
 ms() {
   local s e
-  s=$(date +%s%N)
+  s=${EPOCHREALTIME/./}
   "$@" >/dev/null 2>"$work/last-stderr" || { cat "$work/last-stderr" >&2; echo "failed: $*" >&2; exit 1; }
-  e=$(date +%s%N)
-  echo $(((e - s) / 1000000))
+  e=${EPOCHREALTIME/./}
+  local us=$((e - s))
+  printf '%d.%d\n' $((us / 1000)) $((us % 1000 / 100))
 }
 median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
 fmt() { python3 -c "v=$1/1000; print(f'{v:.2f} s' if v >= 1 else f'{$1} ms')"; }

@@ -31,9 +31,9 @@ pub use extract::{
     ExtractStats, WhiteoutMode,
 };
 pub use idmap::{IdMap, IdRange};
-pub use limits::{ExtractLimits, LimitExceeded, LimitKind};
+pub use limits::{ExtractLimits, LimitExceeded, LimitKind, MAX_TREE_DEPTH};
 pub use pgzip::ParallelGzEncoder;
-pub use sys::openat2_in_root;
+pub use sys::{openat2_in_root, readlinkat};
 pub use write::{write_layer, write_layer_unhashed, LayerInfo, WrittenLayer};
 
 use std::path::Path;

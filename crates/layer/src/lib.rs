@@ -18,6 +18,7 @@ pub mod idmap;
 pub mod limits;
 pub mod meter;
 mod pgzip;
+pub mod quiet;
 mod sys;
 mod tar_writer;
 pub mod timing;

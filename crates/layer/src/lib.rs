@@ -19,6 +19,7 @@ pub mod limits;
 pub mod meter;
 mod pgzip;
 mod pzstd;
+pub mod quiet;
 mod sys;
 mod tar_writer;
 pub mod timing;
@@ -32,10 +33,10 @@ pub use extract::{
     ExtractStats, WhiteoutMode,
 };
 pub use idmap::{IdMap, IdRange};
-pub use limits::{ExtractLimits, LimitExceeded, LimitKind};
+pub use limits::{ExtractLimits, LimitExceeded, LimitKind, MAX_TREE_DEPTH};
 pub use pgzip::ParallelGzEncoder;
 pub use pzstd::ZstdEncoder;
-pub use sys::openat2_in_root;
+pub use sys::{openat2_in_root, readlinkat};
 pub use write::{write_layer, write_layer_unhashed, LayerInfo, WrittenLayer};
 
 use std::path::Path;

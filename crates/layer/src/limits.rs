@@ -23,6 +23,14 @@ pub const DEFAULT_MAX_EXTRACT_ENTRIES: u64 = 1 << 20;
 /// Docker, buildah) puts on PAX and long-name records. They are held in memory.
 pub const DEFAULT_MAX_HEADER_SIZE: u64 = 1 << 20;
 
+/// The product's one depth policy: a tree Cairn extracts, commits, copies
+/// or scans may hold at most this many nested directories (a path of at
+/// most this many components below its root). Deeper input is refused with
+/// [`LimitKind::Depth`] naming the path. Real trees stay far below it (the
+/// deepest node_modules nest a few dozen levels); a hostile one past it
+/// would only cost stack, descriptors and quadratic lookups.
+pub const MAX_TREE_DEPTH: usize = 4096;
+
 /// The environment variable that sets [`ExtractLimits::max_size`].
 pub const ENV_MAX_SIZE: &str = "CAIRN_MAX_EXTRACT_SIZE";
 /// The environment variable that sets [`ExtractLimits::max_entries`].
@@ -105,6 +113,8 @@ pub enum LimitKind {
     Size,
     Entries,
     HeaderSize,
+    /// Nested directories below the tree's root ([`MAX_TREE_DEPTH`]).
+    Depth,
 }
 
 /// A cap was hit: what, the cap, and the entry at fault when there is one.
@@ -130,6 +140,11 @@ impl fmt::Display for LimitExceeded {
             LimitKind::Entries => write!(
                 f,
                 "more than the limit of {} entries{at} (raise it with {ENV_MAX_ENTRIES})",
+                self.limit
+            ),
+            LimitKind::Depth => write!(
+                f,
+                "more than the limit of {} nested directories{at}",
                 self.limit
             ),
             LimitKind::HeaderSize => write!(

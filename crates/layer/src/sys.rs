@@ -130,10 +130,13 @@ pub fn statx_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<libc::statx> {
     Ok(st)
 }
 
-/// The target of the symlink `name` in `dir`.
-pub fn readlinkat(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Vec<u8>> {
+/// The target of the symlink `name` in `dir`; `hint` is its lstat size
+/// (0 when unknown), so one call reads it. Shared with the builder's tree
+/// copy (re-exported as `cairn_layer::readlinkat`).
+pub fn readlinkat(dir: BorrowedFd<'_>, name: &[u8], hint: usize) -> io::Result<Vec<u8>> {
     let c = cstring(name)?;
-    let mut buf = vec![0u8; 256];
+    // One byte more than the target: a full buffer may mean truncation.
+    let mut buf = vec![0u8; hint.max(255) + 1];
     loop {
         // SAFETY: c is NUL-terminated; buf is valid for buf.len() bytes.
         let n = unsafe {
@@ -256,12 +259,40 @@ pub fn openat2_in_root(
     flags: libc::c_int,
     mode: u32,
 ) -> io::Result<OwnedFd> {
+    let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    openat2(root, path, flags, mode, resolve)
+}
+
+/// `openat2` of `path` below `dir` with no symlink followed anywhere and
+/// no way above `dir`: the rest of a path too long for one call, once its
+/// head was resolved in the root.
+pub fn openat2_beneath_no_symlinks(
+    dir: BorrowedFd<'_>,
+    path: &[u8],
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    openat2(
+        dir,
+        path,
+        flags,
+        0,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+    )
+}
+
+fn openat2(
+    root: BorrowedFd<'_>,
+    path: &[u8],
+    flags: libc::c_int,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let c = cstring(path)?;
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.mode = u64::from(mode);
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
     let fd = unsafe {
         libc::syscall(

@@ -529,11 +529,13 @@ impl Launcher {
         cmd.stderr(stdio.stderr.unwrap_or_else(Stdio::inherit));
         let keep = [down_r.as_raw_fd(), up_w.as_raw_fd()];
         let caller = std::process::id() as libc::pid_t;
-        let forked = self.own_binary && crate::spawn::may_fork();
+        // Held until the fork is done (spawn.rs).
+        let fork_window = self.own_binary.then(crate::spawn::fork_window).flatten();
+        let forked = fork_window.is_some();
         if forked {
             let mut request = Some(request.clone());
-            // SAFETY: this process is single-threaded but for the reaper,
-            // which holds no lock (spawn.rs), so the child may do anything;
+            // SAFETY: this process is single-threaded but for the reaper
+            // and quiet threads, which hold no lock (spawn.rs), so the child may do anything;
             // it never returns into std's spawn code (it _exits).
             unsafe {
                 cmd.pre_exec(move || {
@@ -581,6 +583,7 @@ impl Launcher {
         let child = cmd.spawn().map_err(|e| {
             SandboxError::io(format!("starting helper {}", self.helper.display()), e)
         })?;
+        drop(fork_window);
         drop(down_r);
         drop(up_w);
         let mut helper = Helper {

@@ -16,15 +16,35 @@
 /// default) forks when it is safe.
 pub const SPAWN_ENV: &str = "CAIRN_SANDBOX_SPAWN";
 
+use cairn_layer::quiet::ForkWindow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// Whether the helper may be a fork of this process now: no thread runs
-/// here but the calling one and the reaper (which is only ever blocked in
-/// `recv` or `waitpid`, holding no lock, see `reap.rs`).
-pub(crate) fn may_fork() -> bool {
+/// here but the calling one, the reaper (which is only ever blocked in
+/// `recv` or `waitpid`, holding no lock, see `reap.rs`) and threads in
+/// [`cairn_layer::quiet::Quiet`] (the store's early `syncfs`). `Some`: fork,
+/// holding the window until the fork is done (no quiet thread leaves its
+/// quiet state before).
+pub(crate) fn fork_window() -> Option<ForkWindow> {
     if std::env::var_os(SPAWN_ENV).is_some_and(|v| v == "exec") {
-        return false;
+        return None;
     }
-    thread_count() == Some(1 + crate::reap::threads())
+    let window = ForkWindow::open();
+    let expected = 1 + crate::reap::threads() + window.quiet_threads();
+    if thread_count() != Some(expected) {
+        return None;
+    }
+    FORKED.fetch_add(1, Ordering::Relaxed);
+    Some(window)
 }
+
+/// Helpers started as a fork of this process so far (for tests: a
+/// thread beside the caller must not silently turn forks into execs).
+pub fn forked_helpers() -> usize {
+    FORKED.load(Ordering::Relaxed)
+}
+
+static FORKED: AtomicUsize = AtomicUsize::new(0);
 
 /// The number of threads of this process (`num_threads` of /proc/self/stat).
 fn thread_count() -> Option<usize> {

@@ -5,7 +5,7 @@
 use cairn_sandbox::idmap::IdMapping;
 use cairn_sandbox::{
     init_hook, BindFile, CancelToken, Launcher, Network, ProcessSpec, RootfsSpec, RunControl,
-    RunSpec, RunStdio, Task,
+    RunSpec, RunStdio, SandboxError, Task, UpperLayerWriter,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -509,6 +509,74 @@ fn helpers_are_reaped_after_the_run_returns(f: &Fixture) {
     }
 }
 
+/// A layer writer that, as its helper starts, checks that the store's
+/// early-sync thread is alive and counted quiet, and that the helper is
+/// still a fork of this process beside it.
+struct ForkCheck<'a>(UpperLayerWriter<'a>);
+
+impl cairn_store::LayerWriter for ForkCheck<'_> {
+    type Error = SandboxError;
+
+    fn write_layer(
+        &self,
+        dir: &Path,
+        out: &mut cairn_store::BlobWriter,
+    ) -> Result<cairn_store::LayerReport, SandboxError> {
+        assert_eq!(
+            cairn_layer::quiet::quiet_threads(),
+            1,
+            "the early-sync thread runs beside the write, quiet"
+        );
+        let before = cairn_sandbox::spawn::forked_helpers();
+        let report = self.0.write_layer(dir, out);
+        assert_eq!(
+            cairn_sandbox::spawn::forked_helpers(),
+            before + 1,
+            "the helper is forked beside the sync thread, not exec'd"
+        );
+        report
+    }
+}
+
+/// Every commit starts the store's early `syncfs` thread; its helper must
+/// still be forked (the thread holds no lock, `cairn_layer::quiet`), and a
+/// fork beside it must never deadlock: 200 small commits in a row.
+fn commits_fork_their_helper_beside_the_early_sync(f: &Fixture) {
+    let store = cairn_store::Store::open(f.scratch.join("fork-store")).unwrap();
+    let launcher = Launcher::current_exe().unwrap();
+    let mapping = IdMapping::for_current_user();
+    // As root the task's container root is a subordinate ID: it must reach
+    // the store's tmp/ and own the upper dirs, as a sandbox's would be.
+    for dir in [store.layout().tmp(), f.scratch.join("fork-store")] {
+        let mode: std::fs::Permissions = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&dir, mode).unwrap();
+    }
+    let writer = || UpperLayerWriter {
+        launcher: &launcher,
+        mapping: &mapping,
+        compression: cairn_layer::Compression::Gzip,
+        timestamp: None,
+    };
+    let upper = |i: usize| {
+        let dir = store.layout().tmp().join(format!("fork-{i}"));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("etc/n"), i.to_string()).unwrap();
+        shift_owners(&dir, &mapping);
+        dir
+    };
+    let layer = store
+        .commit_layer(&ForkCheck(writer()), &upper(0), None)
+        .unwrap();
+    assert!(layer.adopted);
+    let before = cairn_sandbox::spawn::forked_helpers();
+    for i in 1..=200 {
+        let layer = store.commit_layer(&writer(), &upper(i), None).unwrap();
+        assert!(layer.adopted, "commit {i}");
+    }
+    assert_eq!(cairn_sandbox::spawn::forked_helpers() - before, 200);
+    assert_eq!(cairn_layer::quiet::quiet_threads(), 0);
+}
+
 /// (pid, state) of every child of this process.
 fn own_children() -> Vec<(String, String)> {
     let mut pids = Vec::new();
@@ -589,6 +657,7 @@ fn main() {
             single_id_fallback_without_a_range,
             both_helper_spawns_give_the_same_sandbox,
             helpers_are_reaped_after_the_run_returns,
+            commits_fork_their_helper_beside_the_early_sync,
             a_volatile_rootfs_keeps_changes_and_mounts_again,
         ],
     )

@@ -9,27 +9,16 @@ use crate::cache::CacheEntry;
 use crate::error::StoreError;
 use crate::layer_dirs::TreeRef;
 use crate::{BlobWriter, Digest, Store};
+use cairn_layer::quiet::Quiet;
 use cairn_layer::timing::span;
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// A layer whose write takes longer than this has its dir synced beside
 /// the write (see [`Store::write_with_early_sync`]); quicker ones are
 /// small, and often already in the store, so they are not worth a sync.
 const EARLY_SYNC_AFTER: Duration = Duration::from_millis(40);
-
-/// With less than this dirty in the page cache (the whole system's, from
-/// /proc/meminfo: a cheap, safe hint) there is no early sync at all.
-const EARLY_SYNC_DIRTY: u64 = 16 << 20;
-
-/// `Dirty:` of /proc/meminfo in bytes; `None` if it cannot be read.
-fn dirty_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("Dirty:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
 
 /// Writes a directory as a layer blob into the store's writer. The store
 /// cannot read every layer dir itself (its files may belong to subordinate
@@ -138,36 +127,88 @@ impl Store {
     }
 
     /// Run `write` while a second thread, once the write has taken
-    /// [`EARLY_SYNC_AFTER`], makes the store's filesystem durable
-    /// ([`Store::sync_for_adoption`]). The dir being committed is complete
-    /// before the write starts (its tar is its content; it must not change
-    /// during the commit), so that sync covers it and the adoption after the
-    /// write needs none of its own: the writeback of a big new tree (20,000
-    /// files: ~300 ms) overlaps the tar and compression instead of following
-    /// them. Returns the write's result and the sync's, if one ran.
+    /// [`EARLY_SYNC_AFTER`], makes the store's filesystem durable (what
+    /// [`Store::sync_for_adoption`] does). The dir being committed is
+    /// complete before the write starts (its tar is its content; it must not
+    /// change during the commit), so that sync covers it and the adoption
+    /// after the write needs none of its own: the writeback of a big new
+    /// tree (20,000 files: ~300 ms) overlaps the tar and compression instead
+    /// of following them. Returns the write's result and the sync's, if one
+    /// ran.
+    ///
+    /// The thread is [`Quiet`] for the whole write, so the writer's helper
+    /// may still be a fork of this process (`cairn_sandbox::spawn`): all it
+    /// allocates (its start, the dir's descriptor, the error) happens
+    /// outside that state; inside it only parks, reads the clock and calls
+    /// `syncfs(2)`.
     fn write_with_early_sync<T>(
         &self,
         write: impl FnOnce() -> T,
     ) -> (T, Option<crate::error::Result<()>>) {
-        if dirty_bytes().is_some_and(|d| d < EARLY_SYNC_DIRTY) {
-            // Little to write back: the sync at adoption is quick, and no
-            // second thread keeps the caller single-threaded, so the
-            // writer's helper may be forked (`cairn_sandbox::spawn`).
-            return (write(), None);
-        }
-        let (done, wait) = mpsc::channel::<()>();
+        let layers = self.layout().layers();
+        let Ok(dir) = std::fs::File::open(&layers) else {
+            return (write(), None); // the adoption syncs (and reports) itself
+        };
+        let (armed, done) = (AtomicBool::new(false), AtomicBool::new(false));
         std::thread::scope(|scope| {
             let syncer = std::thread::Builder::new()
                 .name("cairn-early-sync".into())
-                .spawn_scoped(scope, move || match wait.recv_timeout(EARLY_SYNC_AFTER) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => Some(self.sync_for_adoption()),
-                    _ => None,
+                .spawn_scoped(scope, || {
+                    let quiet = Quiet::enter();
+                    armed.store(true, Ordering::SeqCst);
+                    let synced = sync_unless_done(&dir, &done);
+                    // Quiet until the write is done: its helper may fork
+                    // any time before that.
+                    while !done.load(Ordering::SeqCst) {
+                        std::thread::park();
+                    }
+                    drop(quiet);
+                    synced
                 });
+            // Set even if `write` panics: the scope joins the thread first.
+            let end = EndOnDrop(&done, syncer.as_ref().ok().map(|t| t.thread().clone()));
+            if let Ok(t) = &syncer {
+                // Counted as quiet before the write starts its helper.
+                while !armed.load(Ordering::SeqCst) && !t.is_finished() {
+                    std::thread::yield_now();
+                }
+            }
             let result = write();
-            drop(done);
+            drop(end);
             // No thread (out of resources): the adoption syncs itself.
             let synced = syncer.ok().and_then(|t| t.join().ok().flatten());
+            let synced = synced
+                .map(|r| r.map_err(|e| StoreError::io("syncfs", &layers)(std::io::Error::from(e))));
             (result, synced)
         })
+    }
+}
+
+/// Tells the early-sync thread the write is done when dropped.
+struct EndOnDrop<'a>(&'a AtomicBool, Option<std::thread::Thread>);
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        if let Some(t) = &self.1 {
+            t.unpark();
+        }
+    }
+}
+
+/// On the quiet early-sync thread: wait [`EARLY_SYNC_AFTER`] unless `done`
+/// is set first, then `syncfs` the store's filesystem. No allocation, no
+/// lock.
+fn sync_unless_done(dir: &std::fs::File, done: &AtomicBool) -> Option<rustix::io::Result<()>> {
+    let deadline = Instant::now() + EARLY_SYNC_AFTER;
+    loop {
+        if done.load(Ordering::SeqCst) {
+            return None;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Some(rustix::fs::syncfs(dir));
+        }
+        std::thread::park_timeout(deadline - now);
     }
 }

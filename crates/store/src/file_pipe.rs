@@ -101,6 +101,18 @@ pub struct PipedFile {
     to_writers: Option<SyncSender<(u64, AlignedBuf)>>,
     spare: Receiver<AlignedBuf>,
     writers: Vec<JoinHandle<io::Result<()>>>,
+    /// What the writers are started with, at the first full buffer: a
+    /// blob smaller than one buffer starts no thread, and until then this
+    /// process stays single-threaded (a layer commit's helper is forked
+    /// then, see `cairn_sandbox::spawn`).
+    unstarted: Option<WriterEnds>,
+}
+
+/// The writers' ends of the channels, and how many writers.
+struct WriterEnds {
+    count: usize,
+    from_caller: Arc<Mutex<Receiver<(u64, AlignedBuf)>>>,
+    to_caller: SyncSender<AlignedBuf>,
 }
 
 impl PipedFile {
@@ -114,16 +126,6 @@ impl PipedFile {
         let (to_writers, from_caller) = sync_channel::<(u64, AlignedBuf)>(DEPTH);
         let from_caller = Arc::new(Mutex::new(from_caller));
         let (to_caller, spare) = sync_channel::<AlignedBuf>(DEPTH + nwriters + 1);
-        let mut writers = Vec::with_capacity(nwriters);
-        for _ in 0..nwriters {
-            let (file, from_caller, to_caller) =
-                (file.clone(), from_caller.clone(), to_caller.clone());
-            writers.push(
-                std::thread::Builder::new()
-                    .name("blob-writer".into())
-                    .spawn(move || write_loop(&file, direct, &from_caller, &to_caller))?,
-            );
-        }
         Ok(PipedFile {
             buf: AlignedBuf::new(),
             offset: 0,
@@ -131,12 +133,38 @@ impl PipedFile {
             direct,
             to_writers: Some(to_writers),
             spare,
-            writers,
+            writers: Vec::with_capacity(nwriters),
+            unstarted: Some(WriterEnds {
+                count: nwriters,
+                from_caller,
+                to_caller,
+            }),
         })
+    }
+
+    fn start_writers(&mut self) -> io::Result<()> {
+        let Some(ends) = self.unstarted.take() else {
+            return Ok(());
+        };
+        for _ in 0..ends.count {
+            let (file, from_caller, to_caller) = (
+                self.file.clone(),
+                ends.from_caller.clone(),
+                ends.to_caller.clone(),
+            );
+            let direct = self.direct;
+            self.writers.push(
+                std::thread::Builder::new()
+                    .name("blob-writer".into())
+                    .spawn(move || write_loop(&file, direct, &from_caller, &to_caller))?,
+            );
+        }
+        Ok(())
     }
 
     /// Hand the buffer, which is full, to a writer.
     fn send(&mut self) -> io::Result<()> {
+        self.start_writers()?;
         let next = self.spare.try_recv().unwrap_or_else(|_| AlignedBuf::new());
         let full = std::mem::replace(&mut self.buf, next);
         let at = self.offset;
@@ -173,6 +201,7 @@ impl PipedFile {
     /// the file (or the first write error).
     pub fn finish(mut self) -> io::Result<File> {
         self.to_writers = None; // ends the writers' loops
+        self.unstarted = None; // and drops their ends if none started
         let mut result = Ok(());
         for h in self.writers.drain(..) {
             let joined = h

@@ -193,9 +193,6 @@ fn a_wrong_report_or_a_failed_writer_names_nothing() {
 fn a_slow_write_is_adopted_after_the_sync_that_ran_beside_it() {
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path().join("store")).unwrap();
-    // Dirty pages, so the store sees a sync worth starting early (it skips
-    // it below 16 MiB dirty system-wide; the asserts hold either way).
-    std::fs::write(t.path().join("dirty"), vec![7u8; 24 << 20]).unwrap();
     let slow = |lie| InProcess {
         compression: Compression::Gzip,
         lie,

@@ -441,10 +441,11 @@ impl<'a> TreeCopy<'a> {
     }
 }
 
-/// How deep the copy goes before it refuses. PATH_MAX (4,096 bytes) already
-/// keeps a context's paths above ~2,000 levels; this bounds the recursion
-/// below what [`COPY_STACK`] holds whatever the paths are.
-const MAX_DEPTH: usize = 4096;
+/// How deep the copy goes before it refuses: the product's one depth
+/// policy. PATH_MAX (4,096 bytes) already keeps a context's paths above
+/// ~2,000 levels; this bounds the recursion below what [`COPY_STACK`] holds
+/// whatever the paths are.
+const MAX_DEPTH: usize = cairn_layer::MAX_TREE_DEPTH;
 
 /// The copy recurses once per directory level, and each level costs a few
 /// KiB of stack with rayon's frames: a default 2 MiB worker stack ends
@@ -691,26 +692,8 @@ fn symlink_at(target: &CStr, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
 
 /// The target of the symlink `name` (`hint`: its lstat size).
 fn read_link_at(dir: BorrowedFd, name: &CStr, hint: usize) -> io::Result<CString> {
-    let mut buf = vec![0u8; hint.max(64) + 1];
-    loop {
-        let n = unsafe {
-            libc::readlinkat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        if n < buf.len() {
-            buf.truncate(n);
-            return CString::new(buf).map_err(|_| io::Error::other("a link with a NUL byte"));
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
+    let target = cairn_layer::readlinkat(dir, name.to_bytes(), hint)?;
+    CString::new(target).map_err(|_| io::Error::other("a link with a NUL byte"))
 }
 
 /// The names in an open dir (without `.` and `..`). The descriptor is

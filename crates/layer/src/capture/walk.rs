@@ -68,7 +68,7 @@ impl Node {
             _ => FileType::Socket,
         };
         let link_target = match file_type {
-            FileType::Symlink => Some(sys::readlinkat(dir, name).map_err(io_err)?),
+            FileType::Symlink => Some(sys::readlinkat(dir, name, 0).map_err(io_err)?),
             _ => None,
         };
         let xattrs = sys::list_xattrs_at(dir, name, &abs).map_err(io_err)?;

@@ -10,7 +10,7 @@ use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::error::LayerError;
 use crate::idmap::IdMap;
-use crate::limits::{ExtractLimits, LimitExceeded, LimitKind};
+use crate::limits::{ExtractLimits, LimitExceeded, LimitKind, MAX_TREE_DEPTH};
 use crate::sys;
 use crate::OverlayFlavour;
 use root::{clear_dir, remove_all_at, Root};
@@ -309,6 +309,13 @@ impl<'o> Extractor<'o> {
             _ => {}
         }
         let rel = name::clean(&raw)?;
+        if rel.split(|&b| b == b'/').count() > MAX_TREE_DEPTH {
+            return Err(limit_hit(
+                LimitKind::Depth,
+                MAX_TREE_DEPTH as u64,
+                Some(&raw),
+            ));
+        }
         if rel.is_empty() {
             // The root itself ("./"): its metadata belongs to the destination's owner.
             return Ok(());

@@ -12,6 +12,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 
+/// Paths this long are walked a component at a time (PATH_MAX is 4096
+/// with its NUL).
+const LONG_PATH: usize = 4000;
+
 pub(crate) struct Root {
     fd: OwnedFd,
     /// The last parent dir resolved: sorted tars put siblings together.
@@ -45,13 +49,19 @@ impl Root {
     }
 
     /// Open the directory at `rel` (cleaned, relative) as an `O_PATH` fd.
+    /// A path too long for one syscall (a tree deeper than PATH_MAX
+    /// allows, up to [`crate::limits::MAX_TREE_DEPTH`] levels) is walked
+    /// a component at a time, refusing symlinks on the way.
     pub fn open_dir(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
         let flags = flags | libc::O_DIRECTORY;
         if rel.is_empty() {
             return sys::openat(self.fd(), b".", flags, 0);
         }
         if sys::has_openat2() {
-            return sys::openat2_in_root(self.fd(), rel, flags, 0);
+            if rel.len() < LONG_PATH {
+                return sys::openat2_in_root(self.fd(), rel, flags, 0);
+            }
+            return self.open_long(rel, flags);
         }
         let mut cur = sys::openat(self.fd(), b".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
         let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
@@ -64,6 +74,51 @@ impl Root {
             cur = sys::openat(cur.as_fd(), comp, f | libc::O_NOFOLLOW, 0)?;
         }
         Ok(cur)
+    }
+
+    /// A path past one call's PATH_MAX: its head resolved in the root as
+    /// any path is, the rest in pieces below it with no symlink followed
+    /// (the component walk's rule). A few calls, not one per component.
+    fn open_long(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+        let walk = libc::O_PATH | libc::O_DIRECTORY;
+        let mut cur: Option<OwnedFd> = None;
+        let mut rest = rel;
+        while !rest.is_empty() {
+            let cut = if rest.len() < LONG_PATH {
+                rest.len()
+            } else {
+                match rest[..LONG_PATH].iter().rposition(|&b| b == b'/') {
+                    Some(i) if i > 0 => i,
+                    _ => return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG)),
+                }
+            };
+            let f = if cut == rest.len() { flags } else { walk };
+            let next = match &cur {
+                None => sys::openat2_in_root(self.fd(), &rest[..cut], f, 0)?,
+                Some(fd) => sys::openat2_beneath_no_symlinks(fd.as_fd(), &rest[..cut], f)?,
+            };
+            cur = Some(next);
+            rest = rest.get(cut + 1..).unwrap_or_default();
+        }
+        cur.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+
+    /// `rel` is the cached dir plus one component that is a real dir (not
+    /// a symlink): open it relative to the cached fd, one lookup instead
+    /// of a walk from the root. A sorted tar meets a deep tree this way.
+    fn child_of_cached(&self, rel: &[u8]) -> Option<OwnedFd> {
+        let (cached, fd) = self.cached.as_ref()?;
+        let rest = rel.strip_prefix(cached.as_slice())?;
+        let comp = if cached.is_empty() {
+            rest
+        } else {
+            rest.strip_prefix(b"/")?
+        };
+        if comp.is_empty() || comp.contains(&b'/') || comp == b".." || comp == b"." {
+            return None;
+        }
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        sys::openat(fd.as_fd(), comp, flags, 0).ok()
     }
 
     /// The parent directory `rel` as a dirfd, creating missing directories
@@ -80,7 +135,11 @@ impl Root {
                 return Ok(Rc::clone(fd));
             }
         }
-        let fd = match self.open_dir(rel, libc::O_PATH) {
+        let found = match self.child_of_cached(rel) {
+            Some(fd) => Ok(fd),
+            None => self.open_dir(rel, libc::O_PATH),
+        };
+        let fd = match found {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 self.make_dirs(rel, owner, created)?
@@ -100,6 +159,9 @@ impl Root {
     ) -> io::Result<OwnedFd> {
         let mut end = 0;
         let mut parent = self.open_dir(b"", libc::O_PATH)?;
+        // Once one dir is made, everything below it is new: no lookup from
+        // the root (quadratic in the depth, and limited to PATH_MAX).
+        let mut fresh = false;
         loop {
             let next = rel[end..]
                 .iter()
@@ -108,9 +170,15 @@ impl Root {
                 .unwrap_or(rel.len());
             let prefix = &rel[..next];
             let comp = &rel[end..next];
-            let fd = match self.open_dir(prefix, libc::O_PATH) {
+            let found = if fresh {
+                Err(io::Error::from_raw_os_error(libc::ENOENT))
+            } else {
+                self.open_dir(prefix, libc::O_PATH)
+            };
+            let fd = match found {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    fresh = true;
                     match sys::mkdirat(parent.as_fd(), comp, 0o755) {
                         // The name exists but did not resolve: a symlink whose
                         // target (inside the root) does not exist. Tar fails here too.
@@ -129,7 +197,8 @@ impl Root {
                         sys::lchownat(parent.as_fd(), comp, uid, gid)?;
                     }
                     created(prefix);
-                    self.open_dir(prefix, libc::O_PATH)?
+                    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+                    sys::openat(parent.as_fd(), comp, flags, 0)?
                 }
                 Err(e) => return Err(e),
             };
@@ -148,12 +217,7 @@ pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> 
     match sys::lstatat(dir, name)? {
         None => Ok(()),
         Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-            let sub = sys::openat(
-                dir,
-                name,
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )?;
+            let sub = open_to_clear(dir, name)?;
             clear_dir(sub.as_fd(), &mut |_| false)?;
             sys::unlinkat(dir, name, true)
         }
@@ -161,17 +225,98 @@ pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> 
     }
 }
 
-/// Remove every child of `dir` for which `keep` says false.
+/// Remove every child of `dir` for which `keep` says false. A loop with
+/// its own stack, not a recursion: a hostile tree is as deep as it likes,
+/// and the thread's stack is 2 MiB. Only the last [`OPEN_LEVELS`] levels
+/// keep their descriptor open (a rootless caller may have only 1,024); an
+/// ancestor whose descriptor was closed is reopened as its child's `..`
+/// and checked to be the same directory.
 pub(crate) fn clear_dir(
     dir: BorrowedFd<'_>,
     keep: &mut dyn FnMut(&[u8]) -> bool,
 ) -> io::Result<()> {
-    for child in sys::read_dir_names(dir)? {
-        if !keep(&child) {
-            remove_all_at(dir, &child)?;
+    let mut top: Vec<Vec<u8>> = sys::read_dir_names(dir)?;
+    top.retain(|child| !keep(child));
+    let mut stack: Vec<Level> = Vec::new();
+    loop {
+        let next = match stack.last_mut() {
+            Some(level) => level.names.pop(),
+            None => top.pop(),
+        };
+        let Some(name) = next else {
+            let Some(done) = stack.pop() else {
+                return Ok(());
+            };
+            let fd = done.fd.ok_or_else(|| io::Error::other("a closed level"))?;
+            if let Some(parent) = stack.last_mut() {
+                if parent.fd.is_none() {
+                    parent.fd = Some(reopen_parent(fd.as_fd(), parent.id)?);
+                }
+            }
+            drop(fd);
+            let parent = stack.last().map_or(Some(dir), Level::fd);
+            let parent = parent.ok_or_else(|| io::Error::other("a closed level"))?;
+            sys::unlinkat(parent, &done.name, true)?;
+            continue;
+        };
+        let at = match stack.last() {
+            Some(level) => level
+                .fd()
+                .ok_or_else(|| io::Error::other("a closed level"))?,
+            None => dir,
+        };
+        match sys::lstatat(at, &name)? {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                let sub = open_to_clear(at, &name)?;
+                let names = sys::read_dir_names(sub.as_fd())?;
+                if stack.len() >= OPEN_LEVELS {
+                    let far = stack.len() - OPEN_LEVELS;
+                    stack[far].fd = None;
+                }
+                stack.push(Level {
+                    fd: Some(sub),
+                    id: (st.st_dev, st.st_ino),
+                    names,
+                    name,
+                });
+            }
+            Some(_) => sys::unlinkat(at, &name, false)?,
+            None => {}
         }
     }
-    Ok(())
+}
+
+/// Levels of [`clear_dir`] that keep an open descriptor.
+const OPEN_LEVELS: usize = 64;
+
+/// One directory [`clear_dir`] is in: its descriptor (closed when far
+/// above the current level), its (dev, ino), the names left in it, and
+/// its own name in its parent.
+struct Level {
+    fd: Option<OwnedFd>,
+    id: (libc::dev_t, libc::ino_t),
+    names: Vec<Vec<u8>>,
+    name: Vec<u8>,
+}
+
+impl Level {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+}
+
+/// The parent of the open dir `child`, which must be the dir `id`.
+fn reopen_parent(child: BorrowedFd<'_>, id: (libc::dev_t, libc::ino_t)) -> io::Result<OwnedFd> {
+    let parent = open_to_clear(child, b"..")?;
+    match sys::lstatat(parent.as_fd(), b".")? {
+        Some(st) if (st.st_dev, st.st_ino) == id => Ok(parent),
+        _ => Err(io::Error::other("a directory moved while it was removed")),
+    }
+}
+
+fn open_to_clear(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    sys::openat(dir, name, flags, 0)
 }
 
 trait DirFlags {

@@ -533,6 +533,7 @@ impl Launcher {
         let fork_window = self.own_binary.then(crate::spawn::fork_window).flatten();
         let forked = fork_window.is_some();
         if forked {
+            crate::spawn::note_forked_helper();
             let mut request = Some(request.clone());
             // SAFETY: this process is single-threaded but for the reaper
             // and quiet threads, which hold no lock (spawn.rs), so the child may do anything;

@@ -1,9 +1,9 @@
 //! How the caller starts its helper: a fork of itself, or an exec of the
 //! helper binary.
 //!
-//! Exec is always possible, but the fresh process pays the dynamic loader
-//! (the `cairn` binary links libssl and libcrypto), page faults over a
-//! 24 MB binary and the runtime's start-up: about 4 ms of CPU per sandbox.
+//! Exec is always possible, but the fresh process pays the dynamic loader,
+//! page faults over a 25 MB binary and the runtime's start-up: a few ms of
+//! CPU per sandbox.
 //! A fork of a *single-threaded* caller is an ordinary process that may do
 //! anything, including `unshare(CLONE_NEWUSER)`, so the helper can be the
 //! forked copy itself, given its request in memory. A multithreaded caller
@@ -34,8 +34,13 @@ pub(crate) fn fork_window() -> Option<ForkWindow> {
     if thread_count() != Some(expected) {
         return None;
     }
-    FORKED.fetch_add(1, Ordering::Relaxed);
     Some(window)
+}
+
+/// Count a helper started as a fork (not the store's other forks, such as
+/// the trash reclaimer).
+pub(crate) fn note_forked_helper() {
+    FORKED.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Helpers started as a fork of this process so far (for tests: a

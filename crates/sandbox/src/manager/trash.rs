@@ -56,9 +56,14 @@ pub(crate) fn reclaim(
     remover: &dyn TreeRemover,
     trash: &Path,
 ) -> Result<(), String> {
-    if crate::spawn::may_fork() && std::env::var_os(INLINE_ENV).is_none() {
-        if let Some(()) = detached(store.layout().lock().as_path(), remover, trash) {
-            return Ok(());
+    if std::env::var_os(INLINE_ENV).is_none() {
+        // Held until the fork is done, as for a forked helper (spawn.rs).
+        if let Some(window) = crate::spawn::fork_window() {
+            let forked = detached(store.layout().lock().as_path(), remover, trash);
+            drop(window);
+            if forked.is_some() {
+                return Ok(());
+            }
         }
     }
     remove(remover, trash)
@@ -114,8 +119,9 @@ pub const INLINE_ENV: &str = "CAIRN_RECLAIM_INLINE";
 /// exits; this process's reaper thread waits for it (the CLI exits first:
 /// then init reaps it). None if the fork failed.
 fn detached(lock: &Path, remover: &dyn TreeRemover, trash: &Path) -> Option<()> {
-    // SAFETY: only the calling thread and the idle reaper run here
-    // (`may_fork`); glibc's fork leaves malloc usable in the child.
+    // SAFETY: only the calling thread, the idle reaper and quiet threads
+    // run here (the caller holds `spawn::fork_window`); glibc's fork leaves
+    // malloc usable in the child.
     match unsafe { nix::unistd::fork() }.ok()? {
         nix::unistd::ForkResult::Parent { child } => {
             crate::reap::reap_pid_later(child);

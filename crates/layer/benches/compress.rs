@@ -6,42 +6,15 @@
 //! alternating random and text MiBs.
 //! The on-disk commit and extraction paths are in `commit.rs`.
 
+use cairn_layer::testdata::{random, text};
 use cairn_layer::{ParallelGzEncoder, ZstdEncoder};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::io::Write;
 use std::time::Duration;
 
 const LEN: usize = 32 << 20;
-
-fn random(len: usize) -> Vec<u8> {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn text(len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 100);
-    let mut i = 0u64;
-    while out.len() < len {
-        out.extend_from_slice(
-            format!(
-                "usr/share/doc/pkg{i}/changelog line {i} version {}\n",
-                i % 97
-            )
-            .as_bytes(),
-        );
-        i += 1;
-    }
-    out.truncate(len);
-    out
-}
+/// Seed of the incompressible input.
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// An output buffer with room for the data: the zstd rows measure the
 /// encoders, not the growth of the output `Vec` (which dominated the raw
@@ -51,13 +24,13 @@ fn sink() -> Vec<u8> {
 }
 
 fn benches(c: &mut Criterion) {
-    let mixed: Vec<u8> = random(LEN / 2)
+    let mixed: Vec<u8> = random(LEN / 2, SEED)
         .chunks(1 << 20)
         .zip(text(LEN / 2).chunks(1 << 20))
         .flat_map(|(r, t)| [r, t].concat())
         .collect();
     for (name, data) in [
-        ("random", random(LEN)),
+        ("random", random(LEN, SEED)),
         ("text", text(LEN)),
         ("mixed", mixed),
     ] {

@@ -22,6 +22,8 @@ mod pzstd;
 pub mod quiet;
 mod sys;
 mod tar_writer;
+#[doc(hidden)]
+pub mod testdata;
 pub mod timing;
 mod write;
 

@@ -257,6 +257,7 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::{random, text};
     use std::io::Read;
 
     fn gzip(data: &[u8], level: u32, threads: usize) -> Vec<u8> {
@@ -275,33 +276,6 @@ mod tests {
 
     fn round_trip(data: &[u8]) {
         assert_eq!(gunzip(&gzip(data, 6, 2)), data);
-    }
-
-    fn random(len: usize, mut seed: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 24) as u8
-            })
-            .collect()
-    }
-
-    /// Tar-like compressible data: repetitive text with some variety.
-    fn text(len: usize) -> Vec<u8> {
-        let mut data = Vec::with_capacity(len + 100);
-        let mut i = 0u64;
-        while data.len() < len {
-            let line = format!(
-                "usr/share/doc/pkg{i}/changelog line {i} version {}\n",
-                i % 97
-            );
-            data.extend_from_slice(line.as_bytes());
-            i += 1;
-        }
-        data.truncate(len);
-        data
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod common;
 
+use cairn_layer::testdata::random;
 use cairn_layer::{
     extract_layer, write_layer, Compression, DiffSource, Digest, ExtractOptions, IdMap, LayerInfo,
     LayerOptions, WhiteoutMode,
@@ -66,19 +67,6 @@ fn real_tree(root: &Path) {
     run(Command::new("cp")
         .args(["-a", "/usr/share/perl5"])
         .arg(root.join("usr/share")));
-}
-
-/// Incompressible file contents (xorshift; reproducible).
-fn random(len: usize, mut seed: u64) -> Vec<u8> {
-    seed |= 1;
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 24) as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! and output that depends on neither the thread count nor the write sizes.
 
 use super::*;
+use crate::testdata::{random, text, text_from};
 use std::io::Read;
 
 fn encode(data: &[u8], threads: usize) -> Vec<u8> {
@@ -30,40 +31,6 @@ fn decode(z: &[u8]) -> Vec<u8> {
         .read_to_end(&mut back)
         .unwrap();
     back
-}
-
-/// A xorshift stream: incompressible bytes, reproducible from `seed`.
-pub(super) fn random(len: usize, mut seed: u64) -> Vec<u8> {
-    seed |= 1;
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 24) as u8
-        })
-        .collect()
-}
-
-/// Tar-like compressible data: repetitive text with some variety.
-pub(super) fn text(len: usize) -> Vec<u8> {
-    text_from(0, len)
-}
-
-/// [`text`] starting at line `first` (runs that do not repeat each other).
-fn text_from(first: u64, len: usize) -> Vec<u8> {
-    let mut data = Vec::with_capacity(len + 100);
-    let mut i = first;
-    while data.len() < len {
-        let line = format!(
-            "usr/share/doc/pkg{i}/changelog line {i} version {}\n",
-            i % 97
-        );
-        data.extend_from_slice(line.as_bytes());
-        i += 1;
-    }
-    data.truncate(len);
-    data
 }
 
 /// The frames of a stream: (is raw, content bytes) for our raw frames,

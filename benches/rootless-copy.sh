@@ -14,17 +14,7 @@ user=${CAIRN_TEST_USER:-cairntest}
 here=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$w"; chmod 755 "$w"
 if [ ! -d "$w/ctx20k/tree" ]; then
-  mkdir -p "$w/ctx20k/tree"
-  python3 - "$w/ctx20k/tree" <<'PY'
-import os, sys
-root = sys.argv[1]
-for d in range(100):
-    os.makedirs(f"{root}/d{d:03}", exist_ok=True)
-    for f in range(200):
-        with open(f"{root}/d{d:03}/f{f:03}", "wb") as fh:
-            fh.write((b"%07d" % (d * 200 + f)) * 146 + b"xx")
-PY
-  printf 'FROM localhost/bbfixture:latest\nCOPY tree /tree\n' > "$w/ctx20k/Dockerfile"
+  bash "$here/benches/make-ctx20k.sh" "$w/ctx20k"
   chown -R "$user:" "$w/ctx20k"
 fi
 [ -d "$w/layout" ] || { bash "$here/fixtures/busybox/make-image.sh" "$w/layout" >/dev/null; chmod -R a+rX "$w/layout"; }

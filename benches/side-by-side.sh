@@ -116,17 +116,7 @@ for r in $rows; do
       "bash -c 'c=\$(buildah $bs from -q localhost/bbfixture:latest) && buildah $bs run --isolation chroot \$c true && buildah $bs rm \$c'" ;;
   ctx-cached | ctx-one)
     if [ ! -d "$work/ctx20k/tree" ]; then
-      mkdir -p "$work/ctx20k/tree"
-      python3 - "$work/ctx20k/tree" <<'PY'
-import os, sys
-root = sys.argv[1]
-for d in range(100):
-    os.makedirs(f"{root}/d{d:03}", exist_ok=True)
-    for f in range(200):
-        with open(f"{root}/d{d:03}/f{f:03}", "wb") as fh:
-            fh.write((b"%07d" % (d * 200 + f)) * 146 + b"xx")
-PY
-      printf 'FROM localhost/bbfixture:latest\nCOPY tree /tree\n' > "$work/ctx20k/Dockerfile"
+      bash benches/make-ctx20k.sh "$work/ctx20k"
       "$cairn" build "$work/ctx20k" >/dev/null 2>&1
       buildah $bs build --layers -q "$work/ctx20k" >/dev/null 2>&1
     fi

@@ -305,6 +305,17 @@ fn cache_row(
 mod tests {
     use super::*;
 
+    /// A cache entry with no layer, under key `k`.
+    fn small_entry() -> CacheEntry {
+        CacheEntry {
+            key: "k".into(),
+            layer_digest: None,
+            diff_id: None,
+            size: 1,
+            value: "{}".into(),
+        }
+    }
+
     fn synchronous(store: &Store) -> i64 {
         store
             .db()
@@ -316,13 +327,7 @@ mod tests {
     fn a_cache_hit_marks_the_entry_and_leaves_later_commits_durable() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::open(t.path()).unwrap();
-        let entry = CacheEntry {
-            key: "k".into(),
-            layer_digest: None,
-            diff_id: None,
-            size: 1,
-            value: "{}".into(),
-        };
+        let entry = small_entry();
         store.cache_put(&entry).unwrap();
         let used = |store: &Store| -> i64 {
             store
@@ -350,13 +355,7 @@ mod tests {
     #[test]
     fn the_wal_is_emptied_by_its_checkpoint_across_processes() {
         let t = tempfile::tempdir().unwrap();
-        let entry = CacheEntry {
-            key: "k".into(),
-            layer_digest: None,
-            diff_id: None,
-            size: 1,
-            value: "{}".into(),
-        };
+        let entry = small_entry();
         Store::open(t.path()).unwrap().cache_put(&entry).unwrap();
         let wal = t.path().join("meta.db-wal");
         let limit = crate::db::WAL_AUTOCHECKPOINT_PAGES as u64 * (4096 + 24) + 32;

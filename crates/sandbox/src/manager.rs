@@ -372,9 +372,14 @@ impl<'s> SandboxManager<'s> {
         let manifest = self.store.resolve(image)?;
         let parts = self.image_parts(image, &manifest)?;
         let layers = parts.diff_ids();
-        crate::owners::adopt_layer_dirs(self.store, &self.mapping)
-            .map_err(io("checking the owners of the store's layer dirs"))?;
-        self.ensure_layers_extracted(&manifest, &layers)?;
+        // The image already holds the manifest's blobs; `extract_layers`
+        // checks the layer dirs' owners first.
+        let pairs: Vec<(Digest, Digest)> = parts
+            .layers
+            .iter()
+            .map(|l| (l.blob.digest, l.diff_id))
+            .collect();
+        self.extract_layers(&pairs)?;
 
         let id = new_id()?;
         let dir = self.dir(&id);
@@ -459,22 +464,6 @@ impl<'s> SandboxManager<'s> {
             }
             e => e.into(),
         })
-    }
-
-    /// Extract every layer of `manifest` not already in the store's layer dirs.
-    fn ensure_layers_extracted(
-        &self,
-        manifest: &Digest,
-        diff_ids: &[Digest],
-    ) -> Result<(), ManagerError> {
-        let (_, parsed) = self.store.manifest(manifest)?;
-        let pairs: Vec<(Digest, Digest)> = parsed
-            .children
-            .iter()
-            .map(|b| b.digest)
-            .zip(diff_ids.iter().copied())
-            .collect();
-        self.extract_layers(&pairs)
     }
 
     /// Extract the layer blobs `(blob digest, diff id)` that have no extracted

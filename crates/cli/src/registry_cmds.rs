@@ -102,7 +102,12 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
         opts.platform = p.parse().map_err(classify)?;
     }
     let registry = Registry::new(opts).map_err(classify)?;
-    let store = open_store(root)?;
+    // The clients' set-up and the store's opening (a new store's fsyncs)
+    // wait on different things: do them at once.
+    let store = std::thread::scope(|s| {
+        s.spawn(|| registry.prepare(&args.reference));
+        open_store(root)
+    })?;
     let launcher = Launcher::current_exe().map_err(CliError::failed)?;
     let extractor = Extractor(SandboxManager::new(&store, launcher));
     let started = Instant::now();

@@ -149,6 +149,23 @@ impl Registry {
         &self.opts
     }
 
+    /// Set up the HTTP clients for `reference`'s registry now (TLS config,
+    /// and the system's CA roots that oci-client loads for each of its
+    /// clients: ~10 ms), so that a caller can do it while it opens its
+    /// store; the next pull or push to that host takes them from the
+    /// cache. Errors are not reported here: the pull that follows meets
+    /// them again and says so.
+    pub fn prepare(&self, reference: &str) {
+        let Ok(image) = parse_ref(reference) else {
+            return;
+        };
+        self.block_on(Session::prepare(
+            &self.opts,
+            &self.clients,
+            image.registry(),
+        ));
+    }
+
     /// Pull `reference` into the store and tag it there under its full name.
     pub fn pull(
         &self,

@@ -226,7 +226,7 @@ impl Session {
         cache: &ClientCache,
         registry: &str,
     ) -> Result<Session> {
-        let (auth, auth_hint) = credentials(opts, registry)?;
+        let (auth, auth_hint) = credentials(opts, registry, true)?;
         let clients = cache.get(opts, registry, &auth).await?;
         let scheme = if clients.plain_http { "http" } else { "https" };
         Ok(Session {
@@ -243,6 +243,15 @@ impl Session {
                 retries: AtomicU32::new(0),
             },
         })
+    }
+
+    /// Build `registry`'s clients into `cache` ahead of a session (see
+    /// [`crate::Registry::prepare`]); silent: errors and warnings are the
+    /// session's to report.
+    pub async fn prepare(opts: &RegistryOptions, cache: &ClientCache, registry: &str) {
+        if let Ok((auth, _)) = credentials(opts, registry, false) {
+            let _ = cache.get(opts, registry, &auth).await;
+        }
     }
 
     pub fn target(&self, repository: &str, what: impl Into<String>) -> Target {
@@ -402,7 +411,13 @@ fn http_client(
     b.build()
 }
 
-fn credentials(opts: &RegistryOptions, registry: &str) -> Result<(RegistryAuth, String)> {
+/// The credentials for `registry` and how to name them in a 401/403
+/// message; `warn`: say so when a stored credential cannot be used.
+fn credentials(
+    opts: &RegistryOptions,
+    registry: &str,
+    warn: bool,
+) -> Result<(RegistryAuth, String)> {
     if let Some((user, pass)) = &opts.credentials {
         return Ok((
             RegistryAuth::Basic(user.clone(), pass.clone()),
@@ -419,9 +434,11 @@ fn credentials(opts: &RegistryOptions, registry: &str) -> Result<(RegistryAuth, 
             format!("; sent user {username:?} from the stored credentials (`cairn login {registry}` to change them)"),
         ),
         Credential::IdentityToken(_) => {
-            tracing::warn!(
+            if warn {
+                tracing::warn!(
                 "{registry}: the stored credential is an identity token, which Cairn cannot exchange yet; trying anonymously"
             );
+            }
             (
                 RegistryAuth::Anonymous,
                 format!("; the stored credential for {registry} is an identity token, which Cairn does not support: log in with a password"),

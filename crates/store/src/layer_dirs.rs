@@ -61,6 +61,31 @@ pub struct LayerMarker {
     pub blob: Option<Digest>,
 }
 
+impl LayerMarker {
+    /// The marker of the layer dir of `diff_id`, checked against `reference`.
+    fn new(diff_id: &Digest, reference: TreeRef) -> LayerMarker {
+        let (tree, blob) = match reference {
+            TreeRef::Tree(tree) => (tree.unwrap_or(*diff_id), None),
+            TreeRef::Blob(blob) => (*diff_id, Some(blob)),
+        };
+        LayerMarker {
+            diff_id: *diff_id,
+            tree,
+            blob,
+        }
+    }
+}
+
+/// Link a written marker to its name without clobbering: exactly one
+/// adopter learns it made the marker. True when one was already there.
+fn link_marker(tmp: tempfile::NamedTempFile, path: &Path) -> Result<bool> {
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(false),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+        Err(e) => Err(StoreError::io("link into", path)(e.error)),
+    }
+}
+
 /// What a layer dir is checked against later (see [`LayerMarker`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TreeRef {
@@ -137,17 +162,20 @@ impl Store {
         if self.has_layer_dir(diff_id) {
             return Ok(false);
         }
-        let layers = self.layout().layers();
-        let (tree, blob) = match reference {
-            TreeRef::Tree(tree) => (tree.unwrap_or(*diff_id), None),
-            TreeRef::Blob(blob) => (*diff_id, Some(blob)),
-        };
-        let marker = LayerMarker {
-            diff_id: *diff_id,
-            tree,
-            blob,
-        };
+        let marker = LayerMarker::new(diff_id, reference);
         let was_marked = self.write_marker(&marker)?;
+        let adopted = self.place_layer_dir(diff_id, src, was_marked)?;
+        if adopted {
+            sync_dir(&self.layout().layers())?;
+        }
+        Ok(adopted)
+    }
+
+    /// Rename `src` to the layer dir of `diff_id`, its marker in place
+    /// (`was_marked`: it was there before this adoption). False when
+    /// another process completed it. Not synced: the caller fsyncs
+    /// `layers/`.
+    fn place_layer_dir(&self, diff_id: &Digest, src: &Path, was_marked: bool) -> Result<bool> {
         let dest = self.layer_dir(diff_id);
         if let Err(e) = fs::rename(src, &dest) {
             if !dest.is_dir() {
@@ -168,7 +196,6 @@ impl Store {
             fs::rename(&dest, aside.join("dir")).map_err(StoreError::io("move aside", &dest))?;
             fs::rename(src, &dest).map_err(StoreError::io("rename layer dir into", &dest))?;
         }
-        sync_dir(&layers)?;
         Ok(true)
     }
 
@@ -178,6 +205,15 @@ impl Store {
         if path.is_file() {
             return Ok(true);
         }
+        let tmp = self.prepare_marker(marker)?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(StoreError::io("fsync", tmp.path().to_path_buf()))?;
+        link_marker(tmp, &path)
+    }
+
+    /// The marker's bytes in a temp file under `tmp/`, not yet synced.
+    fn prepare_marker(&self, marker: &LayerMarker) -> Result<tempfile::NamedTempFile> {
         let body = serde_json::to_vec(marker).map_err(|source| StoreError::Json {
             what: "layer marker".into(),
             source,
@@ -185,14 +221,57 @@ impl Store {
         let mut tmp = tempfile::NamedTempFile::new_in(self.layout().tmp())
             .map_err(StoreError::io("create temp file in", self.layout().tmp()))?;
         tmp.write_all(&body)
-            .and_then(|_| tmp.as_file().sync_all())
             .map_err(StoreError::io("write", tmp.path().to_path_buf()))?;
-        // No clobbering: exactly one adopter learns it made the marker.
-        match tmp.persist_noclobber(&path) {
-            Ok(_) => Ok(false),
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
-            Err(e) => Err(StoreError::io("link into", &path)(e.error)),
+        Ok(tmp)
+    }
+
+    /// Adopt several filled dirs at once (a pull's streamed layers), with
+    /// the same crash guarantees as [`Store::adopt_layer_dir`] and fewer
+    /// syncs: every marker is written to `tmp/` first, so the one `syncfs`
+    /// makes the markers' bytes durable with the dirs' content; then each
+    /// marker is linked and each dir renamed into `layers/`, and `layers/`
+    /// is fsynced once for all. (One at a time, each layer costs a marker
+    /// fsync and a `layers/` fsync after the `syncfs`: 2-15 ms each here.)
+    /// A crash before that last fsync leaves any subset of the names, each
+    /// harmless: a marker without its dir is an absent layer, a dir without
+    /// its marker is garbage. Returns, per dir, what
+    /// [`Store::adopt_synced_layer_dir`] would (false: a complete copy was
+    /// there, `src` is the caller's to remove); `Err` when the sync failed.
+    pub fn adopt_layer_dirs(
+        &self,
+        dirs: &[(Digest, PathBuf, TreeRef)],
+    ) -> Result<Vec<Result<bool>>> {
+        let prepared: Vec<Result<Option<(LayerMarker, tempfile::NamedTempFile)>>> = dirs
+            .iter()
+            .map(|(diff_id, _, reference)| {
+                if self.has_layer_dir(diff_id) {
+                    return Ok(None);
+                }
+                let marker = LayerMarker::new(diff_id, *reference);
+                let tmp = self.prepare_marker(&marker)?;
+                Ok(Some((marker, tmp)))
+            })
+            .collect();
+        self.sync_for_adoption()?;
+        let mut placed = false;
+        let results = dirs
+            .iter()
+            .zip(prepared)
+            .map(|((_, src, _), prep)| {
+                let Some((marker, tmp)) = prep? else {
+                    return Ok(false);
+                };
+                let path = self.layer_marker_path(&marker.diff_id);
+                let was_marked = path.is_file() || link_marker(tmp, &path)?;
+                let adopted = self.place_layer_dir(&marker.diff_id, src, was_marked)?;
+                placed |= adopted;
+                Ok(adopted)
+            })
+            .collect();
+        if placed {
+            sync_dir(&self.layout().layers())?;
         }
+        Ok(results)
     }
 
     /// [`Store::ensure_layer_dir_with`] for a filler that writes the layer's

@@ -52,6 +52,59 @@ fn layer_dirs_need_their_marker() {
     assert!(src.is_dir());
 }
 
+/// Adopting a pull's layer dirs together (one sync, one `layers/` fsync):
+/// each new dir is named with a marker naming its blob; one already
+/// complete is left to the caller; a missing source fails alone, without
+/// a marker, and does not stop the others.
+#[test]
+fn layer_dirs_adopted_together_get_their_markers() {
+    use cairn_store::layer_dirs::TreeRef;
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path()).unwrap();
+    let (a, b, done, gone) = (
+        Digest::of(b"a"),
+        Digest::of(b"b"),
+        Digest::of(b"done"),
+        Digest::of(b"gone"),
+    );
+    store
+        .ensure_layer_dir(&done, |d| fs::write(d.join("f"), b"old"))
+        .unwrap();
+    let tmp = store.root().join("tmp");
+    let mut batch = Vec::new();
+    for (id, name) in [(a, "a"), (done, "done"), (b, "b")] {
+        let src = tmp.join(name);
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), name).unwrap();
+        batch.push((id, src, TreeRef::Blob(Digest::of(name.as_bytes()))));
+    }
+    batch.push((gone, tmp.join("missing"), TreeRef::Blob(Digest::of(b"x"))));
+    let results = store.adopt_layer_dirs(&batch).unwrap();
+    assert!(matches!(results[0], Ok(true)));
+    assert!(matches!(results[1], Ok(false)), "already complete");
+    assert!(matches!(results[2], Ok(true)));
+    assert!(results[3].is_err(), "a missing source is an error");
+    for (id, name) in [(a, "a"), (b, "b")] {
+        assert!(store.has_layer_dir(&id));
+        assert_eq!(
+            fs::read(store.layer_dir(&id).join("f")).unwrap(),
+            name.as_bytes()
+        );
+        let marker = store.layer_marker(&id).unwrap();
+        assert_eq!(marker.diff_id, id);
+        assert_eq!(marker.blob, Some(Digest::of(name.as_bytes())));
+    }
+    assert_eq!(fs::read(store.layer_dir(&done).join("f")).unwrap(), b"old");
+    assert!(tmp.join("done").is_dir(), "left for the caller to remove");
+    assert!(!store.has_layer_dir(&gone));
+    // Nothing of the markers is left in tmp/ but the dir not adopted.
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, vec!["done".to_string()]);
+}
+
 /// `fsck --full` re-reads each layer dir: a truncated file is found.
 #[test]
 fn fsck_full_finds_a_truncated_file() {

@@ -126,22 +126,25 @@ impl SandboxManager<'_> {
     }
 
     /// Make extracted dirs durable with one `syncfs` for all of them, then
-    /// name each as its layer dir (one that is already there is dropped).
+    /// name each as its layer dir (one that is already there is dropped),
+    /// with one fsync of `layers/` for all ([`cairn_store::Store::adopt_layer_dirs`]).
     pub fn adopt_extracted(&self, dirs: Vec<ExtractedDir>) -> Result<(), ManagerError> {
         if dirs.is_empty() {
             return Ok(());
         }
-        let synced = self.store.sync_for_adoption();
-        let mut first_error = synced.err().map(ManagerError::from);
-        for dir in dirs {
-            let adopted = match first_error {
-                Some(_) => Ok(false),
-                None => self.store.adopt_synced_layer_dir(
-                    &dir.diff_id,
-                    &dir.tmp,
-                    TreeRef::Blob(dir.blob),
-                ),
-            };
+        let batch: Vec<_> = dirs
+            .iter()
+            .map(|d| (d.diff_id, d.tmp.clone(), TreeRef::Blob(d.blob)))
+            .collect();
+        let results = match self.store.adopt_layer_dirs(&batch) {
+            Ok(r) => r,
+            Err(e) => {
+                dirs.iter().for_each(|d| self.discard(&d.tmp));
+                return Err(e.into());
+            }
+        };
+        let mut first_error = None;
+        for (dir, adopted) in dirs.iter().zip(results) {
             match adopted {
                 Ok(true) => {}
                 Ok(false) => self.discard(&dir.tmp),

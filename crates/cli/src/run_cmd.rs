@@ -122,8 +122,10 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
     let span = cairn::layer::timing::span("run.open_store");
     let store = open_store(root)?;
     drop(span);
-    let manager =
-        crate::sandbox_cmds::with_userns(SandboxManager::new(&store, launcher()?), &args.security)?;
+    // This process holds `store.lock` until it exits: GC cannot run while
+    // its `--rm` sandbox lives, so that sandbox needs no GC root.
+    let manager = SandboxManager::new(&store, launcher()?).ephemeral_kept_by_store_lock();
+    let manager = crate::sandbox_cmds::with_userns(manager, &args.security)?;
     if let Some(name) = &args.sandbox.name {
         if manager.get(name).is_ok() {
             return Err(CliError::bad_input(format!(

@@ -126,9 +126,10 @@ fn removals_cut_short_are_reclaimed_by_the_sweep_and_by_gc() {
         // Trash is not corruption.
         let out = env.cairn(&["fsck"]);
         assert!(out.status.success(), "{}", text(&out.stdout));
-        // The next listing reclaims it and drops the roots of the gone.
+        // The next listing hands it to a reclaimer and drops the roots of
+        // the gone.
         assert_eq!(ls_json(&env), "[]");
-        assert_eq!(trash(&env.store), Vec::<String>::new());
+        wait_for_reclaim(&env.store);
         // GC clears a leftover too (one made after that listing).
         let out = env.cairn(&["sandbox", "create", "busybox:fixture"]);
         let id = ok(&out, "create").lines().last().unwrap().to_string();
@@ -200,6 +201,77 @@ fn a_killed_run_rm_is_removed_and_reclaimed_by_the_next_listing() {
         wait_for_reclaim(&env.store);
         let out = env.cairn(&["fsck"]);
         assert!(out.status.success(), "{}", text(&out.stdout));
+        assert_eq!(sandbox_roots(&env.store), Vec::<String>::new());
+    }
+}
+
+/// `cairn` as the test's user, with the test's store, output piped.
+fn spawn_cairn(env: &Env, args: &[&str]) -> std::process::Child {
+    let cairn = env!("CARGO_BIN_EXE_cairn");
+    let mut cmd = match env.user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--", cairn]);
+            c
+        }
+        None => Command::new(cairn),
+    };
+    cmd.args(args)
+        .env("CAIRN_STORE", &env.store)
+        .current_dir("/tmp")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A `run --rm` sandbox holds no GC root: the CLI's shared `store.lock`
+/// keeps GC out while it runs. A `prune` started while it runs, with its
+/// image untagged (only the sandbox still uses the layers), waits for it,
+/// and the command sees every file of its image to the end; the prune
+/// then frees the layers.
+#[test]
+fn a_prune_during_a_run_rm_waits_and_keeps_its_layers() {
+    // Lines `ls -R` prints for the image's tree (fewer when its layer
+    // files were deleted under the overlay).
+    let listing = "ls -R /bin /etc /usr 2>&1 | wc -l";
+    for user in users() {
+        let env = Env::new(user);
+        let out = env.cairn(&["run", "--rm", "busybox:fixture", "sh", "-c", listing]);
+        let whole = ok(&out, "run --rm");
+        let mut run = spawn_cairn(
+            &env,
+            &[
+                "run",
+                "--rm",
+                "busybox:fixture",
+                "sh",
+                "-c",
+                &format!("echo up; sleep 2; {listing}"),
+            ],
+        );
+        let mut stdout = std::io::BufReader::new(run.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert_eq!(line, "up\n");
+        // Only the running sandbox uses the image now, and it has no root.
+        ok(&env.cairn(&["rmi", "busybox:fixture"]), "rmi");
+        assert_eq!(sandbox_dirs(&env.store), 1);
+        let prune = spawn_cairn(&env, &["prune"]);
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        assert!(run.wait().unwrap().success());
+        assert_eq!(rest, whole, "the layers changed under the running command");
+        let pruned = prune.wait_with_output().unwrap();
+        assert!(pruned.status.success(), "{}", text(&pruned.stderr));
+        // The prune did run after it: the layers are gone now.
+        let layers: Vec<_> = std::fs::read_dir(env.store.join("layers"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert!(layers.is_empty(), "{layers:?}");
+        assert_eq!(sandbox_dirs(&env.store), 0);
         assert_eq!(sandbox_roots(&env.store), Vec::<String>::new());
     }
 }

@@ -13,7 +13,7 @@ use crate::users::{resolve_user, ExecUser};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -129,24 +129,122 @@ pub(crate) fn serve(mut down: File, mut up: File, request: Option<Request>) -> i
         }
     };
 
-    // SAFETY: this process is single-threaded (an exec'd helper runs
+    start_pid1(&spec, terminal, op.as_ref(), up)
+}
+
+/// Stack of PID 1 (it shares the helper's memory): mounts, user look-up,
+/// the command's start and the report. Touched pages only; a guard page
+/// below it.
+const PID1_STACK: usize = 8 << 20;
+
+/// What PID 1's entry point needs, on the helper's stack (the helper is
+/// suspended while PID 1 lives).
+struct Pid1Args<'a> {
+    spec: &'a RunSpec,
+    terminal: bool,
+    op: Option<&'a FileOp>,
+    up: RawFd,
+}
+
+extern "C" fn pid1_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Pid1Args` on the suspended helper's stack, and
+    // `up` this task's own copy of the helper's descriptor.
+    let args = unsafe { &*(arg as *const Pid1Args) };
+    let up = unsafe { File::from_raw_fd(args.up) };
+    let code = pid1_main(args.spec, args.terminal, args.op, up);
+    // SAFETY: PID 1 ends here; _exit skips the exit handlers a copy of the
+    // caller must not run, and drops nothing of the helper's.
+    unsafe { libc::_exit(code) }
+}
+
+/// Start PID 1 of the new PID namespace and exit with the command's
+/// status once it is gone. PID 1 shares the helper's memory
+/// (`CLONE_VM | CLONE_VFORK`, as the command's start in PID 1 does): no
+/// copy of the page tables of the helper (a fork of the 26 MB caller), no
+/// copy-on-write faults in both, one address space torn down at the end,
+/// not two. The helper is suspended until PID 1 exits, so PID 1 may use
+/// the heap; signal handlers, credentials and the root are per task. The
+/// descriptor table is shared too (`CLONE_FILES`): when PID 1 points its
+/// stdio at /dev/null once the command has its copies, the helper holds no
+/// copy of the caller's pipes either (a `$(cairn run ...)` sees EOF when
+/// the command is done, not after the namespaces' teardown). After PID 1
+/// is gone the helper allocates and frees nothing (PID 1 may have been
+/// killed inside malloc) and _exits without returning.
+fn start_pid1(spec: &RunSpec, terminal: bool, op: Option<&FileOp>, mut up: File) -> i32 {
+    use std::os::fd::AsRawFd;
+    let Some(stack) = GuardedStack::new(PID1_STACK) else {
+        return report(
+            &mut up,
+            Failure::Setup("no memory for PID 1's stack".into()),
+        );
+    };
+    let mut args = Pid1Args {
+        spec,
+        terminal,
+        op,
+        up: up.as_raw_fd(),
+    };
+    // SAFETY: the helper is single-threaded (an exec'd helper runs
     // init_hook before any thread starts; a forked one is a fork of a
-    // single-threaded caller), so the child may allocate freely.
-    match unsafe { fork() } {
-        Err(e) => report(&mut up, Failure::Setup(format!("fork: {e}"))),
-        Ok(ForkResult::Child) => {
-            let code = pid1_main(&spec, terminal, op.as_ref(), up);
-            // SAFETY: PID 1 ends here; _exit skips the exit handlers a forked
-            // copy of the caller must not run twice.
-            unsafe { libc::_exit(code) }
+    // single-threaded caller) and suspended until PID 1 exits
+    // (CLONE_VFORK), so `args`, what it borrows and `stack` outlive PID 1,
+    // and no one else uses the heap meanwhile.
+    let pid = unsafe {
+        libc::clone(
+            pid1_entry,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+            (&mut args as *mut Pid1Args).cast(),
+        )
+    };
+    if pid < 0 {
+        let e = std::io::Error::last_os_error();
+        return report(&mut up, Failure::Setup(format!("clone: {e}")));
+    }
+    // PID 1 has exited (it released the shared stdio and `up`).
+    let code = wait_exit_code(Pid::from_raw(pid));
+    // SAFETY: no destructor runs (see above); the kernel closes the rest.
+    unsafe { libc::_exit(code) }
+}
+
+/// An anonymous stack mapping with a PROT_NONE guard page at its bottom.
+/// Never unmapped: the helper _exits after PID 1.
+struct GuardedStack {
+    base: *mut u8,
+    len: usize,
+}
+
+impl GuardedStack {
+    fn new(len: usize) -> Option<Self> {
+        // SAFETY: a fresh private anonymous mapping; then its lowest page
+        // made inaccessible.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return None;
+            }
+            if libc::mprotect(base, 4096, libc::PROT_NONE) != 0 {
+                libc::munmap(base, len);
+                return None;
+            }
+            Some(GuardedStack {
+                base: base.cast(),
+                len,
+            })
         }
-        Ok(ForkResult::Parent { child }) => {
-            drop(up);
-            // PID 1 has the command's stdio now: holding it here would keep
-            // the caller's pipes from reaching EOF until we are gone.
-            release_stdio();
-            wait_exit_code(child)
-        }
+    }
+
+    /// The highest address (stacks grow down), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, as clone(2) wants.
+        unsafe { self.base.add(self.len) }.cast()
     }
 }
 

@@ -279,6 +279,10 @@ pub struct SandboxManager<'s> {
     /// The organization this manager acts for: it creates sandboxes owned by
     /// it and sees no other organization's. None: the operator, who sees all.
     organization: Option<String>,
+    /// Ephemeral sandboxes get no GC root: this process's hold on
+    /// `store.lock` keeps GC out for their whole life (see
+    /// [`SandboxManager::ephemeral_kept_by_store_lock`]).
+    lock_keeps_ephemeral: bool,
 }
 
 impl<'s> SandboxManager<'s> {
@@ -290,7 +294,20 @@ impl<'s> SandboxManager<'s> {
             cgroup_parent: None,
             extract_limits: None,
             organization: None,
+            lock_keeps_ephemeral: false,
         }
+    }
+
+    /// Create ephemeral sandboxes without a GC root when the store handle
+    /// holds `store.lock` for its whole life ([`Store::open`]): no GC can run
+    /// while this process holds it, so the root would only cost two SQLite
+    /// commits per `run --rm`. The caller promises to remove (or die with)
+    /// every ephemeral sandbox before it drops the handle, as `cairn run
+    /// --rm` does; a killed owner's sandbox is removed by the next sweep,
+    /// before any GC. A per-operation handle (a service) keeps the roots.
+    pub fn ephemeral_kept_by_store_lock(mut self) -> Self {
+        self.lock_keeps_ephemeral = self.store.lock_mode() != cairn_store::LockMode::PerOperation;
+        self
     }
 
     /// Act for organization `org`: sandboxes it creates record `org`, and
@@ -432,10 +449,12 @@ impl<'s> SandboxManager<'s> {
             organization: self.organization.clone(),
         };
         // An ephemeral sandbox dies with its owner: its root need not
-        // survive a power loss (saves an fsync per `run --rm`).
-        let rooted = match opts.ephemeral {
-            true => self.store.add_volatile_root(ROOT_KIND, &id, &manifest),
-            false => self.store.add_root(ROOT_KIND, &id, &manifest),
+        // survive a power loss (saves an fsync per `run --rm`), and it needs
+        // none at all while its owner's hold on `store.lock` keeps GC out.
+        let rooted = match (opts.ephemeral, self.lock_keeps_ephemeral) {
+            (true, true) => Ok(()),
+            (true, false) => self.store.add_volatile_root(ROOT_KIND, &id, &manifest),
+            (false, _) => self.store.add_root(ROOT_KIND, &id, &manifest),
         };
         let saved = rooted
             .map_err(ManagerError::from)
@@ -948,22 +967,27 @@ impl<'s> SandboxManager<'s> {
             dir.display(),
             trash.display()
         )))?;
-        let remover = crate::TaskRemover {
-            launcher: &self.launcher,
-            mapping: &self.mapping,
-        };
+        {
+            let _span = cairn_layer::timing::span("sandbox.remove_root");
+            // An ephemeral sandbox made nothing durable, and its removal need
+            // not be either: a root a power loss brings back is swept with the
+            // other roots of missing sandboxes (`sweep`). After the move, so
+            // a root never outlives its dir; before the reclaimer's fork, so
+            // this process's work after the fork (copy-on-write faults) is
+            // only its exit.
+            match ephemeral {
+                true => self.store.remove_volatile_roots(ROOT_KIND, &id)?,
+                false => self.store.remove_roots(ROOT_KIND, &id)?,
+            };
+        }
         if moved {
             let _span = cairn_layer::timing::span("sandbox.remove_reclaim");
+            let remover = crate::TaskRemover {
+                launcher: &self.launcher,
+                mapping: &self.mapping,
+            };
             trash::reclaim(self.store, &remover, &trash).map_err(SandboxError::TaskFailed)?;
         }
-        let _span = cairn_layer::timing::span("sandbox.remove_root");
-        // An ephemeral sandbox made nothing durable, and its removal need
-        // not be either: a root a power loss brings back is swept with the
-        // other roots of missing sandboxes (`sweep`).
-        match ephemeral {
-            true => self.store.remove_volatile_roots(ROOT_KIND, &id)?,
-            false => self.store.remove_roots(ROOT_KIND, &id)?,
-        };
         Ok(())
     }
 

@@ -482,6 +482,42 @@ fn run_rm_leaves_nothing_and_lost_removals_are_swept(_: &()) {
     manager.remove(&kept.id).unwrap();
 }
 
+/// An ephemeral sandbox of a manager that relies on `store.lock`
+/// (`ephemeral_kept_by_store_lock`, as `cairn run --rm` does) has no GC
+/// root while it lives when the handle holds the lock for its life, and
+/// its removal writes none; a per-operation handle (a service, which lets
+/// GC in between operations) keeps the root all the same.
+fn ephemeral_roots_follow_the_store_lock(_: &()) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = cairn_testsupport::store_with_busybox(tmp.path());
+    let ephemeral = CreateOptions {
+        ephemeral: true,
+        ..CreateOptions::default()
+    };
+    let held = SandboxManager::new(&store, Launcher::current_exe().unwrap())
+        .ephemeral_kept_by_store_lock();
+    let sb = held.create("busybox:fixture", ephemeral.clone()).unwrap();
+    assert_eq!(store.root_ids("sandbox").unwrap(), Vec::<String>::new());
+    assert_eq!(capture(&held, &sb.id, &["true"]).0, 0);
+    held.remove(&sb.id).unwrap();
+    // A long-lived sandbox keeps its root whatever the handle.
+    let kept = held
+        .create("busybox:fixture", CreateOptions::default())
+        .unwrap();
+    assert_eq!(store.root_ids("sandbox").unwrap(), vec![kept.id.clone()]);
+    held.remove(&kept.id).unwrap();
+    drop(held);
+    drop(store);
+
+    let service = cairn_store::Store::open_per_operation(tmp.path().join("store")).unwrap();
+    let manager = SandboxManager::new(&service, Launcher::current_exe().unwrap())
+        .ephemeral_kept_by_store_lock();
+    let sb = manager.create("busybox:fixture", ephemeral).unwrap();
+    assert_eq!(service.root_ids("sandbox").unwrap(), vec![sb.id.clone()]);
+    manager.remove(&sb.id).unwrap();
+    assert_eq!(service.root_ids("sandbox").unwrap(), Vec::<String>::new());
+}
+
 /// A sandbox of one organization is not another's: get, exec, commit and
 /// remove refuse it, listings hide it; names and ids are never paths.
 fn organizations_and_names_are_boundaries(_: &()) {
@@ -556,6 +592,7 @@ fn main() {
             dead_owners_sandboxes_are_removed,
             organizations_and_names_are_boundaries,
             run_rm_leaves_nothing_and_lost_removals_are_swept,
+            ephemeral_roots_follow_the_store_lock,
         ],
     )
 }

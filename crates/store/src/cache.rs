@@ -252,7 +252,20 @@ impl Store {
     /// --rm` sandbox's root: no fsync on that path). A power loss may bring
     /// the root back; whoever owns `kind` must then drop roots whose holder
     /// is gone (the sandbox manager sweeps roots of missing sandboxes).
+    /// Holding no root (an ephemeral sandbox kept by `store.lock`) writes
+    /// nothing: one read, no commit, no WAL frame.
     pub fn remove_volatile_roots(&self, kind: &str, id: &str) -> Result<usize> {
+        let held: bool = self
+            .db()
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM roots WHERE kind = ?1 AND id = ?2)",
+                params![kind, id],
+                |r| r.get(0),
+            )
+            .map_err(self.db_err())?;
+        if !held {
+            return Ok(0);
+        }
         self.relaxed_commit(|db| {
             db.execute(
                 "DELETE FROM roots WHERE kind = ?1 AND id = ?2",

@@ -16,8 +16,8 @@
 //! a multithreaded one (a service, a test harness) cannot fork safely and
 //! reclaims inline, as before. A crash (or a reclaim that fails) leaves
 //! only `tmp/trash-sandbox-*`: the next `sandbox ls`/`prune` sweep
-//! reclaims leftovers ([`reclaim_leftovers`]), and GC clears all of `tmp/`
-//! anyway. The reclaimer holds `store.lock` shared while it works, so a GC
+//! reclaims leftovers ([`reclaim_leftovers`]: `ls` through a detached
+//! reclaimer too, `prune` inline), and GC clears all of `tmp/` anyway. The reclaimer holds `store.lock` shared while it works, so a GC
 //! never clears `tmp/` under it.
 
 use cairn_store::layer_dirs::TreeRemover;
@@ -56,17 +56,26 @@ pub(crate) fn reclaim(
     remover: &dyn TreeRemover,
     trash: &Path,
 ) -> Result<(), String> {
-    if std::env::var_os(INLINE_ENV).is_none() {
-        // Held until the fork is done, as for a forked helper (spawn.rs).
-        if let Some(window) = crate::spawn::fork_window() {
-            let forked = detached(store.layout().lock().as_path(), remover, trash);
-            drop(window);
-            if forked.is_some() {
-                return Ok(());
-            }
-        }
+    if hand_off(store, remover, &[trash.to_path_buf()]) {
+        return Ok(());
     }
     remove(remover, trash)
+}
+
+/// Give `trees` to a detached reclaimer; false when this process may not
+/// fork (a multithreaded caller), `CAIRN_RECLAIM_INLINE` is set, or the
+/// fork failed: the caller then deletes them itself.
+fn hand_off(store: &Store, remover: &dyn TreeRemover, trees: &[PathBuf]) -> bool {
+    if std::env::var_os(INLINE_ENV).is_some() {
+        return false;
+    }
+    // Held until the fork is done, as for a forked helper (spawn.rs).
+    let Some(window) = crate::spawn::fork_window() else {
+        return false;
+    };
+    let forked = detached(store.layout().lock().as_path(), remover, trees);
+    drop(window);
+    forked.is_some()
 }
 
 /// Delete `trash`: with this process's own rights when it can, after
@@ -115,10 +124,10 @@ fn open_up_own_dirs(top: &Path) {
 /// bytes back first).
 pub const INLINE_ENV: &str = "CAIRN_RECLAIM_INLINE";
 
-/// Fork a reclaimer that takes `store.lock` shared, removes `trash` and
+/// Fork a reclaimer that takes `store.lock` shared, removes `trees` and
 /// exits; this process's reaper thread waits for it (the CLI exits first:
 /// then init reaps it). None if the fork failed.
-fn detached(lock: &Path, remover: &dyn TreeRemover, trash: &Path) -> Option<()> {
+fn detached(lock: &Path, remover: &dyn TreeRemover, trees: &[PathBuf]) -> Option<()> {
     // SAFETY: only the calling thread, the idle reaper and quiet threads
     // run here (the caller holds `spawn::fork_window`); glibc's fork leaves
     // malloc usable in the child.
@@ -128,7 +137,7 @@ fn detached(lock: &Path, remover: &dyn TreeRemover, trash: &Path) -> Option<()> 
             Some(())
         }
         nix::unistd::ForkResult::Child => {
-            reclaimer(lock, remover, trash);
+            reclaimer(lock, remover, trees);
             // SAFETY: _exit runs no destructors or atexit handlers (the
             // SQLite handles and stdio buffers are the parent's).
             unsafe { libc::_exit(0) }
@@ -139,7 +148,7 @@ fn detached(lock: &Path, remover: &dyn TreeRemover, trash: &Path) -> Option<()> 
 /// The reclaimer's body: let go of the caller's stdio and descriptors (a
 /// `$(cairn run --rm ...)` must see EOF when the CLI exits), hold the
 /// store lock shared of its own, remove the trash.
-fn reclaimer(lock: &Path, remover: &dyn TreeRemover, trash: &Path) {
+fn reclaimer(lock: &Path, remover: &dyn TreeRemover, trees: &[PathBuf]) {
     let _ = nix::unistd::setsid();
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
@@ -157,22 +166,37 @@ fn reclaimer(lock: &Path, remover: &dyn TreeRemover, trash: &Path) {
     // process never calls again).
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let _lock = StoreLock::acquire(lock, LockMode::Shared);
-    let _ = remove(remover, trash);
+    for trash in trees {
+        let _ = remove(remover, trash);
+    }
 }
 
 /// Reclaim what removals left in `tmp/` (a crash between the move and the
 /// reclaim, or a reclaim that failed). Best effort: a reclaimer may be
-/// deleting the same tree right now; whatever is left GC removes.
+/// deleting the same tree right now; whatever is left GC removes. A
+/// listing is a read: it hands the leftovers to a detached reclaimer like
+/// `remove` does, and deletes them itself only when it cannot fork, or
+/// under GC's exclusive lock (`prune`), which a reclaimer would wait for.
 pub(crate) fn reclaim_leftovers(store: &Store, remover: &dyn TreeRemover) {
     let Ok(entries) = std::fs::read_dir(store.layout().tmp()) else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with(PREFIX) {
-            tracing::info!(path = %entry.path().display(), "reclaiming a removed sandbox's dir");
-            let _ = remove(remover, &entry.path());
-        }
+    let leftovers: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+        .map(|e| e.path())
+        .collect();
+    if leftovers.is_empty() {
+        return;
+    }
+    for path in &leftovers {
+        tracing::info!(path = %path.display(), "reclaiming a removed sandbox's dir");
+    }
+    if store.lock_mode() != LockMode::Exclusive && hand_off(store, remover, &leftovers) {
+        return;
+    }
+    for path in &leftovers {
+        let _ = remove(remover, path);
     }
 }
 

@@ -14,9 +14,9 @@
 //! (they are read only when a look-up needs them, or early, on a thread,
 //! when no scan of this context was recorded).
 
+use crate::context::Stat;
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -176,14 +176,8 @@ pub(crate) struct HashMemo {
     pub reads: AtomicU64,
 }
 
-fn stat_key(meta: &std::fs::Metadata) -> (u64, u64, u64, i128, i128) {
-    (
-        meta.dev(),
-        meta.ino(),
-        meta.size(),
-        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
-    )
+fn stat_key(meta: &Stat) -> (u64, u64, u64, i128, i128) {
+    (meta.dev, meta.ino, meta.size, meta.mtime_ns, meta.ctime_ns)
 }
 
 pub(crate) fn now_ns() -> i128 {
@@ -312,7 +306,7 @@ impl HashMemo {
     pub fn sha256(
         &self,
         path: &Path,
-        meta: &std::fs::Metadata,
+        meta: &Stat,
         read: impl FnOnce() -> Result<[u8; 32], crate::BuildError>,
     ) -> Result<[u8; 32], crate::BuildError> {
         let name = match path.to_str() {
@@ -414,7 +408,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let path = root.join("context-hashes");
         let sum = |memo: &HashMemo, file: &Path, content: [u8; 32]| {
-            let meta = std::fs::symlink_metadata(file).unwrap();
+            let meta = Stat::from(&std::fs::symlink_metadata(file).unwrap());
             memo.sha256(file, &meta, || Ok(content)).unwrap()
         };
         let all = HashMemo::load(path.clone(), root.clone(), None);
@@ -490,7 +484,7 @@ mod tests {
         let path = dir.path().join("context-hashes");
         std::fs::write(dir.path().join(OLD_NAME), b"{}").unwrap();
         let sum = |memo: &HashMemo, content: [u8; 32]| {
-            let meta = std::fs::symlink_metadata(&file).unwrap();
+            let meta = Stat::from(&std::fs::symlink_metadata(&file).unwrap());
             memo.sha256(&file, &meta, || Ok(content)).unwrap()
         };
         let first = HashMemo::load(path.clone(), dir.path().to_path_buf(), None);

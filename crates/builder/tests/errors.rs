@@ -177,3 +177,42 @@ fn tagging_another_organizations_snapshot_name_is_a_conflict() {
     // The same name, built for its organization.
     build("bravo", theirs).unwrap();
 }
+
+/// A COPY source whose paths pass PATH_MAX (a 2,100-level context tree):
+/// the scan walks it by descriptors and refuses the copy before anything
+/// is written, naming the path (docs/security.md, "Deep trees").
+#[test]
+fn a_context_tree_past_path_max_is_refused_naming_the_path() {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    use std::os::fd::AsFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let files = [("t/top", "x")];
+    let context = common::write_context(tmp.path(), "ctx", "FROM scratch\nCOPY t /t\n", &files);
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open(&context.join("t"), flags, Mode::empty()).unwrap();
+    for _ in 0..2100 {
+        mkdirat(fd.as_fd(), "d", Mode::from_bits_truncate(0o755)).unwrap();
+        fd = openat(fd.as_fd(), "d", flags, Mode::empty()).unwrap();
+    }
+    let req = common::request(&context, "localhost/deep:latest");
+    let builder = Builder::new(&store, Launcher::current_exe().unwrap());
+    let err = builder.build(&req, &mut |_| {}).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
+    let file = context.join("Dockerfile").display().to_string();
+    assert_eq!(place(&err, &file).map(|p| p.0), Some(2));
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{}/t/d/d/d", context.display())),
+        "{text}"
+    );
+    assert!(text.contains("PATH_MAX"), "{text}");
+    assert!(
+        store.resolve("localhost/deep:latest").is_err(),
+        "nothing tagged"
+    );
+    let tmp_dir = store.root().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp_dir).into_iter().flatten().collect();
+    assert!(left.is_empty(), "tmp/ holds {left:?}");
+}

@@ -15,7 +15,6 @@
 use super::scan::Found;
 use crate::memo::RACY_WINDOW_NS;
 use sha2::{Digest as _, Sha256};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// A scan's fingerprint, and whether it may be recorded.
@@ -43,20 +42,19 @@ pub(crate) fn of(
         h.update((entries.len() as u64).to_le_bytes());
         for f in entries {
             let m = &f.meta;
-            let mtime = m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128;
-            let ctime = m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128;
+            let (mtime, ctime) = (m.mtime_ns, m.ctime_ns);
             if !m.is_dir() {
                 newest = newest.max(mtime).max(ctime);
             }
             // A path holds no NUL: it ends the name, fixed-size fields follow.
             let mut record = [0u8; 68];
-            record[..8].copy_from_slice(&m.dev().to_le_bytes());
-            record[8..16].copy_from_slice(&m.ino().to_le_bytes());
-            record[16..24].copy_from_slice(&m.size().to_le_bytes());
+            record[..8].copy_from_slice(&m.dev.to_le_bytes());
+            record[8..16].copy_from_slice(&m.ino.to_le_bytes());
+            record[16..24].copy_from_slice(&m.size.to_le_bytes());
             record[24..40].copy_from_slice(&mtime.to_le_bytes());
             record[40..56].copy_from_slice(&ctime.to_le_bytes());
-            record[56..60].copy_from_slice(&m.mode().to_le_bytes());
-            record[60..68].copy_from_slice(&m.nlink().to_le_bytes());
+            record[56..60].copy_from_slice(&m.mode.to_le_bytes());
+            record[60..68].copy_from_slice(&m.nlink.to_le_bytes());
             h.update(f.rel.as_bytes());
             h.update([0]);
             h.update(record);

@@ -7,6 +7,7 @@
 mod fingerprint;
 pub mod resolve;
 mod scan;
+pub(crate) use scan::Stat;
 
 use crate::memo::HashMemo;
 use crate::BuildError;
@@ -14,7 +15,6 @@ use cairn_dockerfile::ignore::DockerIgnore;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -74,7 +74,8 @@ impl Context {
 
     /// Is `rel` (slash-separated, relative to the root) offered to the build?
     pub fn includes(&self, rel: &str) -> bool {
-        rel.is_empty() || !self.ignore.is_excluded(rel)
+        // No rules: no per-entry path cleaning (the scan asks for every entry).
+        rel.is_empty() || !self.has_ignore_rules() || !self.ignore.is_excluded(rel)
     }
 
     /// Whether any ignore rule exists (else every file is offered).
@@ -224,7 +225,10 @@ impl Context {
         let found: Vec<Vec<scan::Found>> = sources
             .iter()
             .enumerate()
-            .map(|(i, src)| scan::scan(&self.root, src, &|rel| self.includes(rel) && keep(i, rel)))
+            .map(|(i, src)| {
+                let keep = |rel: &str| self.includes(rel) && keep(i, rel);
+                scan::scan(&self.root, src, &keep, &|rel| self.can_skip_dir(rel))
+            })
             .collect::<Result<_, _>>()?;
         drop(scanned);
         let print = self.memo.as_ref().map(|(canonical, memo)| {
@@ -273,9 +277,9 @@ impl Context {
     fn describe(&self, found: &scan::Found) -> Result<Vec<u8>, BuildError> {
         let (rel, meta) = (&found.rel, &found.meta);
         let mut e = Vec::with_capacity(48);
-        e.extend(meta.permissions().mode().to_le_bytes());
+        e.extend(meta.mode.to_le_bytes());
         if meta.is_file() {
-            e.extend(meta.size().to_le_bytes());
+            e.extend(meta.size.to_le_bytes());
             let path = || self.root.join(rel);
             let sum = match &self.memo {
                 Some((canonical, memo)) => {
@@ -284,7 +288,7 @@ impl Context {
                 None => file_sha256(&path())?,
             };
             e.extend(sum);
-        } else if meta.file_type().is_symlink() {
+        } else if meta.is_symlink() {
             let path = self.root.join(rel);
             let target = std::fs::read_link(&path).map_err(BuildError::io(&path))?;
             e.extend(target.as_os_str().as_encoded_bytes());

@@ -585,11 +585,12 @@ pub fn open_beneath_long(
 /// Open the file at `path` (absolute or relative to the working
 /// directory, of any length) with `flags`; past [`LONG_PATH`] in pieces,
 /// the head by path as any short path, the rest with no symlink followed.
+/// Opens what exists (no `O_CREAT`: use [`openat`] on its directory).
 pub fn open_long_path(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     open_in_pieces(path.as_os_str().as_bytes(), flags, &|piece, f| {
         let c = cstring(piece)?;
         // SAFETY: c is NUL-terminated; the returned fd is owned by us.
-        let fd = check(unsafe { libc::open(c.as_ptr(), f | libc::O_CLOEXEC) })?;
+        let fd = check(unsafe { libc::open(c.as_ptr(), f | libc::O_CLOEXEC, 0) })?;
         // SAFETY: fd was just returned by open and is not owned elsewhere.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     })

@@ -447,9 +447,10 @@ mod tests {
         std::fs::create_dir(&src).unwrap();
         let bottom = make_deep(&src, 2100);
         let open = |p: &Path, f| File::from(sys::open_long_path(p, f).unwrap());
-        let flags = libc::O_WRONLY | libc::O_CREAT;
-        io::Write::write_all(&mut open(&bottom.join("f"), flags), b"deep").unwrap();
         let dir = sys::open_long_path(&bottom, libc::O_PATH | libc::O_DIRECTORY).unwrap();
+        let flags = libc::O_WRONLY | libc::O_CREAT;
+        let f = File::from(sys::openat(dir.as_fd(), b"f", flags, 0o644).unwrap());
+        io::Write::write_all(&mut &f, b"deep").unwrap();
         sys::linkat(dir.as_fd(), b"f", dir.as_fd(), b"g").unwrap();
         sys::symlinkat(b"../f", dir.as_fd(), b"l").unwrap();
         let dst = tmp.path().join("dst");

@@ -11,6 +11,7 @@
 mod capture;
 pub mod compression;
 pub mod digest;
+pub mod dir_chain;
 pub mod error;
 mod extract;
 mod hash_thread;
@@ -20,7 +21,7 @@ pub mod meter;
 mod pgzip;
 mod pzstd;
 pub mod quiet;
-mod sys;
+pub mod sys;
 mod tar_writer;
 #[doc(hidden)]
 pub mod testdata;
@@ -30,6 +31,7 @@ mod write;
 pub use compression::Compression;
 pub use digest::{BackgroundHasher, Digest, HashingWriter};
 pub use error::LayerError;
+pub use extract::root::remove_all_at;
 pub use extract::{
     blob_diff_id, buffered_blob_diff_id, extract_layer, is_real_root, BlobDiffId, ExtractOptions,
     ExtractStats, WhiteoutMode,

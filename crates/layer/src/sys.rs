@@ -3,10 +3,10 @@
 //! Every wrapper takes a directory fd plus a single path component (never a
 //! path with `/`), so nothing here can be steered outside that directory.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -64,43 +64,49 @@ static NO_LISTXATTRAT: AtomicBool = AtomicBool::new(false);
 /// All xattrs of `name` in `dir` (not following a final symlink), sorted:
 /// [`list_xattrs`] without a lookup of the whole path when the kernel has
 /// `listxattrat`. Nearly every node has none, so the values (one more call
-/// each) are read by `abs`, the same node's full path.
-pub fn list_xattrs_at(
-    dir: BorrowedFd<'_>,
-    name: &[u8],
-    abs: &Path,
-) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    if NO_LISTXATTRAT.load(Ordering::Relaxed) {
-        return list_xattrs(abs);
-    }
-    let c = cstring(name)?;
-    let mut names = [0u8; 256];
-    // SAFETY: c is NUL-terminated; names is valid for its length; the
-    // kernel writes at most that many bytes.
-    let n = unsafe {
-        libc::syscall(
-            SYS_LISTXATTRAT,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
-            names.as_mut_ptr(),
-            names.len(),
-        )
-    };
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENOSYS) | Some(libc::EPERM) => NO_LISTXATTRAT.store(true, Ordering::Relaxed),
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            // ERANGE (a long list) and real errors: the path-based call
-            // sizes its buffer and reports the error the same way as before.
-            _ => {}
+/// each) are read through `/proc/self/fd/DIR/NAME`: a short path however
+/// deep the node is (its full path may be longer than PATH_MAX).
+pub fn list_xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    if !NO_LISTXATTRAT.load(Ordering::Relaxed) {
+        let c = cstring(name)?;
+        let mut names = [0u8; 256];
+        // SAFETY: c is NUL-terminated; names is valid for its length; the
+        // kernel writes at most that many bytes.
+        let n = unsafe {
+            libc::syscall(
+                SYS_LISTXATTRAT,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                names.as_mut_ptr(),
+                names.len(),
+            )
+        };
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                    NO_LISTXATTRAT.store(true, Ordering::Relaxed)
+                }
+                Some(libc::ENOTSUP) => return Ok(Vec::new()),
+                // ERANGE (a long list) and real errors: the path-based call
+                // sizes its buffer and reports the error the same way.
+                _ => {}
+            }
         }
     }
-    list_xattrs(abs)
+    list_xattrs(&proc_fd_path(dir, name))
+}
+
+/// `/proc/self/fd/DIR/NAME`: `name` in the directory `dir` for the calls
+/// that only take a path (the magic link is the directory we hold).
+fn proc_fd_path(dir: BorrowedFd<'_>, name: &[u8]) -> std::path::PathBuf {
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name);
+    std::path::PathBuf::from(std::ffi::OsString::from_vec(path))
 }
 
 /// `statx` of `name` in `dir` without following a final symlink, asking
@@ -211,9 +217,7 @@ pub fn fsetxattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<()
 /// if it is a symlink. Goes through `/proc/self/fd/DIR/NAME`: the magic link
 /// resolves to the directory we hold, and `name` is a single component.
 pub fn lsetxattr_at(dir: BorrowedFd<'_>, name: &[u8], key: &[u8], value: &[u8]) -> io::Result<()> {
-    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-    path.extend_from_slice(name);
-    let cpath = cstring(&path)?;
+    let cpath = cstring(proc_fd_path(dir, name).as_os_str().as_bytes())?;
     let ckey = cstring(key)?;
     // SAFETY: strings are NUL-terminated; value is valid for value.len() bytes.
     check(unsafe {
@@ -465,16 +469,131 @@ pub fn start_writeback(fd: BorrowedFd<'_>, from: u64, len: u64) {
 
 /// Names in the directory `fd` (without `.` and `..`).
 pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    // A fresh open description: `dir` may be O_PATH, and its offset is
+    // not ours to move.
     let fd = openat(dir, b".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    // Reading through /proc/self/fd keeps std's well-tested readdir while the
-    // directory itself is pinned by our fd.
+    dir_names(fd.as_fd())
+}
+
+/// Names in the directory open for reading as `fd`, from its current
+/// offset (a fresh descriptor: all of them), without `.` and `..`:
+/// `getdents64` into one buffer, a call per 32 KiB of names.
+pub fn dir_names(fd: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    // linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name + NUL.
+    const NAME_AT: usize = 19;
+    let mut buf = vec![0u8; 32 * 1024];
     let mut names = Vec::new();
-    for ent in std::fs::read_dir(OsStr::new(&path))? {
-        let ent = ent?;
-        names.push(ent.file_name().as_bytes().to_vec());
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes; the kernel writes at
+        // most that many.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Ok(names);
+        }
+        let mut at = 0;
+        while at + NAME_AT <= n as usize {
+            let reclen = usize::from(u16::from_ne_bytes([buf[at + 16], buf[at + 17]]));
+            let rec = buf.get(at + NAME_AT..at + reclen).unwrap_or_default();
+            let name = &rec[..rec.iter().position(|&b| b == 0).unwrap_or(rec.len())];
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+            if reclen == 0 {
+                return Err(io::Error::other("getdents64: a record of length 0"));
+            }
+            at += reclen;
+        }
     }
-    Ok(names)
+}
+
+/// Paths at least this long are opened a piece at a time (PATH_MAX is
+/// 4096 with its NUL).
+pub const LONG_PATH: usize = 4000;
+
+/// Open `path`, which may be longer than one call takes: `head` opens
+/// its first piece (shorter than [`LONG_PATH`], cut at a `/`) as a
+/// directory, and the rest is opened below it in pieces with no symlink
+/// followed and no way above it (component by component without
+/// openat2). A short path is `head`'s alone.
+pub fn open_in_pieces(
+    path: &[u8],
+    flags: libc::c_int,
+    head: &dyn Fn(&[u8], libc::c_int) -> io::Result<OwnedFd>,
+) -> io::Result<OwnedFd> {
+    let walk = libc::O_PATH | libc::O_DIRECTORY;
+    let mut cur: Option<OwnedFd> = None;
+    let mut rest = path;
+    while !rest.is_empty() {
+        let cut = if rest.len() < LONG_PATH {
+            rest.len()
+        } else {
+            match rest[..LONG_PATH].iter().rposition(|&b| b == b'/') {
+                Some(i) if i > 0 => i,
+                _ => return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG)),
+            }
+        };
+        let f = if cut == rest.len() { flags } else { walk };
+        let next = match &cur {
+            None => head(&rest[..cut], f)?,
+            Some(fd) => open_beneath(fd.as_fd(), &rest[..cut], f)?,
+        };
+        cur = Some(next);
+        rest = rest.get(cut + 1..).unwrap_or_default();
+    }
+    cur.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+/// `path` below `dir`, no symlink followed: one openat2 call, or a
+/// component at a time on kernels without it.
+fn open_beneath(dir: BorrowedFd<'_>, path: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    if has_openat2() {
+        return openat2_beneath_no_symlinks(dir, path, flags);
+    }
+    let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    let mut cur = openat(dir, b".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    for (i, comp) in comps.iter().enumerate() {
+        let f = if i + 1 == comps.len() {
+            flags
+        } else {
+            libc::O_PATH | libc::O_DIRECTORY
+        };
+        cur = openat(cur.as_fd(), comp, f | libc::O_NOFOLLOW, 0)?;
+    }
+    Ok(cur)
+}
+
+/// `path` (relative, of any length) below `dir`, with no symlink followed
+/// and no way above `dir`.
+pub fn open_beneath_long(
+    dir: BorrowedFd<'_>,
+    path: &[u8],
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    open_in_pieces(path, flags, &|head, f| open_beneath(dir, head, f))
+}
+
+/// Open the file at `path` (absolute or relative to the working
+/// directory, of any length) with `flags`; past [`LONG_PATH`] in pieces,
+/// the head by path as any short path, the rest with no symlink followed.
+/// Opens what exists (no `O_CREAT`: use [`openat`] on its directory).
+pub fn open_long_path(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    open_in_pieces(path.as_os_str().as_bytes(), flags, &|piece, f| {
+        let c = cstring(piece)?;
+        // SAFETY: c is NUL-terminated; the returned fd is owned by us.
+        let fd = check(unsafe { libc::open(c.as_ptr(), f | libc::O_CLOEXEC, 0) })?;
+        // SAFETY: fd was just returned by open and is not owned elsewhere.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
 }
 
 /// Whether the kernel offers openat2 (Linux 5.6+), probed once.

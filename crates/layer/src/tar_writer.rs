@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use tar::{EntryType, Header};
@@ -129,11 +128,8 @@ impl ParentDir {
         let fd = match &self.open {
             Some((path, fd)) if path == dir => fd,
             _ => {
-                let fd = File::options()
-                    .read(true)
-                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                    .open(dir)?;
-                &self.open.insert((dir.to_path_buf(), fd.into())).1
+                let fd = sys::open_long_path(dir, libc::O_PATH | libc::O_DIRECTORY)?;
+                &self.open.insert((dir.to_path_buf(), fd)).1
             }
         };
         sys::openat(fd.as_fd(), name, SOURCE_FLAGS, 0)
@@ -143,11 +139,10 @@ impl ParentDir {
 /// How a source file is opened: never through a final symlink.
 const SOURCE_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY;
 
+/// Open a source file by its path, which may be longer than PATH_MAX (a
+/// file at the bottom of a deep tree).
 fn open_source(source: &Path) -> io::Result<File> {
-    File::options()
-        .read(true)
-        .custom_flags(SOURCE_FLAGS)
-        .open(source)
+    sys::open_long_path(source, SOURCE_FLAGS).map(File::from)
 }
 
 /// Split a path into ustar (prefix, name), if it fits.

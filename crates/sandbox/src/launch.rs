@@ -122,7 +122,8 @@ impl cairn_store::LayerWriter for UpperLayerWriter<'_> {
             compression: self.compression.to_string(),
             timestamp: self.timestamp,
         };
-        let reply = self.launcher.run_task_to(self.mapping, task, out)?;
+        let mut reply = self.launcher.run_task_to(self.mapping, task, out)?;
+        limit_exceeded(&mut reply, &format!("the changes in {}", dir.display()))?;
         let malformed = || SandboxError::TaskFailed(format!("malformed layer report: {reply}"));
         let digest = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse().ok());
         let tree = match &reply["tree"] {
@@ -136,6 +137,20 @@ impl cairn_store::LayerWriter for UpperLayerWriter<'_> {
             tree,
         })
     }
+}
+
+/// The typed error of a task's `limit_exceeded` answer (a blob or a tree
+/// past a limit), naming `what`.
+fn limit_exceeded(reply: &mut serde_json::Value, what: &str) -> Result<(), SandboxError> {
+    let Some(v) = reply.get_mut("limit_exceeded") else {
+        return Ok(());
+    };
+    let exceeded = serde_json::from_value(v.take())
+        .map_err(|e| SandboxError::TaskFailed(format!("malformed limit report for {what}: {e}")))?;
+    Err(SandboxError::ExtractLimit {
+        archive: what.to_string(),
+        exceeded,
+    })
 }
 
 /// Removes trees through [`Task::RemoveTree`] in a user namespace with
@@ -408,15 +423,7 @@ impl Launcher {
         };
         let mut reply =
             self.run_task_io(mapping, task, stream.map(Stdio::from), &mut std::io::sink())?;
-        if let Some(v) = reply.get_mut("limit_exceeded") {
-            let exceeded = serde_json::from_value(v.take()).map_err(|e| {
-                SandboxError::TaskFailed(format!("malformed limit report for {what}: {e}"))
-            })?;
-            return Err(SandboxError::ExtractLimit {
-                archive: what.to_string(),
-                exceeded,
-            });
-        }
+        limit_exceeded(&mut reply, what)?;
         Ok(Extracted {
             diff_id: reply["diff_id"].as_str().unwrap_or_default().to_string(),
             tree: reply["tree"].as_str().and_then(|t| t.parse().ok()),

@@ -74,7 +74,8 @@ pub enum SandboxError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    /// An archive or layer broke an extraction limit; nothing of it is kept.
+    /// An archive or layer broke an extraction limit, or a tree being
+    /// committed the depth limit; nothing of it is kept.
     #[error("{archive}: {exceeded}")]
     ExtractLimit {
         archive: String,

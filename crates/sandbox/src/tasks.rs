@@ -99,12 +99,19 @@ pub fn perform(task: Task) -> Result<serde_json::Value, String> {
             };
             let stdout = std::io::stdout().lock();
             // The caller's blob writer hashes the blob as it stores it.
-            let info = write_layer_unhashed(
+            let info = match write_layer_unhashed(
                 source,
                 &opts,
                 std::io::BufWriter::with_capacity(1 << 20, stdout),
-            )
-            .map_err(|e| format!("writing layer from {}: {e}", upper.display()))?;
+            ) {
+                Ok(info) => info,
+                // A tree past the depth limit is refused before a byte is
+                // written: an answer, typed, as for a refused blob.
+                Err(LayerError::Limit(exceeded)) => {
+                    return Ok(json!({ "limit_exceeded": exceeded }))
+                }
+                Err(e) => return Err(format!("writing layer from {}: {e}", upper.display())),
+            };
             // Clamped mtimes make the layer's tar differ from the dir's own:
             // its tree digest is taken here, in the task that already walks
             // it, with the files fresh in the page cache.
@@ -217,12 +224,24 @@ fn copy_from_layers(
     Ok(())
 }
 
+/// Remove `path` and everything below it: a loop holding at most 64
+/// descriptors ([`cairn_layer::remove_all_at`]), so a tree deeper than
+/// the caller's descriptor limit (std's `remove_dir_all` holds one per
+/// level) or than PATH_MAX goes too.
 fn remove_tree(path: &Path) -> Result<(), String> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {}: {e}", path.display())),
-    }
+    let err = |e: std::io::Error| format!("removing {}: {e}", path.display());
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(err(std::io::ErrorKind::InvalidInput.into()));
+    };
+    let flags = nix::libc::O_PATH | nix::libc::O_DIRECTORY;
+    let dir = match cairn_layer::sys::open_long_path(parent, flags) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    cairn_layer::remove_all_at(dir.as_fd(), name.as_bytes()).map_err(err)
 }
 
 /// Remove each of `paths`, in order, that is an empty directory or an empty

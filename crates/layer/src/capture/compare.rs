@@ -50,8 +50,12 @@ fn lower_view(lower: &[&Path]) -> Result<Tree, LayerError> {
 }
 
 fn same_content(a: &Path, b: &Path) -> Result<bool, LayerError> {
-    let mut fa = std::fs::File::open(a).map_err(|e| LayerError::source_io(a, e))?;
-    let mut fb = std::fs::File::open(b).map_err(|e| LayerError::source_io(b, e))?;
+    let open = |p: &Path| {
+        crate::sys::open_long_path(p, libc::O_RDONLY | libc::O_NOFOLLOW)
+            .map(std::fs::File::from)
+            .map_err(|e| LayerError::source_io(p, e))
+    };
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
     let mut ba = vec![0u8; 64 * 1024];
     let mut bb = vec![0u8; 64 * 1024];
     loop {

@@ -1,13 +1,16 @@
-//! A pre-order walk of a directory tree that never follows symlinks and reads
-//! each node's metadata and xattrs once.
+//! A walk of a directory tree that never follows symlinks, reads each
+//! node's metadata and xattrs once, relative to its parent's descriptor,
+//! and is bounded in depth and descriptors (a hostile RUN makes trees as
+//! deep as it likes).
 
+use crate::dir_chain::DirChain;
 use crate::error::LayerError;
+use crate::limits::{LimitExceeded, LimitKind, MAX_TREE_DEPTH};
 use crate::sys;
 use rayon::prelude::*;
-use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::ffi::OsStr;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Directories with at least this many names have them read in parallel.
@@ -48,8 +51,9 @@ pub(crate) struct Node {
 
 impl Node {
     /// The node `name` of the directory `dir` (open, at `abs`'s parent):
-    /// `statx`, and `listxattrat`, relative to `dir`, so no call walks the
-    /// whole path again (most of a small file's capture cost was that).
+    /// `statx`, readlink and the xattr list relative to `dir`, so no call
+    /// walks the whole path again (most of a small file's capture cost was
+    /// that, and a deep node's path is longer than one call takes).
     fn read(
         dir: BorrowedFd<'_>,
         name: &[u8],
@@ -71,7 +75,7 @@ impl Node {
             FileType::Symlink => Some(sys::readlinkat(dir, name, 0).map_err(io_err)?),
             _ => None,
         };
-        let xattrs = sys::list_xattrs_at(dir, name, &abs).map_err(io_err)?;
+        let xattrs = sys::list_xattrs_at(dir, name).map_err(io_err)?;
         Ok(Node {
             rel,
             file_type,
@@ -103,61 +107,120 @@ impl Node {
     }
 }
 
-/// Walk `root` (not itself reported), calling `visit` for every node in
-/// pre-order. Children are visited in name order so errors are reproducible.
+/// A directory the walk is in (its descriptor is in the [`DirChain`]):
+/// its subdirectories still to walk (last to walk first), and where it is.
+struct Level {
+    subdirs: Vec<Node>,
+    rel: Vec<u8>,
+    abs: PathBuf,
+}
+
+/// Walk `root` (not itself reported), calling `visit` for every node: a
+/// directory's children in name order, then each subdirectory's tree in
+/// turn (so errors are reproducible). A loop, not a recursion, and every
+/// lookup is relative to the parent directory's descriptor, so a tree
+/// deeper than PATH_MAX allows is read like any other, holding a bounded
+/// number of descriptors ([`DirChain`]). A node more than
+/// [`MAX_TREE_DEPTH`] levels down is refused with [`LimitKind::Depth`]
+/// naming it.
 pub(crate) fn walk_tree(
     root: &Path,
     visit: &mut dyn FnMut(Node) -> Result<(), LayerError>,
 ) -> Result<(), LayerError> {
-    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
-    while let Some((dir_abs, dir_rel)) = stack.pop() {
-        let io_err = |e| LayerError::source_io(&dir_abs, e);
-        let mut names: Vec<_> = std::fs::read_dir(&dir_abs)
-            .map_err(io_err)?
-            .map(|r| r.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(io_err)?;
-        names.sort();
-        // Below the root the walk never follows a symlink (the name was
-        // a directory when it was stat'd; a swap since is refused).
-        let nofollow = if dir_rel.is_empty() {
-            0
-        } else {
-            libc::O_NOFOLLOW
-        };
-        let dir = File::options()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | nofollow)
-            .open(&dir_abs)
-            .map_err(io_err)?;
-        let read = |name: &std::ffi::OsString| {
-            let mut rel = dir_rel.clone();
-            if !rel.is_empty() {
-                rel.push(b'/');
+    let io_err = |e| LayerError::source_io(root, e);
+    // The root itself may be reached through a symlink; nothing below it.
+    let fd = sys::open_long_path(root, libc::O_RDONLY | libc::O_DIRECTORY).map_err(io_err)?;
+    let mut chain = DirChain::new(fd).map_err(io_err)?;
+    let mut top = Level {
+        subdirs: Vec::new(),
+        rel: Vec::new(),
+        abs: root.to_path_buf(),
+    };
+    read_children(&mut top, &chain, visit)?;
+    let mut stack = vec![top];
+    while let Some(level) = stack.last_mut() {
+        let Some(sub) = level.subdirs.pop() else {
+            stack.pop();
+            if let Some(parent) = stack.last() {
+                chain
+                    .pop()
+                    .map_err(|e| LayerError::source_io(&parent.abs, e))?;
             }
-            rel.extend_from_slice(name.as_bytes());
-            Node::read(dir.as_fd(), name.as_bytes(), dir_abs.join(name), rel)
+            continue;
         };
-        // Big directories are read on every core (a stat and an xattr
-        // list per name, mostly syscall time); in name order either way, so
-        // the first error met is the same as in a sequential walk.
-        let nodes: Vec<Result<Node, LayerError>> = if names.len() >= PARALLEL_FROM {
-            names.par_iter().map(read).collect()
-        } else {
-            names.iter().map(read).collect()
+        let io_err = |e| LayerError::source_io(&sub.abs, e);
+        // The name was a directory when it was stat'd; a symlink swapped
+        // in since is refused, not followed.
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        let parent = chain.top().map_err(io_err)?;
+        let fd = sys::openat(parent, file_name(&sub.rel), flags, 0).map_err(io_err)?;
+        chain.push(fd, (sub.dev, sub.ino));
+        let mut next = Level {
+            subdirs: Vec::new(),
+            rel: sub.rel,
+            abs: sub.abs,
         };
-        drop(dir);
-        let mut subdirs = Vec::new();
-        for node in nodes {
-            let node = node?;
-            if node.file_type == FileType::Dir {
-                subdirs.push((node.abs.clone(), node.rel.clone()));
-            }
-            visit(node)?;
-        }
-        // Reverse so the stack pops them in name order.
-        stack.extend(subdirs.into_iter().rev());
+        read_children(&mut next, &chain, visit)?;
+        stack.push(next);
     }
+    Ok(())
+}
+
+fn file_name(rel: &[u8]) -> &[u8] {
+    rel.rsplit(|&b| b == b'/').next().unwrap_or(rel)
+}
+
+/// Visit the children of `level` (the top of `chain`) in name order and
+/// keep its subdirectories for later.
+fn read_children(
+    level: &mut Level,
+    chain: &DirChain,
+    visit: &mut dyn FnMut(Node) -> Result<(), LayerError>,
+) -> Result<(), LayerError> {
+    let io_err = |e| LayerError::source_io(&level.abs, e);
+    let dir = chain.top().map_err(io_err)?;
+    let mut names = sys::dir_names(dir).map_err(io_err)?;
+    names.sort();
+    let child = |name: &Vec<u8>| {
+        let mut rel = level.rel.clone();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(name);
+        (level.abs.join(OsStr::from_bytes(name)), rel)
+    };
+    if chain.depth() >= MAX_TREE_DEPTH {
+        if let Some(first) = names.first() {
+            return Err(LayerError::Limit(LimitExceeded {
+                kind: LimitKind::Depth,
+                limit: MAX_TREE_DEPTH as u64,
+                entry: Some(String::from_utf8_lossy(&child(first).1).into_owned()),
+            }));
+        }
+    }
+    let read = |name: &Vec<u8>| {
+        let (abs, rel) = child(name);
+        Node::read(dir, name, abs, rel)
+    };
+    // Big directories are read on every core (a stat and an xattr
+    // list per name, mostly syscall time); in name order either way, so
+    // the first error met is the same as in a sequential walk.
+    let nodes: Vec<Result<Node, LayerError>> = if names.len() >= PARALLEL_FROM {
+        names.par_iter().map(read).collect()
+    } else {
+        names.iter().map(read).collect()
+    };
+    let mut subdirs = Vec::new();
+    for node in nodes {
+        let node = node?;
+        if node.file_type == FileType::Dir {
+            subdirs.push(node.clone());
+        }
+        visit(node)?;
+    }
+    // Reversed: popped in name order.
+    subdirs.reverse();
+    level.subdirs = subdirs;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 mod decode;
 pub use decode::{blob_diff_id, buffered_blob_diff_id, BlobDiffId};
 mod name;
-mod root;
+pub(crate) mod root;
 
 use crate::capture::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::compression::Compression;

@@ -12,9 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 
-/// Paths this long are walked a component at a time (PATH_MAX is 4096
-/// with its NUL).
-const LONG_PATH: usize = 4000;
+use sys::LONG_PATH;
 
 pub(crate) struct Root {
     fd: OwnedFd,
@@ -80,27 +78,9 @@ impl Root {
     /// any path is, the rest in pieces below it with no symlink followed
     /// (the component walk's rule). A few calls, not one per component.
     fn open_long(&self, rel: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
-        let walk = libc::O_PATH | libc::O_DIRECTORY;
-        let mut cur: Option<OwnedFd> = None;
-        let mut rest = rel;
-        while !rest.is_empty() {
-            let cut = if rest.len() < LONG_PATH {
-                rest.len()
-            } else {
-                match rest[..LONG_PATH].iter().rposition(|&b| b == b'/') {
-                    Some(i) if i > 0 => i,
-                    _ => return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG)),
-                }
-            };
-            let f = if cut == rest.len() { flags } else { walk };
-            let next = match &cur {
-                None => sys::openat2_in_root(self.fd(), &rest[..cut], f, 0)?,
-                Some(fd) => sys::openat2_beneath_no_symlinks(fd.as_fd(), &rest[..cut], f)?,
-            };
-            cur = Some(next);
-            rest = rest.get(cut + 1..).unwrap_or_default();
-        }
-        cur.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+        sys::open_in_pieces(rel, flags, &|head, f| {
+            sys::openat2_in_root(self.fd(), head, f, 0)
+        })
     }
 
     /// `rel` is the cached dir plus one component that is a real dir (not
@@ -213,7 +193,7 @@ impl Root {
 
 /// Remove `name` in `dir`, recursively if it is a directory, never following
 /// a symlink (a link is removed, not its target).
-pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+pub fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     match sys::lstatat(dir, name)? {
         None => Ok(()),
         Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
@@ -287,7 +267,7 @@ pub(crate) fn clear_dir(
 }
 
 /// Levels of [`clear_dir`] that keep an open descriptor.
-const OPEN_LEVELS: usize = 64;
+pub(crate) const OPEN_LEVELS: usize = 64;
 
 /// One directory [`clear_dir`] is in: its descriptor (closed when far
 /// above the current level), its (dev, ino), the names left in it, and
@@ -306,7 +286,10 @@ impl Level {
 }
 
 /// The parent of the open dir `child`, which must be the dir `id`.
-fn reopen_parent(child: BorrowedFd<'_>, id: (libc::dev_t, libc::ino_t)) -> io::Result<OwnedFd> {
+pub(crate) fn reopen_parent(
+    child: BorrowedFd<'_>,
+    id: (libc::dev_t, libc::ino_t),
+) -> io::Result<OwnedFd> {
     let parent = open_to_clear(child, b"..")?;
     match sys::lstatat(parent.as_fd(), b".")? {
         Some(st) if (st.st_dev, st.st_ino) == id => Ok(parent),

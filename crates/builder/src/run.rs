@@ -32,6 +32,19 @@ pub(crate) struct RunInputs<'a> {
     pub mounts: Vec<RunMount>,
 }
 
+/// A RUN's changes that are bad input (a tree past the depth limit) are
+/// the RUN's doing: the error gets the instruction's line, which the
+/// commit (a task over the upper dir) does not know.
+fn at_run_line(e: BuildError, req: &BuildRequest, inst: &Instruction) -> BuildError {
+    if e.kind() != crate::ErrorKind::BadInput || e.position().is_some() {
+        return e;
+    }
+    BuildError::input_at(
+        crate::Position::line(req.dockerfile_name(), inst.line),
+        format!("the RUN's changes: {e}"),
+    )
+}
+
 impl Builder<'_> {
     /// Run one RUN instruction (or reuse its cached layer). Says whether it ran or came from the cache.
     pub(crate) fn run_step(
@@ -57,9 +70,10 @@ impl Builder<'_> {
             key,
             created_by: &created_by,
         };
-        let result = self
-            .run_in(req, state, &dir, step, inputs)
-            .and_then(|()| self.commit_upper(req, &dir.join("upper"), &commit));
+        let result = self.run_in(req, state, &dir, step, inputs).and_then(|()| {
+            self.commit_upper(req, &dir.join("upper"), &commit)
+                .map_err(|e| at_run_line(e, req, inst))
+        });
         let _ = self.tasks.remove_tree(&dir);
         self.add_layer(state, result?, &created_by);
         Ok(StepOutcome::Ran)

@@ -169,6 +169,10 @@ fn a_run_past_the_depth_limit_fails_the_build_leaving_nothing() {
             stderr.contains("(at entry \"deep/d/d/d/"),
             "{user:?}: names the entry"
         );
+        assert!(
+            stderr.contains("Dockerfile:2: the RUN's changes:"),
+            "{user:?}: names the RUN's line"
+        );
         assert_eq!(
             names(&env.store.join("layers")),
             layers,

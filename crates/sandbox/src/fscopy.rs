@@ -371,6 +371,16 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+    /// Copy `src`'s contents into `dst` as the caller, modes kept.
+    fn copy_as_creator(src: &Path, dst: &Path) {
+        let opts = CopyOptions {
+            owners: Owners::Creator,
+            chmod: None,
+            skip_whiteouts: false,
+        };
+        Copier::new(opts).copy_contents(src, dst).unwrap();
+    }
+
     #[test]
     fn resolution_stays_inside_the_root() {
         let tmp = tempfile::tempdir().unwrap();
@@ -409,12 +419,7 @@ mod tests {
         std::os::unix::fs::symlink("f", src.join("d/l")).unwrap();
         let dst = tmp.path().join("dst");
         std::fs::create_dir(&dst).unwrap();
-        let opts = CopyOptions {
-            owners: Owners::Creator,
-            chmod: None,
-            skip_whiteouts: false,
-        };
-        Copier::new(opts).copy_contents(&src, &dst).unwrap();
+        copy_as_creator(&src, &dst);
         let f = std::fs::metadata(dst.join("d/f")).unwrap();
         assert_eq!(f.mode() & 0o7777, 0o751);
         assert_eq!(
@@ -455,12 +460,7 @@ mod tests {
         sys::symlinkat(b"../f", dir.as_fd(), b"l").unwrap();
         let dst = tmp.path().join("dst");
         std::fs::create_dir(&dst).unwrap();
-        let opts = CopyOptions {
-            owners: Owners::Creator,
-            chmod: None,
-            skip_whiteouts: false,
-        };
-        Copier::new(opts).copy_contents(&src, &dst).unwrap();
+        copy_as_creator(&src, &dst);
         let copied = dst.join("d/".repeat(2100));
         let mut body = String::new();
         io::Read::read_to_string(&mut open(&copied.join("f"), libc::O_RDONLY), &mut body).unwrap();

@@ -3,7 +3,7 @@
 //! Every wrapper takes a directory fd plus a single path component (never a
 //! path with `/`), so nothing here can be steered outside that directory.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -112,7 +112,6 @@ fn proc_fd_path(dir: BorrowedFd<'_>, name: &[u8]) -> std::path::PathBuf {
 /// `statx` of `name` in `dir` without following a final symlink, asking
 /// only for what a layer entry records.
 pub fn statx_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<libc::statx> {
-    let c = cstring(name)?;
     let mask = libc::STATX_TYPE
         | libc::STATX_MODE
         | libc::STATX_NLINK
@@ -121,13 +120,20 @@ pub fn statx_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<libc::statx> {
         | libc::STATX_MTIME
         | libc::STATX_INO
         | libc::STATX_SIZE;
+    statx_masked(dir, &cstring(name)?, mask)
+}
+
+/// `statx` of `name` in `dir` without following a final symlink, asking
+/// for the fields in `mask` (the build context's scan asks for others than
+/// a layer entry; a `CStr` spares a hot walk one copy of each name).
+pub fn statx_masked(dir: BorrowedFd<'_>, name: &CStr, mask: u32) -> io::Result<libc::statx> {
     // SAFETY: an all-zero statx is a valid out-parameter.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: c is NUL-terminated; st is a valid out-pointer.
+    // SAFETY: name is NUL-terminated; st is a valid out-pointer.
     check(unsafe {
         libc::statx(
             dir.as_raw_fd(),
-            c.as_ptr(),
+            name.as_ptr(),
             libc::AT_SYMLINK_NOFOLLOW,
             mask,
             &mut st,

@@ -17,10 +17,10 @@
 
 use crate::BuildError;
 use nix::dir::Dir;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use rayon::prelude::*;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -315,9 +315,11 @@ impl Walk<'_> {
             }
         }
         names.sort_unstable();
-        let at = dir.as_raw_fd();
+        // SAFETY: `dir` stays open (and unmoved) until the stats are done.
+        let at = unsafe { BorrowedFd::borrow_raw(dir.as_raw_fd()) };
         let one = |name: CString| {
-            let stat = statx_at(at, &name);
+            let stat =
+                cairn_layer::sys::statx_masked(at, &name, MASK).map(|x| Stat::from_statx(&x));
             // Paths are text in the digest (as they were): lossy, as before.
             let name = name.to_string_lossy().into_owned();
             let stat = stat.map_err(|e| read_err(self.root, &join(rel, &name), e))?;
@@ -377,19 +379,6 @@ fn close_shallowest(stack: &mut [Level]) {
             level.dir = None;
         }
     }
-}
-
-/// `statx(dir, name, AT_SYMLINK_NOFOLLOW)` with [`MASK`].
-fn statx_at(dir: std::os::fd::RawFd, name: &CStr) -> std::io::Result<Stat> {
-    let mut x = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    let flags = AtFlags::AT_SYMLINK_NOFOLLOW.bits() | libc::AT_STATX_SYNC_AS_STAT;
-    // SAFETY: `name` is NUL-terminated and `x` is a statx buffer.
-    let r = unsafe { libc::statx(dir, name.as_ptr(), flags, MASK, x.as_mut_ptr()) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the call filled it (and it was zeroed before).
-    Ok(Stat::from_statx(unsafe { x.assume_init_ref() }))
 }
 
 /// A context path for a message: whole, or its start and end when longer

@@ -275,3 +275,22 @@ fn a_prune_during_a_run_rm_waits_and_keeps_its_layers() {
         assert_eq!(sandbox_roots(&env.store), Vec::<String>::new());
     }
 }
+
+/// `cairn` is linked position-dependent (`crates/cli/build.rs`): its
+/// pointers need no relocation at start, so no copy-on-write fault per page
+/// of `.data.rel.ro`. A PIE would be `ET_DYN` (3) here. The binary must still
+/// start a sandbox root and rootless (the helper is a fork of it, PID 1
+/// shares the helper's memory).
+#[test]
+fn the_cli_is_a_fixed_address_executable_that_runs_for_every_user() {
+    let elf = std::fs::read(env!("CARGO_BIN_EXE_cairn")).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    let e_type = u16::from_le_bytes([elf[16], elf[17]]);
+    assert_eq!(e_type, 2, "cairn is not ET_EXEC (a PIE is 3)");
+    for user in users() {
+        let env = Env::new(user);
+        let out = env.cairn(&["run", "--rm", "busybox:fixture", "sh", "-c", "echo up"]);
+        assert_eq!(ok(&out, "run --rm"), "up\n");
+        assert_eq!(sandbox_dirs(&env.store), 0);
+    }
+}

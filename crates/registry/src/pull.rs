@@ -191,6 +191,11 @@ pub(crate) async fn pull(
         .buffer_unordered(max_parallel.max(1))
         .try_collect::<Vec<()>>()
         .await?;
+    // The layer dirs' sync and the manifest's SQLite commits (each an
+    // fsync) wait on the disk side by side.
+    if let Some(u) = unpack {
+        u.adopt_now();
+    }
 
     let recorded = store.record_manifest(&bytes, None)?;
     debug_assert_eq!(recorded.digest, digest);

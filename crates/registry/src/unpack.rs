@@ -32,6 +32,9 @@ enum Job {
         ticket: StreamTicket,
         verified: bool,
     },
+    /// Every layer download has ended: make the kept layers durable and
+    /// name them now, while the pull records its manifest.
+    AdoptNow,
 }
 
 /// A handle on the sink and its thread, for the download tasks.
@@ -55,8 +58,20 @@ pub(crate) fn with_sink<T>(
         let worker = scope.spawn(move || {
             let mut first_error = None;
             let mut kept = Vec::new();
+            let adopt = |kept: Vec<_>, first_error: &mut Option<(String, String)>| {
+                let n = kept.len();
+                if let Err(e) = sink.adopt(kept) {
+                    first_error.get_or_insert((format!("({n} layers)"), e));
+                }
+            };
             for job in rx {
                 let (blob, res) = match job {
+                    Job::AdoptNow => {
+                        if !kept.is_empty() {
+                            adopt(std::mem::take(&mut kept), &mut first_error);
+                        }
+                        continue;
+                    }
                     Job::Ready { blob, diff_id } => (blob, sink.layer_ready(&blob, &diff_id)),
                     Job::End {
                         blob,
@@ -74,10 +89,10 @@ pub(crate) fn with_sink<T>(
                     first_error = Some((blob.to_string(), e));
                 }
             }
-            // One sync for every streamed layer, at the end.
-            let n = kept.len();
-            if let (Err(e), None) = (sink.adopt(kept), &first_error) {
-                first_error = Some((format!("({n} layers)"), e));
+            // One sync for every streamed layer, at the end (or at
+            // `AdoptNow`; what a later job kept is adopted here).
+            if !kept.is_empty() {
+                adopt(kept, &mut first_error);
             }
             first_error
         });
@@ -100,6 +115,14 @@ impl Unpack<'_> {
     fn send(&self, job: Job) {
         // The worker lives until `with_sink` drops us: sending cannot fail.
         let _ = self.jobs.send(job);
+    }
+
+    /// Every layer has been handed over: adopt the streamed ones now (one
+    /// `syncfs` for all) instead of after the caller's last step, so that
+    /// sync overlaps the manifest's recording. Layers handed over later
+    /// are still adopted, at the end.
+    pub(crate) fn adopt_now(&self) {
+        self.send(Job::AdoptNow);
     }
 }
 
@@ -155,4 +178,104 @@ pub(crate) async fn fetch_blob(
         });
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StreamTicket;
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Keeps every verified stream (its ticket is its name) and reports
+    /// each `adopt` call's names.
+    struct Recorder {
+        adopted: Mutex<Sender<Vec<String>>>,
+    }
+
+    impl LayerSink for Recorder {
+        fn layer_ready(&self, _: &Digest, _: &Digest) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn end_stream(
+            &self,
+            ticket: StreamTicket,
+            verified: bool,
+        ) -> std::result::Result<Option<StreamTicket>, String> {
+            Ok(verified.then_some(ticket))
+        }
+        fn adopt(&self, kept: Vec<StreamTicket>) -> std::result::Result<(), String> {
+            let names = kept
+                .into_iter()
+                .filter_map(|t| t.0.downcast::<String>().ok().map(|s| *s))
+                .collect();
+            let _ = self.adopted.lock().unwrap().send(names);
+            Ok(())
+        }
+    }
+
+    fn end(u: &Unpack<'_>, name: &str, verified: bool) {
+        u.send(Job::End {
+            blob: Digest::of(name.as_bytes()),
+            ticket: StreamTicket(Box::new(name.to_string())),
+            verified,
+        });
+    }
+
+    /// `adopt_now` adopts what was kept so far while the work still runs
+    /// (the work below waits for it: without the early adoption it would
+    /// wait in vain), and a layer kept afterwards is adopted at the end.
+    #[test]
+    fn adopt_now_adopts_while_the_work_runs_and_the_rest_at_the_end() {
+        let (tx, rx) = channel();
+        let sink = Recorder {
+            adopted: Mutex::new(tx),
+        };
+        let during = with_sink(Some(&sink), |u| {
+            let u = u.unwrap();
+            end(u, "a", true);
+            end(u, "spoiled", false);
+            end(u, "b", true);
+            u.adopt_now();
+            // A liveness bound, not a timing: the adoption never comes
+            // if `adopt_now` does not start it.
+            let during = rx.recv_timeout(Duration::from_secs(60));
+            end(u, "late", true);
+            Ok(during)
+        })
+        .unwrap();
+        assert_eq!(during.unwrap(), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(rx.try_recv().unwrap(), vec!["late".to_string()]);
+        assert!(rx.try_recv().is_err(), "one adoption per batch");
+    }
+
+    /// Without `adopt_now` everything kept is adopted once, at the end, and
+    /// nothing is adopted when nothing was kept.
+    #[test]
+    fn without_adopt_now_one_adoption_at_the_end() {
+        let (tx, rx) = channel();
+        let sink = Recorder {
+            adopted: Mutex::new(tx),
+        };
+        with_sink(Some(&sink), |u| {
+            let u = u.unwrap();
+            end(u, "a", true);
+            end(u, "b", true);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert!(rx.try_recv().is_err());
+        with_sink(Some(&sink), |u| {
+            end(u.unwrap(), "spoiled", false);
+            u.unwrap().adopt_now();
+            Ok(())
+        })
+        .unwrap();
+        assert!(rx.try_recv().is_err(), "nothing kept, nothing adopted");
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 pub(super) const KEEP_MAX: u64 = 64 * 1024;
 /// At most this many bytes are kept per COPY; later files are read back
 /// by the tar as before.
-const KEEP_BUDGET: u64 = 256 << 20;
+const KEEP_BUDGET: u64 = 64 << 20;
 
 /// The entries one copy wrote below its top destination dir.
 pub(super) struct KnownLog {

@@ -23,6 +23,7 @@ impl Builder<'_> {
         req: &BuildRequest,
         upper: &Path,
         step: &StepCommit<'_>,
+        known: Option<&cairn_layer::KnownEntries>,
     ) -> Result<CommittedStep, BuildError> {
         let _span = cairn_layer::timing::span("build.commit_layer");
         let media_type = req.compression.media_type();
@@ -38,7 +39,10 @@ impl Builder<'_> {
                 value: &value,
             }),
         };
-        let layer = self.tasks.commit_layer(upper, commit)?;
+        let layer = match known {
+            Some(known) => self.tasks.commit_known_layer(upper, commit, known)?,
+            None => self.tasks.commit_layer(upper, commit)?,
+        };
         if layer.adopted {
             // The caller's scratch dir keeps its shape for its removal.
             std::fs::create_dir_all(upper).map_err(BuildError::io(upper))?;

@@ -71,7 +71,7 @@ impl Builder<'_> {
             created_by: &created_by,
         };
         let result = self.run_in(req, state, &dir, step, inputs).and_then(|()| {
-            self.commit_upper(req, &dir.join("upper"), &commit)
+            self.commit_upper(req, &dir.join("upper"), &commit, None)
                 .map_err(|e| at_run_line(e, req, inst))
         });
         let _ = self.tasks.remove_tree(&dir);

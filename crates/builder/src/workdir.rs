@@ -64,7 +64,7 @@ impl Builder<'_> {
                     key,
                     created_by: &created_by,
                 };
-                self.commit_upper(req, &scratch.join("upper"), &commit)
+                self.commit_upper(req, &scratch.join("upper"), &commit, None)
             });
         let _ = self.tasks.remove_tree(&scratch);
         self.add_layer(state, result?, &created_by);

@@ -28,6 +28,7 @@ pub mod testdata;
 pub mod timing;
 mod write;
 
+pub use capture::{KnownEntries, KnownEntry, KnownKind};
 pub use compression::Compression;
 pub use digest::{BackgroundHasher, Digest, HashingWriter};
 pub use error::LayerError;
@@ -41,7 +42,9 @@ pub use limits::{ExtractLimits, LimitExceeded, LimitKind, MAX_TREE_DEPTH};
 pub use pgzip::ParallelGzEncoder;
 pub use pzstd::ZstdEncoder;
 pub use sys::{openat2_in_root, readlinkat};
-pub use write::{write_layer, write_layer_unhashed, LayerInfo, WrittenLayer};
+pub use write::{
+    write_layer, write_layer_known_unhashed, write_layer_unhashed, LayerInfo, WrittenLayer,
+};
 
 use std::path::Path;
 

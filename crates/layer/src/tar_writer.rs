@@ -41,7 +41,14 @@ pub(crate) fn write_tar<W: Write>(
         let mut builder = tar::Builder::new(out);
         for entry in entries {
             let ahead = match (&rx, &entry.kind) {
-                (Some(rx), Kind::File { size, .. }) if is_prefetched(*size) => {
+                (
+                    Some(rx),
+                    Kind::File {
+                        size,
+                        content: None,
+                        ..
+                    },
+                ) if is_prefetched(*size) => {
                     if ready.is_empty() {
                         ready = rx
                             .recv()
@@ -81,7 +88,12 @@ fn prefetch(entries: &[Entry], tx: &SyncSender<Batch>) {
     let mut bytes = 0;
     let mut parent = ParentDir::default();
     for entry in entries {
-        let Kind::File { source, size } = &entry.kind else {
+        let Kind::File {
+            source,
+            size,
+            content: None,
+        } = &entry.kind
+        else {
             continue;
         };
         if !is_prefetched(*size) {
@@ -252,16 +264,43 @@ fn write_entry<W: Write>(
             .map_err(LayerError::Sink)?;
     }
     match (&entry.kind, ahead) {
-        (Kind::File { source, size }, Some(content)) => {
+        (
+            Kind::File {
+                source,
+                size,
+                content: Some(kept),
+            },
+            _,
+        ) => append_kept(builder, &header, source, *size, kept),
+        (Kind::File { source, size, .. }, Some(content)) => {
             append_read_ahead(builder, &header, source, *size, content)
         }
-        (Kind::File { source, size }, None) if *size > 0 => {
+        (Kind::File { source, size, .. }, None) if *size > 0 => {
             append_file(builder, &header, source, *size)
         }
         _ => builder
             .append(&header, io::empty())
             .map_err(LayerError::Sink),
     }
+}
+
+/// A file whose writer kept its bytes (see `capture::known`): the same
+/// size check as [`append_file`].
+fn append_kept<W: Write>(
+    builder: &mut tar::Builder<W>,
+    header: &Header,
+    source: &std::path::Path,
+    size: u64,
+    kept: &[u8],
+) -> Result<(), LayerError> {
+    if kept.len() as u64 != size {
+        return Err(LayerError::ChangedDuringCapture {
+            path: source.to_path_buf(),
+            expected: size,
+            read: kept.len() as u64,
+        });
+    }
+    builder.append(header, kept).map_err(LayerError::Sink)
 }
 
 /// A file read ahead: the same checks as [`append_file`].
@@ -344,7 +383,11 @@ mod tests {
     fn file_entry(path: &str, source: std::path::PathBuf, size: u64) -> Entry {
         Entry {
             path: path.as_bytes().to_vec(),
-            kind: Kind::File { source, size },
+            kind: Kind::File {
+                source,
+                size,
+                content: None,
+            },
             mode: 0o644,
             uid: 0,
             gid: 0,

@@ -1,15 +1,16 @@
 //! The one-pass commit pipeline:
 //! entries -> tar -> sha256 (diffID) -> compressor -> sha256 (digest) -> sink.
 
-use crate::capture;
+use crate::capture::{self, KnownEntries};
 use crate::compression::Compression;
 use crate::digest::{Digest, HashingWriter};
 use crate::error::LayerError;
 use crate::pgzip::ParallelGzEncoder;
 use crate::pzstd::ZstdEncoder;
 use crate::tar_writer::write_tar;
-use crate::{DiffSource, LayerOptions};
+use crate::{DiffSource, LayerOptions, OverlayFlavour};
 use std::io::{self, BufWriter, Write};
+use std::path::Path;
 
 /// Bytes handed to the compressor per call.
 const COMPRESSOR_INPUT: usize = 1 << 20;
@@ -133,6 +134,23 @@ pub fn write_layer_unhashed<W: Write>(
     write_stream(source, opts, sink, false).map(|(written, _)| written)
 }
 
+/// [`write_layer_unhashed`] of the overlay upper dir `upper` whose writer
+/// knows part of it (`known`): below the known dirs nothing is stat'ed or
+/// read again (kept bytes go straight into the tar). The layer is the
+/// same, byte for byte, as the walk of the whole dir would give.
+pub fn write_layer_known_unhashed<W: Write>(
+    upper: &Path,
+    flavour: OverlayFlavour,
+    known: &KnownEntries,
+    opts: &LayerOptions,
+    sink: W,
+) -> Result<WrittenLayer, LayerError> {
+    let walk = crate::timing::span("layer.capture_walk");
+    let entries = capture::collect_known(upper, flavour, known, opts)?;
+    drop(walk);
+    write_entries(&entries, opts, sink, false).map(|(written, _)| written)
+}
+
 /// The pipeline; the blob is hashed only when `hash_blob` and compressed
 /// (uncompressed, its digest is the diffID).
 fn write_stream<W: Write>(
@@ -144,6 +162,16 @@ fn write_stream<W: Write>(
     let walk = crate::timing::span("layer.capture_walk");
     let entries = capture::collect(&source, opts)?;
     drop(walk);
+    write_entries(&entries, opts, sink, hash_blob)
+}
+
+/// Tar, hash and compress sorted entries into `sink`.
+fn write_entries<W: Write>(
+    entries: &[capture::Entry],
+    opts: &LayerOptions,
+    sink: W,
+    hash_blob: bool,
+) -> Result<(WrittenLayer, Option<Digest>), LayerError> {
     let stream = crate::timing::span("layer.tar_hash_compress");
     let hash_blob = hash_blob && opts.compression != Compression::None;
     let blob = BlobMeter::new(sink, hash_blob);
@@ -161,7 +189,7 @@ fn write_stream<W: Write>(
     // busy; a hashing thread of its own cost more (a copy per byte and the
     // switches) than it saved (docs/performance.md, "Fourth pass").
     let tar = HashingWriter::new(buffered);
-    let tar = write_tar(&entries, opts.timestamp, tar)?;
+    let tar = write_tar(entries, opts.timestamp, tar)?;
     let (buffered, diff_id, uncompressed_size) = tar.finish();
     drop(stream);
     let _finish = crate::timing::span("layer.compressor_finish");

@@ -48,12 +48,12 @@ impl Builder<'_> {
             let _span = cairn_layer::timing::span("copy.write_tree");
             self.write_copy_step(state, &plan, &dir)
         };
-        let result = written.and_then(|()| {
+        let result = written.and_then(|known| {
             let commit = StepCommit {
                 key,
                 created_by: &created_by,
             };
-            self.commit_upper(req, &dir.join("upper"), &commit)
+            self.commit_upper(req, &dir.join("upper"), &commit, known.as_ref())
         });
         let removed = cairn_layer::timing::span("copy.remove_scratch");
         remove_scratch(self, &dir);
@@ -67,7 +67,7 @@ impl Builder<'_> {
         state: &StageState,
         plan: &CopyPlan,
         dir: &Path,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Option<cairn_layer::KnownEntries>, BuildError> {
         let view = LayerView::new(self, state);
         let upper = dir.join("upper");
         let target_dir = if plan.dest_is_dir {
@@ -89,6 +89,12 @@ impl Builder<'_> {
             set_perm(&path, mode)?;
             set_times(&path, secs, nanos)?;
         }
+        // What the copies wrote, for the commit: only when they wrote all
+        // of the tree below their destination dirs.
+        let known = match plan.from {
+            None => writer.take_known(),
+            Some(_) => None,
+        };
         let finished = cairn_layer::timing::span("copy.tree_owners");
         writer.finish(self, dir)?;
         drop(finished);
@@ -103,7 +109,7 @@ impl Builder<'_> {
                 crate::archive::extract(self, &archive, &dest, plan.owner, dir)?;
             }
         }
-        Ok(())
+        Ok(known)
     }
 }
 
@@ -182,8 +188,9 @@ fn write_copy(
     let owner = writer.copy_owner(plan.owner)?;
     for source in sources {
         match source {
-            Source::Archive { .. } => {} // extracted afterwards
+            Source::Archive { .. } => writer.forget_known(), // extracted afterwards
             Source::Url(url) => {
+                writer.forget_known();
                 let to = if plan.dest_is_dir {
                     join(&plan.dest, &url.name)
                 } else {
@@ -196,6 +203,7 @@ fn write_copy(
                 }
             }
             Source::Inline { name, body } => {
+                writer.forget_known();
                 let to = if plan.dest_is_dir {
                     join(&plan.dest, name)
                 } else {
@@ -214,6 +222,7 @@ fn write_copy(
                 place: Some((pivot, place)),
                 ..
             } => {
+                writer.forget_known();
                 let from = plan.context_root.join(rel);
                 let to = join(&plan.dest, place);
                 if from.is_dir() {
@@ -232,6 +241,7 @@ fn write_copy(
                     let to = root.join(&plan.dest);
                     copy_dir_filtered(owner, plan, writer, rel, rel, &from, &to)?;
                 } else {
+                    writer.forget_known();
                     let to = if plan.dest_is_dir {
                         join(&plan.dest, name)
                     } else {
@@ -313,10 +323,16 @@ fn copy_dir_filtered(
     to: &Path,
 ) -> Result<(), BuildError> {
     let filter = plan.filter_context.then_some((plan, base));
-    let copy = TreeCopy::new(owner, plan.chmod.as_ref(), filter).deferring(writer.deferred());
+    let mut copy = TreeCopy::new(owner, plan.chmod.as_ref(), filter).deferring(writer.deferred());
+    if writer.knows() {
+        copy = copy.knowing(to);
+    }
     let written = copy
         .copy_contents(from, rel, to)
         .map_err(BuildError::io(to))?;
+    if let Some(log) = copy.into_known() {
+        writer.add_known(to, log);
+    }
     for name in written {
         writer.mark_owned(&to.join(name));
     }

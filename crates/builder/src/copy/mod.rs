@@ -10,10 +10,12 @@ mod deferred;
 mod exec;
 mod flags;
 mod fs;
+mod known;
 mod plan;
 mod tar_writer;
 mod tree_copy;
 
 pub(crate) use fs::make_parents;
+pub(crate) use known::KnownLayerWriter;
 pub(crate) use plan::plan;
 pub(crate) use tar_writer::TreeWriter;

@@ -38,6 +38,10 @@ pub(crate) struct TreeWriter {
     owned: HashSet<PathBuf>,
     /// Staged: the context files the copies recorded, not written.
     deferred: Option<Deferred>,
+    /// Direct or mapped: what the copies wrote below their destination
+    /// dirs, for the commit (see `super::known`); `None` once something
+    /// was written that no log describes.
+    known: Option<cairn_layer::KnownEntries>,
 }
 
 impl TreeWriter {
@@ -64,7 +68,39 @@ impl TreeWriter {
             default_owner,
             owned: HashSet::new(),
             deferred: staged.then(Deferred::default),
+            known: (!staged).then(cairn_layer::KnownEntries::default),
         })
+    }
+
+    /// Whether copies should log what they write (see `super::known`).
+    pub(super) fn knows(&self) -> bool {
+        self.known.is_some()
+    }
+
+    /// Something was written that no copy's log describes: the commit
+    /// walks the whole tree.
+    pub(super) fn forget_known(&mut self) {
+        self.known = None;
+    }
+
+    /// Add a copy's log of what it wrote below `top` (a dir in the tree).
+    pub(super) fn add_known(&mut self, top: &Path, log: super::known::KnownLog) {
+        let rel = top
+            .strip_prefix(&self.root)
+            .ok()
+            .map(|r| r.as_os_str().as_bytes().to_vec());
+        let added = match (&mut self.known, rel) {
+            (Some(known), Some(rel)) => log.into_known(rel, known),
+            _ => false,
+        };
+        if !added {
+            self.forget_known();
+        }
+    }
+
+    /// What the copies wrote, for the commit; `None` if not all of it is known.
+    pub fn take_known(&mut self) -> Option<cairn_layer::KnownEntries> {
+        self.known.take().filter(|k| !k.is_empty())
     }
 
     /// Staged: where copies record context files instead of writing them.

@@ -19,7 +19,9 @@
 //! into it moves its time; a read-only mode would stop the writes).
 
 use super::deferred::{Body, Deferred, Entry};
+use super::known::{kept, KnownLog, KEEP_MAX};
 use super::plan::CopyPlan;
+use cairn_layer::{KnownEntry, KnownKind};
 use cairn_sandbox::chmod::Chmod;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -51,12 +53,16 @@ pub(super) struct TreeCopy<'a> {
     /// Deferring: an entry was recorded in the top destination dir, whose
     /// time then moves as if it had been written there.
     touched_top: AtomicBool,
+    /// Writing (not deferring): what was written below the top dir, for
+    /// the commit (see [`super::known`]).
+    known: Option<KnownLog>,
 }
 
 /// What [`TreeCopy::entry`] did with one entry.
 enum Wrote {
     Nothing,
-    Written,
+    /// With the entry for the commit when the copy keeps a [`KnownLog`].
+    Written(Option<Box<KnownEntry>>),
     /// Boxed: this is returned up a recursion as deep as the tree.
     Recorded(Box<Entry>),
 }
@@ -75,6 +81,8 @@ struct At<'a> {
     dst_path: &'a Path,
     /// The destination dir was made by this copy (nothing else is in it).
     fresh: bool,
+    /// The copy's log of what it wrote, if it keeps one.
+    known: Option<&'a KnownLog>,
 }
 
 impl<'a> TreeCopy<'a> {
@@ -92,7 +100,20 @@ impl<'a> TreeCopy<'a> {
             defer: None,
             started: OnceLock::new(),
             touched_top: AtomicBool::new(false),
+            known: None,
         }
+    }
+
+    /// Log what is written below `top` (the dir [`TreeCopy::copy_contents`]
+    /// fills) for the commit; see [`TreeCopy::into_known`].
+    pub fn knowing(mut self, top: &Path) -> Self {
+        self.known = Some(KnownLog::new(top));
+        self
+    }
+
+    /// The log of what was written (`None` if not asked for).
+    pub fn into_known(self) -> Option<KnownLog> {
+        self.known
     }
 
     /// Record files and symlinks in `defer` instead of writing them.
@@ -151,6 +172,7 @@ impl<'a> TreeCopy<'a> {
                 src_path: src_parent,
                 dst_path: dst_parent,
                 fresh: false,
+                known: self.known.as_ref(),
             },
             &src_name,
             &st,
@@ -208,19 +230,24 @@ impl<'a> TreeCopy<'a> {
                     src_path,
                     dst_path,
                     fresh,
+                    known: self.known.as_ref(),
                 };
                 Ok((text.into_owned(), self.entry(&at, name, &st)?))
             })
             .collect::<io::Result<_>>()?;
         let mut written = Vec::with_capacity(wrote.len());
         let mut recorded = Vec::new();
+        let mut known = Vec::new();
         for (name, wrote) in wrote {
             match wrote {
                 Wrote::Nothing => continue,
-                Wrote::Written => {}
+                Wrote::Written(entry) => known.extend(entry.map(|e| *e)),
                 Wrote::Recorded(entry) => recorded.push((name.as_bytes().to_vec(), *entry)),
             }
             written.push(name);
+        }
+        if let Some(log) = &self.known {
+            log.push(known);
         }
         if let Some(defer) = self.defer.filter(|_| !recorded.is_empty()) {
             if self.started.get().is_some_and(|s| s.2 == dst_path) {
@@ -246,11 +273,10 @@ impl<'a> TreeCopy<'a> {
                     return self.record(at, src_name, st).map(Wrote::Recorded);
                 }
                 if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                    self.symlink(at, src_name, st)?;
+                    self.symlink(at, src_name, st).map(Wrote::Written)
                 } else {
-                    self.file(at, src_name, st)?;
+                    self.file(at, src_name, st).map(Wrote::Written)
                 }
-                Ok(Wrote::Written)
             }
             _ => Ok(Wrote::Nothing), // sockets, fifos and devices are not copied
         }
@@ -341,7 +367,13 @@ impl<'a> TreeCopy<'a> {
                 }
                 false
             }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => dir_over(at, &to)?,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                // The log cannot tell what the dir held before.
+                if let Some(log) = &self.known {
+                    log.spoil();
+                }
+                dir_over(at, &to)?
+            }
             Err(e) => return Err(ctx("creating", &to)(e)),
         };
         let from_path = at.src_path.join(OsStr::from_bytes(src_name.to_bytes()));
@@ -356,13 +388,18 @@ impl<'a> TreeCopy<'a> {
                 return Ok(Wrote::Nothing);
             }
         }
-        self.finish(dst.as_fd(), st, true, &to)?;
-        Ok(Wrote::Written)
+        let mode = self.finish(dst.as_fd(), st, true, &to)?;
+        Ok(Wrote::Written(self.log_entry(at, KnownKind::Dir, mode, st)))
     }
 
     // Leaves of the recursion, kept out of [`TreeCopy::entry`]'s frame.
     #[inline(never)]
-    fn file(&self, at: &At, src_name: &CStr, st: &libc::stat) -> io::Result<()> {
+    fn file(
+        &self,
+        at: &At,
+        src_name: &CStr,
+        st: &libc::stat,
+    ) -> io::Result<Option<Box<KnownEntry>>> {
         let to = || at.dst_path.join(OsStr::from_bytes(at.name.to_bytes()));
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let src = open_at(at.src_dir, src_name, flags, 0).map_err(ctx("reading", &to()))?;
@@ -374,8 +411,11 @@ impl<'a> TreeCopy<'a> {
             if let Some(first) = table.get(&(st.st_dev, st.st_ino)) {
                 let first = cstr(first.as_os_str())?;
                 replace_with(at, &to(), |dir, name| link_at(&first, dir, name))?;
-                return Ok(());
+                return Ok(None);
             }
+        }
+        if let Some(log) = self.known.as_ref().filter(|_| st.st_nlink > 1) {
+            log.spoil(); // the log has no hard links
         }
         let create =
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
@@ -385,16 +425,61 @@ impl<'a> TreeCopy<'a> {
             table.insert((st.st_dev, st.st_ino), to());
         }
         drop(links);
-        copy_data(&src, &dst, st.st_size as u64).map_err(ctx("copying to", &to()))?;
-        self.finish(dst.as_fd(), st, false, &to())
+        let size = st.st_size as u64;
+        let (size, content) = match &self.known {
+            // A small file is read and written (not `copy_file_range`d)
+            // and its bytes go on to the tar.
+            Some(log) if log.keeps(size) => {
+                let bytes = copy_kept(&src, &dst, size).map_err(ctx("copying to", &to()))?;
+                (bytes.len() as u64, kept(bytes))
+            }
+            _ => (
+                copy_data(&src, &dst, size).map_err(ctx("copying to", &to()))?,
+                None,
+            ),
+        };
+        let mode = self.finish(dst.as_fd(), st, false, &to())?;
+        Ok(self.log_entry(at, KnownKind::File { size, content }, mode, st))
+    }
+
+    /// The log's entry for what was just written at `at` (mode `mode`,
+    /// time and owner as the copy set them).
+    #[inline(never)]
+    fn log_entry(
+        &self,
+        at: &At,
+        kind: KnownKind,
+        mode: u32,
+        st: &libc::stat,
+    ) -> Option<Box<KnownEntry>> {
+        let log = self.known.as_ref()?;
+        // Without an owner of its own, an entry is its creator's.
+        let owner = self
+            .owner
+            .unwrap_or_else(|| unsafe { (libc::geteuid(), libc::getegid()) });
+        log.entry(
+            at.dst_path,
+            at.name.to_bytes(),
+            kind,
+            mode,
+            owner,
+            st.st_mtime,
+        )
+        .map(Box::new)
     }
 
     #[inline(never)]
-    fn symlink(&self, at: &At, src_name: &CStr, st: &libc::stat) -> io::Result<()> {
+    fn symlink(
+        &self,
+        at: &At,
+        src_name: &CStr,
+        st: &libc::stat,
+    ) -> io::Result<Option<Box<KnownEntry>>> {
         let to = at.dst_path.join(OsStr::from_bytes(at.name.to_bytes()));
         let target =
             read_link_at(at.src_dir, src_name, st.st_size as usize).map_err(ctx("reading", &to))?;
         replace_with(at, &to, |dir, name| symlink_at(&target, dir, name))?;
+        let kind = KnownKind::Symlink(target.as_bytes().to_vec());
         if let Some((uid, gid)) = self.owner {
             let r = unsafe {
                 libc::fchownat(
@@ -416,12 +501,15 @@ impl<'a> TreeCopy<'a> {
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         };
-        check(r).map_err(ctx("setting times of", &to))
+        check(r).map_err(ctx("setting times of", &to))?;
+        // A link's own mode is always 0777 on Linux.
+        Ok(self.log_entry(at, kind, 0o777, st))
     }
 
     /// Owner, mode (after the owner: chown clears setuid/setgid) and
-    /// time of a written file or dir, through its descriptor.
-    fn finish(&self, fd: BorrowedFd, st: &libc::stat, is_dir: bool, to: &Path) -> io::Result<()> {
+    /// time of a written file or dir, through its descriptor. Returns
+    /// the mode it has.
+    fn finish(&self, fd: BorrowedFd, st: &libc::stat, is_dir: bool, to: &Path) -> io::Result<u32> {
         if let Some((uid, gid)) = self.owner {
             check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map_err(ctx("chown", to))?;
         }
@@ -437,7 +525,8 @@ impl<'a> TreeCopy<'a> {
         }
         let times = [timespec(st), timespec(st)];
         check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
-            .map_err(ctx("setting times of", to))
+            .map_err(ctx("setting times of", to))?;
+        Ok(mode)
     }
 }
 
@@ -495,6 +584,10 @@ fn replace_with<T>(
 ) -> io::Result<T> {
     match make(at.dst_dir, at.name) {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            // The log cannot tell what was there.
+            if let Some(log) = at.known {
+                log.spoil();
+            }
             let old = lstat_at(at.dst_dir, at.name).map_err(ctx("reading", to))?;
             if old.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 std::fs::remove_dir_all(to).map_err(ctx("replacing", to))?;
@@ -509,7 +602,7 @@ fn replace_with<T>(
 
 /// Copy `size` bytes: `copy_file_range` (in the kernel, a clone where the
 /// filesystem shares extents), else reads and writes.
-fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
+fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<u64> {
     let mut done: u64 = 0;
     while done < size {
         let want = (size - done).min(1 << 30) as usize;
@@ -538,13 +631,51 @@ fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
         }
         done += n as u64;
     }
-    Ok(())
+    Ok(done)
 }
 
-fn copy_by_reading(src: &OwnedFd, dst: &OwnedFd) -> io::Result<()> {
+fn copy_by_reading(src: &OwnedFd, dst: &OwnedFd) -> io::Result<u64> {
     let src = std::fs::File::from(src.try_clone()?);
     let dst = std::fs::File::from(dst.try_clone()?);
-    io::copy(&mut &src, &mut &dst).map(|_| ())
+    io::copy(&mut &src, &mut &dst)
+}
+
+/// Copy at most `size` (<= [`KEEP_MAX`]) bytes by reading them (one
+/// `read` as a rule) and writing them; returns them. A source that shrank
+/// gives fewer bytes, one that grew is cut at `size`, as [`copy_data`] does.
+fn copy_kept(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<Vec<u8>> {
+    let want = size.min(KEEP_MAX) as usize;
+    let mut bytes = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        let rest = &mut bytes[got..];
+        let n = unsafe { libc::read(src.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
+        match n {
+            0 => break, // the source shrank
+            n if n > 0 => got += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    bytes.truncate(got);
+    let mut put = 0;
+    while put < got {
+        let rest = &bytes[put..];
+        let n = unsafe { libc::write(dst.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+            continue;
+        }
+        put += n as usize;
+    }
+    Ok(bytes)
 }
 
 /// Each directory being copied holds two descriptors until its contents

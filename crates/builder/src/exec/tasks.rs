@@ -102,6 +102,17 @@ pub(crate) trait FsTasks: Send + Sync {
         commit: LayerCommit<'_>,
     ) -> Result<CommittedLayer, BuildError>;
 
+    /// [`FsTasks::commit_layer`] of a tree whose writer knows part of it
+    /// (a root COPY; see `copy::known`). The layer is the same.
+    fn commit_known_layer(
+        &self,
+        upper: &Path,
+        commit: LayerCommit<'_>,
+        _known: &cairn_layer::KnownEntries,
+    ) -> Result<CommittedLayer, BuildError> {
+        self.commit_layer(upper, commit)
+    }
+
     /// Remove a scratch tree whose files may belong to subordinate IDs.
     fn remove_tree(&self, dir: &Path) -> Result<(), BuildError>;
 
@@ -207,6 +218,27 @@ impl FsTasks for SandboxTasks<'_> {
             timestamp: commit.timestamp,
         };
         Ok(self.store.commit_layer(&writer, upper, commit.cache)?)
+    }
+
+    /// As root, the commit is written here, not in a task: the caller
+    /// can read the tree it just wrote, and the known entries live in its
+    /// memory. Clamped mtimes (which also need the dir's own tree digest)
+    /// take the task's path.
+    fn commit_known_layer(
+        &self,
+        upper: &Path,
+        commit: LayerCommit<'_>,
+        known: &cairn_layer::KnownEntries,
+    ) -> Result<CommittedLayer, BuildError> {
+        if commit.timestamp.is_some() || !nix::unistd::geteuid().is_root() {
+            return self.commit_layer(upper, commit);
+        }
+        let writer = crate::copy::KnownLayerWriter {
+            known,
+            compression: commit.compression,
+            id_map: &self.mapping.map,
+        };
+        self.store.commit_layer(&writer, upper, commit.cache)
     }
 
     fn remove_tree(&self, dir: &Path) -> Result<(), BuildError> {

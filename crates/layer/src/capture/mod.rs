@@ -2,6 +2,7 @@
 //! trees, or a whole tree) to the sorted list of tar entries of a layer.
 
 mod compare;
+mod known;
 mod overlay;
 mod walk;
 
@@ -10,16 +11,19 @@ use crate::{DiffSource, LayerOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+pub use known::{KnownEntries, KnownEntry, KnownKind};
 pub(crate) use walk::{walk_tree, Node};
 
 /// What a tar entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Kind {
     Dir,
-    /// A regular file; its content is read from `source` when the tar is written.
+    /// A regular file; its content is read from `source` when the tar is
+    /// written, unless its writer kept it (`content`, see [`known`]).
     File {
         source: PathBuf,
         size: u64,
+        content: Option<std::sync::Arc<[u8]>>,
     },
     Symlink(Vec<u8>),
     /// A hard link to an earlier entry (path in the layer).
@@ -94,6 +98,7 @@ impl Entry {
             walk::FileType::File => Kind::File {
                 source: node.abs.clone(),
                 size: node.size,
+                content: None,
             },
             walk::FileType::Symlink => Kind::Symlink(node.link_target.clone().unwrap_or_default()),
             walk::FileType::Fifo => Kind::Fifo,
@@ -171,6 +176,17 @@ pub(crate) fn finish_entries(mut entries: Vec<Entry>) -> Vec<Entry> {
         }
     }
     entries
+}
+
+/// The sorted entries of an overlay upper dir, below its known dirs from
+/// `known` (see [`known`]).
+pub(crate) fn collect_known(
+    upper: &std::path::Path,
+    flavour: crate::OverlayFlavour,
+    known: &KnownEntries,
+    opts: &LayerOptions,
+) -> Result<Vec<Entry>, LayerError> {
+    Ok(finish_entries(known::capture(upper, flavour, known, opts)?))
 }
 
 /// The sorted entries of a diff source.

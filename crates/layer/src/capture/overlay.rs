@@ -49,37 +49,46 @@ pub(crate) fn capture(
     flavour: OverlayFlavour,
     opts: &LayerOptions,
 ) -> Result<Vec<Entry>, LayerError> {
-    let prefix = flavour.xattr_prefix();
     let mut out = Vec::new();
-    walk_tree(upper, &mut |node| {
-        for feature in ["redirect", "metacopy"] {
-            let name = [prefix, feature.as_bytes()].concat();
-            if node.xattr(&name).is_some() {
-                return Err(LayerError::UnsupportedOverlayFeature {
-                    path: node.abs.clone(),
-                    feature: if feature == "redirect" {
-                        "redirect_dir"
-                    } else {
-                        "metacopy"
-                    },
-                });
-            }
-        }
-        match node.file_type {
-            FileType::Socket => {}
-            _ if is_whiteout(&node) => {
-                out.push(Entry::marker(with_name_prefix(&node.rel, WHITEOUT_PREFIX)))
-            }
-            FileType::Dir => {
-                let opaque = is_opaque(&node, flavour);
-                out.push(Entry::from_node(&node, opts)?);
-                if opaque {
-                    out.push(Entry::marker(opaque_marker_path(&node.rel)));
-                }
-            }
-            _ => out.push(Entry::from_node(&node, opts)?),
-        }
-        Ok(())
-    })?;
+    walk_tree(upper, &mut |node| push_node(node, flavour, opts, &mut out))?;
     Ok(out)
+}
+
+/// The entries of one walked node of an upper dir (none, one, or a dir
+/// and its opaque marker).
+pub(crate) fn push_node(
+    node: Node,
+    flavour: OverlayFlavour,
+    opts: &LayerOptions,
+    out: &mut Vec<Entry>,
+) -> Result<(), LayerError> {
+    let prefix = flavour.xattr_prefix();
+    for feature in ["redirect", "metacopy"] {
+        let name = [prefix, feature.as_bytes()].concat();
+        if node.xattr(&name).is_some() {
+            return Err(LayerError::UnsupportedOverlayFeature {
+                path: node.abs.clone(),
+                feature: if feature == "redirect" {
+                    "redirect_dir"
+                } else {
+                    "metacopy"
+                },
+            });
+        }
+    }
+    match node.file_type {
+        FileType::Socket => {}
+        _ if is_whiteout(&node) => {
+            out.push(Entry::marker(with_name_prefix(&node.rel, WHITEOUT_PREFIX)))
+        }
+        FileType::Dir => {
+            let opaque = is_opaque(&node, flavour);
+            out.push(Entry::from_node(&node, opts)?);
+            if opaque {
+                out.push(Entry::marker(opaque_marker_path(&node.rel)));
+            }
+        }
+        _ => out.push(Entry::from_node(&node, opts)?),
+    }
+    Ok(())
 }

@@ -127,6 +127,16 @@ pub(crate) fn walk_tree(
     root: &Path,
     visit: &mut dyn FnMut(Node) -> Result<(), LayerError>,
 ) -> Result<(), LayerError> {
+    walk_tree_pruned(root, &|_| false, &mut |node, _| visit(node))
+}
+
+/// [`walk_tree`] that does not enter the dirs `prune` picks: they are
+/// visited (with `true`), their contents are not.
+pub(crate) fn walk_tree_pruned(
+    root: &Path,
+    prune: &dyn Fn(&Node) -> bool,
+    visit: &mut dyn FnMut(Node, bool) -> Result<(), LayerError>,
+) -> Result<(), LayerError> {
     let io_err = |e| LayerError::source_io(root, e);
     // The root itself may be reached through a symlink; nothing below it.
     let fd = sys::open_long_path(root, libc::O_RDONLY | libc::O_DIRECTORY).map_err(io_err)?;
@@ -136,7 +146,7 @@ pub(crate) fn walk_tree(
         rel: Vec::new(),
         abs: root.to_path_buf(),
     };
-    read_children(&mut top, &chain, visit)?;
+    read_children(&mut top, &chain, prune, visit)?;
     let mut stack = vec![top];
     while let Some(level) = stack.last_mut() {
         let Some(sub) = level.subdirs.pop() else {
@@ -160,7 +170,7 @@ pub(crate) fn walk_tree(
             rel: sub.rel,
             abs: sub.abs,
         };
-        read_children(&mut next, &chain, visit)?;
+        read_children(&mut next, &chain, prune, visit)?;
         stack.push(next);
     }
     Ok(())
@@ -175,7 +185,8 @@ fn file_name(rel: &[u8]) -> &[u8] {
 fn read_children(
     level: &mut Level,
     chain: &DirChain,
-    visit: &mut dyn FnMut(Node) -> Result<(), LayerError>,
+    prune: &dyn Fn(&Node) -> bool,
+    visit: &mut dyn FnMut(Node, bool) -> Result<(), LayerError>,
 ) -> Result<(), LayerError> {
     let io_err = |e| LayerError::source_io(&level.abs, e);
     let dir = chain.top().map_err(io_err)?;
@@ -213,10 +224,11 @@ fn read_children(
     let mut subdirs = Vec::new();
     for node in nodes {
         let node = node?;
-        if node.file_type == FileType::Dir {
+        let pruned = node.file_type == FileType::Dir && prune(&node);
+        if node.file_type == FileType::Dir && !pruned {
             subdirs.push(node.clone());
         }
-        visit(node)?;
+        visit(node, pruned)?;
     }
     // Reversed: popped in name order.
     subdirs.reverse();

@@ -120,19 +120,7 @@ fn entry_of(
         return Err(LayerError::bad_entry(&e.rel, "not a known entry"));
     }
     let source = abs.join(OsStr::from_bytes(&e.rel));
-    let unmapped = |kind, id| LayerError::UnmappedId {
-        path: source.clone(),
-        kind,
-        id,
-    };
-    let uid = opts
-        .id_map
-        .uid_to_container(e.uid)
-        .ok_or_else(|| unmapped("uid", e.uid))?;
-    let gid = opts
-        .id_map
-        .gid_to_container(e.gid)
-        .ok_or_else(|| unmapped("gid", e.gid))?;
+    let (uid, gid) = super::container_owner(opts, e.uid, e.gid, &source)?;
     let path = match dir.is_empty() {
         true => e.rel.clone(),
         false => [dir, b"/", &e.rel].concat(),

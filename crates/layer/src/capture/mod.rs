@@ -9,7 +9,7 @@ mod walk;
 use crate::error::LayerError;
 use crate::{DiffSource, LayerOptions};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use known::{KnownEntries, KnownEntry, KnownKind};
 pub(crate) use walk::{walk_tree, Node};
@@ -80,19 +80,7 @@ impl Entry {
 
     /// Entry from a walked node, owners mapped host -> container.
     pub(crate) fn from_node(node: &Node, opts: &LayerOptions) -> Result<Entry, LayerError> {
-        let unmapped = |kind, id| LayerError::UnmappedId {
-            path: node.abs.clone(),
-            kind,
-            id,
-        };
-        let uid = opts
-            .id_map
-            .uid_to_container(node.uid)
-            .ok_or_else(|| unmapped("uid", node.uid))?;
-        let gid = opts
-            .id_map
-            .gid_to_container(node.gid)
-            .ok_or_else(|| unmapped("gid", node.gid))?;
+        let (uid, gid) = container_owner(opts, node.uid, node.gid, &node.abs)?;
         let kind = match node.file_type {
             walk::FileType::Dir => Kind::Dir,
             walk::FileType::File => Kind::File {
@@ -124,6 +112,30 @@ impl Entry {
                 .then_some((node.dev, node.ino)),
         })
     }
+}
+
+/// A host owner mapped to the container's IDs; an ID outside the map is
+/// an error naming the file at `path` (walked and known entries alike).
+pub(crate) fn container_owner(
+    opts: &LayerOptions,
+    uid: u32,
+    gid: u32,
+    path: &Path,
+) -> Result<(u32, u32), LayerError> {
+    let unmapped = |kind, id| LayerError::UnmappedId {
+        path: path.to_path_buf(),
+        kind,
+        id,
+    };
+    let uid = opts
+        .id_map
+        .uid_to_container(uid)
+        .ok_or_else(|| unmapped("uid", uid))?;
+    let gid = opts
+        .id_map
+        .gid_to_container(gid)
+        .ok_or_else(|| unmapped("gid", gid))?;
+    Ok((uid, gid))
 }
 
 /// The xattrs a layer carries: `security.capability`, `user.*` and `trusted.*`

@@ -216,3 +216,24 @@ fn ctrl_c_cancels_a_build() {
         assert!(left.is_empty(), "scratch dirs left: {left:?}");
     }
 }
+
+/// A context dir holding a file named like a whiteout (`.wh.*`) still
+/// COPYs: as root the copy's log for the commit refuses such names and the
+/// commit walks the tree instead (stop 19: with the log the build failed
+/// with an internal error).
+#[test]
+fn a_context_file_named_like_a_whiteout_copies() {
+    for user in users() {
+        let env = Env::new(user);
+        let ctx = env.context_dir(
+            "whiteout-name",
+            &[
+                ("Dockerfile", "FROM busybox:fixture\nCOPY tree /tree\n"),
+                ("tree/a", "a\n"),
+                ("tree/sub/.wh.foo", "not a whiteout\n"),
+            ],
+        );
+        let out = env.cairn(&["build", "--no-cache", ctx.to_str().unwrap()]);
+        ok(&out, "build of a context with a .wh. file");
+    }
+}

@@ -48,7 +48,9 @@ impl KnownLog {
     }
 
     /// The entry `name` of the written dir `dst_dir`, or `None` (spoiled)
-    /// if that dir is not below the top.
+    /// if that dir is not below the top, or if `name` is a whiteout's
+    /// (`.wh.*`: a context may hold such files; the commit's walk decides
+    /// what they become, and the known path refuses them).
     pub fn entry(
         &self,
         dst_dir: &Path,
@@ -58,9 +60,12 @@ impl KnownLog {
         owner: (u32, u32),
         mtime: i64,
     ) -> Option<KnownEntry> {
-        let Ok(below) = dst_dir.strip_prefix(&self.top) else {
-            self.spoil();
-            return None;
+        let below = match dst_dir.strip_prefix(&self.top) {
+            Ok(below) if !name.starts_with(b".wh.") => below,
+            _ => {
+                self.spoil();
+                return None;
+            }
         };
         let below = below.as_os_str().as_bytes();
         let rel = match below.is_empty() {
@@ -242,5 +247,16 @@ mod tests {
         source(&src3);
         std::fs::create_dir_all(upper3.join("dest/d")).unwrap();
         assert!(copy_known(&src3, &upper3, None).is_none(), "taken dir");
+    }
+
+    /// A context file named like a whiteout is left to the walk (the
+    /// known path refuses such names: with the log the commit failed).
+    #[test]
+    fn a_whiteout_name_spoils_the_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, upper) = (tmp.path().join("src"), tmp.path().join("upper"));
+        source(&src);
+        std::fs::write(src.join("d/e/.wh.foo"), "not a whiteout").unwrap();
+        assert!(copy_known(&src, &upper, None).is_none());
     }
 }

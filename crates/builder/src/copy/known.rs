@@ -25,6 +25,9 @@ pub(super) struct KnownLog {
     entries: Mutex<Vec<KnownEntry>>,
     spoiled: AtomicBool,
     kept: AtomicU64,
+    /// The owner of an entry the copy does not chown: its creator's IDs,
+    /// read once (not per entry).
+    pub creator: (u32, u32),
 }
 
 impl KnownLog {
@@ -34,6 +37,10 @@ impl KnownLog {
             entries: Mutex::new(Vec::new()),
             spoiled: AtomicBool::new(false),
             kept: AtomicU64::new(0),
+            creator: (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
         }
     }
 

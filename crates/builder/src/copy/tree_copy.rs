@@ -454,9 +454,7 @@ impl<'a> TreeCopy<'a> {
     ) -> Option<Box<KnownEntry>> {
         let log = self.known.as_ref()?;
         // Without an owner of its own, an entry is its creator's.
-        let owner = self
-            .owner
-            .unwrap_or_else(|| unsafe { (libc::geteuid(), libc::getegid()) });
+        let owner = self.owner.unwrap_or(log.creator);
         log.entry(
             at.dst_path,
             at.name.to_bytes(),

@@ -642,36 +642,27 @@ fn copy_by_reading(src: &OwnedFd, dst: &OwnedFd) -> io::Result<u64> {
 /// `read` as a rule) and writing them; returns them. A source that shrank
 /// gives fewer bytes, one that grew is cut at `size`, as [`copy_data`] does.
 fn copy_kept(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<Vec<u8>> {
+    use nix::errno::Errno;
     let want = size.min(KEEP_MAX) as usize;
     let mut bytes = vec![0u8; want];
     let mut got = 0;
     while got < want {
-        let rest = &mut bytes[got..];
-        let n = unsafe { libc::read(src.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
-        match n {
-            0 => break, // the source shrank
-            n if n > 0 => got += n as usize,
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::EINTR) {
-                    return Err(e);
-                }
-            }
+        match nix::unistd::read(src, &mut bytes[got..]) {
+            Ok(0) => break, // the source shrank
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     bytes.truncate(got);
     let mut put = 0;
     while put < got {
-        let rest = &bytes[put..];
-        let n = unsafe { libc::write(dst.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(e);
-            }
-            continue;
+        match nix::unistd::write(dst, &bytes[put..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => put += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
-        put += n as usize;
     }
     Ok(bytes)
 }

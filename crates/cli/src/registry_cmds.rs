@@ -102,15 +102,26 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
         opts.platform = p.parse().map_err(classify)?;
     }
     let registry = Registry::new(opts).map_err(classify)?;
-    // The clients' set-up and the store's opening (a new store's fsyncs)
-    // wait on different things: do them at once.
-    let store = std::thread::scope(|s| {
-        s.spawn(|| registry.prepare(&args.reference));
-        open_store(root)
-    })?;
+    let started = Instant::now();
+    // The registry's side before the layers (clients, manifest, config:
+    // round trips, all in memory) and the store's opening (a new store's
+    // fsyncs) wait on different things: do them at once. The store's
+    // error, if any, is the one reported.
+    let (store, resolved) = std::thread::scope(|s| {
+        let resolving = s.spawn(|| registry.resolve(&args.reference));
+        let span = cairn::layer::timing::span("pull.open_store");
+        let store = open_store(root);
+        drop(span);
+        let resolved = resolving.join();
+        (store, resolved)
+    });
+    let store = store?;
+    let resolved = match resolved {
+        Ok(r) => r.map_err(classify)?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     let launcher = Launcher::current_exe().map_err(CliError::failed)?;
     let extractor = Extractor(SandboxManager::new(&store, launcher));
-    let started = Instant::now();
     let sink: Option<&dyn LayerSink> = if args.no_unpack {
         None
     } else {
@@ -118,7 +129,7 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> Result<(), CliError> {
     };
     let view = crate::transfer_progress::TransferView::new(args.output.quiet);
     let progress: Option<&dyn cairn::registry::PullProgress> = view.as_ref().map(|v| v as _);
-    let result = registry.pull_with_progress(&store, &args.reference, sink, progress);
+    let result = registry.pull_resolved(&store, resolved, sink, progress);
     if let Some(v) = &view {
         v.finish();
     }

@@ -126,7 +126,7 @@ impl Registry {
         let work = async {
             let sess = Session::open(&self.opts, &self.clients, image.registry()).await?;
             let oref = oci_reference(&image);
-            let (bytes, digest) = fetch_manifest(&sess, &oref).await?;
+            let (bytes, digest) = fetch_manifest(&sess, &oref, &Default::default()).await?;
             let (config, layers) = parse_artifact(&image.to_string(), &bytes, artifact_type)?;
             if config.size > MAX_MANIFEST_SIZE {
                 return Err(RegistryError::TooLarge {

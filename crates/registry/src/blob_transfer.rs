@@ -273,9 +273,10 @@ pub(crate) async fn upload_blob(
             let (sent_tx, sent_rx) = watch::channel(0u64);
             let res = if blob.size <= monolithic_max {
                 let stream = file_stream(file, UPLOAD_READ, sent_tx);
-                let push = sess
-                    .mono
-                    .push_blob_stream(oref, stream, &digest, Some(blob.size));
+                let push =
+                    sess.mono()
+                        .await?
+                        .push_blob_stream(oref, stream, &digest, Some(blob.size));
                 reporting_sent(push, sent_rx, &report).await
             } else {
                 let stream = file_stream(file, CHUNKED_READ, sent_tx);

@@ -109,6 +109,14 @@ pub struct PushReport {
     pub retries: u32,
 }
 
+/// A pull resolved to its manifest and config, in memory and verified,
+/// before any store was needed (see [`Registry::resolve`]).
+pub struct ResolvedPull {
+    image: ImageRef,
+    sess: Session,
+    resolved: pull::Resolved,
+}
+
 /// A registry client for one process: options plus the runtime.
 pub struct Registry {
     /// Always Some until dropped (taken out in `drop`).
@@ -202,17 +210,65 @@ impl Registry {
         unpack::with_sink(sink, |unpack| {
             self.block_on(async {
                 let sess = Session::open(&self.opts, &self.clients, image.registry()).await?;
-                pull::pull(
+                let resolved = pull::resolve(&sess, Some(store), &image, platform).await?;
+                pull::pull_resolved(
                     &sess,
                     store,
                     &image,
-                    platform,
+                    resolved,
                     self.opts.max_parallel,
                     unpack,
                     progress,
                 )
                 .await
             })
+        })
+    }
+
+    /// The first half of a pull of `reference` (this registry's platform),
+    /// which needs no store: the clients set up, the manifest (through an
+    /// index) and the config fetched into memory and verified. A caller
+    /// does it while it opens its store, then finishes with
+    /// [`Registry::pull_resolved`].
+    pub fn resolve(&self, reference: &str) -> Result<ResolvedPull> {
+        let image = parse_ref(reference)?;
+        self.block_on(async {
+            let sess = Session::open(&self.opts, &self.clients, image.registry()).await?;
+            let resolved = pull::resolve(&sess, None, &image, &self.opts.platform).await?;
+            Ok(ResolvedPull {
+                image,
+                sess,
+                resolved,
+            })
+        })
+    }
+
+    /// The rest of a pull begun with [`Registry::resolve`]: the config
+    /// stored, the layers downloaded (and given to `sink`), the manifest
+    /// recorded and tagged; `progress` as for
+    /// [`Registry::pull_with_progress`].
+    pub fn pull_resolved(
+        &self,
+        store: &Store,
+        resolved: ResolvedPull,
+        sink: Option<&dyn LayerSink>,
+        progress: Option<&dyn PullProgress>,
+    ) -> Result<PullReport> {
+        let ResolvedPull {
+            image,
+            sess,
+            resolved,
+        } = resolved;
+        unpack::with_sink(sink, |unpack| {
+            self.block_on(pull::pull_resolved(
+                &sess,
+                store,
+                &image,
+                resolved,
+                self.opts.max_parallel,
+                unpack,
+                progress,
+            ))
         })
     }
 

@@ -20,24 +20,93 @@ pub const MAX_MANIFEST_SIZE: u64 = 4 * 1048 * 1048;
 pub(crate) async fn get_manifest(
     sess: &Session,
     oref: &Reference,
+    token: &PullToken,
     accept: &[&str],
     target: &Target,
 ) -> Result<Vec<u8>> {
-    let token = sess
-        .client
-        .auth(oref, &sess.auth, RegistryOperation::Pull)
-        .await
-        .map_err(|e| crate::retry::from_oci(e, target, &sess.auth_hint))?;
     let reference = oref.digest().or(oref.tag()).unwrap_or("latest");
+    let req = Get {
+        kind: "manifests",
+        reference,
+        accept: Some(accept),
+    };
+    get_capped(sess, oref, token, req, target).await
+}
+
+/// GET the config blob `digest` of `oref`'s repository into memory, with
+/// the manifests' cap (a config is held in memory the same way). The
+/// caller checks its digest and size.
+pub(crate) async fn get_config(
+    sess: &Session,
+    oref: &Reference,
+    token: &PullToken,
+    digest: &str,
+    target: &Target,
+) -> Result<Vec<u8>> {
+    let req = Get {
+        kind: "blobs",
+        reference: digest,
+        accept: None,
+    };
+    get_capped(sess, oref, token, req, target).await
+}
+
+/// A repository's pull token for the few requests that resolve an image
+/// (manifest, an index's child, config), asked for once: oci-client's
+/// `auth` GETs `/v2/` on every call when the registry issues no token (it
+/// caches tokens only). Asked again after a failure (a retry).
+#[derive(Default)]
+pub(crate) struct PullToken(tokio::sync::OnceCell<Option<String>>);
+
+impl PullToken {
+    async fn get(
+        &self,
+        sess: &Session,
+        oref: &Reference,
+        target: &Target,
+    ) -> Result<Option<String>> {
+        self.0
+            .get_or_try_init(|| async {
+                sess.client
+                    .auth(oref, &sess.auth, RegistryOperation::Pull)
+                    .await
+                    .map_err(|e| crate::retry::from_oci(e, target, &sess.auth_hint))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// What to GET: `/v2/<repository>/<kind>/<reference>`.
+struct Get<'a> {
+    kind: &'a str,
+    reference: &'a str,
+    accept: Option<&'a [&'a str]>,
+}
+
+/// GET `/v2/<repository>/<kind>/<reference>` with the client's token,
+/// reading at most [`MAX_MANIFEST_SIZE`] bytes of body. A redirect (a blob
+/// served from elsewhere) is followed by reqwest, which drops the
+/// `Authorization` header when it leaves the registry's host.
+async fn get_capped(
+    sess: &Session,
+    oref: &Reference,
+    token: &PullToken,
+    get: Get<'_>,
+    target: &Target,
+) -> Result<Vec<u8>> {
+    let token = token.get(sess, oref, target).await?;
     let url = format!(
-        "{}/v2/{}/manifests/{reference}",
+        "{}/v2/{}/{}/{}",
         sess.retrier.base_url,
-        oref.repository()
+        oref.repository(),
+        get.kind,
+        get.reference
     );
-    let mut req = sess
-        .http
-        .get(&url)
-        .header(reqwest::header::ACCEPT, accept.join(", "));
+    let mut req = sess.http.get(&url);
+    if let Some(accept) = get.accept {
+        req = req.header(reqwest::header::ACCEPT, accept.join(", "));
+    }
     req = match (token, &sess.auth) {
         (Some(token), _) => req.bearer_auth(token),
         (None, RegistryAuth::Basic(user, pass)) => req.basic_auth(user, Some(pass)),

@@ -1,13 +1,15 @@
-//! Pull: manifest (through an index to one platform), config, then the
-//! layers in parallel, each streamed into the store and verified before it is
-//! named. The manifest is recorded and tagged only when every blob is in, so
+//! Pull: manifest (through an index to one platform) and config into
+//! memory ([`resolve`], which needs no store, so a caller can do it while
+//! its store opens), then the layers in parallel, each streamed into the
+//! store and verified before it is named. The manifest is recorded and tagged only when every blob is in, so
 //! an interrupted pull leaves complete blobs (reused next time) and no image.
 
 use crate::error::{RegistryError, Result};
+use crate::manifest_fetch::PullToken;
 use crate::session::{Platform, Session};
 use crate::unpack::{fetch_blob, Unpack};
 use crate::PullReport;
-use cairn_store::image::{parse_manifest, BlobRef, ManifestKind};
+use cairn_store::image::{parse_manifest, BlobRef, ManifestKind, ParsedManifest};
 use cairn_store::{Digest, ImageRef, Store};
 use futures_util::{StreamExt, TryStreamExt};
 use oci_client::Reference;
@@ -42,7 +44,11 @@ pub(crate) fn oci_reference(r: &ImageRef) -> Reference {
 }
 
 /// Fetch a manifest and check it is the one asked for when asked by digest.
-pub(crate) async fn fetch_manifest(sess: &Session, oref: &Reference) -> Result<(Vec<u8>, Digest)> {
+pub(crate) async fn fetch_manifest(
+    sess: &Session,
+    oref: &Reference,
+    token: &PullToken,
+) -> Result<(Vec<u8>, Digest)> {
     let what = format!(
         "manifest {}",
         oref.digest().or(oref.tag()).unwrap_or("latest")
@@ -51,7 +57,7 @@ pub(crate) async fn fetch_manifest(sess: &Session, oref: &Reference) -> Result<(
     let bytes = sess
         .retrier
         .run(&target, |_| {
-            crate::manifest_fetch::get_manifest(sess, oref, MANIFEST_TYPES, &target)
+            crate::manifest_fetch::get_manifest(sess, oref, token, MANIFEST_TYPES, &target)
         })
         .await?;
     let digest = Digest::of(&bytes);
@@ -122,18 +128,39 @@ fn choose_platform(reference: &str, index: &[u8], platform: &Platform) -> Result
     })
 }
 
-pub(crate) async fn pull(
+/// What a pull knows before it touches the store's layers: the image
+/// manifest (through an index to one platform) and its config, both in
+/// memory, each checked against its digest, the manifest's size capped as
+/// it is read and the config's size checked against the manifest's before
+/// it is fetched.
+pub(crate) struct Resolved {
+    name: String,
+    oref: Reference,
+    manifest: Vec<u8>,
+    digest: Digest,
+    parsed: ParsedManifest,
+    config: BlobRef,
+    config_bytes: Vec<u8>,
+    /// The config came from the registry (not from the store).
+    config_fetched: bool,
+}
+
+/// Resolve `image` to its manifest and config. With a `store`, a config
+/// the store already has is read from there instead of the registry;
+/// without one (the store is still being opened), it is fetched.
+pub(crate) async fn resolve(
     sess: &Session,
-    store: &Store,
+    store: Option<&Store>,
     image: &ImageRef,
     platform: &Platform,
-    max_parallel: usize,
-    unpack: Option<&Unpack<'_>>,
-    progress: Option<&dyn crate::PullProgress>,
-) -> Result<PullReport> {
+) -> Result<Resolved> {
+    let _span = cairn_layer::timing::span("registry.resolve");
     let name = image.to_string();
     let mut oref = oci_reference(image);
-    let (mut bytes, mut digest) = fetch_manifest(sess, &oref).await?;
+    // One token for the manifest, an index's child and the config: the
+    // same repository, a few round trips apart.
+    let token = PullToken::default();
+    let (mut bytes, mut digest) = fetch_manifest(sess, &oref, &token).await?;
     let mut parsed = parse_manifest(&bytes, None).map_err(|e| RegistryError::BadManifest {
         reference: name.clone(),
         reason: e.to_string(),
@@ -141,7 +168,7 @@ pub(crate) async fn pull(
     if parsed.kind == ManifestKind::Index {
         let (child, _mt) = choose_platform(&name, &bytes, platform)?;
         oref = oref.clone_with_digest(child.to_string());
-        (bytes, digest) = fetch_manifest(sess, &oref).await?;
+        (bytes, digest) = fetch_manifest(sess, &oref, &token).await?;
         parsed = parse_manifest(&bytes, None).map_err(|e| RegistryError::BadManifest {
             reference: name.clone(),
             reason: e.to_string(),
@@ -160,9 +187,99 @@ pub(crate) async fn pull(
             reference: name.clone(),
             reason: "the manifest has no config".into(),
         })?;
+    let target = sess.target(oref.repository(), format!("config {}", config.digest));
+    // Held in memory: the manifests' cap.
+    if config.size > crate::manifest_fetch::MAX_MANIFEST_SIZE {
+        return Err(RegistryError::TooLarge {
+            target,
+            limit: crate::manifest_fetch::MAX_MANIFEST_SIZE,
+        });
+    }
+    let stored = store
+        .filter(|s| s.has_blob(&config.digest))
+        .and_then(|s| s.read_blob_bytes(&config.digest).ok());
+    let (config_bytes, config_fetched) = match stored {
+        Some(b) => (b, false),
+        None => (
+            fetch_config(sess, &oref, &token, &config, &target).await?,
+            true,
+        ),
+    };
+    Ok(Resolved {
+        name,
+        oref,
+        manifest: bytes,
+        digest,
+        parsed,
+        config,
+        config_bytes,
+        config_fetched,
+    })
+}
 
+/// The config blob into memory; named by its digest, so both its digest
+/// and its size must match the manifest's.
+async fn fetch_config(
+    sess: &Session,
+    oref: &Reference,
+    token: &PullToken,
+    config: &BlobRef,
+    target: &crate::error::Target,
+) -> Result<Vec<u8>> {
+    let want = config.digest.to_string();
+    let bytes = sess
+        .retrier
+        .run(target, |_| {
+            crate::manifest_fetch::get_config(sess, oref, token, &want, target)
+        })
+        .await?;
+    let actual = Digest::of(&bytes);
+    if actual != config.digest || bytes.len() as u64 != config.size {
+        return Err(RegistryError::DigestMismatch {
+            target: target.clone(),
+            expected: format!("{} ({} bytes)", config.digest, config.size),
+            actual: format!("{actual} ({} bytes)", bytes.len()),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The rest of a pull once `resolved`: the config stored, the layers
+/// downloaded (and extracted through `unpack`), then the manifest
+/// recorded and tagged.
+pub(crate) async fn pull_resolved(
+    sess: &Session,
+    store: &Store,
+    image: &ImageRef,
+    resolved: Resolved,
+    max_parallel: usize,
+    unpack: Option<&Unpack<'_>>,
+    progress: Option<&dyn crate::PullProgress>,
+) -> Result<PullReport> {
+    let Resolved {
+        name,
+        oref,
+        manifest: bytes,
+        digest,
+        parsed,
+        config,
+        config_bytes,
+        config_fetched,
+    } = resolved;
     let fetched = AtomicU64::new(0);
     let bytes_in = AtomicU64::new(0);
+    // The config is in memory, verified: stored as it is (a store that
+    // got it meanwhile keeps its own copy).
+    if !store.has_blob(&config.digest) {
+        store.ingest_bytes(&config_bytes, Some((config.digest, config.size)))?;
+        if config_fetched {
+            fetched.fetch_add(1, Ordering::Relaxed);
+            bytes_in.fetch_add(config.size, Ordering::Relaxed);
+        }
+    }
+    if let Some(p) = progress.filter(|_| config_fetched) {
+        p.transferred(&config.digest, config.size, config.size);
+    }
     // The config (no diff id) is not a layer: the sink never sees it.
     let fetch = |blob: BlobRef, diff_id: Option<Digest>| {
         let oref = &oref;
@@ -175,16 +292,7 @@ pub(crate) async fn pull(
             Ok::<_, RegistryError>(())
         }
     };
-    // The config first: it names the diff ids the layer dirs are named by.
-    // It is read into memory later, so it gets the manifests' cap.
-    if config.size > crate::manifest_fetch::MAX_MANIFEST_SIZE {
-        return Err(RegistryError::TooLarge {
-            target: sess.target(oref.repository(), format!("config {}", config.digest)),
-            limit: crate::manifest_fetch::MAX_MANIFEST_SIZE,
-        });
-    }
-    fetch(config.clone(), None).await?;
-    let diff_ids = diff_ids(store, &config.digest, parsed.children.len());
+    let diff_ids = diff_ids(&config_bytes, parsed.children.len());
     let layers = parsed.children.clone();
     futures_util::stream::iter(layers.into_iter().enumerate())
         .map(|(i, layer)| fetch(layer, diff_ids.get(i).copied()))
@@ -215,14 +323,11 @@ pub(crate) async fn pull(
     })
 }
 
-/// The config's diff ids, when it has one per layer (the store's one
-/// reading of them); none otherwise: the layers are then extracted later,
-/// on first use, instead of while the pull downloads.
-fn diff_ids(store: &Store, config: &Digest, layers: usize) -> Vec<Digest> {
-    let Ok(bytes) = store.read_blob_bytes(config) else {
-        return Vec::new();
-    };
-    cairn_store::ImageConfig::from_slice(&bytes)
+/// The config's diff ids, when it has one per layer; none otherwise: the
+/// layers are then extracted later, on first use, instead of while the
+/// pull downloads.
+fn diff_ids(config: &[u8], layers: usize) -> Vec<Digest> {
+    cairn_store::ImageConfig::from_slice(config)
         .ok()
         .and_then(|c| c.layer_diff_ids(layers).ok())
         .unwrap_or_default()

@@ -208,8 +208,8 @@ pub(crate) struct Session {
     pub registry: String,
     /// Chunked uploads, downloads, HEADs, manifests.
     pub client: oci_client::Client,
-    /// Monolithic uploads.
-    pub mono: oci_client::Client,
+    /// Where the monolithic-upload client is built, on first use.
+    clients: Arc<Clients>,
     pub auth: RegistryAuth,
     /// Requests oci-client cannot bound (manifests): same TLS and timeouts.
     pub http: reqwest::Client,
@@ -232,7 +232,6 @@ impl Session {
         Ok(Session {
             registry: registry.to_string(),
             client: clients.client.clone(),
-            mono: clients.mono.clone(),
             http: clients.http.clone(),
             auth,
             auth_hint,
@@ -242,7 +241,27 @@ impl Session {
                 probe: clients.probe.clone(),
                 retries: AtomicU32::new(0),
             },
+            clients,
         })
+    }
+
+    /// The client for monolithic uploads, built by the first push that
+    /// needs it: oci-client reads the system's CA roots for each client it
+    /// builds (even one that never verifies), and a pull never uploads.
+    pub async fn mono(&self) -> Result<&oci_client::Client> {
+        let c = &self.clients;
+        c.mono
+            .get_or_try_init(|| async {
+                let mono = oci_client::Client::try_from(c.setup.config(true)).map_err(|e| {
+                    RegistryError::Other(format!(
+                        "cannot set up a client for {}: {e}",
+                        self.registry
+                    ))
+                })?;
+                mono.store_auth_if_needed(&c.key, &self.auth).await;
+                Ok(mono)
+            })
+            .await
     }
 
     /// Build `registry`'s clients into `cache` ahead of a session (see
@@ -270,17 +289,53 @@ impl Session {
 }
 
 /// The HTTP clients of one registry host, built once per [`ClientCache`]:
-/// each loads the system's CA files and sets up TLS (26-38 ms for the four
-/// at load 12), and oci-client keeps its bearer tokens in its client.
+/// each sets up TLS, and each oci-client client reads the system's CA
+/// files (the default reqwest client it builds first verifies, whatever
+/// its config says: ~5 ms, more under load), so the monolithic-upload one
+/// is built only when a push needs it. oci-client keeps its bearer tokens
+/// in its client.
 pub(crate) struct Clients {
     /// The registry name as oci-client resolves it (`docker.io` ->
     /// `index.docker.io`): the key of its credentials and the base URL.
     key: String,
     plain_http: bool,
     client: oci_client::Client,
-    mono: oci_client::Client,
+    /// Monolithic uploads: built on first use ([`Session::mono`]).
+    mono: OnceCell<oci_client::Client>,
+    setup: ClientSetup,
     http: reqwest::Client,
     probe: reqwest::Client,
+}
+
+/// What an oci-client client of one host is built from.
+struct ClientSetup {
+    plain_http: bool,
+    insecure: bool,
+    extra_roots: Vec<Certificate>,
+    max_parallel: usize,
+    read_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl ClientSetup {
+    fn config(&self, monolithic: bool) -> ClientConfig {
+        ClientConfig {
+            protocol: if self.plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: self.insecure,
+            use_monolithic_push: monolithic,
+            extra_root_certificates: self.extra_roots.clone(),
+            max_concurrent_upload: self.max_parallel,
+            max_concurrent_download: self.max_parallel,
+            read_timeout: Some(self.read_timeout),
+            connect_timeout: Some(self.connect_timeout),
+            user_agent: concat!("cairn/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        }
+    }
 }
 
 /// [`Clients`] per registry host and credentials, for the life of a
@@ -347,47 +402,36 @@ impl Clients {
         let extra_roots = ca_certificates(opts, registry)?;
         let insecure = opts.is_insecure(registry);
         let plain_http = insecure && (is_loopback(registry) || !speaks_tls(registry).await);
-        let config = |monolithic: bool| ClientConfig {
-            protocol: if plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates: insecure,
-            use_monolithic_push: monolithic,
-            extra_root_certificates: extra_roots.clone(),
-            max_concurrent_upload: opts.max_parallel,
-            max_concurrent_download: opts.max_parallel,
-            read_timeout: Some(opts.read_timeout),
-            connect_timeout: Some(opts.connect_timeout),
-            user_agent: concat!("cairn/", env!("CARGO_PKG_VERSION")),
-            ..Default::default()
+        let setup = ClientSetup {
+            plain_http,
+            insecure,
+            extra_roots: extra_roots.clone(),
+            max_parallel: opts.max_parallel,
+            read_timeout: opts.read_timeout,
+            connect_timeout: opts.connect_timeout,
         };
-        let setup = |e: &dyn std::fmt::Display| {
+        let failed = |e: &dyn std::fmt::Display| {
             RegistryError::Other(format!("cannot set up a client for {registry}: {e}"))
         };
-        let build =
-            |monolithic| oci_client::Client::try_from(config(monolithic)).map_err(|e| setup(&e));
-        let client = build(false)?;
-        let mono = build(true)?;
+        let client = oci_client::Client::try_from(setup.config(false)).map_err(|e| failed(&e))?;
         // oci-client keys credentials by the resolved registry name.
         let key = oci_client::Reference::with_tag(registry.into(), "x".into(), "x".into())
             .resolve_registry()
             .to_string();
         client.store_auth_if_needed(&key, auth).await;
-        mono.store_auth_if_needed(&key, auth).await;
-        let http = http_client(opts, insecure, &extra_roots).map_err(|e| setup(&e))?;
+        let http = http_client(opts, insecure, &extra_roots).map_err(|e| failed(&e))?;
         let probe = reqwest::Client::builder()
             .danger_accept_invalid_certs(insecure)
             .connect_timeout(opts.connect_timeout)
             .timeout(opts.connect_timeout)
             .build()
-            .map_err(|e| setup(&e))?;
+            .map_err(|e| failed(&e))?;
         Ok(Clients {
             key,
             plain_http,
             client,
-            mono,
+            mono: OnceCell::new(),
+            setup,
             http,
             probe,
         })
@@ -525,6 +569,34 @@ mod tests {
                 cache.get(&opts, "127.0.0.1:5002", &anon)
             );
             assert!(Arc::ptr_eq(&x.unwrap(), &y.unwrap()));
+        });
+    }
+
+    /// A pull never uploads: the monolithic-upload client (a CA read of
+    /// its own) is built by the first push that asks for it, once.
+    #[test]
+    fn the_upload_client_is_built_on_first_use() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = RegistryOptions::from_env();
+        opts.auth = AuthFiles::with_authfile(dir.path().join("auth.json"));
+        let cache = ClientCache::default();
+        rt.block_on(async {
+            let sess = Session::open(&opts, &cache, "127.0.0.1:5000")
+                .await
+                .unwrap();
+            assert!(!sess.clients.mono.initialized(), "built before a push");
+            sess.mono().await.unwrap();
+            assert!(sess.clients.mono.initialized());
+            // Another session of the host shares it.
+            let again = Session::open(&opts, &cache, "127.0.0.1:5000")
+                .await
+                .unwrap();
+            assert!(again.clients.mono.initialized());
+            assert!(Arc::ptr_eq(&sess.clients, &again.clients));
         });
     }
 

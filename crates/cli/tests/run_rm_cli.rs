@@ -295,3 +295,66 @@ fn the_cli_is_a_pie_that_runs_for_every_user() {
         assert_eq!(sandbox_dirs(&env.store), 0);
     }
 }
+
+/// A plain `run --rm` forks its helper before it opens the store
+/// (`sandbox.helper_early`: unshared and mapped while the sandbox is
+/// created). Its command sees the same ID maps and network as with a
+/// helper exec'd at the run (`CAIRN_SANDBOX_SPAWN=exec`, no early start):
+/// rootless, the subordinate range written by newuidmap/newgidmap. A run
+/// whose create fails after the early start leaves no sandbox dir.
+#[test]
+fn an_early_helper_maps_the_run_as_a_late_one_does() {
+    let script = "cat /proc/self/uid_map /proc/self/gid_map; echo --; \
+                  awk -F: 'NR > 2 { gsub(/ /, \"\", $1); print $1 }' /proc/net/dev | sort";
+    for user in users() {
+        let env = Env::new(user);
+        let cairn = env!("CARGO_BIN_EXE_cairn");
+        for network in ["host", "none"] {
+            let run = |spawn: &str| {
+                env.command(
+                    "env",
+                    &[
+                        "CAIRN_TRACE_TIMINGS=1",
+                        &format!("CAIRN_SANDBOX_SPAWN={spawn}"),
+                        cairn,
+                        "run",
+                        "--rm",
+                        "--network",
+                        network,
+                        "busybox:fixture",
+                        "sh",
+                        "-c",
+                        script,
+                    ],
+                )
+            };
+            let (early, late) = (run("fork"), run("exec"));
+            let early_err = text(&early.stderr);
+            assert!(early_err.contains("sandbox.helper_early"), "{early_err}");
+            assert!(!text(&late.stderr).contains("sandbox.helper_early"));
+            let got = ok(&early, "run --rm, early helper");
+            assert_eq!(got, ok(&late, "run --rm, exec'd helper"), "{network}");
+            let (maps, links) = got.split_once("--\n").unwrap();
+            if network == "none" {
+                assert_eq!(links, "lo\n");
+            }
+            if let Some(u) = user {
+                let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+                let start = subuid
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{u}:")))
+                    .and_then(|rest| rest.split(':').next())
+                    .unwrap();
+                let found = maps.lines().any(|l| {
+                    let fields: Vec<&str> = l.split_whitespace().collect();
+                    fields.len() == 3 && fields[0] == "1" && fields[1] == start
+                });
+                assert!(found, "{start} not mapped: {maps}");
+            }
+            assert_eq!(sandbox_dirs(&env.store), 0);
+        }
+        let out = env.cairn(&["run", "--rm", "no-such:image", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+        assert_eq!(sandbox_dirs(&env.store), 0);
+    }
+}

@@ -82,7 +82,7 @@ pub(crate) fn serve(mut down: File, mut up: File, start: Start) -> i32 {
     // SAFETY: resetting one disposition to the default.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     let request = match start {
-        Start::Early => return serve_early(down, up),
+        Start::Early(mapping) => return serve_early(down, up, mapping),
         Start::Given(request) => Ok(request),
         Start::Read => read_request(&mut down),
     };
@@ -142,7 +142,9 @@ pub(crate) enum Start {
     /// A helper forked before the sandbox existed (`launch.rs`,
     /// [`crate::launch::EarlyHelper`]): it unshares and is mapped while the
     /// caller creates the sandbox; the request (a run) comes afterwards.
-    Early,
+    /// With a mapping, it runs that mapping's map tools itself
+    /// (`selfmap.rs`) and says `U` once mapped.
+    Early(Option<crate::idmap::IdMapping>),
 }
 
 /// The namespaces of every run; a run without a network adds its own.
@@ -158,12 +160,19 @@ const RUN_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER
 /// A run without a network unshares its network namespace last, from
 /// inside the user namespace, which then owns it as it would have if
 /// unshared with the rest.
-fn serve_early(mut down: File, mut up: File) -> i32 {
+fn serve_early(mut down: File, mut up: File, mapping: Option<crate::idmap::IdMapping>) -> i32 {
+    let tools = match mapping.as_ref().map(crate::selfmap::prepare).transpose() {
+        Ok(tools) => tools,
+        Err(m) => return report(&mut up, Failure::Setup(m)),
+    };
     if let Err(e) = unshare(RUN_NAMESPACES) {
         return report(
             &mut up,
             Failure::Setup(format!("unshare: {e} (are user namespaces enabled?)")),
         );
+    }
+    if let Some(Err(m)) = tools.map(crate::selfmap::MapTools::run) {
+        return report(&mut up, Failure::Setup(m));
     }
     if up.write_all(&[UNSHARED]).is_err() {
         return 125;

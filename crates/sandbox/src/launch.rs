@@ -568,26 +568,18 @@ impl Launcher {
         self.check_ready().ok()?;
         let fork_window = self.own_binary.then(crate::spawn::fork_window).flatten()?;
         let _span = cairn_layer::timing::span("sandbox.helper_early");
-        let mut helper = self
-            .spawn_helper(stdio, Start::Early, Some(fork_window))
-            .ok()?;
-        // Map tools (a subordinate range) take ~1.4 ms: started as soon as
-        // the helper has unshared. Maps written directly (real root, a
-        // single ID) wait for the request: the helper forks and unshares
-        // meanwhile, beside the caller's work, not before it.
-        let maps = match maps_by_tools(mapping) {
-            false => None,
-            true => {
-                let started = helper
-                    .await_unshared()
-                    .and_then(|()| start_id_maps(helper.child.id(), mapping));
-                Some(helper.finish_on_error(started).ok()?)
-            }
-        };
+        // A subordinate range's map tools (~1.4 ms) the helper runs for
+        // itself (`selfmap.rs`): started here, they would block this
+        // process for their setuid execs. Maps written directly (real
+        // root, a single ID) this process writes when the request is
+        // ready, long after the helper has unshared.
+        let self_mapped = maps_by_tools(mapping);
+        let job = Start::Early(self_mapped.then(|| mapping.clone()));
+        let helper = self.spawn_helper(stdio, job, Some(fork_window)).ok()?;
         Some(EarlyHelper {
             helper: Some(helper),
             mapping: mapping.clone(),
-            maps,
+            self_mapped,
         })
     }
 
@@ -752,9 +744,13 @@ impl Helper {
         let mut byte = [0u8; 1];
         match self.up.read(&mut byte) {
             Ok(1) if byte[0] == UNSHARED => Ok(()),
-            _ => {
-                // The helper died or reported before unsharing: collect why.
-                let mut rest = Vec::new();
+            read => {
+                // The helper died or reported before unsharing: collect why
+                // (the byte read is the report's first).
+                let mut rest = match read {
+                    Ok(1) => vec![byte[0]],
+                    _ => Vec::new(),
+                };
                 let _ = self.up.read_to_end(&mut rest);
                 let status = self
                     .child
@@ -920,40 +916,15 @@ fn readable_within(up: &File, deadline: Option<Instant>) -> std::io::Result<bool
     }
 }
 
-/// Write the helper's uid_map and gid_map: through newuidmap/newgidmap for a
-/// subordinate range, directly for real root or a single mapped ID.
-fn write_id_maps(pid: u32, m: &IdMapping) -> Result<(), SandboxError> {
-    start_id_maps(pid, m)?.finish()
-}
-
-/// ID maps being written: by the two map tools, or already done.
-#[must_use]
-enum PendingMaps {
-    Written,
-    Tools(Result<Child, SandboxError>, Result<Child, SandboxError>),
-}
-
-impl PendingMaps {
-    /// Wait for the map tools; their failure is the maps' failure.
-    fn finish(self) -> Result<(), SandboxError> {
-        let PendingMaps::Tools(uid, gid) = self else {
-            return Ok(());
-        };
-        let uid_done = uid.and_then(|child| finish_map_tool("newuidmap", child));
-        let gid_done = gid.and_then(|child| finish_map_tool("newgidmap", child));
-        uid_done.and(gid_done)
-    }
-}
-
 /// Whether `m` is written by newuidmap/newgidmap (a subordinate range of
 /// an unprivileged caller), not directly.
 fn maps_by_tools(m: &IdMapping) -> bool {
     !(nix::unistd::geteuid().is_root() || m.single_id)
 }
 
-/// Write the maps of the helper `pid` directly (real root, a single ID),
-/// or start the two map tools and return them running.
-fn start_id_maps(pid: u32, m: &IdMapping) -> Result<PendingMaps, SandboxError> {
+/// Write the helper's uid_map and gid_map: through newuidmap/newgidmap for a
+/// subordinate range, directly for real root or a single mapped ID.
+fn write_id_maps(pid: u32, m: &IdMapping) -> Result<(), SandboxError> {
     let as_root = nix::unistd::geteuid().is_root();
     if !maps_by_tools(m) {
         let lines = |ranges: &[IdRange]| -> String {
@@ -972,13 +943,15 @@ fn start_id_maps(pid: u32, m: &IdMapping) -> Result<PendingMaps, SandboxError> {
         }
         write_proc(&proc_dir.join("uid_map"), &lines(&m.map.uids))?;
         write_proc(&proc_dir.join("gid_map"), &lines(&m.map.gids))?;
-        return Ok(PendingMaps::Written);
+        return Ok(());
     }
     // Both tools at once: they write different files of the helper, and
     // each is an exec of a setuid binary (~1.5 ms of a rootless start).
     let uid = spawn_map_tool("newuidmap", pid, &m.map.uids)?;
     let gid = spawn_map_tool("newgidmap", pid, &m.map.gids);
-    Ok(PendingMaps::Tools(Ok(uid), gid))
+    let uid_done = finish_map_tool("newuidmap", uid);
+    let gid_done = gid.and_then(|child| finish_map_tool("newgidmap", child));
+    uid_done.and(gid_done)
 }
 
 fn write_proc(path: &Path, text: &str) -> Result<(), SandboxError> {

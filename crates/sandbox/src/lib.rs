@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod reap;
 pub mod rootfs;
 pub mod seccomp;
+mod selfmap;
 pub mod spawn;
 pub mod spec;
 pub mod subid;

@@ -4,27 +4,29 @@
 //! then ~0.4 ms (root) or ~1.8 ms (rootless: two setuid map tools) starting
 //! its helper. The helper needs nothing of the sandbox to fork, unshare and
 //! be mapped, only the ID mapping, so it can do all that while the caller
-//! creates; the request follows once the caller has it. Maps written
-//! directly (real root) are written at the end, when the helper has long
-//! unshared: the caller never waits for the fork's child to run. Its protocol is the
+//! creates; the request follows once the caller has it. A subordinate
+//! range's map tools the helper runs for itself (`selfmap.rs`); maps
+//! written directly (real root) are written at the end, when the helper
+//! has long unshared: the caller never waits for the fork's child to run. Its protocol is the
 //! usual one with the request moved after the maps (`helper.rs`,
 //! `serve_early`).
 
-use super::{Helper, PendingMaps};
+use super::Helper;
 use crate::idmap::IdMapping;
 use crate::protocol::Request;
 use crate::SandboxError;
 use std::path::Path;
 
 /// A helper in its namespaces, mapped (or being mapped) for `mapping`,
-/// waiting for its request. Dropped unused, it is killed and reaped, and
-/// so are its map tools: nothing of it outlives the caller's error path.
+/// waiting for its request. Dropped unused, it is killed and reaped (its
+/// map tools' waiters, its children, exit once it is gone): nothing of it
+/// outlives the caller's error path.
 pub struct EarlyHelper {
     pub(super) helper: Option<Helper>,
     pub(super) mapping: IdMapping,
-    /// `None` until the maps are started (written directly: at
-    /// [`EarlyHelper::finish`]).
-    pub(super) maps: Option<PendingMaps>,
+    /// The helper writes its own maps (`selfmap.rs`); else this process
+    /// writes them once the helper has unshared.
+    pub(super) self_mapped: bool,
 }
 
 impl EarlyHelper {
@@ -44,16 +46,15 @@ impl EarlyHelper {
         request: &Request,
         cgroups: &[&Path],
     ) -> Result<Helper, SandboxError> {
-        let maps = self.maps.take();
         let Some(mut helper) = self.helper.take() else {
             return Err(SandboxError::TaskFailed("the early helper is gone".into()));
         };
-        let mapped = match maps {
-            Some(maps) => maps.finish(),
-            None => helper
-                .await_unshared()
-                .and_then(|()| super::write_id_maps(helper.child.id(), &self.mapping)),
-        };
+        let mapped = helper
+            .await_unshared()
+            .and_then(|()| match self.self_mapped {
+                true => Ok(()),
+                false => super::write_id_maps(helper.child.id(), &self.mapping),
+            });
         let handed = mapped
             .and_then(|()| helper.send_request(request))
             .and_then(|()| helper.release(cgroups));
@@ -66,10 +67,6 @@ impl Drop for EarlyHelper {
         if let Some(mut helper) = self.helper.take() {
             let _ = helper.child.kill();
             let _ = helper.child.wait();
-        }
-        // The tools fail or finish once the helper is gone; reap them.
-        if let Some(maps) = self.maps.take() {
-            let _ = maps.finish();
         }
     }
 }

@@ -358,3 +358,54 @@ fn an_early_helper_maps_the_run_as_a_late_one_does() {
         assert_eq!(sandbox_dirs(&env.store), 0);
     }
 }
+
+/// Rootless, a map tool that refuses (here a stand-in `newuidmap` first in
+/// PATH) fails the run with the tool's own message, whether the early
+/// helper ran the tools itself or the caller did (`CAIRN_SANDBOX_SPAWN=exec`),
+/// and leaves no sandbox dir. (The early helper reports before it unshares:
+/// the handshake once ate the report's first byte and printed raw JSON.)
+#[test]
+fn a_refusing_map_tool_fails_the_run_with_its_message() {
+    let Some(user) = users().into_iter().flatten().next() else {
+        return; // rootless only: root writes its maps itself
+    };
+    let env = Env::new(Some(user));
+    // The image's layers are extracted first (that task's helper is mapped
+    // by this process's tools): the failing runs then fail at the exec.
+    ok(
+        &env.cairn(&["run", "--rm", "busybox:fixture", "true"]),
+        "warm-up run",
+    );
+    let bin = env.subdir("fakebin");
+    let tool = bin.join("newuidmap");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\necho 'newuidmap: refused by the test' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("PATH={}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display());
+    for spawn in ["fork", "exec"] {
+        let out = env.command(
+            "env",
+            &[
+                &path,
+                &format!("CAIRN_SANDBOX_SPAWN={spawn}"),
+                env!("CARGO_BIN_EXE_cairn"),
+                "run",
+                "--rm",
+                "busybox:fixture",
+                "true",
+            ],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{spawn}: {err}");
+        assert!(
+            err.contains("newuidmap: refused by the test"),
+            "{spawn}: {err}"
+        );
+        assert!(!err.contains("\"Setup\""), "{spawn}: raw report: {err}");
+        assert_eq!(sandbox_dirs(&env.store), 0, "{spawn}");
+    }
+}

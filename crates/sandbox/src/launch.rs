@@ -567,7 +567,7 @@ impl Launcher {
     pub fn start_early(&self, mapping: &IdMapping, stdio: RunStdio) -> Option<EarlyHelper> {
         self.check_ready().ok()?;
         let fork_window = self.own_binary.then(crate::spawn::fork_window).flatten()?;
-        let _span = cairn_layer::timing::span("sandbox.helper_early");
+        let forking = Instant::now();
         // A subordinate range's map tools (~1.4 ms) the helper runs for
         // itself (`selfmap.rs`): started here, they would block this
         // process for their setuid execs. Maps written directly (real
@@ -576,6 +576,8 @@ impl Launcher {
         let self_mapped = maps_by_tools(mapping);
         let job = Start::Early(self_mapped.then(|| mapping.clone()));
         let helper = self.spawn_helper(stdio, job, Some(fork_window)).ok()?;
+        // Reported only for a helper that started (tests look for it).
+        cairn_layer::timing::report("sandbox.helper_early", forking.elapsed());
         Some(EarlyHelper {
             helper: Some(helper),
             mapping: mapping.clone(),

@@ -8,6 +8,7 @@ mod tty;
 
 use crate::exit::{classify, open_store, CliError};
 use crate::sandbox_cmds::{finish, launcher, warn_single_id, ProcessArgs};
+use cairn::sandbox::idmap::IdMapping;
 use cairn::sandbox::manager::{Argv, CreateOptions, Resources, SandboxManager};
 use cairn::sandbox::{Network, RunStdio};
 use cairn::store::image_config::{Field, RunConfig};
@@ -119,13 +120,31 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             "the input device is not a TTY: -i -t needs a terminal on stdin; drop -t to pipe input",
         ));
     }
+    // This process exits once the command has ended (and its sandbox is
+    // removed): the helper's exit is left to init, not to a reaper thread.
+    cairn::sandbox::reap::leave_to_exit();
+    let launcher = launcher()?;
+    let mapping = match args.security.id_mapping()? {
+        Some(mapping) => mapping,
+        None => IdMapping::for_current_user(),
+    };
+    // A plain attached run's helper starts now, before the store is opened:
+    // its fork, `unshare` and ID maps overlap the sandbox's creation, and it
+    // takes the request once the sandbox exists (a detached run's runner
+    // starts its own; a terminal's stdio is made after the create). On any
+    // error before the exec it is dropped: killed and reaped.
+    let early = match args.attach.detach || args.attach.tty {
+        true => None,
+        false => launcher.start_early(&mapping, plain_stdio(args.attach.interactive)),
+    };
     let span = cairn::layer::timing::span("run.open_store");
     let store = open_store(root)?;
     drop(span);
     // This process holds `store.lock` until it exits: GC cannot run while
     // its `--rm` sandbox lives, so that sandbox needs no GC root.
-    let manager = SandboxManager::new(&store, launcher()?).ephemeral_kept_by_store_lock();
-    let manager = crate::sandbox_cmds::with_userns(manager, &args.security)?;
+    let manager = SandboxManager::new(&store, launcher)
+        .ephemeral_kept_by_store_lock()
+        .with_id_mapping(mapping);
     if let Some(name) = &args.sandbox.name {
         if manager.get(name).is_ok() {
             return Err(CliError::bad_input(format!(
@@ -168,18 +187,10 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
         tty = Some(t);
         stdio
     } else {
-        RunStdio {
-            stdin: Some(match args.attach.interactive {
-                true => Stdio::inherit(),
-                false => Stdio::null(),
-            }),
-            stdout: None,
-            stderr: None,
-            ..RunStdio::default()
-        }
+        plain_stdio(args.attach.interactive)
     };
     let span = cairn::layer::timing::span("run.exec");
-    let result = manager.exec(&record.id, opts).map_err(classify);
+    let result = manager.exec_with(&record.id, opts, early).map_err(classify);
     drop(span);
     if let Some(t) = tty {
         t.finish();
@@ -189,6 +200,20 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
         manager.remove(&record.id).map_err(classify)?;
     }
     finish(&manager, result?)
+}
+
+/// The stdio of a run without a terminal: this process's stdout and
+/// stderr; stdin too with `-i`, else /dev/null.
+fn plain_stdio(interactive: bool) -> RunStdio {
+    RunStdio {
+        stdin: Some(match interactive {
+            true => Stdio::inherit(),
+            false => Stdio::null(),
+        }),
+        stdout: None,
+        stderr: None,
+        ..RunStdio::default()
+    }
 }
 
 /// What to run, as `docker run` decides: `--entrypoint` replaces the

@@ -295,3 +295,117 @@ fn the_cli_is_a_pie_that_runs_for_every_user() {
         assert_eq!(sandbox_dirs(&env.store), 0);
     }
 }
+
+/// A plain `run --rm` forks its helper before it opens the store
+/// (`sandbox.helper_early`: unshared and mapped while the sandbox is
+/// created). Its command sees the same ID maps and network as with a
+/// helper exec'd at the run (`CAIRN_SANDBOX_SPAWN=exec`, no early start):
+/// rootless, the subordinate range written by newuidmap/newgidmap. A run
+/// whose create fails after the early start leaves no sandbox dir.
+#[test]
+fn an_early_helper_maps_the_run_as_a_late_one_does() {
+    let script = "cat /proc/self/uid_map /proc/self/gid_map; echo --; \
+                  awk -F: 'NR > 2 { gsub(/ /, \"\", $1); print $1 }' /proc/net/dev | sort";
+    for user in users() {
+        let env = Env::new(user);
+        let cairn = env!("CARGO_BIN_EXE_cairn");
+        for network in ["host", "none"] {
+            let run = |spawn: &str| {
+                env.command(
+                    "env",
+                    &[
+                        "CAIRN_TRACE_TIMINGS=1",
+                        &format!("CAIRN_SANDBOX_SPAWN={spawn}"),
+                        cairn,
+                        "run",
+                        "--rm",
+                        "--network",
+                        network,
+                        "busybox:fixture",
+                        "sh",
+                        "-c",
+                        script,
+                    ],
+                )
+            };
+            let (early, late) = (run("fork"), run("exec"));
+            let early_err = text(&early.stderr);
+            assert!(early_err.contains("sandbox.helper_early"), "{early_err}");
+            assert!(!text(&late.stderr).contains("sandbox.helper_early"));
+            let got = ok(&early, "run --rm, early helper");
+            assert_eq!(got, ok(&late, "run --rm, exec'd helper"), "{network}");
+            let (maps, links) = got.split_once("--\n").unwrap();
+            if network == "none" {
+                assert_eq!(links, "lo\n");
+            }
+            if let Some(u) = user {
+                let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+                let start = subuid
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{u}:")))
+                    .and_then(|rest| rest.split(':').next())
+                    .unwrap();
+                let found = maps.lines().any(|l| {
+                    let fields: Vec<&str> = l.split_whitespace().collect();
+                    fields.len() == 3 && fields[0] == "1" && fields[1] == start
+                });
+                assert!(found, "{start} not mapped: {maps}");
+            }
+            assert_eq!(sandbox_dirs(&env.store), 0);
+        }
+        let out = env.cairn(&["run", "--rm", "no-such:image", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+        assert_eq!(sandbox_dirs(&env.store), 0);
+    }
+}
+
+/// Rootless, a map tool that refuses (here a stand-in `newuidmap` first in
+/// PATH) fails the run with the tool's own message, whether the early
+/// helper ran the tools itself or the caller did (`CAIRN_SANDBOX_SPAWN=exec`),
+/// and leaves no sandbox dir. (The early helper reports before it unshares:
+/// the handshake once ate the report's first byte and printed raw JSON.)
+#[test]
+fn a_refusing_map_tool_fails_the_run_with_its_message() {
+    let Some(user) = users().into_iter().flatten().next() else {
+        return; // rootless only: root writes its maps itself
+    };
+    let env = Env::new(Some(user));
+    // The image's layers are extracted first (that task's helper is mapped
+    // by this process's tools): the failing runs then fail at the exec.
+    ok(
+        &env.cairn(&["run", "--rm", "busybox:fixture", "true"]),
+        "warm-up run",
+    );
+    let bin = env.subdir("fakebin");
+    let tool = bin.join("newuidmap");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\necho 'newuidmap: refused by the test' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("PATH={}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display());
+    for spawn in ["fork", "exec"] {
+        let out = env.command(
+            "env",
+            &[
+                &path,
+                &format!("CAIRN_SANDBOX_SPAWN={spawn}"),
+                env!("CARGO_BIN_EXE_cairn"),
+                "run",
+                "--rm",
+                "busybox:fixture",
+                "true",
+            ],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{spawn}: {err}");
+        assert!(
+            err.contains("newuidmap: refused by the test"),
+            "{spawn}: {err}"
+        );
+        assert!(!err.contains("\"Setup\""), "{spawn}: raw report: {err}");
+        assert_eq!(sandbox_dirs(&env.store), 0, "{spawn}");
+    }
+}

@@ -61,14 +61,14 @@ fn exec_helper_main(fds: &str) -> i32 {
     // SAFETY: the caller handed these two open descriptors to us and nothing
     // else in this fresh process owns them.
     let (down, up) = unsafe { (File::from_raw_fd(down_fd), File::from_raw_fd(up_fd)) };
-    serve(down, up, None)
+    serve(down, up, Start::Read)
 }
 
 /// Be the helper: unshare, wait for the ID maps, then run the request (a
 /// sandboxed command through PID 1, or a task). `request` is given when the
 /// helper is a fork of the caller (see `launch.rs`), else read from `down`.
 /// Returns the helper's exit code.
-pub(crate) fn serve(mut down: File, mut up: File, request: Option<Request>) -> i32 {
+pub(crate) fn serve(mut down: File, mut up: File, start: Start) -> i32 {
     // The exec'd helper inherited these without close-on-exec; the command
     // must not: an open `up` would keep the caller waiting for our report.
     for fd in [&down, &up] {
@@ -81,17 +81,18 @@ pub(crate) fn serve(mut down: File, mut up: File, request: Option<Request>) -> i
     // make the kernel reap our children before we can wait for them.
     // SAFETY: resetting one disposition to the default.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
-    let request = match request.map_or_else(|| read_request(&mut down), Ok) {
+    let request = match start {
+        Start::Early(mapping) => return serve_early(down, up, mapping),
+        Start::Given(request) => Ok(request),
+        Start::Read => read_request(&mut down),
+    };
+    let request = match request {
         Ok(r) => r,
         Err(m) => return report(&mut up, Failure::Setup(m)),
     };
     let flags = match &request {
         Request::Run { spec, .. } | Request::FileOp { spec, .. } => {
-            let mut flags = CloneFlags::CLONE_NEWUSER
-                | CloneFlags::CLONE_NEWNS
-                | CloneFlags::CLONE_NEWPID
-                | CloneFlags::CLONE_NEWUTS
-                | CloneFlags::CLONE_NEWIPC;
+            let mut flags = RUN_NAMESPACES;
             if spec.network == Network::None {
                 flags |= CloneFlags::CLONE_NEWNET;
             }
@@ -129,6 +130,78 @@ pub(crate) fn serve(mut down: File, mut up: File, request: Option<Request>) -> i
         }
     };
 
+    start_pid1(&spec, terminal, op.as_ref(), up)
+}
+
+/// How the helper gets its request.
+pub(crate) enum Start {
+    /// A forked helper, handed the request in memory.
+    Given(Request),
+    /// An exec'd helper: the request comes down the pipe first.
+    Read,
+    /// A helper forked before the sandbox existed (`launch.rs`,
+    /// [`crate::launch::EarlyHelper`]): it unshares and is mapped while the
+    /// caller creates the sandbox; the request (a run) comes afterwards.
+    /// With a mapping, it runs that mapping's map tools itself
+    /// (`selfmap.rs`) and says `U` once mapped.
+    Early(Option<crate::idmap::IdMapping>),
+}
+
+/// The namespaces of every run; a run without a network adds its own.
+const RUN_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER
+    .union(CloneFlags::CLONE_NEWNS)
+    .union(CloneFlags::CLONE_NEWPID)
+    .union(CloneFlags::CLONE_NEWUTS)
+    .union(CloneFlags::CLONE_NEWIPC);
+
+/// [`Start::Early`]: unshare the run's namespaces before the request
+/// exists, then take the request, the caller's word that the ID maps are
+/// written (and the cgroups joined), become container root and start PID 1.
+/// A run without a network unshares its network namespace last, from
+/// inside the user namespace, which then owns it as it would have if
+/// unshared with the rest.
+fn serve_early(mut down: File, mut up: File, mapping: Option<crate::idmap::IdMapping>) -> i32 {
+    let tools = match mapping.as_ref().map(crate::selfmap::prepare).transpose() {
+        Ok(tools) => tools,
+        Err(m) => return report(&mut up, Failure::Setup(m)),
+    };
+    if let Err(e) = unshare(RUN_NAMESPACES) {
+        return report(
+            &mut up,
+            Failure::Setup(format!("unshare: {e} (are user namespaces enabled?)")),
+        );
+    }
+    if let Some(Err(m)) = tools.map(crate::selfmap::MapTools::run) {
+        return report(&mut up, Failure::Setup(m));
+    }
+    if up.write_all(&[UNSHARED]).is_err() {
+        return 125;
+    }
+    let request = match read_request(&mut down) {
+        Ok(r) => r,
+        Err(m) => return report(&mut up, Failure::Setup(m)),
+    };
+    let mut byte = [0u8; 1];
+    if down.read_exact(&mut byte).is_err() || byte[0] != MAPPED {
+        return 125; // the caller gave up; it reports why
+    }
+    drop(down);
+    if let Err(message) = become_container_root() {
+        return report(&mut up, Failure::Setup(message));
+    }
+    let (spec, terminal, op) = match request {
+        Request::Run { spec, terminal } => (spec, terminal, None),
+        Request::FileOp { spec, op } => (spec, false, Some(op)),
+        Request::Task { .. } => {
+            let refused = "a task sent to a helper started for a run".to_string();
+            return report(&mut up, Failure::Setup(refused));
+        }
+    };
+    if spec.network == Network::None {
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+            return report(&mut up, Failure::Setup(format!("unshare (network): {e}")));
+        }
+    }
     start_pid1(&spec, terminal, op.as_ref(), up)
 }
 

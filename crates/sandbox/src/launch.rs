@@ -4,6 +4,7 @@
 //! unshares anything itself: the helper is a fresh exec of a binary whose
 //! `main` calls [`crate::init_hook`] first, and does all namespace work there.
 
+use crate::helper::Start;
 use crate::idmap::{IdMapping, IdRange};
 use crate::protocol::{Exited, Failure, Request, Task, TaskReply, HELPER_ENV, MAPPED, UNSHARED};
 use crate::spec::RunSpec;
@@ -18,6 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod early;
+pub use early::EarlyHelper;
 
 /// How a sandboxed command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,19 +250,22 @@ impl Launcher {
         stdio: RunStdio,
         control: &RunControl,
     ) -> Result<RunOutcome, SandboxError> {
-        self.run_request(spec, None, stdio, control, None)
+        self.run_request(spec, None, stdio, control, None, None)
     }
 
     /// [`Launcher::run_with`], keeping `hold` (a sandbox's exec lock) until
     /// the sandbox's namespaces are gone, which may be after this returns.
+    /// With `early` (started by [`Launcher::start_early`] for the spec's
+    /// ID mapping), the run uses that helper, and its stdio, not `stdio`.
     pub(crate) fn run_holding(
         &self,
         spec: &RunSpec,
         stdio: RunStdio,
         control: &RunControl,
         hold: Box<dyn Send>,
+        early: Option<EarlyHelper>,
     ) -> Result<RunOutcome, SandboxError> {
-        self.run_request(spec, None, stdio, control, Some(hold))
+        self.run_request(spec, None, stdio, control, Some(hold), early)
     }
 
     /// Set the sandbox of `spec` up as for a run, then do `op` as the
@@ -271,7 +278,7 @@ impl Launcher {
         stdio: RunStdio,
         control: &RunControl,
     ) -> Result<RunOutcome, SandboxError> {
-        self.run_request(spec, Some(op), stdio, control, None)
+        self.run_request(spec, Some(op), stdio, control, None, None)
     }
 
     /// A run (or file operation): returns once PID 1 reports the command's
@@ -284,6 +291,7 @@ impl Launcher {
         stdio: RunStdio,
         control: &RunControl,
         hold: Option<Box<dyn Send>>,
+        early: Option<EarlyHelper>,
     ) -> Result<RunOutcome, SandboxError> {
         let started = Instant::now();
         let started_ns = crate::protocol::monotonic_ns();
@@ -322,7 +330,13 @@ impl Launcher {
             .map(PathBuf::as_path)
             .collect();
         let span = cairn_layer::timing::span("sandbox.helper_start");
-        let mut helper = self.start(&request, stdio, &cgroups)?;
+        let mut helper = match early {
+            Some(e) if e.id_mapping() == request.id_mapping() => e.finish(&request, &cgroups)?,
+            other => {
+                drop(other); // started for another mapping: killed
+                self.start(&request, stdio, &cgroups)?
+            }
+        };
         drop(span);
         let span = cairn_layer::timing::span("sandbox.mapped_to_report");
         let deadline = control.timeout.map(|t| started + t);
@@ -528,6 +542,58 @@ impl Launcher {
         cgroups: &[&Path],
     ) -> Result<Helper, SandboxError> {
         self.check_ready()?;
+        // Held until the fork is done (spawn.rs).
+        let fork_window = self.own_binary.then(crate::spawn::fork_window).flatten();
+        let job = match fork_window {
+            Some(_) => Start::Given(request.clone()),
+            None => Start::Read,
+        };
+        let send = matches!(job, Start::Read);
+        let mut helper = self.spawn_helper(stdio, job, fork_window)?;
+        let handshake = helper.handshake(request, send, cgroups);
+        helper.finish_on_error(handshake).map(|()| helper)
+    }
+
+    /// Start a helper for a run before its sandbox exists, so its start
+    /// (the fork, `unshare`, the ID maps: for a subordinate range two
+    /// setuid map tools, ~1.4 ms) overlaps the caller's own work (opening
+    /// the store, creating the sandbox). Hand it to
+    /// [`crate::manager::SandboxManager::exec_with`]; dropped unused, it
+    /// is killed and reaped. `stdio` is the run's: it cannot change later.
+    ///
+    /// `None` when the helper cannot be a fork of this process now (see
+    /// `spawn.rs`) or did not come up; the run then starts its helper as
+    /// usual, which reports whatever went wrong.
+    pub fn start_early(&self, mapping: &IdMapping, stdio: RunStdio) -> Option<EarlyHelper> {
+        self.check_ready().ok()?;
+        let fork_window = self.own_binary.then(crate::spawn::fork_window).flatten()?;
+        let forking = Instant::now();
+        // A subordinate range's map tools (~1.4 ms) the helper runs for
+        // itself (`selfmap.rs`): started here, they would block this
+        // process for their setuid execs. Maps written directly (real
+        // root, a single ID) this process writes when the request is
+        // ready, long after the helper has unshared.
+        let self_mapped = maps_by_tools(mapping);
+        let job = Start::Early(self_mapped.then(|| mapping.clone()));
+        let helper = self.spawn_helper(stdio, job, Some(fork_window)).ok()?;
+        // Reported only for a helper that started (tests look for it).
+        cairn_layer::timing::report("sandbox.helper_early", forking.elapsed());
+        Some(EarlyHelper {
+            helper: Some(helper),
+            mapping: mapping.clone(),
+            self_mapped,
+        })
+    }
+
+    /// Start the helper process (a fork of this process when
+    /// `fork_window` is given, else an exec of the helper binary) with
+    /// `stdio`, doing `job`.
+    fn spawn_helper(
+        &self,
+        stdio: RunStdio,
+        job: Start,
+        fork_window: Option<cairn_layer::quiet::ForkWindow>,
+    ) -> Result<Helper, SandboxError> {
         let (down_r, down_w) = cloexec_pipe()?;
         let (up_r, up_w) = cloexec_pipe()?;
         let mut cmd = Command::new(&self.helper);
@@ -536,12 +602,9 @@ impl Launcher {
         cmd.stderr(stdio.stderr.unwrap_or_else(Stdio::inherit));
         let keep = [down_r.as_raw_fd(), up_w.as_raw_fd()];
         let caller = std::process::id() as libc::pid_t;
-        // Held until the fork is done (spawn.rs).
-        let fork_window = self.own_binary.then(crate::spawn::fork_window).flatten();
-        let forked = fork_window.is_some();
-        if forked {
+        if fork_window.is_some() {
             crate::spawn::note_forked_helper();
-            let mut request = Some(request.clone());
+            let mut job = Some(job);
             // SAFETY: this process is single-threaded but for the reaper
             // and quiet threads, which hold no lock (spawn.rs), so the child may do anything;
             // it never returns into std's spawn code (it _exits).
@@ -551,8 +614,8 @@ impl Launcher {
                     // Every other descriptor is closed, std's exec-status pipe
                     // too: its EOF tells the caller's `spawn` we are running.
                     let (down, up) = (File::from_raw_fd(keep[0]), File::from_raw_fd(keep[1]));
-                    let code = match request.take() {
-                        Some(request) => crate::helper::serve(down, up, Some(request)),
+                    let code = match job.take() {
+                        Some(job) => crate::helper::serve(down, up, job),
                         None => 125,
                     };
                     libc::_exit(code)
@@ -594,14 +657,12 @@ impl Launcher {
         drop(fork_window);
         drop(down_r);
         drop(up_w);
-        let mut helper = Helper {
+        Ok(Helper {
             child,
             child_path: self.helper.clone(),
             down: down_w.into(),
             up: up_r.into(),
-        };
-        let handshake = helper.handshake(request, !forked, cgroups);
-        helper.finish_on_error(handshake).map(|()| helper)
+        })
     }
 }
 
@@ -663,19 +724,35 @@ impl Helper {
         cgroups: &[&Path],
     ) -> Result<(), SandboxError> {
         if send {
-            let body = serde_json::to_vec(request).map_err(SandboxError::Spec)?;
-            let mut msg = (body.len() as u64).to_le_bytes().to_vec();
-            msg.extend_from_slice(&body);
-            self.down
-                .write_all(&msg)
-                .map_err(|e| SandboxError::io("sending the request to the helper", e))?;
+            self.send_request(request)?;
         }
+        self.await_unshared()?;
+        write_id_maps(self.child.id(), request.id_mapping())?;
+        self.release(cgroups)
+    }
+
+    fn send_request(&mut self, request: &Request) -> Result<(), SandboxError> {
+        let body = serde_json::to_vec(request).map_err(SandboxError::Spec)?;
+        let mut msg = (body.len() as u64).to_le_bytes().to_vec();
+        msg.extend_from_slice(&body);
+        self.down
+            .write_all(&msg)
+            .map_err(|e| SandboxError::io("sending the request to the helper", e))
+    }
+
+    /// Wait for the helper's word that it is in its namespaces; if it died
+    /// or reported a failure instead, collect why.
+    fn await_unshared(&mut self) -> Result<(), SandboxError> {
         let mut byte = [0u8; 1];
         match self.up.read(&mut byte) {
-            Ok(1) if byte[0] == UNSHARED => {}
-            _ => {
-                // The helper died or reported before unsharing: collect why.
-                let mut rest = Vec::new();
+            Ok(1) if byte[0] == UNSHARED => Ok(()),
+            read => {
+                // The helper died or reported before unsharing: collect why
+                // (the byte read is the report's first).
+                let mut rest = match read {
+                    Ok(1) => vec![byte[0]],
+                    _ => Vec::new(),
+                };
                 let _ = self.up.read_to_end(&mut rest);
                 let status = self
                     .child
@@ -691,16 +768,19 @@ impl Helper {
                     ),
                     Err(_) => String::from_utf8_lossy(&rest).trim().to_string(),
                 };
-                return Err(SandboxError::HelperFailed {
+                Err(SandboxError::HelperFailed {
                     status: status.to_string(),
                     message,
-                });
+                })
             }
         }
-        write_id_maps(self.child.id(), request.id_mapping())?;
+    }
+
+    /// With the ID maps written: place the helper in `cgroups` and let it
+    /// go on (it forks PID 1 only after this, so the whole sandbox is born
+    /// inside the cgroups).
+    fn release(&mut self, cgroups: &[&Path]) -> Result<(), SandboxError> {
         for dir in cgroups {
-            // The helper waits for MAPPED before it forks PID 1, so the whole
-            // sandbox is born inside the cgroup.
             crate::cgroup::add_process(dir, self.child.id()).map_err(|source| {
                 SandboxError::Cgroup {
                     path: dir.to_path_buf(),
@@ -838,11 +918,17 @@ fn readable_within(up: &File, deadline: Option<Instant>) -> std::io::Result<bool
     }
 }
 
+/// Whether `m` is written by newuidmap/newgidmap (a subordinate range of
+/// an unprivileged caller), not directly.
+fn maps_by_tools(m: &IdMapping) -> bool {
+    !(nix::unistd::geteuid().is_root() || m.single_id)
+}
+
 /// Write the helper's uid_map and gid_map: through newuidmap/newgidmap for a
 /// subordinate range, directly for real root or a single mapped ID.
 fn write_id_maps(pid: u32, m: &IdMapping) -> Result<(), SandboxError> {
     let as_root = nix::unistd::geteuid().is_root();
-    if as_root || m.single_id {
+    if !maps_by_tools(m) {
         let lines = |ranges: &[IdRange]| -> String {
             if ranges.is_empty() {
                 return format!("0 0 {}\n", u32::MAX); // the identity

@@ -20,9 +20,10 @@ pub mod names;
 mod netns;
 pub mod owners;
 pub mod protocol;
-mod reap;
+pub mod reap;
 pub mod rootfs;
 pub mod seccomp;
+mod selfmap;
 pub mod spawn;
 pub mod spec;
 pub mod subid;
@@ -32,7 +33,7 @@ pub mod users;
 pub use exec_io::{ExecOutput, StdStream};
 pub use helper::init_hook;
 pub use launch::{
-    CancelToken, Extracted, Launcher, RunControl, RunOutcome, RunStdio, TaskRemover,
+    CancelToken, EarlyHelper, Extracted, Launcher, RunControl, RunOutcome, RunStdio, TaskRemover,
     UpperLayerWriter,
 };
 pub use protocol::{FileOp, Task};

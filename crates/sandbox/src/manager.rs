@@ -702,6 +702,20 @@ impl<'s> SandboxManager<'s> {
     /// Returns when the command has ended; the sandbox's mount goes away
     /// after, and its lock is held until then (`manager/teardown.rs`).
     pub fn exec(&self, id_or_name: &str, opts: ExecOptions) -> Result<RunOutcome, ManagerError> {
+        self.exec_with(id_or_name, opts, None)
+    }
+
+    /// [`Self::exec`] through `early`, a helper started before the sandbox
+    /// was created ([`crate::Launcher::start_early`] with this manager's
+    /// ID mapping and the run's stdio, which replaces `opts.stdio`). An
+    /// early helper of another mapping is dropped (killed) and a fresh one
+    /// started.
+    pub fn exec_with(
+        &self,
+        id_or_name: &str,
+        opts: ExecOptions,
+        early: Option<crate::launch::EarlyHelper>,
+    ) -> Result<RunOutcome, ManagerError> {
         let record = self.get(id_or_name)?;
         let lock = self.lock(&record.id)?;
         let spec = self.run_spec(&record, &opts)?;
@@ -714,7 +728,7 @@ impl<'s> SandboxManager<'s> {
         let hold = Box::new(teardown::Teardown::new(self.dir(&record.id), lock));
         Ok(self
             .launcher
-            .run_holding(&spec, opts.stdio, &control, hold)?)
+            .run_holding(&spec, opts.stdio, &control, hold, early)?)
     }
 
     /// The sandbox's cgroup, made again if it is gone (cgroups do not survive

@@ -65,7 +65,29 @@ pub(crate) fn reap_pid_later(pid: nix::unistd::Pid) {
     });
 }
 
+/// Declare that this process exits soon after its runs (a one-shot CLI
+/// command): its helpers and reclaimers are then not waited for by a
+/// reaper thread (whose start, ~0.1 ms, would come between the command's
+/// end and the caller's next step); they go to whoever inherits them at
+/// this process's exit (init, or a subreaper), and what is held for them
+/// (a sandbox's exec lock) is held until then. A process that goes on
+/// running sandboxes (a build, a service) must not call this.
+pub fn leave_to_exit() {
+    LEAVE_TO_EXIT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+static LEAVE_TO_EXIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What [`leave_to_exit`] keeps until the exit: statics are never dropped,
+/// so the holds are released by the kernel as the process ends.
+static LEFT: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
+
 fn queue(pending: Pending) {
+    if LEAVE_TO_EXIT.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut left = LEFT.lock().unwrap_or_else(|e| e.into_inner());
+        left.push(pending);
+        return;
+    }
     let queue = REAPER.get_or_init(start);
     let unsent = match queue {
         Some(tx) => match tx.lock() {

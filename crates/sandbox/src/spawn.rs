@@ -52,8 +52,17 @@ pub fn forked_helpers() -> usize {
 static FORKED: AtomicUsize = AtomicUsize::new(0);
 
 /// The number of threads of this process (`num_threads` of /proc/self/stat).
+/// One `read` into a buffer the line fits in (a command name is at most 64
+/// bytes, the other 51 fields numbers): `read_to_string` sizes its buffer by
+/// the file's length, which procfs gives as 0, and took five reads.
 fn thread_count() -> Option<usize> {
-    num_threads(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open("/proc/self/stat")
+        .ok()?
+        .read(&mut buf)
+        .ok()?;
+    num_threads(std::str::from_utf8(buf.get(..n)?).ok()?)
 }
 
 /// `num_threads` from the text of a `/proc/PID/stat` file.

@@ -581,6 +581,119 @@ fn organizations_and_names_are_boundaries(_: &()) {
     assert!(!store.layout().sandboxes().join(&theirs.id).exists());
 }
 
+/// The stdio of a run whose output goes to `path`.
+fn to_file(path: &std::path::Path) -> RunStdio {
+    RunStdio {
+        stdin: Some(Stdio::null()),
+        stdout: Some(std::fs::File::create(path).unwrap().into()),
+        stderr: None,
+        ..RunStdio::default()
+    }
+}
+
+fn is_running(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A helper started before its sandbox (`Launcher::start_early`, as `cairn
+/// run` does: forked, unshared and mapped while the sandbox is created)
+/// runs the command with the manager's ID mapping and the sandbox's
+/// network, as a helper started at the exec does, and no second helper is
+/// forked. One dropped unused (a create that failed after it started) is
+/// killed and reaped and leaves no sandbox dir; one of another mapping is
+/// not used.
+fn early_helpers_map_and_clean_up(_: &()) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let store = cairn_testsupport::store_with_busybox(tmp.path());
+    let launcher = Launcher::current_exe().unwrap();
+    let manager = SandboxManager::new(&store, launcher.clone()).ephemeral_kept_by_store_lock();
+    let mapping = manager.id_mapping().clone();
+    let sandboxes = || match std::fs::read_dir(store.layout().sandboxes()) {
+        Ok(entries) => entries.count(),
+        Err(_) => 0,
+    };
+
+    // A create that fails after the early start: nothing is left.
+    let early = launcher
+        .start_early(&mapping, to_file(&out))
+        .expect("a single-threaded caller forks its helper early");
+    let pid = early.pid().unwrap();
+    assert!(is_running(pid));
+    let ephemeral = CreateOptions {
+        ephemeral: true,
+        ..CreateOptions::default()
+    };
+    assert!(manager.create("no-such:image", ephemeral.clone()).is_err());
+    drop(early);
+    assert!(!is_running(pid), "the early helper {pid} outlived its drop");
+    assert_eq!(sandboxes(), 0);
+
+    let script = r#"cat /proc/self/uid_map /proc/self/gid_map; echo --;
+                    awk -F: 'NR > 2 { gsub(/ /, "", $1); print $1 }' /proc/net/dev | sort"#;
+    let argv = || Argv::Direct(["sh", "-c", script].map(String::from).to_vec());
+    for network in [cairn_sandbox::Network::Host, cairn_sandbox::Network::None] {
+        let opts = CreateOptions {
+            network,
+            ..ephemeral.clone()
+        };
+        let sb = manager.create("busybox:fixture", opts).unwrap();
+        let (code, usual) = capture(&manager, &sb.id, &["sh", "-c", script]);
+        assert_eq!(code, 0);
+        let early = launcher.start_early(&mapping, to_file(&out)).unwrap();
+        let forks = cairn_sandbox::spawn::forked_helpers();
+        let opts = ExecOptions {
+            argv: argv(),
+            ..ExecOptions::default()
+        };
+        let outcome = manager.exec_with(&sb.id, opts, Some(early)).unwrap();
+        assert_eq!(outcome.exit_code, 0);
+        assert_eq!(
+            cairn_sandbox::spawn::forked_helpers(),
+            forks,
+            "a second helper"
+        );
+        let got = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(got, usual, "{network:?}");
+        let (maps, links) = got.split_once("--\n").unwrap();
+        if let Some(range) = mapping.map.uids.iter().find(|r| r.len > 1) {
+            // The subordinate range (newuidmap's, rootless) is in place.
+            let want = [range.container, range.host, range.len].map(|n| n.to_string());
+            let found = maps
+                .lines()
+                .any(|l| l.split_whitespace().eq(want.iter().map(String::as_str)));
+            assert!(found, "{range:?} not in {maps}");
+        }
+        if network == cairn_sandbox::Network::None {
+            assert_eq!(links, "lo\n");
+        } else {
+            assert_ne!(links, "lo\n", "the host's network has more than lo");
+        }
+        manager.remove(&sb.id).unwrap();
+    }
+    assert_eq!(sandboxes(), 0);
+
+    if nix::unistd::geteuid().is_root() {
+        // Started for another mapping: dropped, and the run starts its own.
+        let other = cairn_sandbox::idmap::IdMapping::host_identity();
+        assert_ne!(other, mapping);
+        let sb = manager.create("busybox:fixture", ephemeral).unwrap();
+        let early = launcher.start_early(&other, to_file(&out)).unwrap();
+        let pid = early.pid().unwrap();
+        let opts = ExecOptions {
+            argv: argv(),
+            stdio: to_file(&out),
+            ..ExecOptions::default()
+        };
+        let forks = cairn_sandbox::spawn::forked_helpers();
+        let outcome = manager.exec_with(&sb.id, opts, Some(early)).unwrap();
+        assert_eq!(outcome.exit_code, 0);
+        assert!(!is_running(pid));
+        assert_eq!(cairn_sandbox::spawn::forked_helpers(), forks + 1);
+        manager.remove(&sb.id).unwrap();
+    }
+}
+
 fn main() {
     init_hook();
     cairn_testsupport::run_suite(
@@ -593,6 +706,7 @@ fn main() {
             organizations_and_names_are_boundaries,
             run_rm_leaves_nothing_and_lost_removals_are_swept,
             ephemeral_roots_follow_the_store_lock,
+            early_helpers_map_and_clean_up,
         ],
     )
 }

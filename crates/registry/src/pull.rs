@@ -1,8 +1,9 @@
 //! Pull: manifest (through an index to one platform) and config into
 //! memory ([`resolve`], which needs no store, so a caller can do it while
 //! its store opens), then the layers in parallel, each streamed into the
-//! store and verified before it is named. The manifest is recorded and tagged only when every blob is in, so
-//! an interrupted pull leaves complete blobs (reused next time) and no image.
+//! store and verified before it is named. The manifest is recorded and
+//! tagged only when every blob is in, so an interrupted pull leaves
+//! complete blobs (reused next time) and no image.
 
 use crate::error::{RegistryError, Result};
 use crate::manifest_fetch::PullToken;

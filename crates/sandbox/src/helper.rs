@@ -100,22 +100,14 @@ pub(crate) fn serve(mut down: File, mut up: File, start: Start) -> i32 {
         }
         Request::Task { .. } => CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS,
     };
-    if let Err(e) = unshare(flags) {
-        return report(
-            &mut up,
-            Failure::Setup(format!("unshare: {e} (are user namespaces enabled?)")),
-        );
+    if let Err(code) = unshare_or_report(flags, &mut up) {
+        return code;
     }
     if up.write_all(&[UNSHARED]).is_err() {
         return 125;
     }
-    let mut byte = [0u8; 1];
-    if down.read_exact(&mut byte).is_err() || byte[0] != MAPPED {
-        return 125; // the caller gave up; it reports why
-    }
-    drop(down);
-    if let Err(message) = become_container_root() {
-        return report(&mut up, Failure::Setup(message));
+    if let Err(code) = mapped_as_root(down, &mut up) {
+        return code;
     }
     let (spec, terminal, op) = match request {
         Request::Run { spec, terminal } => (spec, terminal, None),
@@ -131,6 +123,30 @@ pub(crate) fn serve(mut down: File, mut up: File, start: Start) -> i32 {
     };
 
     start_pid1(&spec, terminal, op.as_ref(), up)
+}
+
+/// `unshare(flags)`; on failure the report is sent and `Err` holds the
+/// helper's exit code.
+fn unshare_or_report(flags: CloneFlags, up: &mut File) -> Result<(), i32> {
+    unshare(flags).map_err(|e| {
+        report(
+            up,
+            Failure::Setup(format!("unshare: {e} (are user namespaces enabled?)")),
+        )
+    })
+}
+
+/// Wait for the caller's `M` (the ID maps are written, the cgroups
+/// joined), close `down`, become container root. `Err` holds the helper's
+/// exit code: 125 when the caller gave up (it reports why), else the
+/// report of the failure.
+fn mapped_as_root(mut down: File, up: &mut File) -> Result<(), i32> {
+    let mut byte = [0u8; 1];
+    if down.read_exact(&mut byte).is_err() || byte[0] != MAPPED {
+        return Err(125);
+    }
+    drop(down);
+    become_container_root().map_err(|message| report(up, Failure::Setup(message)))
 }
 
 /// How the helper gets its request.
@@ -165,11 +181,8 @@ fn serve_early(mut down: File, mut up: File, mapping: Option<crate::idmap::IdMap
         Ok(tools) => tools,
         Err(m) => return report(&mut up, Failure::Setup(m)),
     };
-    if let Err(e) = unshare(RUN_NAMESPACES) {
-        return report(
-            &mut up,
-            Failure::Setup(format!("unshare: {e} (are user namespaces enabled?)")),
-        );
+    if let Err(code) = unshare_or_report(RUN_NAMESPACES, &mut up) {
+        return code;
     }
     if let Some(Err(m)) = tools.map(crate::selfmap::MapTools::run) {
         return report(&mut up, Failure::Setup(m));
@@ -181,13 +194,8 @@ fn serve_early(mut down: File, mut up: File, mapping: Option<crate::idmap::IdMap
         Ok(r) => r,
         Err(m) => return report(&mut up, Failure::Setup(m)),
     };
-    let mut byte = [0u8; 1];
-    if down.read_exact(&mut byte).is_err() || byte[0] != MAPPED {
-        return 125; // the caller gave up; it reports why
-    }
-    drop(down);
-    if let Err(message) = become_container_root() {
-        return report(&mut up, Failure::Setup(message));
+    if let Err(code) = mapped_as_root(down, &mut up) {
+        return code;
     }
     let (spec, terminal, op) = match request {
         Request::Run { spec, terminal } => (spec, terminal, None),
